@@ -1,0 +1,98 @@
+"""The one error hierarchy.
+
+Rules:
+- Every error subvault raises on purpose derives from `SubvaultError` and carries a
+  message written for a human: what went wrong and what to do about it, on one line.
+- `TransientError` means "try again later may work" (network, lock held, remote busy);
+  `PermanentError` means the input or the state must change first.
+- Each class maps to one exit code (see `exit_code`), documented in the README.
+- Catches are narrow: the per-subvolume and per-target loops catch `SubvaultError`,
+  record it, and go on with the rest; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+
+class SubvaultError(Exception):
+    """Root of every error subvault raises on purpose."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransientError(SubvaultError):
+    """May succeed when retried later (network, lock, remote busy)."""
+
+
+class PermanentError(SubvaultError):
+    """Will fail again until the input or the state changes."""
+
+
+class ConfigError(PermanentError):
+    """The config file is malformed or names something impossible. Exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(PermanentError):
+    """Bad command-line arguments. Exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class LockHeld(TransientError):
+    """Another subvault process holds the lock."""
+
+
+class CommandFailed(SubvaultError):
+    """An external command exited non-zero; carries the argv and the stderr tail."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr_tail: str, what: str = "") -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        head = what or " ".join(argv[:3])
+        detail = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else f"exit {returncode}"
+        super().__init__(f"{head} failed: {detail}")
+
+
+class NoSpace(PermanentError):
+    """A filesystem is full (ENOSPC)."""
+
+
+class StalledTransfer(TransientError):
+    """A pipeline made no progress for too long."""
+
+
+class NotBtrfs(PermanentError):
+    """A configured path is missing or is not on btrfs."""
+
+
+class SnapshotNumberTaken(PermanentError):
+    """The snapper number chosen for a new snapshot already exists."""
+
+
+class NotFound(PermanentError):
+    """A named subvolume, snapshot, target or object does not exist."""
+
+
+class Refused(PermanentError):
+    """An operation was refused to protect data (an invariant or an unsafe layout)."""
+
+
+def exit_code(error: BaseException) -> int:
+    """Given an error, return the process exit code the CLI uses for it."""
+    if isinstance(error, SubvaultError):
+        return error.exit_code
+    return EXIT_FAILED

@@ -1,0 +1,324 @@
+"""The only module that starts processes.
+
+Rules:
+- argv lists only, never a shell.
+- Every stage of a pipeline is checked: if one fails, the others are stopped, and the
+  error names the first stage that failed with the tail of its stderr (invariant 9).
+- Timeouts are by progress, not by wall clock: a pipeline is stalled when no stage
+  has moved bytes for `stall_seconds`, however long the whole transfer takes.
+- Secrets registered with `mask()` never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import IO, Callable, Iterable, Sequence
+
+from subvault.errors import CommandFailed, NoSpace, StalledTransfer
+
+log = logging.getLogger("subvault.process")
+
+_SECRETS: set[str] = set()
+STDERR_TAIL_LINES = 20
+
+
+def mask(secret: str) -> None:
+    """Register a secret so that it is replaced by *** in every message from here on."""
+    if secret and len(secret) >= 4:
+        _SECRETS.add(secret)
+
+
+def redact(text: str) -> str:
+    """Return text with every registered secret replaced by ***."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _describe(argv: Sequence[str]) -> str:
+    return redact(" ".join(argv))
+
+
+def _raise_for(argv: Sequence[str], returncode: int, stderr: str, what: str) -> None:
+    stderr = redact(stderr)
+    if "No space left on device" in stderr or "ENOSPC" in stderr:
+        raise NoSpace(f"{what or _describe(argv[:3])}: no space left on device; free space or prune, then retry")
+    raise CommandFailed([redact(a) for a in argv], returncode, stderr, what)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    what: str = "",
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    cwd: str | None = None,
+) -> Result:
+    """Run argv to completion and return its output as text.
+
+    Raise CommandFailed (or NoSpace) when it exits non-zero and check is true.
+    `timeout` is only for short metadata commands; transfers use `pipeline`.
+    """
+    argv = [str(a) for a in argv]
+    log.debug("run %s", _describe(argv))
+    full_env = None
+    if env is not None:
+        full_env = {**os.environ, **env}
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=cwd,
+            errors="surrogateescape",
+        )
+    except FileNotFoundError:
+        raise CommandFailed(argv, 127, f"{argv[0]}: command not found; install it", what) from None
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(argv, -1, f"timed out after {timeout}s", what) from None
+    if check and proc.returncode != 0:
+        _raise_for(argv, proc.returncode, proc.stderr, what)
+    return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class _Stage:
+    argv: list[str]
+    proc: subprocess.Popen
+    stderr_tail: deque = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    reader: threading.Thread | None = None
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    bytes: int
+    seconds: float
+
+
+ProgressCallback = Callable[[int], None]
+
+
+class Pipeline:
+    """A chain of processes, stdout of each into stdin of the next.
+
+    Data never passes through Python unless `meter` is set, and then only through a
+    splice-free copy loop between the first stage and the rest, used to count bytes
+    for progress and stall detection. Use as a context manager: leaving it kills any
+    stage still alive.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Sequence[str]],
+        *,
+        what: str = "",
+        stdin: IO | int | None = None,
+        stdout: IO | int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.stages_argv = [[str(a) for a in s] for s in stages]
+        self.what = what
+        self.stdin = stdin
+        self.stdout = stdout
+        self.env = {**os.environ, **env} if env else None
+        self._stages: list[_Stage] = []
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        for stage in self._stages:
+            if stage.proc.poll() is None:
+                try:
+                    stage.proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for stage in self._stages:
+            try:
+                stage.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                stage.proc.kill()
+                stage.proc.wait()
+
+    def _start(self, argv: list[str], stdin, stdout) -> _Stage:
+        log.debug("pipeline stage %s", _describe(argv))
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.env)
+        except FileNotFoundError:
+            self.kill()
+            raise CommandFailed(argv, 127, f"{argv[0]}: command not found; install it", self.what) from None
+        stage = _Stage(argv, proc)
+        stage.reader = threading.Thread(target=self._drain_stderr, args=(stage,), daemon=True)
+        stage.reader.start()
+        self._stages.append(stage)
+        return stage
+
+    @staticmethod
+    def _drain_stderr(stage: _Stage) -> None:
+        assert stage.proc.stderr is not None
+        for raw in stage.proc.stderr:
+            stage.stderr_tail.append(raw.decode(errors="replace").rstrip())
+
+    def run(
+        self,
+        *,
+        meter_after: int | None = None,
+        progress: ProgressCallback | None = None,
+        stall_seconds: float | None = None,
+    ) -> PipelineResult:
+        """Run all stages to completion and check each one.
+
+        meter_after: index of the stage whose stdout is copied through Python to count
+        bytes (needed for progress and stall detection); None lets the kernel connect
+        every stage directly.
+        """
+        started = time.monotonic()
+        total = 0
+        argvs = self.stages_argv
+        if meter_after is None:
+            prev_stdout = self.stdin
+            for i, argv in enumerate(argvs):
+                last = i == len(argvs) - 1
+                stage = self._start(argv, prev_stdout, self.stdout if last else subprocess.PIPE)
+                if i > 0 and self._stages[i - 1].proc.stdout is not None:
+                    self._stages[i - 1].proc.stdout.close()  # only the child holds it now
+                prev_stdout = stage.proc.stdout
+            self._wait_all()
+        else:
+            head = argvs[: meter_after + 1]
+            tail = argvs[meter_after + 1 :]
+            prev_stdout = self.stdin
+            for i, argv in enumerate(head):
+                stage = self._start(argv, prev_stdout, subprocess.PIPE)
+                if i > 0:
+                    self._stages[i - 1].proc.stdout.close()
+                prev_stdout = stage.proc.stdout
+            source = self._stages[-1].proc.stdout
+            tail_stages: list[_Stage] = []
+            sink_fd: int
+            if tail:
+                prev = subprocess.PIPE
+                for i, argv in enumerate(tail):
+                    last = i == len(tail) - 1
+                    stage = self._start(argv, prev, self.stdout if last else subprocess.PIPE)
+                    if i > 0:
+                        tail_stages[-1].proc.stdout.close()
+                    if i == 0:
+                        first_tail = stage
+                    tail_stages.append(stage)
+                    prev = stage.proc.stdout
+                sink_fd = first_tail.proc.stdin.fileno()
+                sink_close = first_tail.proc.stdin.close
+            else:
+                assert self.stdout is not None, "a metered pipeline needs a consumer"
+                sink_fd = self.stdout if isinstance(self.stdout, int) else self.stdout.fileno()
+                sink_close = lambda: None  # noqa: E731 - the caller owns its stdout
+            total = self._copy(source, sink_fd, progress, stall_seconds)
+            sink_close()
+            self._wait_all()
+        return PipelineResult(total, time.monotonic() - started)
+
+    def _copy(self, source, sink_fd: int, progress, stall_seconds) -> int:
+        total = 0
+        src_fd = source.fileno()
+        sel = selectors.DefaultSelector()
+        sel.register(src_fd, selectors.EVENT_READ)
+        last_move = time.monotonic()
+        last_report = 0.0
+        try:
+            while True:
+                ready = sel.select(timeout=1.0)
+                now = time.monotonic()
+                if not ready:
+                    if stall_seconds and now - last_move > stall_seconds:
+                        self.kill()
+                        raise StalledTransfer(
+                            f"{self.what or 'transfer'} stalled: no data for {int(stall_seconds)}s; "
+                            "check the network and the target, then run again (it resumes)"
+                        )
+                    if self._any_failed():
+                        break
+                    continue
+                chunk = os.read(src_fd, 1 << 20)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    try:
+                        n = os.write(sink_fd, view)
+                    except BrokenPipeError:
+                        self._wait_all()  # raises for the stage that broke
+                        raise
+                    view = view[n:]
+                total += len(chunk)
+                last_move = now
+                if progress and now - last_report >= 0.5:
+                    progress(total)
+                    last_report = now
+        finally:
+            sel.close()
+            source.close()
+        if progress:
+            progress(total)
+        return total
+
+    def _any_failed(self) -> bool:
+        return any(s.proc.poll() not in (None, 0) for s in self._stages)
+
+    def _wait_all(self) -> None:
+        """Wait for every stage; on the first failure stop the others and raise."""
+        pending = list(self._stages)
+        failed: _Stage | None = None
+        while pending:
+            for stage in list(pending):
+                rc = stage.proc.poll()
+                if rc is None:
+                    continue
+                pending.remove(stage)
+                if rc != 0 and failed is None:
+                    failed = stage
+                    self.kill()
+            if pending:
+                time.sleep(0.02)  # polling child exit; not synchronisation of results
+        for stage in self._stages:
+            if stage.reader:
+                stage.reader.join(timeout=5)
+        if failed is not None:
+            # The root cause is the earliest stage that failed on its own, not one that
+            # died of SIGPIPE/SIGTERM because we stopped it.
+            culprit = failed
+            for stage in self._stages:
+                rc = stage.proc.returncode
+                if rc not in (0, None, -signal.SIGTERM, -signal.SIGPIPE, 141):
+                    culprit = stage
+                    break
+            _raise_for(culprit.argv, culprit.proc.returncode, "\n".join(culprit.stderr_tail), self.what)
+
+
+def pipeline(stages: Iterable[Sequence[str]], **kw) -> Pipeline:
+    """Build a Pipeline; see its docstring."""
+    return Pipeline(list(stages), **kw)
