@@ -1,0 +1,126 @@
+"""Snapper's on-disk layout: <subvolume>/.snapshots/<N>/{snapshot,info.xml}.
+
+Rules:
+- info.xml is written atomically (temp file, fsync, rename) and only after the
+  snapshot subvolume exists; it is removed first when deleting.
+- Each directory subvault is changing holds a marker file PENDING while the change is
+  in flight. A directory with a marker is subvault's, and is finished or removed by
+  `finish_pending` before the next change; snapper ignores directories without info.xml.
+- subvault marks its snapshots with userdata `subvault=<kind>`; anything without it
+  (snapper's own, the user's) is foreign and never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+SNAPSHOTS_DIR = ".snapshots"
+PENDING = ".subvault-pending"
+OWNER_KEY = "subvault"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class Info:
+    """The fields of one info.xml."""
+
+    num: int
+    date: datetime  # aware UTC
+    description: str
+    cleanup: str
+    type: str = "single"
+    userdata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def userdata_dict(self) -> dict[str, str]:
+        return dict(self.userdata)
+
+
+def render_info(info: Info) -> str:
+    """Given Info, return info.xml text in the form snapper writes and reads."""
+    lines = [
+        '<?xml version="1.0"?>',
+        "<snapshot>",
+        f"  <type>{escape(info.type)}</type>",
+        f"  <num>{info.num}</num>",
+        f"  <date>{info.date.astimezone(timezone.utc).strftime(DATE_FORMAT)}</date>",
+    ]
+    if info.description:
+        lines.append(f"  <description>{escape(info.description)}</description>")
+    if info.cleanup:
+        lines.append(f"  <cleanup>{escape(info.cleanup)}</cleanup>")
+    for key, value in info.userdata:
+        lines.append(f"  <userdata>\n    <key>{escape(key)}</key>\n    <value>{escape(value)}</value>\n  </userdata>")
+    lines.append("</snapshot>")
+    return "\n".join(lines) + "\n"
+
+
+def parse_info(text: str) -> Info:
+    """Given info.xml text, return Info. Raise ValueError if it is not a snapper info.xml."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError(f"not XML: {exc}") from None
+    if root.tag != "snapshot":
+        raise ValueError("root element is not <snapshot>")
+
+    def text_of(tag: str, default: str = "") -> str:
+        el = root.find(tag)
+        return (el.text or "").strip() if el is not None else default
+
+    try:
+        num = int(text_of("num"))
+        date = datetime.strptime(text_of("date"), DATE_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ValueError(f"bad num or date: {exc}") from None
+    userdata = []
+    for ud in root.findall("userdata"):
+        k, v = ud.find("key"), ud.find("value")
+        if k is not None and k.text:
+            userdata.append((k.text.strip(), (v.text or "").strip() if v is not None else ""))
+    return Info(
+        num=num,
+        date=date,
+        description=text_of("description"),
+        cleanup=text_of("cleanup"),
+        type=text_of("type", "single"),
+        userdata=tuple(userdata),
+    )
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write text to path so that readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def numbered_dirs(snapshots_dir: Path) -> list[int]:
+    """Return the numbers of every numeric entry under .snapshots, sorted."""
+    nums = []
+    try:
+        entries = os.listdir(snapshots_dir)
+    except FileNotFoundError:
+        return []
+    for name in entries:
+        if name.isdigit():
+            nums.append(int(name))
+    return sorted(nums)

@@ -1,0 +1,303 @@
+"""The `subvault` command line: parse arguments, call one executor, render its result.
+
+Imports of heavy modules (pydantic, executors) happen inside each command, so that
+`subvault --help` and a `run` with nothing due stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from subvault.errors import EXIT_USAGE, SubvaultError
+
+
+def _handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
+    """Turn SubvaultErrors into one-line messages and documented exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from subvault.process import redact
+
+        try:
+            code = fn(*args, **kwargs)
+        except SubvaultError as exc:
+            for line in str(exc).splitlines():
+                click.echo(f"error: {redact(line)}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code or 0)
+
+    return wrapper
+
+
+class Env:
+    """Lazily loaded config and context shared by the commands."""
+
+    def __init__(self, config_path: str | None, wait: float) -> None:
+        self.config_path = config_path
+        self.wait = wait
+        self._config = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from subvault.config.load import config_path, load_config
+
+            self._config = load_config(config_path(self.config_path))
+        return self._config
+
+    def context(self, *, dry_run: bool = False, quiet: bool = False):
+        from subvault.run.context import Context
+
+        say = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
+        return Context(self.config, dry_run=dry_run, say=say)
+
+    def lock(self):
+        from subvault.lock import exclusive
+
+        return exclusive(self.config.defaults.state_dir, wait=self.wait)
+
+
+pass_env = click.make_pass_decorator(Env)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print versioned JSON.")
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS", help="Wait this long for another subvault run to finish.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every command subvault runs.")
+@click.version_option(package_name="subvault")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, wait: float, verbose: bool) -> None:
+    """subvault: layered backup for Btrfs servers.
+
+    Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 partial (some subvolume or
+    target failed, the rest done).
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    ctx.obj = Env(config_path, wait)
+
+
+# ---------------------------------------------------------------- config / init
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Validate the config or print a commented sample."""
+
+
+@config_group.command("check")
+@pass_env
+@_handle_errors
+def config_check(env: Env) -> int:
+    """Validate the config file; print every problem with its key."""
+    cfg = env.config
+    click.echo(f"ok: {len(cfg.subvolume)} subvolumes, {len(cfg.exclude)} excludes, {len(cfg.target)} targets")
+    return 0
+
+
+@config_group.command("sample")
+@_handle_errors
+def config_sample() -> int:
+    """Print a commented sample config generated from the schema."""
+    from subvault.config.sample import render_sample
+
+    click.echo(render_sample(), nl=False)
+    return 0
+
+
+@cli.command()
+@click.option("--output", "-o", metavar="PATH", help="Where to write (default: the config path). '-' prints it.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config.")
+@pass_env
+@_handle_errors
+def init(env: Env, output: str | None, force: bool) -> int:
+    """Scan the btrfs filesystems and write a starter config covering every subvolume."""
+    from subvault.config.load import config_path
+    from subvault.run.init import scan_host, write_config
+
+    text = scan_host()
+    if output == "-":
+        click.echo(text, nl=False)
+        return 0
+    dest = write_config(text, output or str(config_path(env.config_path)), force=force)
+    click.echo(f"wrote {dest}; review the entries marked \"review me\", then run `subvault config check`")
+    return 0
+
+
+# ---------------------------------------------------------------- layers 1 and 2
+
+
+@cli.command()
+@click.argument("subvolumes", nargs=-1)
+@click.option("--force", is_flag=True, help="Snapshot even if not due.")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def snapshot(env: Env, subvolumes: tuple[str, ...], force: bool, dry_run: bool, as_json: bool) -> int:
+    """Take a timeline snapshot of each subvolume that is due."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.local import take_timeline
+
+    with env.lock():
+        return emit_outcome(take_timeline(env.context(dry_run=dry_run, quiet=as_json), force=force, names=list(subvolumes)), as_json)
+
+
+@cli.command("snap-all")
+@click.argument("description")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def snap_all_cmd(env: Env, description: str, dry_run: bool, as_json: bool) -> int:
+    """Snapshot every subvolume now with DESCRIPTION (kept by count, prechange_keep)."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.local import snap_all
+
+    with env.lock():
+        return emit_outcome(snap_all(env.context(dry_run=dry_run, quiet=as_json), description), as_json)
+
+
+@cli.command()
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def prune(env: Env, dry_run: bool, as_json: bool) -> int:
+    """Delete snapshots the retention policies no longer keep."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.holds import all_holds
+    from subvault.run.local import prune as do_prune
+
+    with env.lock():
+        return emit_outcome(do_prune(env.context(dry_run=dry_run, quiet=as_json), holds=all_holds), as_json)
+
+
+@cli.command("list")
+@click.argument("subvolume", required=False)
+@json_option
+@pass_env
+@_handle_errors
+def list_cmd(env: Env, subvolume: str | None, as_json: bool) -> int:
+    """List snapshots per subvolume (subvault's and snapper's)."""
+    from subvault.cli.listing import render_listing
+    from subvault.run.local import list_snapshots
+
+    ctx = env.context(quiet=True)
+    listings = list_snapshots(ctx, [subvolume] if subvolume else None)
+    return render_listing(listings, ctx, as_json)
+
+
+@cli.command()
+@dry_run_option
+@json_option
+@click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics (textfile collector).")
+@pass_env
+@_handle_errors
+def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int:
+    """Do what is due: snapshot, then prune. The one timer job."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.job import run_all
+
+    with env.lock():
+        outcome = run_all(env.context(dry_run=dry_run, quiet=as_json), metrics_file=metrics_file)
+    return emit_outcome(outcome, as_json)
+
+
+# ---------------------------------------------------------------- recovery from local snapshots
+
+
+@cli.command()
+@click.argument("subvolume")
+@click.argument("paths", nargs=-1)
+@click.option("--at", "at", default="latest", show_default=True, help="Snapshot number, ISO time, 'latest' or an age like 2d.")
+@click.option("--from", "source", default="local", show_default=True, help="Where to restore from: 'local' or a target.")
+@click.option("--into", metavar="DIR", help="Restore into DIR instead of the original place.")
+@click.option("--overwrite", is_flag=True, help="Replace files that exist at the destination.")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: str, into: str | None, overwrite: bool, dry_run: bool, as_json: bool) -> int:
+    """Copy files back from a snapshot, keeping owner, mode, times, xattrs and ACLs.
+
+    PATHS are relative to the subvolume (default: everything). Nothing is overwritten
+    without --overwrite.
+    """
+    from subvault.cli.render import emit_outcome
+    from subvault.errors import UsageError
+    from subvault.run.restore import restore_files
+
+    if source != "local":
+        raise UsageError(f'--from {source}: restoring from a target is not available in this version; use --from local')
+    ctx = env.context(dry_run=dry_run, quiet=as_json)
+    return emit_outcome(restore_files(ctx, subvolume, list(paths), at=at, into=into, overwrite=overwrite), as_json)
+
+
+@cli.command()
+@click.argument("subvolume")
+@click.argument("old")
+@click.argument("new", default="current")
+@json_option
+@pass_env
+@_handle_errors
+def diff(env: Env, subvolume: str, old: str, new: str, as_json: bool) -> int:
+    """List the paths changed between snapshots OLD and NEW (numbers, or 'current')."""
+    from subvault.cli.render import emit_json
+    from subvault.run.diff import diff_snapshots
+
+    changes = diff_snapshots(env.context(quiet=True), subvolume, old, new)
+    if as_json:
+        emit_json("diff", changes)
+    else:
+        for change in changes:
+            click.echo(f"{change.kind:<8} {change.path}")
+    return 0
+
+
+@cli.command()
+@click.argument("subvolume")
+@click.argument("number")
+@click.option("--fstab", default="/etc/fstab", show_default=True, help="fstab used to judge whether the result can boot.")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def rollback(env: Env, subvolume: str, number: str, fstab: str, dry_run: bool, as_json: bool) -> int:
+    """Snapper-style rollback: a writable snapshot of NUMBER becomes the default subvolume."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.rollback import rollback as do_rollback
+
+    with env.lock():
+        return emit_outcome(do_rollback(env.context(dry_run=dry_run, quiet=as_json), subvolume, number, fstab=fstab), as_json)
+
+
+# ---------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Leave the loop filesystems mounted for inspection.")
+@click.option("--workdir", metavar="DIR", help="Where to put the sparse files (default: a temp dir).")
+@_handle_errors
+def demo(keep: bool, workdir: str | None) -> int:
+    """Build throwaway loop filesystems in the homelab layout and run every layer on them."""
+    from subvault.demo import run_demo
+
+    return run_demo(keep=keep, workdir=workdir, say=click.echo)
+
+
+def main() -> None:
+    cli(standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()

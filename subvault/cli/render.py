@@ -1,0 +1,53 @@
+"""Render result values as text or versioned JSON. The only place output is formatted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from subvault.run.results import Outcome, envelope
+
+
+def emit_json(command: str, payload: Any) -> None:
+    click.echo(json.dumps(envelope(command, payload), indent=2, sort_keys=False))
+
+
+def emit_outcome(outcome: Outcome, as_json: bool) -> int:
+    """Print an Outcome and return its exit code."""
+    if as_json:
+        emit_json(outcome.command, outcome)
+        return outcome.exit_code
+    prefix = "[dry-run] " if outcome.dry_run else ""
+    for item in outcome.items:
+        if item.action == "failed":
+            continue
+        detail = f"  {item.detail}" if item.detail else ""
+        click.echo(f"{prefix}{item.subject:<20} {item.action:<13}{detail}")
+    for warning in outcome.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in outcome.errors:
+        click.echo(f"error: {error}", err=True)
+    return outcome.exit_code
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Plain fixed-width table that fits 80 columns for typical content."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers).rstrip()]
+    lines += [fmt.format(*row).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,47 @@
+"""One subvault at a time: an flock on <state_dir>/lock.
+
+The lock file holds the owner's pid for the message; the lock itself is the flock, so
+a crashed owner never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from subvault.errors import LockHeld
+
+
+@contextmanager
+def exclusive(state_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the subvault lock for the duration of the block.
+
+    Wait up to `wait` seconds for another run to finish; raise LockHeld naming its pid.
+    """
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise LockHeld(
+                        f"another subvault (pid {owner}) is running and holds {path}; "
+                        "wait for it, or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.2)  # polling an flock held by another process
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

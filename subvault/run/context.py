@@ -1,0 +1,28 @@
+"""What every executor needs: the config, the clock, the zone, and dry-run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Callable
+
+from subvault.config.schema import Config
+from subvault.timeutil import local_zone, utcnow
+
+
+@dataclass
+class Context:
+    config: Config
+    now: datetime = field(default_factory=utcnow)
+    tz: tzinfo | None = None
+    dry_run: bool = False
+    say: Callable[[str], None] = lambda line: None  # progress lines for a terminal
+
+    def __post_init__(self) -> None:
+        if self.tz is None:
+            self.tz = local_zone(self.config.defaults.timezone)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config.defaults.state_dir)

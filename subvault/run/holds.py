@@ -1,0 +1,32 @@
+"""Holds: local snapshots other layers still need, so local pruning keeps them.
+
+Each layer that sends snapshots somewhere contributes `uuid -> reason` for its
+incremental bases and for snapshots still owed (invariants 1 and 2). A layer whose
+target cannot be reached holds everything it might still need rather than nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from subvault.config.schema import SubvolumeConf
+from subvault.run.context import Context
+
+HoldSource = Callable[[Context, SubvolumeConf], Mapping[str, str]]
+
+# Layers register their hold sources here when they are imported by `sources()`.
+_SOURCES: list[HoldSource] = []
+
+
+def register(source: HoldSource) -> HoldSource:
+    _SOURCES.append(source)
+    return source
+
+
+def all_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
+    """Return every hold on sub's local snapshots, from every layer that has targets."""
+    held: dict[str, str] = {}
+    for source in _SOURCES:
+        for uuid, reason in source(ctx, sub).items():
+            held[uuid] = f"{held[uuid]}; {reason}" if uuid in held else reason
+    return held

@@ -1,0 +1,153 @@
+"""Executors for layers 1 and 2: timeline snapshots, snap-all, prune, list.
+
+Each loops over subvolumes with a narrow catch, so one failing subvolume is reported
+and the rest are still done (exit 3, partial).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from subvault.btrfs import adapter, local
+from subvault.config.schema import SubvolumeConf
+from subvault.errors import SubvaultError
+from subvault.model import LocalSnapshot
+from subvault.plan.local import plan_prune, timeline_due
+from subvault.run.context import Context
+from subvault.run.results import Item, Outcome
+
+HoldsProvider = Callable[[Context, SubvolumeConf], Mapping[str, str]]
+
+
+def _selected(ctx: Context, names: list[str] | None) -> list[SubvolumeConf]:
+    if not names:
+        return list(ctx.config.subvolume)
+    return [ctx.config.get_subvolume(n) for n in names]
+
+
+def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None = None) -> Outcome:
+    """Snapshot each subvolume whose timeline snapshot is due (all of them with force)."""
+    out = Outcome("snapshot", dry_run=ctx.dry_run)
+    for sub in _selected(ctx, names):
+        try:
+            if ctx.dry_run:
+                adapter.require_subvolume(sub.path, sub.name)
+            else:
+                local.ensure_snapshots_dir(sub.path)
+                local.finish_pending(sub.path)
+            snaps = local.scan(sub.name, sub.path, with_uuids=False)
+            if not force and not timeline_due(snaps, ctx.config.timeline_of(sub), ctx.now, ctx.tz):
+                out.items.append(Item(sub.name, "not-due", "a timeline snapshot exists for this period"))
+                continue
+            if ctx.dry_run:
+                out.items.append(Item(sub.name, "would-create", f"{sub.path}/.snapshots/{local.next_number(sub.path)}"))
+                continue
+            snap = local.create(sub.name, sub.path, kind="timeline", description="timeline", now=ctx.now)
+            ctx.say(f"{sub.name}: created #{snap.number}")
+            out.items.append(Item(sub.name, "created", str(snap.path), {"number": snap.number}))
+        except SubvaultError as exc:
+            out.fail(sub.name, exc)
+    return out
+
+
+def snap_all(ctx: Context, description: str, *, names: list[str] | None = None) -> Outcome:
+    """Create a pre-change snapshot (snapper cleanup "number") of every subvolume."""
+    out = Outcome("snap-all", dry_run=ctx.dry_run)
+    if not description.strip():
+        raise SubvaultError("snap-all needs a non-empty DESCRIPTION")
+    subs = _selected(ctx, names)
+    for sub in subs:
+        try:
+            local.ensure_snapshots_dir(sub.path)
+            local.finish_pending(sub.path)
+        except SubvaultError as exc:
+            out.fail(sub.name, exc)
+    ready = [s for s in subs if not any(i.subject == s.name for i in out.items)]
+    for sub in ready:
+        try:
+            if ctx.dry_run:
+                out.items.append(Item(sub.name, "would-create", description))
+                continue
+            snap = local.create(sub.name, sub.path, kind="prechange", description=description, now=ctx.now)
+            ctx.say(f"{sub.name}: created #{snap.number} {description!r}")
+            out.items.append(Item(sub.name, "created", str(snap.path), {"number": snap.number}))
+        except SubvaultError as exc:
+            out.fail(sub.name, exc)
+    return out
+
+
+def no_holds(ctx: Context, sub: SubvolumeConf) -> Mapping[str, str]:
+    return {}
+
+
+def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | None = None) -> Outcome:
+    """Delete owned snapshots the policies no longer keep, except those held by other layers."""
+    out = Outcome("prune", dry_run=ctx.dry_run)
+    for sub in _selected(ctx, names):
+        try:
+            if not ctx.dry_run:
+                local.finish_pending(sub.path)
+            snaps = local.scan(sub.name, sub.path, with_uuids=True)
+            held = holds(ctx, sub)
+            steps = plan_prune(
+                snaps,
+                timeline=ctx.config.timeline_of(sub),
+                prechange_keep=ctx.config.prechange_keep_of(sub),
+                now=ctx.now,
+                tz=ctx.tz,
+                held=held,
+            )
+            for step in steps:
+                label = f"#{step.snapshot.number} {step.snapshot.date.astimezone(ctx.tz):%Y-%m-%d %H:%M} {step.snapshot.kind}"
+                why = "; ".join(step.reasons)
+                if step.keep:
+                    out.items.append(Item(sub.name, "keep", f"{label} ({why})"))
+                elif ctx.dry_run:
+                    out.items.append(Item(sub.name, "would-delete", f"{label} ({why})"))
+                else:
+                    local.delete_snapshot(step.snapshot)
+                    out.items.append(Item(sub.name, "deleted", f"{label} ({why})"))
+        except SubvaultError as exc:
+            out.fail(sub.name, exc)
+    return out
+
+
+@dataclass
+class Listing:
+    subvolume: str
+    path: str
+    snapshots: list[LocalSnapshot]
+    error: str | None = None
+
+
+def list_snapshots(ctx: Context, names: list[str] | None = None) -> list[Listing]:
+    """Return each subvolume's snapshots (subvault's and foreign ones), oldest first."""
+    listings = []
+    for sub in _selected(ctx, names):
+        try:
+            listings.append(Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True)))
+        except SubvaultError as exc:
+            listings.append(Listing(sub.name, sub.path, [], str(exc)))
+    return listings
+
+
+def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str) -> LocalSnapshot:
+    """Resolve a snapshot reference: its number, or --at syntax (ISO time, latest, age)."""
+    from subvault.errors import NotFound
+    from subvault.timeutil import parse_at
+
+    snaps = local.scan(sub.name, sub.path, with_uuids=False)
+    if ref.isdigit():
+        for s in snaps:
+            if s.number == int(ref):
+                return s
+        raise NotFound(f"{sub.name}: no snapshot #{ref} (see `subvault list {sub.name}`)")
+    try:
+        at = parse_at(ref, ctx.now, ctx.tz)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from None
+    candidates = [s for s in snaps if s.date <= at]
+    if not candidates:
+        raise NotFound(f"{sub.name}: no snapshot at or before {at.astimezone(ctx.tz):%Y-%m-%d %H:%M}")
+    return max(candidates, key=lambda s: (s.date, s.number))

@@ -1,0 +1,69 @@
+"""Result values that commands return and the CLI renders (text or versioned JSON)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from subvault.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+
+JSON_VERSION = 1
+
+
+@dataclass
+class Item:
+    """One line of work: a subvolume (or target) and what happened to it."""
+
+    subject: str
+    action: str  # created, not-due, deleted, kept, would-delete, failed, …
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What a command did. `errors` are the per-subvolume/per-target failures, one line each."""
+
+    command: str
+    items: list[Item] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def fail(self, subject: str, error: Exception) -> None:
+        self.errors.append(f"{subject}: {error}")
+        self.items.append(Item(subject, "failed", str(error)))
+
+    def merge(self, other: "Outcome") -> None:
+        self.items.extend(other.items)
+        self.errors.extend(other.errors)
+        self.warnings.extend(other.warnings)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.errors:
+            return EXIT_OK
+        succeeded = any(i.action != "failed" for i in self.items)
+        return EXIT_PARTIAL if succeeded else EXIT_FAILED
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, paths and times into JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def envelope(command: str, payload: Any) -> dict[str, Any]:
+    return {"version": JSON_VERSION, "command": command, "result": to_jsonable(payload)}
