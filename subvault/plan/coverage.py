@@ -1,0 +1,259 @@
+"""Coverage planner: is every subvolume protected by a layer or excluded with a reason?
+
+Pure: the caller lists the subvolumes of every configured filesystem and passes the
+configured paths; this returns problems. No I/O.
+
+Rules (invariant 5):
+- A subvolume is protected when one of the paths where it is reachable is the path
+  of a configured [[subvolume]] that has at least one layer.
+- A subvolume is excluded when one of its paths equals or lies under an [[exclude]]
+  path that has a reason. An exclude covers everything beneath it (e.g. the
+  subvolumes container runtimes create under /var/lib/containers).
+- Snapshots and replicas are not data to protect: a subvolume under a `.snapshots`
+  directory (or the `.snapshots` subvolume itself), a read-only subvolume, or one
+  marked as subvault's/snapper's snapshot. A received subvolume that was made
+  writable again (a restore) is live data and must be covered.
+- A subvolume nested inside a protected one is NOT in the parent's snapshots (btrfs
+  snapshots stop at subvolume boundaries); it needs its own entry or an exclude.
+- A configured [[subvolume]] path that matches no subvolume is a problem; so is an
+  [[exclude]] without a reason, and a [[subvolume]] with no layer.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Iterable, Sequence
+
+SNAPSHOT_DIR = ".snapshots"
+FIX = "add it as [[subvolume]] or [[exclude]] with a reason"
+
+
+class ProblemKind(StrEnum):
+    """What a `check` problem is about; stable names for JSON output and metrics."""
+
+    UNPROTECTED = "unprotected"
+    NESTED = "nested"
+    MISSING = "missing"
+    NO_REASON = "exclude-without-reason"
+    NO_LAYER = "no-layer"
+    STALE = "stale"
+    DRILL = "drill"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing `check` reports: its kind, what it is about, and a one-line fix."""
+
+    kind: ProblemKind
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FoundSubvolume:
+    """A subvolume as found on a filesystem.
+
+    path: relative to the filesystem's top level ("" is the top level itself).
+    mount_paths: absolute paths where it is reachable now (its own mount points and
+    paths inside a mounted ancestor); empty when it is not reachable.
+    managed_snapshot: subvault or snapper made it as a snapshot.
+    """
+
+    fs_uuid: str
+    subvol_id: int
+    path: str
+    mount_paths: tuple[str, ...]
+    uuid: str
+    parent_uuid: str | None = None
+    received_uuid: str | None = None
+    readonly: bool = False
+    managed_snapshot: bool = False
+
+
+@dataclass(frozen=True)
+class ProtectedPath:
+    """A configured [[subvolume]]: its name, absolute path and the layers it is in."""
+
+    name: str
+    path: str
+    layers: tuple[str, ...] = ("local",)
+
+
+@dataclass(frozen=True)
+class ExcludedPath:
+    """A configured [[exclude]]: absolute path and the reason it needs no backup."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MountPoint:
+    """A mount of a btrfs subvolume: which filesystem, which subvolume, where."""
+
+    fs_uuid: str
+    subvol_path: str
+    mount_path: str
+
+
+def norm_path(path: str) -> str:
+    """Return an absolute path without trailing slashes or dot segments."""
+    return posixpath.normpath("/" + path.strip()) if path.strip() else "/"
+
+
+def norm_subvol_path(path: str) -> str:
+    """Return a top-level-relative subvolume path: no `<FS_TREE>/`, no slashes around."""
+    path = path.strip()
+    path = path.removeprefix("<FS_TREE>")
+    path = posixpath.normpath("/" + path).strip("/")
+    return path
+
+
+def is_under(child: str, parent: str) -> bool:
+    """Return True when child (a top-level-relative path) lies strictly inside parent."""
+    if parent == "":
+        return child != ""
+    return child.startswith(parent + "/")
+
+
+def is_at_or_under(path: str, root: str) -> bool:
+    """Return True when absolute path equals root or lies inside it."""
+    return path == root or root == "/" or path.startswith(root.rstrip("/") + "/")
+
+
+def reachable_paths(fs_uuid: str, subvol_path: str, mounts: Iterable[MountPoint]) -> tuple[str, ...]:
+    """Return every absolute path where a subvolume is reachable through the mounts.
+
+    A subvolume is reachable at a mount of itself, and inside the mount of any
+    ancestor (a nested subvolume shows up as a directory there).
+    """
+    subvol_path = norm_subvol_path(subvol_path)
+    found: set[str] = set()
+    for mount in mounts:
+        if mount.fs_uuid != fs_uuid:
+            continue
+        mounted = norm_subvol_path(mount.subvol_path)
+        if mounted == subvol_path:
+            found.add(norm_path(mount.mount_path))
+        elif is_under(subvol_path, mounted):
+            rest = subvol_path[len(mounted) :].lstrip("/")
+            found.add(norm_path(posixpath.join(mount.mount_path, rest)))
+    return tuple(sorted(found, key=lambda p: (len(p), p)))
+
+
+def is_snapshot(sub: FoundSubvolume) -> bool:
+    """Return True for snapshots and replicas, which are not data to protect."""
+    in_snapshot_dir = SNAPSHOT_DIR in norm_subvol_path(sub.path).split("/")
+    return sub.managed_snapshot or sub.readonly or in_snapshot_dir
+
+
+def describe(sub: FoundSubvolume) -> str:
+    """Return how a message names a subvolume: where it is mounted, else its fs path."""
+    if sub.mount_paths:
+        return sorted(sub.mount_paths, key=lambda p: (len(p), p))[0]
+    return f"subvolume '{norm_subvol_path(sub.path) or '<top level>'}' on filesystem {sub.fs_uuid}"
+
+
+def plan_coverage(
+    found: Sequence[FoundSubvolume],
+    protected: Sequence[ProtectedPath],
+    excluded: Sequence[ExcludedPath],
+) -> list[Problem]:
+    """Given the subvolumes found and the configuration, return every coverage problem.
+
+    Problems come in a stable order: config problems first, then subvolumes by path.
+    """
+    problems = _config_problems(found, protected, excluded)
+    protected_by_path = {norm_path(p.path): p for p in protected if p.layers}
+    reasons = [norm_path(e.path) for e in excluded if e.reason.strip()]
+    live = [s for s in found if not is_snapshot(s)]
+    covered = {s: _protection(s, protected_by_path) for s in live}
+    for sub in sorted(live, key=lambda s: (describe(s), s.fs_uuid, s.subvol_id)):
+        if covered[sub] is not None or _excluded(sub, reasons):
+            continue
+        problems.append(_uncovered_problem(sub, live, covered))
+    return problems
+
+
+def _config_problems(
+    found: Sequence[FoundSubvolume],
+    protected: Sequence[ProtectedPath],
+    excluded: Sequence[ExcludedPath],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    reachable = {norm_path(p) for s in found if not is_snapshot(s) for p in s.mount_paths}
+    for entry in protected:
+        path = norm_path(entry.path)
+        if path not in reachable:
+            problems.append(Problem(
+                ProblemKind.MISSING, path,
+                f"{path}: [[subvolume]] '{entry.name}' is configured but no subvolume is there any more; "
+                "fix its path, or remove it from the config",
+            ))
+        elif not entry.layers:
+            problems.append(Problem(
+                ProblemKind.NO_LAYER, path,
+                f"{path}: [[subvolume]] '{entry.name}' is in no layer, so nothing protects it; "
+                "give it a timeline or a target",
+            ))
+    for entry in excluded:
+        if not entry.reason.strip():
+            path = norm_path(entry.path)
+            problems.append(Problem(
+                ProblemKind.NO_REASON, path,
+                f"{path}: [[exclude]] has no reason; add reason = \"…\" saying why it needs no backup",
+            ))
+    return problems
+
+
+def _protection(sub: FoundSubvolume, protected_by_path: dict[str, ProtectedPath]) -> ProtectedPath | None:
+    for path in sub.mount_paths:
+        entry = protected_by_path.get(norm_path(path))
+        if entry is not None:
+            return entry
+    return None
+
+
+def _excluded(sub: FoundSubvolume, exclude_paths: list[str]) -> bool:
+    return any(is_at_or_under(norm_path(p), root) for p in sub.mount_paths for root in exclude_paths)
+
+
+def _uncovered_problem(
+    sub: FoundSubvolume,
+    live: Sequence[FoundSubvolume],
+    covered: dict[FoundSubvolume, ProtectedPath | None],
+) -> Problem:
+    name = describe(sub)
+    parent = _nearest_protected_ancestor(sub, live, covered)
+    if parent is not None:
+        return Problem(
+            ProblemKind.NESTED, name,
+            f"{name}: nested subvolume inside protected {parent.path} ('{parent.name}'); "
+            f"its contents are NOT in {parent.path}'s snapshots; {FIX}",
+        )
+    if not sub.mount_paths:
+        return Problem(
+            ProblemKind.UNPROTECTED, name,
+            f"{name} is not mounted, so nothing protects it; delete it if it is left over, "
+            f"or mount it and {FIX}",
+        )
+    return Problem(ProblemKind.UNPROTECTED, name, f"{name}: subvolume is not protected; {FIX}")
+
+
+def _nearest_protected_ancestor(
+    sub: FoundSubvolume,
+    live: Sequence[FoundSubvolume],
+    covered: dict[FoundSubvolume, ProtectedPath | None],
+) -> ProtectedPath | None:
+    path = norm_subvol_path(sub.path)
+    best: tuple[int, ProtectedPath] | None = None
+    for other in live:
+        entry = covered.get(other)
+        if entry is None or other.fs_uuid != sub.fs_uuid:
+            continue
+        other_path = norm_subvol_path(other.path)
+        if is_under(path, other_path) and (best is None or len(other_path) > best[0]):
+            best = (len(other_path), entry)
+    return best[1] if best else None

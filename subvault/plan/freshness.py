@@ -1,0 +1,115 @@
+"""Freshness planner (RPO): is the newest copy in every layer recent enough?
+
+Pure: the caller passes, for each (subvolume, layer), the time of the newest copy,
+the layer's cadence and slack; and `now`. No I/O, no clock.
+
+Rules:
+- A layer is stale when it has no copy, or when its newest copy is older than
+  cadence + slack. Exactly at the limit is still fresh.
+- The default slack is one cadence (one missed run is tolerated, two are not), and
+  at least 15 minutes for timer jitter and the run's own duration.
+- A newest copy dated more than the slack in the future means the clock is wrong.
+- The last successful drill must be younger than drill_max_age (default 30 days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable
+
+from subvault.plan.coverage import Problem, ProblemKind
+
+DEFAULT_DRILL_MAX_AGE = timedelta(days=30)
+MIN_SLACK = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class LayerFreshness:
+    """The newest copy of one subvolume in one layer, and how often it should come.
+
+    layer: `local`, `replica:<target>`, `offsite:<target>` (shown as is).
+    newest: creation time of the newest copy (timezone-aware), None if there is none.
+    """
+
+    subvolume: str
+    layer: str
+    newest: datetime | None
+    cadence: timedelta
+    slack: timedelta | None = None
+
+
+def default_slack(cadence: timedelta) -> timedelta:
+    """Return the slack used when none is configured: one cadence, at least 15 minutes."""
+    return max(cadence, MIN_SLACK)
+
+
+def allowed_age(item: LayerFreshness) -> timedelta:
+    """Return the oldest the newest copy may be: cadence + slack."""
+    slack = item.slack if item.slack is not None else default_slack(item.cadence)
+    return item.cadence + slack
+
+
+def human_age(age: timedelta) -> str:
+    """Return a short age: 45s, 12m, 5h, 3d (rounded down)."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def plan_freshness(items: Iterable[LayerFreshness], now: datetime) -> list[Problem]:
+    """Given the newest copy per (subvolume, layer) and now, return a problem per stale layer."""
+    problems: list[Problem] = []
+    for item in items:
+        problem = _check_one(item, now)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _check_one(item: LayerFreshness, now: datetime) -> Problem | None:
+    subject = f"{item.subvolume} {item.layer}"
+    limit = allowed_age(item)
+    if item.newest is None:
+        return Problem(
+            ProblemKind.STALE, subject,
+            f"{subject}: no copy yet (expected one every {human_age(item.cadence)}); "
+            "run `subvault run` and read its errors",
+        )
+    age = now - item.newest
+    if -age > limit - item.cadence:
+        return Problem(
+            ProblemKind.STALE, subject,
+            f"{subject}: newest copy is dated {human_age(-age)} in the future; fix the system clock",
+        )
+    if age <= limit:
+        return None
+    return Problem(
+        ProblemKind.STALE, subject,
+        f"{subject}: newest copy is {human_age(age)} old, limit {human_age(limit)} "
+        f"(every {human_age(item.cadence)} + {human_age(limit - item.cadence)} slack); "
+        "check that the timer runs (systemctl status subvault-run.timer) and read `subvault run` errors",
+    )
+
+
+def plan_drill(
+    last_success: datetime | None,
+    now: datetime,
+    max_age: timedelta = DEFAULT_DRILL_MAX_AGE,
+) -> list[Problem]:
+    """Given when the last drill succeeded, return a problem when it is too old or missing."""
+    if last_success is None:
+        return [Problem(
+            ProblemKind.DRILL, "drill",
+            "no successful recovery drill recorded; run `subvault drill` to prove the backups restore",
+        )]
+    age = now - last_success
+    if age <= max_age:
+        return []
+    return [Problem(
+        ProblemKind.DRILL, "drill",
+        f"last successful recovery drill was {human_age(age)} ago (limit {human_age(max_age)}); "
+        "run `subvault drill`",
+    )]
