@@ -1,0 +1,82 @@
+"""Generic hooks from config: an argv run on the host before or after a snapshot.
+
+```toml
+[[hook]]
+when = "pre-snapshot"                  # or "post-snapshot"
+run = ["/usr/local/bin/app-flush", "--all"]
+timeout = 30                           # seconds, optional
+on_error = "fail"                      # or "continue", optional
+```
+
+Rules:
+- `run` is an argv executed through subvault.process (no shell); a hook that runs
+  longer than its timeout is killed and counts as failed.
+- A failed hook with on_error "fail" stops the pre stage; "continue" only warns.
+- Never fsfreeze in a hook: a frozen filesystem blocks btrfs snapshot creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+from subvault import process
+from subvault.errors import CommandFailed, ConfigError
+
+HookWhen = Literal["pre-snapshot", "post-snapshot"]
+OnError = Literal["fail", "continue"]
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One `[[hook]]` entry of the config."""
+
+    when: HookWhen
+    run: tuple[str, ...]
+    timeout: float = DEFAULT_TIMEOUT
+    on_error: OnError = "fail"
+
+    def __post_init__(self) -> None:
+        if self.when not in ("pre-snapshot", "post-snapshot"):
+            raise ConfigError(f"[[hook]] when = {self.when!r}: expected 'pre-snapshot' or 'post-snapshot'")
+        if not self.run or not all(isinstance(a, str) and a for a in self.run):
+            raise ConfigError(f"[[hook]] run = {list(self.run)!r}: expected a non-empty argv list of strings")
+        if not self.timeout > 0:
+            raise ConfigError(f"[[hook]] timeout = {self.timeout!r}: expected a positive number of seconds")
+        if self.on_error not in ("fail", "continue"):
+            raise ConfigError(f"[[hook]] on_error = {self.on_error!r}: expected 'fail' or 'continue'")
+
+    @property
+    def name(self) -> str:
+        return f"hook {' '.join(self.run)}"
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    """What happened to one hook (generic or pod): ok, or why not and whether that is fatal."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fatal: bool = False
+
+
+Log = Callable[[str], None]
+
+
+def run_hook(hook: Hook, log: Log) -> HookOutcome:
+    """Run one hook; return its outcome. Never raises CommandFailed."""
+    log(f"running {hook.name}")
+    try:
+        process.run(list(hook.run), what=hook.name, timeout=hook.timeout)
+    except CommandFailed as e:
+        fatal = hook.on_error == "fail"
+        log(f"{hook.name} failed ({'fatal' if fatal else 'continuing'}): {e}")
+        return HookOutcome(hook.name, False, str(e), fatal)
+    return HookOutcome(hook.name, True)
+
+
+def select(hooks: Sequence[Hook], when: HookWhen) -> list[Hook]:
+    """Return the hooks for one moment, in config order."""
+    return [h for h in hooks if h.when == when]

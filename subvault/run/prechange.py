@@ -1,0 +1,401 @@
+"""`subvault pre-change`: suspend Flux, quiesce, snapshot everything, always resume.
+
+Order (issue 5, docs/prechange.md):
+  1. read: list the Flux objects and the pods of this node, plan (nothing changed yet;
+     a malformed hook annotation or `--flux required` without an API stops here);
+  2. arm the auto-resume timer (best effort);
+  3. suspend the selected Kustomizations and HelmReleases, each annotated with the run id;
+  4. wait, bounded, for reconciles in flight;
+  5. pre hooks: Velero pod hooks, then `[[hook]] when = "pre-snapshot"`;
+  6. snap_all(description);
+  7. post hooks: `post-snapshot` hooks, then Velero pod post hooks;
+  8. COMMAND, if given;
+  9. resume exactly what step 3 suspended; disarm the timer.
+
+Rules:
+- Step 9 runs on every path out of step 3 (invariant 6): success, any exception,
+  SIGTERM, SIGINT and SIGHUP (turned into PrechangeInterrupted while the run is in
+  steps 1-8, and only recorded while it cleans up).
+- On an abort, post hooks still run for every pod whose pre hook started, and the
+  `post-snapshot` hooks run if the `pre-snapshot` hooks started.
+- `--flux auto` snapshots without suspending when the API cannot be reached or refuses
+  the credentials, and says so in the result; `required` aborts before step 2.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any, Callable, Literal, Sequence
+
+from subvault import process
+from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, PermanentError, SubvaultError
+from subvault.hooks import Hook, HookOutcome, run_hook, select
+from subvault.k8s import flux as fluxops
+from subvault.k8s.autoresume import AutoResume
+from subvault.k8s.client import KubeAuthError, KubeClient, KubeError, KubeUnreachable, ObjRef, PodInfo
+from subvault.k8s.flux import FluxSelection, SuspendPlan
+from subvault.k8s.velero import PodHook, PodHookPlan, plan_pod_hooks, run_pod_hook
+
+FluxMode = Literal["auto", "required", "off"]
+FluxClient = KubeClient
+Log = Callable[[str], None]
+ArmTimer = Callable[[str], "AutoResume | None"]
+DEFAULT_WAIT_TIMEOUT = 120.0
+OUTPUT_TAIL_LINES = 50
+
+
+class PrechangeInterrupted(SubvaultError):
+    """A signal (SIGTERM, SIGINT, SIGHUP) stopped the run; Flux is resumed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class FluxUnavailable(PermanentError):
+    """`--flux required` and the API could not be used; nothing was changed."""
+
+
+class HookFailed(PermanentError):
+    """A hook with on-error Fail failed."""
+
+
+class ResumeFailed(SubvaultError):
+    """Some objects subvault suspended could not be resumed."""
+
+
+@dataclass
+class PrechangeResult:
+    """What one pre-change did; `ok` is false if anything after planning went wrong."""
+
+    run_id: str
+    description: str
+    flux: str = "off"  # suspended | off | not-configured | unavailable
+    suspended: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    user_suspended: list[str] = field(default_factory=list)
+    still_reconciling: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    resume_failed: list[str] = field(default_factory=list)
+    hooks: list[HookOutcome] = field(default_factory=list)
+    snapshot: object | None = None
+    snapshot_taken: bool = False
+    command_exit: int | None = None
+    command_output: str = ""
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    signals: list[str] = field(default_factory=list)
+    auto_resume_unit: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.snapshot_taken and self.error is None and not self.resume_failed
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (the snapshot value is rendered with str unless it has to_dict)."""
+        data = asdict(self)
+        snap = self.snapshot
+        data["snapshot"] = snap.to_dict() if hasattr(snap, "to_dict") else (None if snap is None else str(snap))
+        data["ok"] = self.ok
+        return data
+
+
+class PrechangeFailed(SubvaultError):
+    """The run stopped early or something after the snapshot failed; `result` says how far it got."""
+
+    def __init__(self, result: PrechangeResult, cause: BaseException) -> None:
+        self.result = result
+        self.exit_code = getattr(cause, "exit_code", EXIT_FAILED)
+        where = "the snapshot was taken" if result.snapshot_taken else "no snapshot was taken"
+        if result.resume_failed:
+            flux = f"Flux NOT resumed for {len(result.resume_failed)} objects; run `subvault pre-change --resume`"
+        elif result.resumed:
+            flux = f"Flux resumed ({len(result.resumed)} objects)"
+        else:
+            flux = "Flux untouched"
+        super().__init__(f"pre-change failed: {cause}; {where}; {flux}")
+
+
+def default_description(now: datetime) -> str:
+    """Return the default snapshot description `pre-change-YYYYMMDD-HHMMSS`."""
+    return f"pre-change-{now:%Y%m%d-%H%M%S}"
+
+
+def new_run_id(now: datetime) -> str:
+    """Return the run id written into the annotation: `pre-change-<time>-<pid>`."""
+    return f"{fluxops.RUN_PREFIX}{now:%Y%m%dT%H%M%S}-{os.getpid()}"
+
+
+class SignalGuard:
+    """Turns SIGTERM/SIGINT/SIGHUP into PrechangeInterrupted until `defer()`, then only records them.
+
+    Installed only in the main thread; the old handlers come back on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._deferred = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if not self._deferred:
+            self._deferred = True
+            raise PrechangeInterrupted(signum)
+
+    def defer(self) -> None:
+        """From now on, signals are recorded and do not interrupt (cleanup is running)."""
+        self._deferred = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _safe(log: Log) -> Log:
+    """Wrap log so that a dead terminal (SSH dropped: EIO, EPIPE) never stops the cleanup."""
+
+    def say(message: str) -> None:
+        try:
+            log(message)
+        except OSError:
+            pass
+
+    return say
+
+
+@dataclass
+class _Run:
+    """The state of one run, so that cleanup knows what to undo."""
+
+    kube: KubeClient | None
+    result: PrechangeResult
+    say: Log
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    plan: SuspendPlan = field(default_factory=lambda: SuspendPlan((), (), ()))
+    pod_plan: PodHookPlan = field(default_factory=lambda: PodHookPlan((), ()))
+    kube_ok: bool = True
+    done: list[ObjRef] = field(default_factory=list)
+    started_pods: set[tuple[str, str]] = field(default_factory=set)
+    generic_started: bool = False
+    post_done: bool = False
+    timer: AutoResume | None = None
+
+    def warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+        self.say(f"warning: {message}")
+
+    def read(self, mode: FluxMode, selection: FluxSelection, node: str | None, pod_hooks: bool) -> None:
+        """Step 1: list and plan. Raise FluxUnavailable/ConfigError/MalformedAnnotation."""
+        if mode != "off":
+            self._read_flux(mode, selection)
+        if pod_hooks and node and self.kube is not None and self.kube_ok:
+            try:
+                pods: list[PodInfo] = self.kube.list_node_pods(node)
+            except (KubeUnreachable, KubeAuthError) as e:
+                if mode == "required":
+                    raise FluxUnavailable(f"--flux required: {e}; nothing was changed") from None
+                self.warn(f"pod hooks skipped: {e}")
+                return
+            self.pod_plan = plan_pod_hooks(pods)
+
+    def _read_flux(self, mode: FluxMode, selection: FluxSelection) -> None:
+        if self.kube is None:
+            if mode == "required":
+                raise ConfigError("--flux required, but [flux] kubeconfig is not set")
+            self.result.flux = "not-configured"
+            self.warn("Flux not suspended: [flux] kubeconfig is not set")
+            return
+        try:
+            objects = fluxops.list_flux(self.kube, selection.kinds)
+        except (KubeUnreachable, KubeAuthError) as e:
+            if mode == "required":
+                raise FluxUnavailable(f"--flux required: {e}; nothing was changed") from None
+            self.kube_ok = False
+            self.result.flux = "unavailable"
+            self.warn(f"Flux NOT suspended, snapshotting anyway: {e}")
+            return
+        self.plan = fluxops.plan_suspend(objects, selection)
+        self.result.flux = "suspended"
+        self.result.user_suspended = [str(r) for r in self.plan.user_suspended]
+        for ref in self.plan.user_suspended:
+            self.say(f"left alone (suspended by someone else): {ref}")
+        if self.plan.adopt:
+            self.warn(f"adopting {len(self.plan.adopt)} objects left suspended by an earlier pre-change")
+
+    def suspend(self, run_id: str) -> None:
+        """Step 3."""
+        if self.kube is None or not self.plan.ours:
+            return
+        fluxops.suspend(self.kube, self.plan.ours, run_id, self.done, self.say)
+        self.result.suspended = [str(r) for r in self.plan.suspend]
+        self.result.adopted = [str(r) for r in self.plan.adopt]
+
+    def wait(self, timeout: float) -> None:
+        """Step 4: bounded; a timeout or a failing poll only warns."""
+        if self.kube is None or not self.done:
+            return
+        try:
+            busy = fluxops.wait_idle(self.kube, self.done, timeout, clock=self.clock, sleep=self.sleep)
+        except (KubeError, KubeAuthError) as e:
+            self.warn(f"could not check for reconciles in flight: {e}")
+            return
+        if busy:
+            self.result.still_reconciling = [str(r) for r in busy]
+            self.warn(f"still reconciling after {timeout:g}s, snapshotting anyway: {', '.join(map(str, busy))}")
+
+    def pre_hooks(self, hooks: Sequence[Hook]) -> None:
+        """Step 5. Raise HookFailed at the first fatal failure."""
+        for hook in self.pod_plan.pre:
+            self.started_pods.add(_pod_key(hook))
+            self._record(run_pod_hook(self._client(), hook, self.say), raise_fatal=True)
+        self.generic_started = True
+        for generic in select(hooks, "pre-snapshot"):
+            self._record(run_hook(generic, self.say), raise_fatal=True)
+
+    def post_hooks(self, hooks: Sequence[Hook], *, normal: bool) -> None:
+        """Step 7 (normal) or its abort form; on the normal path raise HookFailed after all ran."""
+        self.post_done = True
+        fatal: list[HookOutcome] = []
+        if normal or self.generic_started:
+            for generic in select(hooks, "post-snapshot"):
+                fatal += self._record(run_hook(generic, self.say), raise_fatal=False)
+        for hook in self.pod_plan.post:
+            if normal or _pod_key(hook) in self.started_pods:
+                fatal += self._record(run_pod_hook(self._client(), hook, self.say), raise_fatal=False)
+        if normal and fatal:
+            names = "; ".join(f"{o.name}: {o.detail}" for o in fatal)
+            raise HookFailed(f"post hooks failed ({names}); COMMAND not run")
+
+    def _client(self) -> KubeClient:
+        assert self.kube is not None, "pod hooks are planned only with a client"
+        return self.kube
+
+    def _record(self, outcome: HookOutcome, *, raise_fatal: bool) -> list[HookOutcome]:
+        self.result.hooks.append(outcome)
+        if outcome.ok or not outcome.fatal:
+            if not outcome.ok:
+                self.warn(f"{outcome.name} failed, continuing: {outcome.detail}")
+            return []
+        if raise_fatal:
+            raise HookFailed(f"{outcome.name} failed: {outcome.detail}")
+        return [outcome]
+
+    def command(self, argv: Sequence[str] | None) -> None:
+        """Step 8. Raise CommandFailed if it exits non-zero."""
+        if not argv:
+            return
+        self.say(f"running {' '.join(argv)}")
+        res = process.run(list(argv), check=False, what="COMMAND")
+        self.result.command_exit = res.returncode
+        output = (res.stdout + res.stderr).splitlines()[-OUTPUT_TAIL_LINES:]
+        self.result.command_output = "\n".join(output)
+        for line in output:
+            self.say(f"| {line}")
+        if res.returncode != 0:
+            raise CommandFailed(list(argv), res.returncode, res.stderr, "COMMAND")
+
+    def cleanup(self, hooks: Sequence[Hook]) -> None:
+        """Step 9 and the abort form of step 7. Raises nothing on purpose."""
+        if not self.post_done:
+            self.post_hooks(hooks, normal=False)
+        if self.kube is not None and self.done:
+            report = fluxops.resume(self.kube, self.done, self.say, sleep=self.sleep)
+            self.result.resumed = [str(r) for r in report.resumed]
+            self.result.resume_failed = [f"{r}: {why}" for r, why in report.failed]
+        if self.timer is not None:
+            if self.result.resume_failed:
+                self.warn(f"auto-resume timer {self.timer.unit}.timer left armed to retry the resume")
+            else:
+                self.timer.disarm(self.say)
+
+
+def _pod_key(hook: PodHook) -> tuple[str, str]:
+    return (hook.pod.namespace, hook.pod.name)
+
+
+def run_prechange(
+    *,
+    flux: KubeClient | None,
+    flux_mode: FluxMode,
+    hooks: Sequence[Hook],
+    snap_all: Callable[[str], object],
+    description: str | None,
+    command: Sequence[str] | None,
+    now: datetime,
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    log: Log,
+    selection: FluxSelection = FluxSelection(),
+    node: str | None = None,
+    pod_hooks: bool = True,
+    arm_timer: ArmTimer | None = None,
+    run_id: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> PrechangeResult:
+    """Run one pre-change (see the module docstring for the order) and return what it did.
+
+    `flux` serves both Flux and the Velero pod hooks of `node` (None: neither);
+    `arm_timer(run_id)` arms the auto-resume timer. Raise PrechangeFailed (carrying
+    the result) if the run stopped early, a fatal hook failed, COMMAND failed, a
+    signal arrived, or resume failed; Flux has been resumed before it is raised.
+    """
+    run_id = run_id or new_run_id(now)
+    result = PrechangeResult(run_id, description or default_description(now))
+    run = _Run(flux, result, _safe(log), sleep, clock)
+    failure: SubvaultError | None = None
+    with SignalGuard() as guard:
+        try:
+            run.read(flux_mode, selection, node, pod_hooks)
+            if run.kube is not None and run.plan.ours and arm_timer is not None:
+                run.timer = arm_timer(run_id)
+                result.auto_resume_unit = run.timer.unit if run.timer else None
+            run.suspend(run_id)
+            run.wait(wait_timeout)
+            run.pre_hooks(hooks)
+            run.say(f"snapshotting all subvolumes: {result.description}")
+            result.snapshot = snap_all(result.description)
+            result.snapshot_taken = True
+            run.post_hooks(hooks, normal=True)
+            run.command(command)
+        except SubvaultError as e:
+            failure = e
+            result.error = str(e)
+        finally:
+            guard.defer()
+            run.cleanup(hooks)
+            result.signals = [signal.Signals(s).name for s in guard.received]
+    if failure is None and result.resume_failed:
+        failure = ResumeFailed(f"could not resume {', '.join(result.resume_failed)}")
+        result.error = str(failure)
+    if failure is not None:
+        raise PrechangeFailed(result, failure) from failure
+    return result
+
+
+def resume_recorded(flux: KubeClient, log: Log = lambda _m: None, run_id: str | None = None) -> list[str]:
+    """`subvault pre-change --resume`: resume every object carrying subvault's annotation.
+
+    Given run_id, only that run's. Return the resumed objects as `Kind/ns/name`.
+    Raise ResumeFailed if any could not be resumed; KubeUnreachable/KubeAuthError if
+    the API cannot be used at all.
+    """
+    report = fluxops.resume_recorded(flux, _safe(log), run_id)
+    if report.failed:
+        raise ResumeFailed("could not resume " + "; ".join(f"{r}: {why}" for r, why in report.failed))
+    return [str(r) for r in report.resumed]
