@@ -100,7 +100,8 @@ class MountPoint:
 
 def norm_path(path: str) -> str:
     """Return an absolute path without trailing slashes or dot segments."""
-    return posixpath.normpath("/" + path.strip()) if path.strip() else "/"
+    # POSIX keeps a leading "//", so strip every leading slash first.
+    return posixpath.normpath("/" + path.strip().lstrip("/"))
 
 
 def norm_subvol_path(path: str) -> str:
@@ -183,7 +184,7 @@ def _config_problems(
     excluded: Sequence[ExcludedPath],
 ) -> list[Problem]:
     problems: list[Problem] = []
-    reachable = {norm_path(p) for s in found if not is_snapshot(s) for p in s.mount_paths}
+    reachable = {norm_path(p) for s in found for p in s.mount_paths}
     for entry in protected:
         path = norm_path(entry.path)
         if path not in reachable:

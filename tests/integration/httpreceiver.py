@@ -122,14 +122,16 @@ class HttpReceiver:
                 parts = urlsplit(self.path)
                 recorded = Recorded(self.command, parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
                 status, headers, payload = receiver.responder(recorded)
+                # Recorded before answering: once a client has its answer, the request is
+                # in the queue, so "nothing arrived" checks with drain() are reliable.
+                receiver.seen.append(recorded)
+                receiver.requests.put(recorded)
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                receiver.seen.append(recorded)
-                receiver.requests.put(recorded)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
