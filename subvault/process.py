@@ -242,6 +242,23 @@ class Pipeline:
             self._wait_all()
         return PipelineResult(total, time.monotonic() - started)
 
+    def capture(self) -> str:
+        """Run all stages, return the last stage's stdout as text; check every stage.
+
+        For small outputs only (listings, dumps): the whole output is held in memory.
+        """
+        prev_stdout = self.stdin
+        for i, argv in enumerate(self.stages_argv):
+            stage = self._start(argv, prev_stdout, subprocess.PIPE)
+            if i > 0:
+                self._stages[i - 1].proc.stdout.close()
+            prev_stdout = stage.proc.stdout
+        last = self._stages[-1].proc.stdout
+        data = last.read()
+        last.close()
+        self._wait_all()
+        return data.decode(errors="surrogateescape")
+
     def _copy(self, source, sink_fd: int, progress, stall_seconds) -> int:
         total = 0
         src_fd = source.fileno()

@@ -119,12 +119,16 @@ def create(
     sub_name: str,
     sub_path: str | Path,
     *,
-    kind: SnapshotKind,
+    kind: str,
     description: str,
     now: datetime,
     number: int | None = None,
+    source: str | Path | None = None,
+    readonly: bool = True,
 ) -> LocalSnapshot:
-    """Create a read-only snapshot N of sub_path with its info.xml, in the order above.
+    """Create snapshot N of sub_path (or of `source`) with its info.xml, in the order above.
+
+    Kind "rollback" makes a writable snapshot that prune never deletes.
 
     Raise SnapshotNumberTaken if N exists, NoSpace on ENOSPC; in every failure nothing
     of N is left behind.
@@ -142,7 +146,7 @@ def create(
         raise _os_error(exc, f"create {ndir}") from None
     try:
         _write_marker(ndir, "create")
-        adapter.snapshot(sub_path, ndir / "snapshot", readonly=True)
+        adapter.snapshot(source or sub_path, ndir / "snapshot", readonly=readonly)
         info = Info(
             num=num,
             date=now.astimezone(timezone.utc).replace(microsecond=0),
@@ -164,8 +168,8 @@ def create(
         date=info.date,
         description=description,
         cleanup=info.cleanup,
-        kind=kind,
-        owned=True,
+        kind=kind if kind in KIND_CLEANUP else "foreign",
+        owned=kind in KIND_CLEANUP,
         userdata=dict(info.userdata),
     )
 
@@ -200,8 +204,9 @@ def finish_pending(sub_path: str | Path) -> list[int]:
         complete = False
         if action == "create" and (ndir / "info.xml").exists() and adapter.is_subvolume(ndir / "snapshot"):
             try:
-                parse_info((ndir / "info.xml").read_text())
-                complete = adapter.show(ndir / "snapshot").readonly
+                info = parse_info((ndir / "info.xml").read_text())
+                writable_kind = info.userdata_dict.get(OWNER_KEY) == "rollback"
+                complete = writable_kind or adapter.show(ndir / "snapshot").readonly
             except (ValueError, SubvaultError):
                 complete = False
         if complete:
