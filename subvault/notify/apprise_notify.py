@@ -57,10 +57,13 @@ def validate_url(url: str) -> str | None:
     """Given an Apprise URL, return None when Apprise can use it, else a one-line error.
 
     The error never contains the URL itself (it may hold a token); the config schema
-    prefixes it with the key, e.g. `notify.urls[0]`.
+    prefixes it with the key, e.g. `notify.urls[0]`. As a side effect the URL and its
+    secret parts are registered with `process.mask()`, before Apprise logs anything.
     """
     if not isinstance(url, str) or not url.strip():
         return "expected an Apprise URL such as tgram://BOT_TOKEN/CHAT_ID, got an empty value"
+    _install_log_filter()
+    mask(url)
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         return "expected an Apprise URL of the form SERVICE://…, such as tgram://BOT_TOKEN/CHAT_ID"
@@ -79,9 +82,10 @@ def register_url_secrets(url: str) -> None:
     tokens, passwords, keys). An unusable URL is masked whole, since its parts are
     unknown.
     """
+    _install_log_filter()
+    mask(url)
     plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
-        mask(url)
         return
     public = set(_URL_SPLIT.split(unquote(plugin.url(privacy=True))))
     for part in _URL_SPLIT.split(unquote(plugin.url(privacy=False))):
@@ -116,7 +120,8 @@ class Message:
 
 
 def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split()) if "\n" not in text else text
+    """Return text on one line (whitespace runs collapsed), cut to limit with "…"."""
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -147,7 +152,6 @@ def send_message(urls: Sequence[str], message: Message) -> list[str]:
     title, body = message.render()
     warnings: list[str] = []
     for index, url in enumerate(urls):
-        register_url_secrets(url)
         problem = _send_one(url, title, body, _TYPES.get(message.kind, apprise.NotifyType.INFO))
         if problem:
             warning = redact(f"notification to notify.urls[{index}] ({_scheme(url)}://) failed: {problem}")
@@ -161,6 +165,7 @@ def _send_one(url: str, title: str, body: str, notify_type: apprise.NotifyType) 
     error = validate_url(url)
     if error:
         return error
+    register_url_secrets(url)
     client = apprise.Apprise()
     client.add(url)
     try:

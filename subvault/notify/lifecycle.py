@@ -75,11 +75,26 @@ def monitored(
     try:
         yield handle
     except BaseException as exc:
-        handle.exit_code = exit_code_for(exc) if isinstance(exc, Exception) else 130
-        handle.problems = [*handle.problems, _describe_error(exc)]
+        code = exit_code_of(exc)
+        if code != 0:
+            handle.exit_code = code
+            if not isinstance(exc, SystemExit):  # its message is only the code
+                handle.problems = [*handle.problems, _describe_error(exc)]
         _finish(handle, list(notify_urls or ()), pinger, state_dir)
         raise
     _finish(handle, list(notify_urls or ()), pinger, state_dir)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """Return the exit code an exception leaving a job means (0 for a clean exit)."""
+    if isinstance(exc, SystemExit):
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    code = getattr(exc, "exit_code", None)  # SubvaultError, click.exceptions.Exit
+    if isinstance(code, int):
+        return code
+    return exit_code_for(exc) if isinstance(exc, Exception) else 1
 
 
 def _describe_error(exc: BaseException) -> str:

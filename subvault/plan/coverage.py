@@ -22,9 +22,12 @@ Rules (invariant 5):
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Iterable, Sequence
+
+from subvault.model import SubvolInfo
 
 SNAPSHOT_DIR = ".snapshots"
 FIX = "add it as [[subvolume]] or [[exclude]] with a reason"
@@ -258,3 +261,61 @@ def _nearest_protected_ancestor(
         if is_under(path, other_path) and (best is None or len(other_path) > best[0]):
             best = (len(other_path), entry)
     return best[1] if best else None
+
+
+def parse_mountinfo(text: str, fs_uuid_of_source: dict[str, str]) -> list[MountPoint]:
+    """Given /proc/self/mountinfo text, return its btrfs mounts as MountPoints.
+
+    fs_uuid_of_source maps a mount source (e.g. /dev/sda3) to its filesystem UUID;
+    mounts of unknown sources are left out. The mountinfo `root` field is the path
+    inside the filesystem, so subvolume mounts and bind mounts both work.
+    """
+    mounts: list[MountPoint] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if len(fields) < sep + 3 or fields[sep + 1] != "btrfs" or len(fields) < 5:
+            continue
+        uuid = fs_uuid_of_source.get(_unescape(fields[sep + 2]))
+        if uuid:
+            mounts.append(MountPoint(uuid, norm_subvol_path(_unescape(fields[3])), norm_path(_unescape(fields[4]))))
+    return mounts
+
+
+def btrfs_mount_sources(text: str) -> dict[str, str]:
+    """Given /proc/self/mountinfo text, return {mount source: one mount path} for btrfs."""
+    sources: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" in fields:
+            sep = fields.index("-")
+            if len(fields) >= sep + 3 and fields[sep + 1] == "btrfs":
+                sources.setdefault(_unescape(fields[sep + 2]), _unescape(fields[4]))
+    return sources
+
+
+def _unescape(field: str) -> str:
+    """Undo mountinfo's octal escapes (\\040 is a space)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def found_from_info(
+    fs_uuid: str,
+    info: SubvolInfo,
+    mounts: Sequence[MountPoint],
+    managed_snapshot: bool = False,
+) -> FoundSubvolume:
+    """Given a subvolume as the btrfs adapter lists it, return it as coverage input."""
+    return FoundSubvolume(
+        fs_uuid=fs_uuid,
+        subvol_id=info.id,
+        path=norm_subvol_path(info.path),
+        mount_paths=reachable_paths(fs_uuid, info.path, mounts),
+        uuid=info.uuid,
+        parent_uuid=info.parent_uuid,
+        received_uuid=info.received_uuid,
+        readonly=info.readonly,
+        managed_snapshot=managed_snapshot,
+    )

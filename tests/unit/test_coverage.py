@@ -11,10 +11,14 @@ from subvault.plan.coverage import (
     MountPoint,
     ProblemKind,
     ProtectedPath,
+    btrfs_mount_sources,
+    found_from_info,
     is_snapshot,
+    parse_mountinfo,
     plan_coverage,
     reachable_paths,
 )
+from subvault.model import SubvolInfo
 
 FS = "fs-1111"
 MOUNTS = [MountPoint(FS, "root", "/"), MountPoint(FS, "home", "/home")]
@@ -185,3 +189,30 @@ def test_property_snapshots_never_reported(layout) -> None:
     problems = plan_coverage(found, protected, excluded)
     reported = {p.subject for p in problems if p.kind in (ProblemKind.UNPROTECTED, ProblemKind.NESTED)}
     assert not (reported & (snapshot_paths - live_paths))
+
+
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 0:31 /root / rw,relatime shared:1 - btrfs /dev/sda3 rw,seclabel,compress=zstd:1,subvol=/root
+61 27 0:31 /home /home rw,relatime shared:30 - btrfs /dev/sda3 rw,subvol=/home
+70 27 0:40 / /mnt/usb\\040disk rw,relatime - btrfs /dev/sdb1 rw,subvol=/
+71 27 0:41 / /mnt/other rw,relatime - btrfs /dev/sdc1 rw,subvol=/
+"""
+
+
+def test_mountinfo_gives_btrfs_mounts_of_known_filesystems() -> None:
+    sources = btrfs_mount_sources(MOUNTINFO)
+    assert sources == {"/dev/sda3": "/", "/dev/sdb1": "/mnt/usb disk", "/dev/sdc1": "/mnt/other"}
+    mounts = parse_mountinfo(MOUNTINFO, {"/dev/sda3": FS, "/dev/sdb1": "fs-usb"})
+    assert mounts == [
+        MountPoint(FS, "root", "/"),
+        MountPoint(FS, "home", "/home"),
+        MountPoint("fs-usb", "", "/mnt/usb disk"),
+    ]
+    assert reachable_paths("fs-usb", "backup/root.1", mounts) == ("/mnt/usb disk/backup/root.1",)
+
+
+def test_found_from_adapter_info() -> None:
+    info = SubvolInfo(258, "root/var/lib/pvc", "u258", None, None, False, 10, 256)
+    found = found_from_info(FS, info, MOUNTS)
+    assert found.mount_paths == ("/var/lib/pvc",) and found.subvol_id == 258 and not found.readonly

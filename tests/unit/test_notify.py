@@ -116,3 +116,31 @@ def test_unit_failure_message_and_dedup(tmp_path: Path, monkeypatch) -> None:
     save_outcome(tmp_path, "run", "failed", True)
     assert already_notified("subvault-run.service", tmp_path, env)
     assert not already_notified("subvault-run.service", tmp_path, {**env, "MONITOR_INVOCATION_ID": "inv-2"})
+
+
+def test_exit_codes_of_exceptions_leaving_a_job() -> None:
+    from subvault.errors import ConfigError, LockHeld
+    from subvault.notify.lifecycle import exit_code_of
+
+    assert exit_code_of(SystemExit(0)) == 0
+    assert exit_code_of(SystemExit(None)) == 0
+    assert exit_code_of(SystemExit(3)) == 3
+    assert exit_code_of(KeyboardInterrupt()) == 130
+    assert exit_code_of(ConfigError("bad")) == 2
+    assert exit_code_of(LockHeld("busy")) == 1
+    assert exit_code_of(ValueError("bug")) == 1
+
+
+def test_clean_system_exit_is_a_success(tmp_path: Path) -> None:
+    import pytest
+
+    from subvault.notify.lifecycle import monitored
+
+    with pytest.raises(SystemExit):
+        with monitored("check", [], None, tmp_path):
+            raise SystemExit(0)
+    assert load_outcome(tmp_path, "check") == "ok"
+    with pytest.raises(SystemExit):
+        with monitored("check", [], None, tmp_path):
+            raise SystemExit(3)
+    assert load_outcome(tmp_path, "check") == "failed"
