@@ -1,0 +1,243 @@
+"""Replication planning: what to send to one btrfs target, from which parent, and what to prune there.
+
+Pure: inputs are the source's snapshots, the target's received subvolumes and the
+target's keep policy; the output is a plan with reasons. No I/O, no clock.
+
+Rules:
+- Identity is the UUID (invariant 7): a target entry holds source snapshot S when its
+  received_uuid equals S.uuid (or S.received_uuid, when S was itself received).
+- An entry counts only when verified: read-only, received_uuid set, not in the
+  incoming area. Everything else is a partial: deleted before the next receive and
+  never a parent (invariant 3).
+- Retention runs over the union of the source's timeline snapshots and the target's
+  verified entries, with the target's keep policy. Source snapshots it keeps that the
+  target lacks are sent, oldest first; target entries it drops are pruned. The newest
+  source snapshot is always sent.
+- The parent of a send is the newest snapshot both sides share at or before it (after
+  earlier sends of the same plan); failing that the oldest shared one after it; a full
+  send only when nothing is shared. The nearest shared snapshot after it, if any, is
+  offered as a clone source.
+- The incremental base (newest shared snapshot), before and after the sends, is held on
+  the target and locally (invariant 1); snapshots still owed are held locally (2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
+from typing import Iterable, Sequence
+
+from subvault.plan.retention import Point, parse_policy, plan_retention
+
+NAME_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+_NAME_RE = re.compile(r"^(?P<sub>.+)\.(?P<ts>\d{8}T\d{6}Z)(?:_(?P<n>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source snapshot that may be sent: its uuid, its time and where it lives."""
+
+    uuid: str
+    time: datetime  # aware
+    path: str
+    received_uuid: str | None = None
+    number: int = 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A subvolume found in the target's directory for one source subvolume."""
+
+    name: str
+    uuid: str
+    received_uuid: str | None
+    readonly: bool
+    incoming: bool = False  # lives in the receive area, not under a final name
+
+
+@dataclass(frozen=True)
+class Send:
+    """One transfer: the source snapshot, its parent and clone sources (uuids), the name on the target."""
+
+    uuid: str
+    name: str
+    parent: str | None
+    clones: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def full(self) -> bool:
+        return self.parent is None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A target entry to delete, with why."""
+
+    name: str
+    incoming: bool
+    reason: str
+
+
+@dataclass
+class ReplicationPlan:
+    partials: list[Removal] = field(default_factory=list)
+    sends: list[Send] = field(default_factory=list)
+    prune: list[Removal] = field(default_factory=list)
+    base_before: str | None = None  # source uuid of the newest shared snapshot now
+    base_after: str | None = None  # ... once every send succeeded
+    local_holds: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)  # target entry name -> why kept
+
+
+def entry_name(sub_name: str, time: datetime, taken: set[str] | None = None, number: int = 0) -> str:
+    """Return `<sub>.<UTC YYYYMMDDTHHMMSSZ>`, suffixed `_<number>` if that name is taken."""
+    name = f"{sub_name}.{time.astimezone(timezone.utc).strftime(NAME_TIME_FORMAT)}"
+    if taken and name in taken:
+        name = f"{name}_{number}"
+    return name
+
+
+def parse_entry_time(sub_name: str, name: str) -> datetime | None:
+    """Return the UTC time encoded in an entry name of sub_name, or None if it is not one of ours."""
+    m = _NAME_RE.match(name)
+    if not m or m.group("sub") != sub_name:
+        return None
+    return datetime.strptime(m.group("ts"), NAME_TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def is_verified(entry: Entry) -> bool:
+    """Invariant 3: an entry counts only when read-only, received, and under a final name."""
+    return entry.readonly and bool(entry.received_uuid) and not entry.incoming
+
+
+def _identity(src: Source) -> set[str]:
+    return {src.uuid} | ({src.received_uuid} if src.received_uuid else set())
+
+
+def plan_replication(
+    sub_name: str,
+    sources: Sequence[Source],
+    entries: Iterable[Entry],
+    keep: str,
+    now: datetime,
+    tz: tzinfo,
+) -> ReplicationPlan:
+    """Given one subvolume's timeline snapshots, the target's entries and its keep policy, plan one run.
+
+    Return the partials to remove, the sends (oldest first), the target entries to prune,
+    the incremental base before and after, and the local holds.
+    Raise ValueError if now is naive or keep is not a retention.
+    """
+    plan = ReplicationPlan()
+    srcs = sorted(sources, key=lambda s: (s.time, s.number, s.uuid))
+    verified: list[Entry] = []
+    for e in entries:
+        if is_verified(e):
+            verified.append(e)
+        else:
+            why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
+            plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))
+    by_received = _dedupe(verified, sub_name, plan)
+    shared = [s for s in srcs if _identity(s) & by_received.keys()]
+    shared_uuids = {s.uuid for s in shared}
+    plan.base_before = shared[-1].uuid if shared else None
+
+    points, entry_of_key = _points(sub_name, srcs, by_received)
+    newest = {srcs[-1].uuid: "newest on the source"} if srcs else {}
+    decisions = plan_retention(points, parse_policy(keep), now, tz, held=newest)
+    keep_keys = {d.key for d in decisions if d.keep}
+    reasons = {d.key: "; ".join(d.reasons) for d in decisions}
+
+    taken = set(by_received_names(by_received))
+    for src in srcs:
+        if src.uuid not in keep_keys or src.uuid in shared_uuids:
+            continue
+        parent, clones = choose_parent(src, srcs, shared_uuids)
+        name = entry_name(sub_name, src.time, taken, src.number)
+        taken.add(name)
+        plan.sends.append(Send(src.uuid, name, parent, clones, reasons[src.uuid]))
+        shared_uuids.add(src.uuid)
+    after = [s for s in srcs if s.uuid in shared_uuids]
+    plan.base_after = after[-1].uuid if after else None
+
+    bases = {b for b in (plan.base_before, plan.base_after) if b}
+    for key, entry in entry_of_key.items():
+        if key in keep_keys:
+            plan.kept[entry.name] = reasons[key]
+        elif key in bases:
+            plan.kept[entry.name] = "incremental base (invariant 1)"
+        else:
+            plan.prune.append(Removal(entry.name, False, reasons[key]))
+    for send in plan.sends:
+        plan.local_holds[send.uuid] = f"owed to the target: {send.reason}"
+    for b in bases:
+        plan.local_holds.setdefault(b, "incremental base of the target (invariant 1)")
+    return plan
+
+
+def by_received_names(by_received: dict[str, Entry]) -> list[str]:
+    return [e.name for e in by_received.values()]
+
+
+def _dedupe(verified: list[Entry], sub_name: str, plan: ReplicationPlan) -> dict[str, Entry]:
+    """Index verified entries by received_uuid; a second copy of the same snapshot is pruned."""
+    out: dict[str, Entry] = {}
+    for e in sorted(verified, key=lambda e: (parse_entry_time(sub_name, e.name) is None, e.name)):
+        assert e.received_uuid is not None
+        if e.received_uuid in out:
+            plan.prune.append(Removal(e.name, False, f"duplicate of {out[e.received_uuid].name}"))
+            continue
+        out[e.received_uuid] = e
+    return out
+
+
+def _points(sub_name: str, srcs: list[Source], by_received: dict[str, Entry]) -> tuple[list[Point], dict[str, Entry]]:
+    """Return retention points over sources ∪ target entries (one per identity), and entry per key.
+
+    A target entry whose time cannot be read from its name and has no source is left out:
+    what cannot be placed in time is never pruned.
+    """
+    points: list[Point] = []
+    entry_of_key: dict[str, Entry] = {}
+    matched: set[str] = set()
+    for s in srcs:
+        points.append(Point(s.uuid, s.time))
+        for ident in _identity(s):
+            if ident in by_received and ident not in matched:
+                entry_of_key[s.uuid] = by_received[ident]
+                matched.add(ident)
+                break
+    for received, e in by_received.items():
+        if received in matched or received in entry_of_key:
+            continue
+        t = parse_entry_time(sub_name, e.name)
+        if t is None:
+            continue
+        points.append(Point(received, t))
+        entry_of_key[received] = e
+    return points, entry_of_key
+
+
+def choose_parent(src: Source, srcs: Sequence[Source], shared: set[str]) -> tuple[str | None, tuple[str, ...]]:
+    """Given a snapshot to send and the uuids both sides share, return (parent uuid or None, clone uuids).
+
+    Parent: the newest shared snapshot at or before src; else the oldest shared after it.
+    Clone: the nearest shared snapshot after src, when it is not the parent.
+    """
+    key = (src.time, src.number, src.uuid)
+    before = [s for s in srcs if s.uuid in shared and (s.time, s.number, s.uuid) < key]
+    after = [s for s in srcs if s.uuid in shared and (s.time, s.number, s.uuid) > key]
+    if before:
+        parent = before[-1].uuid
+        clones = (after[0].uuid,) if after else ()
+        return parent, clones
+    if after:
+        return after[0].uuid, ()
+    return None, ()
+
+
+def holds_when_unreachable(sources: Sequence[Source], target: str) -> dict[str, str]:
+    """Given the source snapshots and an unreachable target, hold every one (it may be the base or owed)."""
+    return {s.uuid: f"target {target} unreachable: held until it can be listed" for s in sources}

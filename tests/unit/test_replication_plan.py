@@ -1,0 +1,177 @@
+"""Property tests for the replication planner (subvault.plan.replication)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from subvault.plan.replication import (
+    Entry,
+    Source,
+    entry_name,
+    parse_entry_time,
+    plan_replication,
+)
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 26, 3, 30, tzinfo=UTC)
+KEEPS = ["24h 8d 5w", "latest", "all", "3h 2d", "0h 1d", "*d"]
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(0, 40))
+    gaps = draw(st.lists(st.integers(1, 30 * 60), min_size=n, max_size=n))
+    t = NOW
+    sources = []
+    for i, gap in enumerate(gaps):
+        t = t - timedelta(minutes=gap)
+        sources.append(Source(uuid=f"src-{i}", time=t, path=f"/s/.snapshots/{i}/snapshot", number=1000 - i))
+    sources.reverse()
+    entries = []
+    for s in sources:
+        state = draw(st.sampled_from(["absent", "absent", "ok", "ok", "rw", "noreceived", "incoming"]))
+        name = entry_name("sub", s.time)
+        if state == "ok":
+            entries.append(Entry(name, f"t-{s.uuid}", s.uuid, True))
+        elif state == "rw":
+            entries.append(Entry(name, f"t-{s.uuid}", s.uuid, False))
+        elif state == "noreceived":
+            entries.append(Entry(name, f"t-{s.uuid}", None, True))
+        elif state == "incoming":
+            entries.append(Entry("snapshot", f"t-{s.uuid}", s.uuid, True, incoming=True))
+    orphans = draw(st.integers(0, 5))
+    for j in range(orphans):
+        t = NOW - timedelta(days=draw(st.integers(1, 60)), minutes=j)
+        entries.append(Entry(entry_name("sub", t), f"o-{j}", f"gone-{j}", True))
+    keep = draw(st.sampled_from(KEEPS))
+    return sources, entries, keep
+
+
+def _apply(plan, sources, entries):
+    """Return the target's entries after the plan ran to completion."""
+    by_uuid = {s.uuid: s for s in sources}
+    removed = {(r.name, r.incoming) for r in plan.partials + plan.prune}
+    after = [e for e in entries if (e.name, e.incoming) not in removed]
+    for send in plan.sends:
+        after.append(Entry(send.name, f"t-{send.uuid}", by_uuid[send.uuid].uuid, True))
+    return after
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_invariant_1_incremental_base_never_deleted(sc):
+    sources, entries, keep = sc
+    plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
+    pruned = {r.name for r in plan.prune}
+    verified = {e.received_uuid: e for e in entries if e.readonly and e.received_uuid and not e.incoming}
+    for base in (plan.base_before, plan.base_after):
+        if base is None:
+            continue
+        assert base in plan.local_holds, "the base must be held locally"
+        if base in verified:
+            assert verified[base].name not in pruned, "the base must not be pruned on the target"
+    shared = [s for s in sources if s.uuid in verified]
+    assert plan.base_before == (shared[-1].uuid if shared else None)
+    if plan.sends:
+        assert plan.base_after is not None
+    after = _apply(plan, sources, entries)
+    if plan.base_after:
+        assert any(e.received_uuid == plan.base_after for e in after)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_invariant_2_owed_snapshots_held_locally(sc):
+    sources, entries, keep = sc
+    plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
+    for send in plan.sends:
+        assert send.uuid in plan.local_holds
+    if sources:
+        newest = sources[-1].uuid
+        on_target = any(e.received_uuid == newest and e.readonly and not e.incoming for e in entries)
+        assert on_target or newest in {s.uuid for s in plan.sends}, "the newest snapshot is always owed"
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_invariant_3_partials_removed_and_never_parents(sc):
+    sources, entries, keep = sc
+    plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
+    partial = [e for e in entries if not (e.readonly and e.received_uuid and not e.incoming)]
+    assert sorted((r.name, r.incoming) for r in plan.partials) == sorted((e.name, e.incoming) for e in partial)
+    usable = {e.received_uuid for e in entries if e.readonly and e.received_uuid and not e.incoming}
+    for send in plan.sends:
+        for ref in (send.parent, *send.clones):
+            if ref is not None:
+                assert ref in usable, f"{ref} is not a verified snapshot on the target"
+        usable.add(send.uuid)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_invariant_7_identity_is_uuid_not_name(sc):
+    sources, entries, keep = sc
+    known = {s.uuid for s in sources}
+    renamed = [
+        Entry(e.name + "x" if e.received_uuid in known and not e.incoming else e.name, e.uuid, e.received_uuid, e.readonly, e.incoming)
+        for e in entries
+    ]
+    a = plan_replication("sub", sources, entries, keep, NOW, UTC)
+    b = plan_replication("sub", sources, renamed, keep, NOW, UTC)
+    assert [(s.uuid, s.parent) for s in a.sends] == [(s.uuid, s.parent) for s in b.sends]
+    assert a.base_before == b.base_before
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_full_send_only_when_nothing_shared_and_sends_oldest_first(sc):
+    sources, entries, keep = sc
+    plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
+    order = {s.uuid: i for i, s in enumerate(sources)}
+    assert [order[s.uuid] for s in plan.sends] == sorted(order[s.uuid] for s in plan.sends)
+    fulls = [s for s in plan.sends if s.full]
+    if plan.base_before is not None:
+        assert not fulls
+    else:
+        assert len(fulls) <= 1 and (not fulls or plan.sends[0].full)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_replanning_after_success_is_a_no_op(sc):
+    sources, entries, keep = sc
+    plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
+    again = plan_replication("sub", sources, _apply(plan, sources, entries), keep, NOW, UTC)
+    assert again.sends == [] and again.partials == []
+    # The only thing left is the old base, released once the new one exists.
+    assert {r.name for r in again.prune} <= {e.name for e in entries if e.received_uuid == plan.base_before}
+    third = plan_replication("sub", sources, _apply(again, sources, _apply(plan, sources, entries)), keep, NOW, UTC)
+    assert third.sends == [] and third.partials == [] and third.prune == []
+
+
+def test_entry_names_round_trip_and_foreign_names_ignored():
+    t = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+    assert entry_name("var_lib_pvc", t) == "var_lib_pvc.20261126T030000Z"
+    assert parse_entry_time("var_lib_pvc", "var_lib_pvc.20261126T030000Z") == t
+    assert parse_entry_time("var_lib_pvc", "var_lib_pvc.20261126T030000Z_7") == t
+    assert parse_entry_time("var_lib_pvc", "root.20261126T030000Z") is None
+    assert parse_entry_time("var_lib_pvc", "something-else") is None
+
+
+def test_incremental_uses_newest_shared_parent():
+    t0 = NOW - timedelta(hours=3)
+    s = [Source(f"u{i}", t0 + timedelta(hours=i), f"/p{i}", number=i) for i in range(3)]
+    entries = [Entry(entry_name("sub", s[0].time), "x0", "u0", True), Entry(entry_name("sub", s[1].time), "x1", "u1", True)]
+    plan = plan_replication("sub", s, entries, "24h", NOW, UTC)
+    assert [(x.uuid, x.parent) for x in plan.sends] == [("u2", "u1")]
+    assert plan.base_before == "u1" and plan.base_after == "u2"
+
+
+def test_received_source_matches_by_received_uuid():
+    s = [Source("local-uuid", NOW - timedelta(hours=1), "/p", received_uuid="orig-uuid", number=1)]
+    entries = [Entry(entry_name("sub", s[0].time), "t", "orig-uuid", True)]
+    plan = plan_replication("sub", s, entries, "24h", NOW, UTC)
+    assert plan.sends == [] and plan.base_before == "local-uuid"
