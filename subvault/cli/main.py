@@ -56,7 +56,8 @@ class Env:
     def context(self, *, dry_run: bool = False, quiet: bool = False):
         from subvault.run.context import Context
 
-        say = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
+        # Progress lines go to a terminal only; under systemd or in a pipe the result says it all.
+        say = (lambda line: None) if quiet or not sys.stderr.isatty() else (lambda line: click.echo(line, err=True))
         return Context(self.config, dry_run=dry_run, say=say)
 
     def lock(self):

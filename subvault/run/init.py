@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from subvault.errors import SubvaultError
 from subvault.model import SubvolInfo
 
 REVIEW = "review me"
+MAX_NAME = 48
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def is_snapshot_like(sub: SubvolInfo) -> bool:
 
 
 def config_name(path: str, taken: set[str]) -> str:
-    base = "root" if path == "/" else path.strip("/").replace("/", "_").replace(" ", "_").replace(".", "_") or "root"
+    base = "root" if path == "/" else re.sub(r"[^A-Za-z0-9_-]", "_", path.strip("/").replace("/", "_")) or "root"
+    if len(base) > MAX_NAME:
+        base = base[-MAX_NAME:].lstrip("_-") or "subvolume"
     name, n = base, 2
     while name in taken:
         name, n = f"{base}_{n}", n + 1
