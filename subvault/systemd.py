@@ -180,10 +180,18 @@ def deactivate_commands() -> list[list[str]]:
     return [["systemctl", "disable", "--now", *TIMERS]]
 
 
-def run_commands(commands: list[list[str]]) -> None:
-    """Run systemctl calls in order; raise CommandFailed on the first that fails."""
+def run_commands(commands: list[list[str]], check: bool = True) -> list[str]:
+    """Run systemctl calls in order; return the stderr of those that failed.
+
+    Raise CommandFailed on the first failure when check is true (install); with
+    check false (uninstall, where the timers may already be gone) go on.
+    """
+    failures: list[str] = []
     for argv in commands:
-        process.run(argv, what=" ".join(argv[:2]), timeout=120)
+        result = process.run(argv, what=" ".join(argv[:2]), timeout=120, check=check)
+        if result.returncode != 0:
+            failures.append(process.redact(result.stderr.strip()))
+    return failures
 
 
 def verify(paths: list[Path]) -> process.Result:

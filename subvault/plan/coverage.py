@@ -43,6 +43,8 @@ class ProblemKind(StrEnum):
     NO_LAYER = "no-layer"
     STALE = "stale"
     DRILL = "drill"
+    CHAIN = "chain"
+    SPACE = "space"
 
 
 @dataclass(frozen=True)
