@@ -221,7 +221,6 @@ def test_expired_credentials_are_a_clear_error(fake, tmp_path):
     stale = LightkubeClient(fake.write_kubeconfig(tmp_path / "stale", token="expired"))
     with pytest.raises(PrechangeFailed) as info:
         run(stale, fake, flux_mode="required")
-    assert isinstance(info.value.__cause__.__cause__, KubeAuthError) or "401 Unauthorized" in str(info.value)
     assert "401 Unauthorized" in str(info.value) and "expired or invalid" in str(info.value)
     with pytest.raises(KubeAuthError):
         resume_recorded(stale)
