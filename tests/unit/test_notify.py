@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subvault import process
@@ -59,6 +59,7 @@ def test_short_message_is_not_truncated() -> None:
     assert Message("t", ("one", "two")).render()[1] == "one\ntwo"
 
 
+@settings(deadline=None)  # timing is not what these properties test
 @given(
     title=st.text(max_size=300),
     lines=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=600), max_size=300),
