@@ -1,0 +1,49 @@
+"""CLI commands of layer 3: `replicate`, `serve` (the restricted endpoint), `pull`.
+
+Imported at the bottom of subvault.cli.main so that they join the `cli` group.
+"""
+
+from __future__ import annotations
+
+import click
+
+from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
+
+
+@cli.command()
+@click.option("--target", "target", metavar="T", help="Only this target.")
+@click.option("--no-meter", is_flag=True, help="Let the kernel connect the pipeline stages (no progress, no stall detection).")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def replicate(env: Env, target: str | None, no_meter: bool, dry_run: bool, as_json: bool) -> int:
+    """Send timeline snapshots to btrfs targets (incremental), then prune the targets by their keep."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.replicate import replicate as do_replicate
+    from subvault.run.replicate import tty_progress
+
+    with env.lock():
+        ctx = env.context(dry_run=dry_run, quiet=as_json)
+        progress = None if as_json else tty_progress()
+        outcome = do_replicate(ctx, target=target, progress=progress, meter=not no_meter)
+    return emit_outcome(outcome, as_json)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--root", required=True, metavar="DIR", help="The only directory this key may touch.")
+@click.option("--append-only", is_flag=True, help="Refuse deletes (prune then runs on this host).")
+@click.option("--send-only", is_flag=True, help="Only list and send (a source for `subvault pull`).")
+@_handle_errors
+def serve(root: str, append_only: bool, send_only: bool) -> int:
+    """Restricted endpoint for an authorized_keys forced command; reads SSH_ORIGINAL_COMMAND.
+
+    Example: command="subvault serve --root /mnt/backup --append-only",restrict ssh-ed25519 AAAA…
+    """
+    from subvault.serve import serve_main
+
+    return serve_main(root, append_only=append_only, send_only=send_only)
+
+
+if __name__ == "__main__":
+    cli(standalone_mode=True)

@@ -1,0 +1,151 @@
+"""The endpoint command vocabulary: the only commands subvault runs on a btrfs endpoint.
+
+Both sides use this one module: the client builds these argvs (run locally, or joined
+into an ssh command line), and `subvault serve` accepts exactly these shapes and
+nothing else. A plain remote with btrfs-progs and coreutils runs them as they are.
+
+Shapes (PATH always absolute):
+  stat -f -c %T PATH                       filesystem type ("btrfs")
+  btrfs subvolume list -o -u -q -R PATH    children of the container subvolume
+  btrfs subvolume list -o -r PATH          ... the read-only ones
+  btrfs subvolume show PATH                one subvolume's uuid, received_uuid, flags
+  btrfs subvolume create PATH              the per-subvolume container
+  mkdir -p PATH
+  mv -T SRC DST                            name a verified receive (same directory)
+  btrfs subvolume delete PATH              partials and pruned entries
+  btrfs receive PATH                       optionally after `zstd -d -c |`
+  btrfs send -q [-p P] [-c C]... PATH      optionally before `| zstd -c -T0`
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+Argv = list[str]
+
+ZSTD_COMPRESS: Argv = ["zstd", "-c", "-T0", "-3", "-q"]
+ZSTD_DECOMPRESS: Argv = ["zstd", "-d", "-c", "-q"]
+
+
+def fs_type(path: str) -> Argv:
+    return ["stat", "-f", "-c", "%T", path]
+
+
+def list_children(path: str) -> Argv:
+    return ["btrfs", "subvolume", "list", "-o", "-u", "-q", "-R", path]
+
+
+def list_readonly(path: str) -> Argv:
+    return ["btrfs", "subvolume", "list", "-o", "-r", path]
+
+
+def show(path: str) -> Argv:
+    return ["btrfs", "subvolume", "show", path]
+
+
+def create(path: str) -> Argv:
+    return ["btrfs", "subvolume", "create", path]
+
+
+def mkdirs(path: str) -> Argv:
+    return ["mkdir", "-p", path]
+
+
+def rename(src: str, dst: str) -> Argv:
+    return ["mv", "-T", src, dst]
+
+
+def delete(path: str) -> Argv:
+    return ["btrfs", "subvolume", "delete", path]
+
+
+def receive(path: str) -> Argv:
+    return ["btrfs", "receive", path]
+
+
+def send(path: str, parent: str | None = None, clones: tuple[str, ...] = ()) -> Argv:
+    argv = ["btrfs", "send", "-q"]
+    if parent:
+        argv += ["-p", parent]
+    for c in clones:
+        argv += ["-c", c]
+    return [*argv, path]
+
+
+@dataclass(frozen=True)
+class Child:
+    """A subvolume directly inside a container, as `btrfs subvolume list -o` reports it."""
+
+    name: str
+    uuid: str
+    received_uuid: str | None
+    parent_uuid: str | None
+
+
+def parse_list(text: str) -> list[Child]:
+    """Given `btrfs subvolume list -o -u -q -R` output, return each child by its last path component."""
+    out = []
+    for line in text.splitlines():
+        fields = _kv(line)
+        if "uuid" not in fields or "path" not in fields:
+            continue
+        out.append(
+            Child(
+                name=fields["path"].rstrip("/").rsplit("/", 1)[-1],
+                uuid=fields["uuid"],
+                received_uuid=_uuid(fields.get("received_uuid")),
+                parent_uuid=_uuid(fields.get("parent_uuid")),
+            )
+        )
+    return out
+
+
+def parse_readonly_names(text: str) -> set[str]:
+    """Given `btrfs subvolume list -o -r` output, return the last path component of each."""
+    return {f["path"].rstrip("/").rsplit("/", 1)[-1] for f in map(_kv, text.splitlines()) if "path" in f}
+
+
+@dataclass(frozen=True)
+class Shown:
+    uuid: str
+    received_uuid: str | None
+    readonly: bool
+
+
+_SHOW_RE = re.compile(r"^\s*([A-Za-z][A-Za-z ()]*?):\s*(.*)$")
+
+
+def parse_show(text: str) -> Shown:
+    """Given `btrfs subvolume show` output, return its uuid, received_uuid and read-only flag.
+
+    Raise ValueError if there is no UUID line.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines()[1:]:
+        m = _SHOW_RE.match(line)
+        if m:
+            fields.setdefault(m.group(1).strip(), m.group(2).strip())
+    if "UUID" not in fields:
+        raise ValueError("no UUID in `btrfs subvolume show` output")
+    return Shown(fields["UUID"], _uuid(fields.get("Received UUID")), "readonly" in fields.get("Flags", ""))
+
+
+def _uuid(value: str | None) -> str | None:
+    return None if value in (None, "", "-") else value
+
+
+def _kv(line: str) -> dict[str, str]:
+    head, sep, path = line.partition(" path ")
+    if not sep:
+        return {}
+    tokens = head.split()
+    out = {"path": path}
+    i = 0
+    while i + 1 < len(tokens):
+        if tokens[i] == "top" and tokens[i + 1] == "level":
+            i += 3
+            continue
+        out[tokens[i]] = tokens[i + 1]
+        i += 2
+    return out

@@ -1,0 +1,133 @@
+"""A btrfs endpoint: one side of a replication (a local path, or a path on an ssh host).
+
+The protocol is small: check, ensure_container, list, show, delete, rename, and the
+argv stages that send from or receive into it. Push and pull use the same class and
+differ only in which side has a LocalRunner.
+
+Layout: <root>/<host>/<subvolume name>/ is a container subvolume (so that
+`btrfs subvolume list -o` lists exactly its children, in one call) holding
+`<name>.<UTC timestamp>` entries. A receive lands in the container under the name the
+stream carries, is verified (read-only, received_uuid equal to the source's uuid), then
+renamed to its final name in the same directory. Anything else in the container is a
+partial (invariant 3).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Sequence
+
+from subvault.config.schema import TargetConf
+from subvault.endpoints import commands as C
+from subvault.endpoints.runner import Argv, LocalRunner, Runner, SshRunner, parse_ssh_url
+from subvault.errors import CommandFailed, NotBtrfs, NotFound, Refused
+from subvault.plan.replication import Entry, parse_entry_time
+
+
+class Endpoint:
+    """One btrfs side: a runner and the root directory subvault owns there (invariant 8)."""
+
+    def __init__(self, runner: Runner, root: str, name: str) -> None:
+        self.runner = runner
+        self.root = root.rstrip("/") or "/"
+        self.name = name
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.runner, LocalRunner)
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def _run(self, cmd: Argv, what: str, check: bool = True):
+        return self.runner.run([cmd], what=f"{self.name}: {what}", check=check)
+
+    def check(self) -> None:
+        """Raise NotFound if the root is missing (disk not mounted?), NotBtrfs if it is not on btrfs."""
+        res = self._run(C.fs_type(self.root), "stat", check=False)
+        if res.returncode != 0:
+            raise NotFound(
+                f"target {self.name}: {self.root} does not exist on {self.runner.label}; "
+                "is the disk mounted? (subvault never creates the target root)"
+            )
+        if res.stdout.strip() != "btrfs":
+            raise NotBtrfs(f"target {self.name}: {self.root} is on {res.stdout.strip() or 'an unknown filesystem'}, not btrfs")
+
+    def container(self, host: str, sub_name: str) -> str:
+        return posixpath.join(self.root, host, sub_name)
+
+    def ensure_container(self, path: str) -> None:
+        """Create the container subvolume (and its parent directories) if missing.
+
+        Raise Refused if path exists but is not a subvolume.
+        """
+        if self._run(C.show(path), "show container", check=False).returncode == 0:
+            return
+        self._run(C.mkdirs(posixpath.dirname(path)), "mkdir")
+        try:
+            self._run(C.create(path), "create container")
+        except CommandFailed as exc:
+            if "exists" in exc.stderr_tail:
+                raise Refused(f"target {self.name}: {path} exists and is not a subvolume; move it aside") from None
+            raise
+
+    def list(self, container: str, sub_name: str) -> list[Entry]:
+        """Return the entries in container; names that are not final names are marked incoming.
+
+        A missing container has no entries.
+        """
+        if self._run(C.show(container), "show container", check=False).returncode != 0:
+            return []
+        children = C.parse_list(self._run(C.list_children(container), "list").stdout)
+        readonly = C.parse_readonly_names(self._run(C.list_readonly(container), "list read-only").stdout)
+        return [
+            Entry(
+                name=c.name,
+                uuid=c.uuid,
+                received_uuid=c.received_uuid,
+                readonly=c.name in readonly,
+                incoming=parse_entry_time(sub_name, c.name) is None,
+            )
+            for c in children
+        ]
+
+    def show(self, path: str) -> C.Shown:
+        """Return uuid, received_uuid and read-only flag of the subvolume at path. Raise NotFound if none."""
+        res = self._run(C.show(path), "show", check=False)
+        if res.returncode != 0:
+            raise NotFound(f"target {self.name}: {path} is not a subvolume")
+        return C.parse_show(res.stdout)
+
+    def delete(self, path: str) -> None:
+        self._run(C.delete(path), f"delete {posixpath.basename(path)}")
+
+    def rename(self, src: str, dst: str) -> None:
+        self._run(C.rename(src, dst), f"rename {posixpath.basename(src)}")
+
+    def send_stages(self, path: str, parent: str | None, clones: Sequence[str], *, compress: bool) -> list[Argv]:
+        cmds = [C.send(path, parent, tuple(clones))] + ([C.ZSTD_COMPRESS] if compress else [])
+        return self.runner.stages(cmds)
+
+    def receive_stages(self, container: str, *, compress: bool) -> list[Argv]:
+        cmds = ([C.ZSTD_DECOMPRESS] if compress else []) + [C.receive(container)]
+        return self.runner.stages(cmds)
+
+
+def open_target(target: TargetConf) -> Endpoint:
+    """Given a btrfs target's config, return its endpoint (not yet checked).
+
+    Raise ConfigError for a malformed ssh URL, Refused for a non-btrfs target.
+    """
+    if target.type != "btrfs":
+        raise Refused(f"target {target.name} is an object store, not a btrfs target")
+    if target.url.startswith("ssh://"):
+        url = parse_ssh_url(target.url)
+        runner = SshRunner(url, identity=target.ssh_identity, cipher=target.ssh_cipher, options=target.ssh_options)
+        return Endpoint(runner, url.path, target.name)
+    return Endpoint(LocalRunner(), target.url, target.name)

@@ -1,0 +1,178 @@
+"""Layer 3 executor: replicate timeline snapshots to btrfs targets, prune them there, hold locally.
+
+For each btrfs target (one ssh connection each) and each subvolume sent there:
+  1. list the target's container; plan (subvault.plan.replication);
+  2. delete partials (invariant 3);
+  3. send, oldest first, each verified before it gets its final name;
+  4. only when every send succeeded, prune the target by its keep (never the base).
+A failure stops that subvolume on that target only; the rest go on (exit 3, partial).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Callable
+
+from subvault.btrfs import local
+from subvault.config.schema import SubvolumeConf, TargetConf
+from subvault.endpoints.endpoint import Endpoint, open_target
+from subvault.endpoints.runner import LocalRunner
+from subvault.endpoints.transfer import transfer
+from subvault.errors import SubvaultError
+from subvault.plan.replication import ReplicationPlan, Source, holds_when_unreachable, plan_replication
+from subvault.run import holds
+from subvault.run.context import Context
+from subvault.run.results import Item, Outcome
+
+ProgressFactory = Callable[[str], Callable[[int], None] | None]
+
+
+def host_name() -> str:
+    """The source host's name on targets: the short hostname."""
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
+    """Return the btrfs targets in use (or the one named). Raise NotFound for an unknown name."""
+    if only:
+        return [ctx.config.get_target(only)]
+    return [t for t in ctx.config.target if t.type == "btrfs"]
+
+
+def subvolumes_for(ctx: Context, target: TargetConf) -> list[SubvolumeConf]:
+    return [s for s in ctx.config.subvolume if target.name in ctx.config.targets_of(s)]
+
+
+def sources_of(sub: SubvolumeConf) -> list[Source]:
+    """Return the subvolume's timeline snapshots as replication sources (they must have a uuid)."""
+    snaps = local.scan(sub.name, sub.path, with_uuids=True)
+    return [
+        Source(uuid=s.uuid, time=s.date, path=str(s.path), received_uuid=s.received_uuid, number=s.number)
+        for s in snaps
+        if s.kind == "timeline" and s.uuid
+    ]
+
+
+def plan_for(ctx: Context, ep: Endpoint, sub: SubvolumeConf, target: TargetConf, sources: list[Source]) -> tuple[str, ReplicationPlan]:
+    container = ep.container(host_name(), sub.name)
+    entries = ep.list(container, sub.name)
+    return container, plan_replication(sub.name, sources, entries, target.keep, ctx.now, ctx.tz)
+
+
+def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFactory | None = None, meter: bool = True) -> Outcome:
+    """Replicate every subvolume to each of its btrfs targets (or only `target`)."""
+    out = Outcome("replicate", dry_run=ctx.dry_run)
+    for tconf in btrfs_targets(ctx, target):
+        subs = subvolumes_for(ctx, tconf)
+        if not subs:
+            continue
+        try:
+            ep = open_target(tconf)
+        except SubvaultError as exc:
+            out.fail(tconf.name, exc)
+            continue
+        with ep:
+            try:
+                ep.check()
+            except SubvaultError as exc:
+                for sub in subs:
+                    out.fail(f"{sub.name}→{tconf.name}", exc)
+                continue
+            for sub in subs:
+                try:
+                    _replicate_one(ctx, ep, sub, tconf, out, progress, meter)
+                except SubvaultError as exc:
+                    out.fail(f"{sub.name}→{tconf.name}", exc)
+    return out
+
+
+def _replicate_one(
+    ctx: Context, ep: Endpoint, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, progress: ProgressFactory | None, meter: bool
+) -> None:
+    subject = f"{sub.name}→{tconf.name}"
+    sources = sources_of(sub)
+    if not ctx.dry_run:
+        ep.ensure_container(ep.container(host_name(), sub.name))
+    container, plan = plan_for(ctx, ep, sub, tconf, sources)
+    by_uuid = {s.uuid: s for s in sources}
+    verb = (lambda a: f"would-{a}") if ctx.dry_run else (lambda a: a)
+    for r in plan.partials:
+        if not ctx.dry_run:
+            ep.delete(f"{container}/{r.name}")
+        out.items.append(Item(subject, verb("delete-partial"), f"{r.name} ({r.reason})"))
+    for send in plan.sends:
+        src = by_uuid[send.uuid]
+        kind = "full" if send.full else "incremental"
+        if ctx.dry_run:
+            out.items.append(Item(subject, "would-send", f"#{src.number} → {send.name} ({kind})", {"full": send.full}))
+            continue
+        ctx.say(f"{subject}: sending #{src.number} ({kind})")
+        done = transfer(
+            LocalEndpoint,
+            src.path,
+            uuid=src.uuid,
+            parent=by_uuid[send.parent].path if send.parent else None,
+            clones=[by_uuid[c].path for c in send.clones],
+            dest=ep,
+            container=container,
+            final_name=send.name,
+            compress=tconf.compress == "zstd",
+            meter=meter,
+            progress=progress(subject) if progress else None,
+            stall_seconds=tconf.stall_minutes * 60,
+        )
+        data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
+        out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
+    for r in plan.prune:
+        if not ctx.dry_run:
+            ep.delete(f"{container}/{r.name}")
+        out.items.append(Item(subject, verb("prune"), f"{r.name} ({r.reason})"))
+    if not plan.sends and not plan.prune and not plan.partials:
+        out.items.append(Item(subject, "up-to-date", plan.base_before or ""))
+
+
+LocalEndpoint = Endpoint(LocalRunner(), "/", "local")
+
+
+@holds.register
+def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
+    """Return uuid -> reason for sub's local snapshots each btrfs target still needs (invariants 1, 2).
+
+    A target that cannot be listed holds every timeline snapshot.
+    """
+    held: dict[str, str] = {}
+    sources = None
+    for tconf in ctx.config.target:
+        if tconf.type != "btrfs" or tconf.name not in ctx.config.targets_of(sub):
+            continue
+        sources = sources if sources is not None else sources_of(sub)
+        try:
+            with open_target(tconf) as ep:
+                ep.check()
+                _, plan = plan_for(ctx, ep, sub, tconf, sources)
+                found = {u: f"{tconf.name}: {why}" for u, why in plan.local_holds.items()}
+        except SubvaultError:
+            found = holds_when_unreachable(sources, tconf.name)
+        for u, why in found.items():
+            held[u] = f"{held[u]}; {why}" if u in held else why
+    return held
+
+
+def tty_progress(stream=sys.stderr) -> ProgressFactory | None:
+    """Return a progress factory that draws bytes and rate on a terminal, or None when not a TTY."""
+    if not stream.isatty():
+        return None
+    import time
+
+    def factory(subject: str) -> Callable[[int], None]:
+        started = time.monotonic()
+
+        def report(n: int) -> None:
+            secs = max(time.monotonic() - started, 1e-6)
+            stream.write(f"\r{subject}: {n / 2**20:,.1f} MiB  {n / 2**20 / secs:,.1f} MiB/s   ")
+            stream.flush()
+
+        return report
+
+    return factory

@@ -1,0 +1,168 @@
+"""`subvault serve`: the restricted endpoint behind an authorized_keys forced command.
+
+The client's command line arrives in SSH_ORIGINAL_COMMAND. It is split with shlex, and
+each ` | `-separated stage must match one shape of subvault.endpoints.commands, with
+every path inside --root (after resolving symlinks and `..`). Anything else is refused
+with one line on stderr and exit 2. Nothing goes through a shell: accepted stages run as
+a subvault.process pipeline with this process's stdin and stdout.
+
+Modes:
+- default: list, show, mkdir, create container, receive (confined with --chroot),
+  rename out of a receive, delete, send;
+- --append-only: the same without delete;
+- --send-only: only stat, list, show and send (a source for `subvault pull`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from subvault import process
+from subvault.endpoints import commands as C
+from subvault.errors import EXIT_USAGE, SubvaultError
+from subvault.plan.replication import parse_entry_time
+
+READ = "read"
+WRITE = "write"
+DELETE = "delete"
+
+
+class Rejected(SubvaultError):
+    """The command is not one the restricted endpoint allows."""
+
+    exit_code = EXIT_USAGE
+
+
+def _inside(root: Path, path: str, *, must_exist: bool = False) -> str:
+    """Return path resolved, or raise Rejected unless it is absolute and inside root."""
+    if not path.startswith("/"):
+        raise Rejected(f"path {path!r} is not absolute")
+    resolved = Path(os.path.realpath(path))
+    if resolved != root and root not in resolved.parents:
+        raise Rejected(f"path {path!r} is outside {root}")
+    if must_exist and not resolved.exists():
+        raise Rejected(f"path {path!r} does not exist")
+    return str(resolved)
+
+
+def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
+    """Given one stage, return (its kind READ/WRITE/DELETE, the argv to run). Raise Rejected otherwise."""
+    n = len(argv)
+    if n == 5 and argv[:4] == ["stat", "-f", "-c", "%T"]:
+        return READ, C.fs_type(_inside(root, argv[4]))
+    if n >= 3 and argv[:2] == ["btrfs", "subvolume"]:
+        verb, path = argv[2], argv[-1]
+        if argv == C.list_children(path) or argv == C.list_readonly(path):
+            return READ, [*argv[:-1], _inside(root, path)]
+        if argv == C.show(path):
+            return READ, C.show(_inside(root, path))
+        if argv == C.create(path):
+            return WRITE, C.create(_inside(root, path))
+        if argv == C.delete(path):
+            resolved = _inside(root, path, must_exist=True)
+            if resolved == str(root):
+                raise Rejected("refusing to delete the root")
+            return DELETE, C.delete(resolved)
+        raise Rejected(f"btrfs subvolume {verb} is not allowed")
+    if argv[:2] == ["mkdir", "-p"] and n == 3:
+        return WRITE, C.mkdirs(_inside(root, argv[2]))
+    if argv[:2] == ["mv", "-T"] and n == 4:
+        return WRITE, _check_rename(root, argv[2], argv[3])
+    if argv[:2] == ["btrfs", "receive"] and n == 3:
+        # --chroot confines everything the stream does to the destination directory.
+        return WRITE, ["btrfs", "receive", "--chroot", _inside(root, argv[2], must_exist=True)]
+    if argv[:3] == ["btrfs", "send", "-q"]:
+        return READ, _check_send(root, argv)
+    if argv in (C.ZSTD_COMPRESS, C.ZSTD_DECOMPRESS):
+        return READ, list(argv)
+    raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
+
+
+def _check_rename(root: Path, src: str, dst: str) -> list[str]:
+    """Only a fresh receive may be renamed, to a final name in the same directory, never over something."""
+    src_r, dst_r = _inside(root, src, must_exist=True), _inside(root, dst)
+    if os.path.dirname(src_r) != os.path.dirname(dst_r):
+        raise Rejected("rename must stay in one directory")
+    sub_name = os.path.basename(os.path.dirname(dst_r))
+    if parse_entry_time(sub_name, os.path.basename(src_r)) is not None:
+        raise Rejected("only a fresh receive may be renamed")
+    if parse_entry_time(sub_name, os.path.basename(dst_r)) is None or os.path.lexists(dst_r):
+        raise Rejected("rename target must be a new final name")
+    return C.rename(src_r, dst_r)
+
+
+def _check_send(root: Path, argv: list[str]) -> list[str]:
+    rest = argv[3:]
+    out = ["btrfs", "send", "-q"]
+    while len(rest) > 1:
+        flag, value = rest[0], rest[1]
+        if flag not in ("-p", "-c"):
+            raise Rejected(f"btrfs send option {flag} is not allowed")
+        out += [flag, _inside(root, value, must_exist=True)]
+        rest = rest[2:]
+    if len(rest) != 1:
+        raise Rejected("btrfs send needs one path")
+    return [*out, _inside(root, rest[0], must_exist=True)]
+
+
+def parse_request(line: str, root: Path, *, append_only: bool, send_only: bool) -> list[list[str]]:
+    """Given the client's command line, return the stages to run. Raise Rejected if any is not allowed."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise Rejected(f"cannot parse the command: {exc}") from None
+    stages: list[list[str]] = [[]]
+    for tok in tokens:
+        if tok == "|":
+            stages.append([])
+        else:
+            stages[-1].append(tok)
+    if not tokens or any(not s for s in stages) or len(stages) > 2:
+        raise Rejected("expected one command, or one command and zstd joined by |")
+    checked = [_check_stage(root, s) for s in stages]
+    kinds = {k for k, _ in checked}
+    if send_only and kinds - {READ}:
+        raise Rejected("this key may only list and send (--send-only)")
+    if append_only and DELETE in kinds:
+        raise Rejected("this key may not delete (--append-only); prune on the target host")
+    cmds = [argv for _, argv in checked]
+    zstd = [c for c in cmds if c[0] == "zstd"]
+    if zstd and not _valid_zstd_pair(cmds):
+        raise Rejected("zstd may only decompress into btrfs receive or compress after btrfs send")
+    return cmds
+
+
+def _valid_zstd_pair(cmds: list[list[str]]) -> bool:
+    if len(cmds) != 2:
+        return False
+    return (cmds[0] == C.ZSTD_DECOMPRESS and cmds[1][:2] == ["btrfs", "receive"]) or (
+        cmds[0][:2] == ["btrfs", "send"] and cmds[1] == C.ZSTD_COMPRESS
+    )
+
+
+def serve_main(root: str, *, append_only: bool = False, send_only: bool = False) -> int:
+    """Run the one command in SSH_ORIGINAL_COMMAND if allowed; return its exit status.
+
+    Raise Rejected (exit 2) if it is missing or not allowed, NotFound if root is missing.
+    """
+    line = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+    base = Path(os.path.realpath(root))
+    if not base.is_dir():
+        raise Rejected(f"--root {root} does not exist")
+    if not line:
+        raise Rejected("no command (this key only runs subvault's endpoint commands)")
+    try:
+        cmds = parse_request(line, base, append_only=append_only, send_only=send_only)
+    except Rejected as exc:
+        raise Rejected(f"subvault serve refused: {exc}") from None
+    if len(cmds) == 1 and cmds[0][:2] != ["btrfs", "send"] and cmds[0][:2] != ["btrfs", "receive"]:
+        res = process.run(cmds[0], check=False, what=cmds[0][0])
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        return res.returncode
+    with process.pipeline(cmds, what="serve", stdin=sys.stdin.buffer, stdout=sys.stdout.buffer) as pipe:
+        pipe.run()
+    return 0

@@ -1,0 +1,145 @@
+"""Replication to a local-path target on a second loop btrfs filesystem."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from subvault.btrfs import adapter, local
+from subvault.errors import NotBtrfs, NotFound
+from subvault.run.holds import all_holds
+from subvault.run.local import prune as local_prune
+from subvault.run.replicate import replicate, replication_holds
+
+from replication_helpers import T0, container, context, dump, entries, hourly, make_sources, sent_items, snap
+
+
+@pytest.fixture
+def two(make_fs, tmp_path):
+    src = make_fs("src")
+    tgt = make_fs("tgt")
+    paths = make_sources(src.mountpoint)
+    root = tgt.mountpoint / "backup"
+    root.mkdir()
+    return paths, root, tmp_path / "state"
+
+
+def test_full_then_incremental_verified(two):
+    paths, root, state = two
+    s1 = snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    ctx = context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert len(sent_items(out, full=True)) == 2
+    got = entries(root, "data")
+    assert list(got) == ["data.20261120T000000Z"]
+    info = got["data.20261120T000000Z"]
+    assert info.readonly and info.received_uuid == adapter.show(s1.path).uuid
+    assert (container(root, "data") / "data.20261120T000000Z" / "file.bin").read_bytes() == (paths["data"] / "file.bin").read_bytes()
+
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=1, minutes=5), state=state)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sent_items(out, full=True) == []
+    inc = sent_items(out, full=False)
+    assert len(inc) == 1 and inc[0].data["parent"] == adapter.show(s1.path).uuid
+    assert inc[0].data["bytes"] < 200_000, "an incremental of a 1 kB change must be small"
+    assert any(i.action == "up-to-date" and i.subject.startswith("pvc") for i in out.items)
+
+
+def test_invariant_3_partials_removed_never_parents(two):
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    ctx = context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)
+    assert not replicate(ctx).errors
+    c = container(root, "data")
+    # a receive killed half-way (writable, under the stream's name) and a garbled final name
+    adapter.create_subvolume(c / "snapshot")
+    adapter.create_subvolume(c / "data.20261120T010000Z")
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=1, minutes=5), state=state)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sorted(i.detail.split()[0] for i in out.items if i.action == "delete-partial") == ["data.20261120T010000Z", "snapshot"]
+    assert sent_items(out, full=True) == [], "a partial is never a reason for a full send"
+    got = entries(root, "data")
+    assert sorted(got) == ["data.20261120T000000Z", "data.20261120T010000Z"]
+    assert all(i.readonly and i.received_uuid for i in got.values())
+
+
+def test_invariant_1_target_prune_keeps_base(two):
+    paths, root, state = two
+    hourly("data", paths["data"], T0, 6)
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=5, minutes=5), keep="2h", state=state)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    # "2h": the first of the last two hours; the newest is always kept
+    assert sorted(entries(root, "data")) == ["data.20261120T040000Z", "data.20261120T050000Z"]
+    assert len(sent_items(out, full=True)) == 1, "one full send (pvc has no snapshots), then incrementals"
+    hourly("data", paths["data"], T0 + timedelta(hours=6), 3)
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=8, minutes=5), keep="2h", state=state)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sent_items(out, full=True) == []
+    # the old base (05) is kept while the run moves the base; the next run releases it
+    assert sorted(entries(root, "data")) == ["data.20261120T050000Z", "data.20261120T070000Z", "data.20261120T080000Z"]
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sorted(entries(root, "data")) == ["data.20261120T070000Z", "data.20261120T080000Z"]
+
+
+def test_invariant_2_owed_snapshots_survive_local_prune(two):
+    paths, root, state = two
+    snaps = hourly("data", paths["data"], T0, 4)
+    ctx = context(paths, str(root), now=T0 + timedelta(days=30), keep="all", state=state)
+    held = replication_holds(ctx, ctx.config.get_subvolume("data"))
+    uuids = {adapter.show(s.path).uuid for s in snaps}
+    assert uuids <= set(held), "every snapshot the target keeps is owed and held"
+    out = local_prune(ctx, holds=all_holds)
+    assert not out.errors, dump(out)
+    left = {s.uuid for s in local.scan("data", paths["data"]) if s.kind == "timeline"}
+    assert uuids <= left
+    # once sent, only the base stays held
+    assert not replicate(ctx).errors
+    held = replication_holds(ctx, ctx.config.get_subvolume("data"))
+    newest = adapter.show(snaps[-1].path).uuid
+    assert [u for u in uuids if u in held] == [newest]
+    local_prune(ctx, holds=all_holds)
+    left = {s.uuid for s in local.scan("data", paths["data"]) if s.kind == "timeline"}
+    assert newest in left, "invariant 1: the local base survives pruning"
+
+
+def test_unreachable_target_holds_everything(two, tmp_path):
+    paths, root, state = two
+    snaps = hourly("data", paths["data"], T0, 3)
+    ctx = context(paths, str(tmp_path / "not-mounted"), now=T0 + timedelta(days=30), state=state)
+    held = replication_holds(ctx, ctx.config.get_subvolume("data"))
+    assert {adapter.show(s.path).uuid for s in snaps} <= set(held)
+
+
+def test_target_refused_when_missing_or_not_btrfs(two, tmp_path):
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    ctx = context(paths, str(tmp_path / "usb-not-mounted"), now=T0, state=state)
+    out = replicate(ctx)
+    assert out.exit_code == 1 and "is the disk mounted" in out.errors[0]
+    plain = tmp_path / "plain"  # tmp_path lives on a non-btrfs filesystem here
+    plain.mkdir()
+    if adapter.is_btrfs(plain):
+        pytest.skip("tmp is on btrfs")
+    out = replicate(context(paths, str(plain), now=T0, state=state))
+    assert "not btrfs" in out.errors[0]
+    assert NotFound and NotBtrfs
+
+
+def test_dry_run_changes_nothing(two):
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    ctx = context(paths, str(root), now=T0, state=state)
+    ctx.dry_run = True
+    out = replicate(ctx)
+    assert not out.errors and any(i.action == "would-send" for i in out.items)
+    assert list(root.iterdir()) == []
