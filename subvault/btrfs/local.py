@@ -5,7 +5,7 @@ Write ordering for a new snapshot N (see docs/design.md):
   2. write the PENDING marker
   3. btrfs subvolume snapshot -r   (on failure: remove N, raise)
   4. write info.xml atomically     (on failure: delete the snapshot, remove N, raise)
-  5. remove the marker
+  5. syncfs, then remove the marker (info.xml is durable before the marker goes)
 Deleting runs it backwards: marker, info.xml, subvolume, directory. A crash at any
 point leaves a marker, and `finish_pending` completes or undoes the change.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from subvault.btrfs.snapper import (
     write_atomic,
 )
 from subvault.errors import NoSpace, NotBtrfs, SnapshotNumberTaken, SubvaultError
-from subvault.model import LocalSnapshot, SnapshotKind
+from subvault.model import LocalSnapshot, SnapshotKind, SubvolInfo
 
 KIND_CLEANUP = {"timeline": "timeline", "prechange": "number"}
 
@@ -82,11 +83,14 @@ def read_snapshot(sub_name: str, ndir: Path) -> LocalSnapshot | None:
     )
 
 
-def scan(sub_name: str, sub_path: str | Path, *, with_uuids: bool = True) -> list[LocalSnapshot]:
+def scan(
+    sub_name: str, sub_path: str | Path, *, with_uuids: bool = True, fs_subvols: FsIndex | None = None
+) -> list[LocalSnapshot]:
     """Return every complete snapshot under <sub>/.snapshots, oldest number first.
 
     With with_uuids, each snapshot carries its btrfs uuid (one `btrfs subvolume list`
-    for the whole filesystem); snapshots whose subvolume is missing are left out.
+    for the whole filesystem, shared through `fs_subvols` by callers that scan several
+    subvolumes); snapshots whose subvolume is missing are left out.
     """
     sdir = snapshots_dir(sub_path)
     found: list[LocalSnapshot] = []
@@ -97,7 +101,7 @@ def scan(sub_name: str, sub_path: str | Path, *, with_uuids: bool = True) -> lis
     if not with_uuids or not found:
         return found
     prefix = adapter.fs_relative_path(sdir)
-    by_path = {s.path: s for s in adapter.list_subvolumes(sub_path)}
+    by_path = (fs_subvols or FsIndex()).by_path(sub_path)
     out = []
     for snap in found:
         rel = f"{prefix}/{snap.number}/snapshot" if prefix else f"{snap.number}/snapshot"
@@ -110,9 +114,35 @@ def scan(sub_name: str, sub_path: str | Path, *, with_uuids: bool = True) -> lis
     return out
 
 
+class FsIndex:
+    """Subvolumes per filesystem, listed once per command (keyed by st_dev)."""
+
+    def __init__(self) -> None:
+        self._by_dev: dict[int, dict[str, SubvolInfo]] = {}
+
+    def by_path(self, path: str | Path) -> dict[str, SubvolInfo]:
+        dev = os.stat(path).st_dev
+        if dev not in self._by_dev:
+            self._by_dev[dev] = {s.path: s for s in adapter.list_subvolumes(path)}
+        return self._by_dev[dev]
+
+
 def next_number(sub_path: str | Path) -> int:
     nums = numbered_dirs(snapshots_dir(sub_path))
     return (nums[-1] + 1) if nums else 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """One snapshot to create: sub_path (or `source`) into the next free number of sub_path."""
+
+    sub_name: str
+    sub_path: str | Path
+    kind: str
+    description: str
+    number: int | None = None
+    source: str | Path | None = None
+    readonly: bool = True
 
 
 def create(
@@ -129,49 +159,91 @@ def create(
     """Create snapshot N of sub_path (or of `source`) with its info.xml, in the order above.
 
     Kind "rollback" makes a writable snapshot that prune never deletes.
-
     Raise SnapshotNumberTaken if N exists, NoSpace on ENOSPC; in every failure nothing
     of N is left behind.
     """
-    sdir = ensure_snapshots_dir(sub_path)
-    num = number if number is not None else next_number(sub_path)
-    ndir = sdir / str(num)
-    try:
-        os.mkdir(ndir, 0o755)
-    except FileExistsError:
-        raise SnapshotNumberTaken(
-            f"{ndir} already exists (snapper or another run took number {num}); run again to pick the next number"
-        ) from None
-    except OSError as exc:
-        raise _os_error(exc, f"create {ndir}") from None
-    try:
-        _write_marker(ndir, "create")
-        adapter.snapshot(source or sub_path, ndir / "snapshot", readonly=readonly)
-        info = Info(
-            num=num,
-            date=now.astimezone(timezone.utc).replace(microsecond=0),
-            description=description,
-            cleanup=KIND_CLEANUP.get(kind, ""),
-            userdata=((OWNER_KEY, kind),),
+    result = create_many([Request(sub_name, sub_path, kind, description, number, source, readonly)], now=now)[0]
+    if isinstance(result, SubvaultError):
+        raise result
+    return result
+
+
+def create_many(requests: list[Request], *, now: datetime) -> list[LocalSnapshot | SubvaultError]:
+    """Create several snapshots together; return each one's snapshot or error, in order.
+
+    The snapshots themselves are taken concurrently (they may share a transaction
+    commit), and the info.xml files are made durable with one syncfs per filesystem
+    before the markers go. Each failure is undone on its own; the others stand.
+    """
+    date = now.astimezone(timezone.utc).replace(microsecond=0)
+    staged: list[tuple[Request, Path] | SubvaultError] = [_stage(r) for r in requests]
+    jobs = [(i, r, d) for i, (r, d) in ((i, s) for i, s in enumerate(staged) if not isinstance(s, SubvaultError))]
+    errors = adapter.snapshot_many([(str(r.source or r.sub_path), str(d / "snapshot"), r.readonly) for _, r, d in jobs])
+    results: list[LocalSnapshot | SubvaultError] = [s if isinstance(s, SubvaultError) else None for s in staged]  # type: ignore[misc]
+    written: list[tuple[int, Path]] = []
+    for (i, req, ndir), err in zip(jobs, errors):
+        if err is not None:
+            _undo(ndir)
+            results[i] = err
+            continue
+        info = Info(num=int(ndir.name), date=date, description=req.description,
+                    cleanup=KIND_CLEANUP.get(req.kind, ""), userdata=((OWNER_KEY, req.kind),))
+        try:
+            write_atomic(ndir / "info.xml", render_info(info), durable=False)
+        except OSError as exc:
+            _undo(ndir)
+            results[i] = _os_error(exc, f"write {ndir}/info.xml")
+            continue
+        written.append((i, ndir))
+        results[i] = LocalSnapshot(
+            subvolume=req.sub_name, number=info.num, path=ndir / "snapshot", date=date,
+            description=req.description, cleanup=info.cleanup,
+            kind=req.kind if req.kind in KIND_CLEANUP else "foreign",  # type: ignore[arg-type]
+            owned=req.kind in KIND_CLEANUP, userdata=dict(info.userdata),
         )
-        write_atomic(ndir / "info.xml", render_info(info))
+    _sync_filesystems([ndir for _, ndir in written])
+    for _, ndir in written:
         (ndir / PENDING).unlink()
-    except BaseException as exc:
-        _undo(ndir)
-        if isinstance(exc, OSError):
-            raise _os_error(exc, f"snapshot {sub_path}") from None
-        raise
-    return LocalSnapshot(
-        subvolume=sub_name,
-        number=num,
-        path=ndir / "snapshot",
-        date=info.date,
-        description=description,
-        cleanup=info.cleanup,
-        kind=kind if kind in KIND_CLEANUP else "foreign",
-        owned=kind in KIND_CLEANUP,
-        userdata=dict(info.userdata),
-    )
+    return results
+
+
+def _stage(req: Request) -> tuple[Request, Path] | SubvaultError:
+    """Steps 1 and 2: make .snapshots/N and its marker. Return (req, dir) or the error."""
+    try:
+        sdir = ensure_snapshots_dir(req.sub_path)
+        num = req.number if req.number is not None else next_number(req.sub_path)
+        ndir = sdir / str(num)
+        try:
+            os.mkdir(ndir, 0o755)
+        except FileExistsError:
+            return SnapshotNumberTaken(
+                f"{ndir} already exists (snapper or another run took number {num}); run again to pick the next number"
+            )
+        try:
+            _write_marker(ndir, "create")
+        except OSError as exc:
+            _undo(ndir)
+            return _os_error(exc, f"create {ndir}")
+        return req, ndir
+    except SubvaultError as exc:
+        return exc
+    except OSError as exc:
+        return _os_error(exc, f"snapshot {req.sub_path}")
+
+
+def _sync_filesystems(dirs: list[Path]) -> None:
+    """One syncfs per filesystem among dirs: info.xml is durable before its marker goes."""
+    seen: set[int] = set()
+    for d in dirs:
+        dev = os.stat(d).st_dev
+        if dev in seen:
+            continue
+        seen.add(dev)
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            adapter.syncfs(fd)
+        finally:
+            os.close(fd)
 
 
 def delete_snapshot(snap: LocalSnapshot) -> None:

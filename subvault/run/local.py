@@ -29,6 +29,7 @@ def _selected(ctx: Context, names: list[str] | None) -> list[SubvolumeConf]:
 def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None = None) -> Outcome:
     """Snapshot each subvolume whose timeline snapshot is due (all of them with force)."""
     out = Outcome("snapshot", dry_run=ctx.dry_run)
+    due: list[SubvolumeConf] = []
     for sub in _selected(ctx, names):
         try:
             if ctx.dry_run:
@@ -40,41 +41,44 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
             if not force and not timeline_due(snaps, ctx.config.timeline_of(sub), ctx.now, ctx.tz):
                 out.items.append(Item(sub.name, "not-due", "a timeline snapshot exists for this period"))
                 continue
-            if ctx.dry_run:
-                out.items.append(Item(sub.name, "would-create", f"{sub.path}/.snapshots/{local.next_number(sub.path)}"))
-                continue
-            snap = local.create(sub.name, sub.path, kind="timeline", description="timeline", now=ctx.now)
-            ctx.say(f"{sub.name}: created #{snap.number}")
-            out.items.append(Item(sub.name, "created", str(snap.path), {"number": snap.number}))
+            due.append(sub)
         except SubvaultError as exc:
             out.fail(sub.name, exc)
+    _create_all(ctx, out, due, kind="timeline", description="timeline")
     return out
 
 
 def snap_all(ctx: Context, description: str, *, names: list[str] | None = None) -> Outcome:
-    """Create a pre-change snapshot (snapper cleanup "number") of every subvolume."""
-    out = Outcome("snap-all", dry_run=ctx.dry_run)
+    """Create a pre-change snapshot (snapper cleanup "number") of every subvolume at once."""
     if not description.strip():
         raise SubvaultError("snap-all needs a non-empty DESCRIPTION")
-    subs = _selected(ctx, names)
-    for sub in subs:
-        try:
-            local.ensure_snapshots_dir(sub.path)
-            local.finish_pending(sub.path)
-        except SubvaultError as exc:
-            out.fail(sub.name, exc)
-    ready = [s for s in subs if not any(i.subject == s.name for i in out.items)]
-    for sub in ready:
+    out = Outcome("snap-all", dry_run=ctx.dry_run)
+    ready: list[SubvolumeConf] = []
+    for sub in _selected(ctx, names):
         try:
             if ctx.dry_run:
-                out.items.append(Item(sub.name, "would-create", description))
-                continue
-            snap = local.create(sub.name, sub.path, kind="prechange", description=description, now=ctx.now)
-            ctx.say(f"{sub.name}: created #{snap.number} {description!r}")
-            out.items.append(Item(sub.name, "created", str(snap.path), {"number": snap.number}))
+                adapter.require_subvolume(sub.path, sub.name)
+            else:
+                local.finish_pending(sub.path)
+            ready.append(sub)
         except SubvaultError as exc:
             out.fail(sub.name, exc)
+    _create_all(ctx, out, ready, kind="prechange", description=description)
     return out
+
+
+def _create_all(ctx: Context, out: Outcome, subs: list[SubvolumeConf], *, kind: str, description: str) -> None:
+    if ctx.dry_run:
+        for sub in subs:
+            out.items.append(Item(sub.name, "would-create", f"{kind}: {description}"))
+        return
+    requests = [local.Request(sub.name, sub.path, kind, description) for sub in subs]
+    for sub, result in zip(subs, local.create_many(requests, now=ctx.now)):
+        if isinstance(result, SubvaultError):
+            out.fail(sub.name, result)
+        else:
+            ctx.say(f"{sub.name}: created #{result.number} {description!r}")
+            out.items.append(Item(sub.name, "created", str(result.path), {"number": result.number}))
 
 
 def no_holds(ctx: Context, sub: SubvolumeConf) -> Mapping[str, str]:
@@ -84,11 +88,12 @@ def no_holds(ctx: Context, sub: SubvolumeConf) -> Mapping[str, str]:
 def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | None = None) -> Outcome:
     """Delete owned snapshots the policies no longer keep, except those held by other layers."""
     out = Outcome("prune", dry_run=ctx.dry_run)
+    index = local.FsIndex()
     for sub in _selected(ctx, names):
         try:
             if not ctx.dry_run:
                 local.finish_pending(sub.path)
-            snaps = local.scan(sub.name, sub.path, with_uuids=True)
+            snaps = local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)
             held = holds(ctx, sub)
             steps = plan_prune(
                 snaps,
@@ -124,9 +129,10 @@ class Listing:
 def list_snapshots(ctx: Context, names: list[str] | None = None) -> list[Listing]:
     """Return each subvolume's snapshots (subvault's and foreign ones), oldest first."""
     listings = []
+    index = local.FsIndex()
     for sub in _selected(ctx, names):
         try:
-            listings.append(Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True)))
+            listings.append(Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)))
         except SubvaultError as exc:
             listings.append(Listing(sub.name, sub.path, [], str(exc)))
     return listings

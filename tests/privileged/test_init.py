@@ -15,6 +15,13 @@ def test_init_covers_every_subvolume(homelab, tmp_path):
     pvc_mount = tmp_path / "pvc-mount"
     pvc_mount.mkdir()
     subprocess.run(["mount", "-o", "subvol=var_lib_pvc", homelab.fs.device, str(pvc_mount)], check=True)
+    try:
+        _check_init(homelab, mnt, pvc_mount, tmp_path)
+    finally:
+        subprocess.run(["umount", str(pvc_mount)], check=True)
+
+
+def _check_init(homelab, mnt, pvc_mount, tmp_path):
     homelab.cli("snapshot")  # snapshots must not appear in the starter config
     text = run_cli("init", "--output", "-").stdout
     cfg = parse_config(text)

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Local layers, measured in one run on the same loop filesystem (run as root).
+
+  snap-all over the 8 homelab subvolumes  vs  8 `snapper --no-dbus -c X create`
+                                          vs  the raw loop of 8 `btrfs subvolume snapshot -r`
+  `list` and `prune --dry-run` with N snapshots (default 10,000)
+  `subvault --help` and a `run` with nothing due
+
+Usage: .venv/bin/python bench/bench_local.py [--snapshots 10000] [--rounds 10]
+Prints medians and the ratios the issues ask for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from subvault.btrfs.snapper import OWNER_KEY, Info, render_info  # noqa: E402
+from subvault.testbed import PROTECTED, LoopFs, build_homelab, homelab_config  # noqa: E402
+
+CLI = [sys.executable, "-m", "subvault.cli.main"]
+
+
+def timed(argv: list[str], **kw) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - start
+
+
+def median_of(fn, rounds: int) -> float:
+    return statistics.median(fn() for _ in range(rounds))
+
+
+def bench_snap_all(paths, config: Path, rounds: int) -> dict[str, float]:
+    configs = []
+    for name in PROTECTED:
+        cfg = Path("/etc/snapper/configs") / f"bench-{name}"
+        cfg.write_text(f'SUBVOLUME="{paths[name]}"\nFSTYPE="btrfs"\nTIMELINE_CREATE="no"\n')
+        configs.append(cfg.name)
+    try:
+        def subvault_once() -> float:
+            return timed([*CLI, "--config", str(config), "snap-all", "bench"])
+
+        def snapper_once() -> float:
+            start = time.perf_counter()
+            for c in configs:
+                subprocess.run(["snapper", "--no-dbus", "-c", c, "create", "-d", "bench", "-c", "number"], check=True)
+            return time.perf_counter() - start
+
+        counter = iter(range(10**6))
+
+        def raw_once() -> float:
+            n = next(counter)
+            start = time.perf_counter()
+            for name in PROTECTED:
+                subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(paths[name]), str(paths[name] / f".raw-{n}")],
+                               check=True, stdout=subprocess.DEVNULL)
+            return time.perf_counter() - start
+
+        return {
+            "subvault snap-all": median_of(subvault_once, rounds),
+            "snapper x8": median_of(snapper_once, rounds),
+            "raw btrfs snapshot x8": median_of(raw_once, rounds),
+        }
+    finally:
+        for c in configs:
+            (Path("/etc/snapper/configs") / c).unlink(missing_ok=True)
+
+
+def fill_snapshots(paths, total: int) -> None:
+    """Create `total` real timeline snapshots spread over the 8 subvolumes, dated hourly back in time."""
+    per = total // len(PROTECTED)
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    for name in PROTECTED:
+        sdir = paths[name] / ".snapshots"
+        start = max((int(n) for n in os.listdir(sdir) if n.isdigit()), default=0) + 1
+        for i in range(per):
+            num = start + i
+            ndir = sdir / str(num)
+            ndir.mkdir()
+            subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(paths[name]), str(ndir / "snapshot")],
+                           check=True, stdout=subprocess.DEVNULL)
+            info = Info(num=num, date=now - timedelta(hours=per - i), description="timeline", cleanup="timeline",
+                        userdata=((OWNER_KEY, "timeline"),))
+            (ndir / "info.xml").write_text(render_info(info))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--snapshots", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=10)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="subvault-bench-"))
+    fs = LoopFs(image=work / "bench.img", mountpoint=work / "mnt", size="8G")
+    with fs:
+        paths = build_homelab(fs.mountpoint, data_mib=4)
+        config = work / "subvault.toml"
+        config.write_text(homelab_config(paths, state_dir=work / "state", timeline="24h 7d 4w 6m"))
+        subprocess.run([*CLI, "--config", str(config), "run"], check=True, stdout=subprocess.DEVNULL)
+
+        snap = bench_snap_all(paths, config, args.rounds)
+        help_t = median_of(lambda: timed([*CLI, "--help"]), args.rounds)
+        idle_run = median_of(lambda: timed([*CLI, "--config", str(config), "run"]), args.rounds)
+
+        fill_snapshots(paths, args.snapshots)
+        list_t = median_of(lambda: timed([*CLI, "--config", str(config), "list", "--json"]), 3)
+        prune_t = median_of(lambda: timed([*CLI, "--config", str(config), "prune", "--dry-run"]), 3)
+
+    os.rmdir(work / "mnt")
+    (work / "bench.img").unlink(missing_ok=True)
+    print(f"snap-all over 8 subvolumes (median of {args.rounds}):")
+    for k, v in snap.items():
+        print(f"  {k:<24} {v * 1000:8.1f} ms")
+    print(f"  ratio subvault/snapper  {snap['subvault snap-all'] / snap['snapper x8']:.2f}  (goal <= 0.25)")
+    print(f"  ratio subvault/raw      {snap['subvault snap-all'] / snap['raw btrfs snapshot x8']:.2f}")
+    print(f"  ratio snapper/raw       {snap['snapper x8'] / snap['raw btrfs snapshot x8']:.2f}")
+    print(f"list --json with {args.snapshots} snapshots      {list_t:.2f} s (goal < 1 s)")
+    print(f"prune --dry-run with {args.snapshots} snapshots  {prune_t:.2f} s (goal < 1 s)")
+    print(f"subvault --help                      {help_t * 1000:.0f} ms (goal well under 500 ms)")
+    print(f"run with nothing due                 {idle_run * 1000:.0f} ms (goal well under 500 ms)")
+
+
+if __name__ == "__main__":
+    main()
