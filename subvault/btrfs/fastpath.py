@@ -57,11 +57,17 @@ class LibError(OSError):
 def _load() -> ctypes.CDLL | None:
     if os.environ.get("SUBVAULT_NO_LIBBTRFSUTIL") == "1":
         return None
-    name = ctypes.util.find_library("btrfsutil") or "libbtrfsutil.so.1"
+    # The soname first: find_library runs ldconfig, which costs ~20 ms at start-up.
     try:
-        lib = ctypes.CDLL(name, use_errno=True)
+        lib = ctypes.CDLL("libbtrfsutil.so.1", use_errno=True)
     except OSError:
-        return None
+        found = ctypes.util.find_library("btrfsutil")
+        if not found:
+            return None
+        try:
+            lib = ctypes.CDLL(found, use_errno=True)
+        except OSError:
+            return None
     lib.btrfs_util_create_snapshot.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     lib.btrfs_util_create_snapshot.restype = ctypes.c_int
     lib.btrfs_util_strerror.argtypes = [ctypes.c_int]
@@ -76,7 +82,7 @@ def _load() -> ctypes.CDLL | None:
 
 
 _LIB = _load()
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 _LIBC.free.argtypes = [ctypes.c_void_p]
 
 
@@ -86,7 +92,7 @@ def available() -> bool:
 
 def _fail(code: int, what: str) -> LibError:
     err = ctypes.get_errno()
-    text = (_LIB.strerror if False else _LIB.btrfs_util_strerror(code) or b"error").decode()
+    text = (_LIB.btrfs_util_strerror(code) or b"error").decode()
     if err:
         return LibError(err, f"{what}: {text}: {os.strerror(err)}")
     return LibError(errno_mod.EIO, f"{what}: {text}")
@@ -143,7 +149,7 @@ def list_subvolumes(path: str) -> list[SubvolInfo]:
                     readonly=bool(info.flags & SUBVOL_RDONLY_FLAG),
                     generation=info.generation,
                     top_level=info.parent_id,
-                    otime=_time(info.otime) if info.parent_uuid != bytes(16) or True else None,
+                    otime=_time(info.otime),
                 )
             )
     finally:

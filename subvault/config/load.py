@@ -7,6 +7,7 @@ Errors name the file, the key and what was expected, one line per problem, e.g.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def load_config(path: str | Path):
 
 def parse_config(text: str, *, name: str = "subvault.toml"):
     """Given TOML text, return the validated Config. Raise ConfigError."""
-    from pydantic import ValidationError
+    import msgspec
 
     from subvault.config.schema import Config
 
@@ -44,14 +45,17 @@ def parse_config(text: str, *, name: str = "subvault.toml"):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{name}: {_format(err, data)}" for err in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        return msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{name}: {_format(str(exc), data)}") from None
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<loc>[^`]*)`)?$", re.S)
+_LOC = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
 
 
 def _label(loc: tuple, data: dict[str, Any]) -> list[str]:
-    """Turn a pydantic location into words: ('target', 0, 'keep') -> ['target "pi"', 'keep']."""
+    """Turn a location into words: ('target', 0, 'keep') -> ['target "pi"', 'keep']."""
     parts: list[str] = []
     node: Any = data
     i = 0
@@ -61,7 +65,7 @@ def _label(loc: tuple, data: dict[str, Any]) -> list[str]:
             idx = loc[i + 1]
             items = node.get(key, []) if isinstance(node, dict) else []
             item = items[idx] if isinstance(items, list) and idx < len(items) else {}
-            ident = item.get("name") or item.get("path") if isinstance(item, dict) else None
+            ident = (item.get("name") or item.get("path")) if isinstance(item, dict) else None
             if key in ("subvolume", "target", "exclude", "hook"):
                 parts.append(f'{key} "{ident}"' if ident else f"{key} #{idx + 1}")
             else:
@@ -75,20 +79,20 @@ def _label(loc: tuple, data: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _format(err: dict, data: dict[str, Any]) -> str:
-    loc = tuple(err.get("loc", ()))
-    msg = err.get("msg", "invalid")
-    kind = err.get("type", "")
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if kind == "extra_forbidden":
-        where = _label(loc[:-1], data)
-        prefix = ": ".join(where) + ": " if where else ""
-        return f'{prefix}unknown key "{loc[-1]}" (check the spelling; see `subvault config sample`)'
-    if kind == "missing":
-        where = _label(loc[:-1], data)
-        prefix = ": ".join(where) + ": " if where else ""
-        return f'{prefix}missing required key "{loc[-1]}"'
+def _format(text: str, data: dict[str, Any]) -> str:
+    """Render a msgspec error ("msg - at `$.target[0].keep`") as "target "pi": keep: msg"."""
+    m = _AT.match(text)
+    msg, raw_loc = (m.group("msg"), m.group("loc") or "") if m else (text, "")
+    loc = tuple(name if name else int(idx) for name, idx in _LOC.findall(raw_loc))
+    unknown = re.match(r"Object contains unknown field `(.+)`$", msg)
+    missing = re.match(r"Object missing required field `(.+)`$", msg)
+    if unknown:
+        msg = f'unknown key "{unknown.group(1)}" (check the spelling; see `subvault config sample`)'
+    elif missing:
+        msg = f'missing required key "{missing.group(1)}"'
+    elif msg.startswith("Invalid enum value "):
+        msg = f"{msg[len('Invalid enum value '):]} is not an allowed value (see `subvault config sample`)"
+    elif loc and isinstance(loc[-1], str) and msg.startswith("Expected"):
+        msg = f"{msg[0].lower()}{msg[1:]}"
     where = _label(loc, data)
-    # A model-level validator reports at the table; its message already names the key.
     return (": ".join(where) + ": " if where else "") + msg

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel
+import msgspec
 
 _SECTIONS: list[tuple[str, str, bool, dict[str, Any]]] = [
     # (section, model attribute name, is an array of tables, example values for required keys)
@@ -33,18 +33,28 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def _render_model(model: type[BaseModel], examples: dict[str, Any]) -> list[str]:
+def _description(annotation: Any) -> str:
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, msgspec.Meta) and meta.description:
+            return meta.description
+    return ""
+
+
+def _render_model(model: type, examples: dict[str, Any]) -> list[str]:
     lines: list[str] = []
-    for name, field in model.model_fields.items():
-        desc = field.description or ""
-        if field.is_required():
+    for field in msgspec.structs.fields(model):
+        name = field.name
+        desc = _description(field.type)
+        if field.required:
             value = examples[name]
             lines.append(f"{name} = {_toml_value(value)}" + (f"    # {desc}" if desc else ""))
             continue
-        default = field.get_default(call_default_factory=True)
+        default = field.default_factory() if field.default_factory is not msgspec.NODEFAULT else field.default
         if desc:
             lines.append(f"# {desc}")
         if default is None:
@@ -71,4 +81,4 @@ def schema_keys() -> dict[str, set[str]]:
     """Return section -> key names, for the drift test."""
     from subvault.config import schema
 
-    return {section: set(getattr(schema, model_name).model_fields) for section, model_name, _, _ in _SECTIONS}
+    return {section: {f.name for f in msgspec.structs.fields(getattr(schema, model_name))} for section, model_name, _, _ in _SECTIONS}

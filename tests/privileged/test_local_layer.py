@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import Info, parse_info, render_info, write_atomic
@@ -59,7 +60,7 @@ def test_prechange_kept_by_count(homelab):
     for i in range(4):
         out = snap_all(ctx, f"change-{i}", names=["home"])
         assert not out.errors
-    ctx2 = Context(cfg.model_copy(update={"defaults": cfg.defaults.model_copy(update={"prechange_keep": 2})}))
+    ctx2 = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=2)))
     dry = prune(Context(ctx2.config, dry_run=True), names=["home"])
     assert [i.action for i in dry.items].count("would-delete") == 2
     assert len(local.scan("home", homelab.paths["home"])) == 4  # dry run changed nothing
@@ -96,7 +97,7 @@ def test_foreign_snapshots_never_deleted(homelab):
     cfg = load_config(homelab.config)
     for i in range(3):
         local.create("var", sub, kind="prechange", description=f"c{i}", now=datetime.now(timezone.utc))
-    ctx = Context(cfg.model_copy(update={"defaults": cfg.defaults.model_copy(update={"prechange_keep": 0})}))
+    ctx = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=0)))
     prune(ctx, names=["var"])
     left = local.scan("var", sub)
     assert [(s.number, s.owned) for s in left] == [(1, False)]
