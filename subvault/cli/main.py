@@ -296,9 +296,17 @@ def demo(keep: bool, workdir: str | None) -> int:
     return run_demo(keep=keep, workdir=workdir, say=click.echo)
 
 
+# Command groups of the other layers join `cli` when imported (after it exists).
+from subvault.cli import prechange_cmds, replication_cmds  # noqa: E402,F401
+
+
 def main() -> None:
     cli(standalone_mode=True)
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not this __main__ copy: the layers' commands register
+    # themselves on subvault.cli.main.cli.
+    from subvault.cli.main import main as _main
+
+    _main()

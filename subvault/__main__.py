@@ -1,0 +1,3 @@
+from subvault.cli.main import main
+
+main()

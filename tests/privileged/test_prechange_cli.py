@@ -1,0 +1,80 @@
+"""`subvault pre-change` end to end: real btrfs snapshots, Flux through a loopback fake API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from fakekube import FakeKube, flux_obj  # noqa: E402
+
+from subvault.btrfs import local  # noqa: E402
+
+PROBE = r'''
+import json, os, sys, urllib.request
+api, out, snapdir = sys.argv[1], sys.argv[2], sys.argv[3]
+obj = json.load(urllib.request.urlopen(api + "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/apps"))
+with open(out, "a") as fh:
+    fh.write(json.dumps({"suspended": obj["spec"].get("suspend", False), "snapshots": sorted(os.listdir(snapdir))}) + "\n")
+'''
+
+
+def _setup(homelab, tmp_path, fake, *, hook: bool = True):
+    kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    log = tmp_path / "probe.log"
+    snapdir = homelab.paths["root"] / ".snapshots"
+    homelab.cli("snapshot")  # .snapshots exists, #1 is a timeline snapshot
+    argv = json.dumps([sys.executable, str(probe), fake.url, str(log), str(snapdir)])
+    text = homelab.config.read_text() + f'\n[flux]\nkubeconfig = "{kubeconfig}"\nwait_seconds = 5\n'
+    if hook:
+        text += f'\n[[hook]]\nwhen = "pre-snapshot"\nrun = {argv}\n'
+    homelab.config.write_text(text)
+    return log, argv
+
+
+def test_prechange_order_suspend_snapshot_resume(homelab, tmp_path):
+    with FakeKube() as fake:
+        fake.add(flux_obj("Kustomization", "flux-system", "apps"))
+        fake.add(flux_obj("Kustomization", "flux-system", "mine", suspend=True))  # the user's own
+        log, argv = _setup(homelab, tmp_path, fake)
+        out = homelab.cli("pre-change", "--desc", "before-flux-update-20261126-0300", "--json", "--", *json.loads(argv))
+        result = json.loads(out.stdout)["result"]
+        assert result["ok"] and result["flux"] == "suspended"
+        states = [json.loads(l) for l in log.read_text().splitlines()]
+        # pre-snapshot hook: suspended, no pre-change snapshot yet; COMMAND: suspended, snapshot present
+        assert states[0] == {"suspended": True, "snapshots": ["1"]}
+        assert states[1] == {"suspended": True, "snapshots": ["1", "2"]}
+        assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is False
+        assert fake.get("Kustomization", "flux-system", "mine")["spec"]["suspend"] is True
+        assert all(c.field_manager == "subvault" for c in fake.patches())
+        snaps = local.scan("var_lib_pvc", homelab.paths["var_lib_pvc"])
+        assert snaps[-1].description == "before-flux-update-20261126-0300" and snaps[-1].kind == "prechange"
+
+
+def test_prechange_resumes_when_snapshot_fails(homelab, tmp_path):
+    with FakeKube() as fake:
+        fake.add(flux_obj("Kustomization", "flux-system", "apps"))
+        _setup(homelab, tmp_path, fake)
+        (homelab.paths["data"] / ".snapshots").rename(homelab.paths["data"] / "moved")
+        (homelab.paths["data"] / ".snapshots").mkdir()  # a plain directory: snap-all fails for data
+        proc = homelab.cli("pre-change", check=False)
+        assert proc.returncode == 1
+        assert "snap-all incomplete" in proc.stderr and "Flux resumed" in proc.stderr
+        assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is False
+
+
+def test_prechange_flux_required_but_unreachable_aborts_before_snapshot(homelab, tmp_path):
+    with FakeKube() as fake:
+        _setup(homelab, tmp_path, fake, hook=False)
+    # the server is gone now
+    proc = homelab.cli("pre-change", "--flux", "required", check=False)
+    assert proc.returncode != 0
+    assert [s.number for s in local.scan("root", homelab.paths["root"])] == [1]
+    proc = homelab.cli("pre-change", check=False)  # auto: warns and snapshots anyway
+    assert proc.returncode == 0, proc.stderr
+    assert "unreachable" in proc.stderr.lower() or "unavailable" in proc.stderr.lower()
+    assert [s.number for s in local.scan("root", homelab.paths["root"])] == [1, 2]
