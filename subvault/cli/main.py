@@ -100,7 +100,10 @@ def config_group() -> None:
 @_handle_errors
 def config_check(env: Env) -> int:
     """Validate the config file; print every problem with its key."""
+    from subvault.cli.watch_cmds import _validate_notify
+
     cfg = env.config
+    _validate_notify(cfg)
     click.echo(f"ok: {len(cfg.subvolume)} subvolumes, {len(cfg.exclude)} excludes, {len(cfg.target)} targets")
     return 0
 
@@ -209,8 +212,20 @@ def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int
     from subvault.cli.render import emit_outcome
     from subvault.run.job import run_all
 
+    cfg = env.config
     with env.lock():
-        outcome = run_all(env.context(dry_run=dry_run, quiet=as_json), metrics_file=metrics_file)
+        ctx = env.context(dry_run=dry_run, quiet=as_json)
+        if dry_run or not (cfg.notify.urls or cfg.notify.ping):
+            outcome = run_all(ctx, metrics_file=metrics_file)
+        else:
+            from pathlib import Path
+
+            from subvault.notify.lifecycle import monitored
+
+            with monitored("run", cfg.notify.urls, cfg.notify.ping, Path(cfg.defaults.state_dir)) as job:
+                outcome = run_all(ctx, metrics_file=metrics_file)
+                job.report(outcome.exit_code, outcome.errors)
+            outcome.warnings.extend(job.warnings)
     return emit_outcome(outcome, as_json)
 
 
@@ -297,7 +312,7 @@ def demo(keep: bool, workdir: str | None) -> int:
 
 
 # Command groups of the other layers join `cli` when imported (after it exists).
-from subvault.cli import prechange_cmds, replication_cmds  # noqa: E402,F401
+from subvault.cli import prechange_cmds, replication_cmds, watch_cmds  # noqa: E402,F401
 
 
 def main() -> None:

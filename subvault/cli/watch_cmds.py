@@ -1,0 +1,126 @@
+"""CLI commands of layer 5: `check`, `status`, `install-systemd`, `notify-failure`."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
+
+
+@cli.command()
+@json_option
+@click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics (node_exporter textfile collector).")
+@pass_env
+@_handle_errors
+def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
+    """Coverage, freshness, chains and space: exit 0 when all is well, 1 with one line per problem."""
+    from subvault.cli.render import emit_json
+    from subvault.notify.lifecycle import monitored
+    from subvault.run.watch import check as do_check
+    from subvault.run.watch import problem_counts, write_metrics
+
+    cfg = env.config
+    warnings = _validate_notify(cfg)
+    with monitored("check", cfg.notify.urls, None, Path(cfg.defaults.state_dir)) as job:
+        report = do_check(env.context(quiet=True))
+        job.report(report.exit_code, [p.message for p in report.problems])
+    if metrics_file:
+        write_metrics(metrics_file, report.rows, env.context(quiet=True), problems=problem_counts(report))
+    warnings += job.warnings
+    if as_json:
+        emit_json("check", {"problems": report.problems, "warnings": warnings})
+    else:
+        for p in report.problems:
+            click.echo(f"{p.kind}: {p.message}")
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+        if not report.problems:
+            click.echo(f"ok: {len(cfg.subvolume)} subvolumes covered, every layer fresh")
+    return report.exit_code
+
+
+@cli.command()
+@json_option
+@pass_env
+@_handle_errors
+def status(env: Env, as_json: bool) -> int:
+    """One table, subvolume x layer: age of the newest copy, count, last error, next due."""
+    from subvault.cli.render import emit_json, table
+    from subvault.run.watch import gather_rows
+    from subvault.timeutil import format_age
+
+    ctx = env.context(quiet=True)
+    rows = gather_rows(ctx)
+    if as_json:
+        emit_json("status", rows)
+        return 0
+    lines = []
+    for r in rows:
+        age = format_age(ctx.now - r.newest) if r.newest else "never"
+        due = "now" if r.next_due and r.next_due <= ctx.now else (format_age(r.next_due - ctx.now) if r.next_due else "-")
+        lines.append([r.subvolume[:18], r.layer[:16], age, str(r.count), due, (r.error or "")[:20]])
+    click.echo(table(lines, ["subvolume", "layer", "newest", "count", "due", "error"]))
+    return 0
+
+
+@cli.command("install-systemd")
+@click.option("--uninstall", is_flag=True, help="Stop and remove the units subvault installed.")
+@click.option("--dest", default="/etc/systemd/system", show_default=True, help="Unit directory.")
+@click.option("--metrics-dir", metavar="DIR", help="node_exporter textfile directory for --metrics-file.")
+@dry_run_option
+@pass_env
+@_handle_errors
+def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | None, dry_run: bool) -> int:
+    """Install the hourly `run` and daily `check` timers, each with OnFailure= notification."""
+    from subvault import systemd
+    from subvault.config.load import config_path
+
+    if uninstall:
+        if not dry_run:
+            systemd.run_commands(systemd.deactivate_commands(), check=False)
+        for path in systemd.uninstall(Path(dest), dry_run=dry_run):
+            click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+        if not dry_run:
+            systemd.run_commands([["systemctl", "daemon-reload"]], check=False)
+        return 0
+    exe = shutil.which("subvault") or sys.argv[0]
+    written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir)
+    for path, text in written:
+        if dry_run:
+            click.echo(f"# {path}\n{text}")
+        else:
+            click.echo(f"wrote {path}")
+    if not dry_run:
+        for warning in systemd.run_commands(systemd.activate_commands()):
+            click.echo(f"warning: {warning}", err=True)
+    return 0
+
+
+@cli.command("notify-failure", hidden=True)
+@click.argument("unit")
+@pass_env
+@_handle_errors
+def notify_failure(env: Env, unit: str) -> int:
+    """Send the failure of UNIT (used by subvault-notify@.service)."""
+    from subvault.notify.unit_failure import notify_unit_failure
+
+    cfg = env.config
+    for warning in notify_unit_failure(unit, cfg.notify.urls, Path(cfg.defaults.state_dir)):
+        click.echo(f"warning: {warning}", err=True)
+    return 0
+
+
+def _validate_notify(cfg) -> list[str]:
+    """Apprise checks each URL; a malformed one is a config error naming its key."""
+    from subvault.errors import ConfigError
+    from subvault.notify.apprise_notify import validate_url
+
+    for i, url in enumerate(cfg.notify.urls):
+        err = validate_url(url)
+        if err:
+            raise ConfigError(f"subvault.toml: notify: urls[{i}]: {err}")
+    return []

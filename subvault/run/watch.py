@@ -1,0 +1,218 @@
+"""Layer 5 executors: gather what every layer holds, then `check` and `status`.
+
+Gathering is I/O (filesystems, targets); judging is the pure planners in
+plan/coverage.py and plan/freshness.py. Each layer contributes rows through a
+registered source, so layers that land later (offsite, drill age) feed check and status
+without changing this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+from subvault.btrfs import adapter, local
+from subvault.config.schema import SubvolumeConf
+from subvault.errors import SubvaultError
+from subvault.plan.coverage import (
+    ExcludedPath,
+    Problem,
+    ProblemKind,
+    ProtectedPath,
+    btrfs_mount_sources,
+    found_from_info,
+    parse_mountinfo,
+    plan_coverage,
+)
+from subvault.plan.freshness import LayerFreshness, plan_freshness
+from subvault.plan.retention import parse_policy
+from subvault.run.context import Context
+from subvault.timeutil import parse_duration
+
+UNIT_CADENCE = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), "m": timedelta(days=31), "y": timedelta(days=366)}
+
+
+@dataclass
+class LayerRow:
+    """One cell of `status`: what one layer holds for one subvolume."""
+
+    subvolume: str
+    layer: str  # local, replica:<target>, offsite:<target>
+    newest: datetime | None
+    count: int
+    cadence: timedelta
+    size: int | None = None
+    error: str | None = None
+    next_due: datetime | None = None
+
+
+@dataclass
+class WatchReport:
+    rows: list[LayerRow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+
+LayerSource = Callable[[Context, SubvolumeConf], list[LayerRow]]
+ProblemSource = Callable[[Context], list[Problem]]
+_LAYER_SOURCES: list[LayerSource] = []
+_PROBLEM_SOURCES: list[ProblemSource] = []
+
+
+def register_layer(source: LayerSource) -> LayerSource:
+    _LAYER_SOURCES.append(source)
+    return source
+
+
+def register_problems(source: ProblemSource) -> ProblemSource:
+    _PROBLEM_SOURCES.append(source)
+    return source
+
+
+def cadence_of(policy_text: str) -> timedelta:
+    unit = parse_policy(policy_text).cadence() or "h"
+    return UNIT_CADENCE[unit]
+
+
+@register_layer
+def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
+    cadence = cadence_of(ctx.config.timeline_of(sub))
+    try:
+        snaps = [s for s in local.scan(sub.name, sub.path, with_uuids=False) if s.kind == "timeline"]
+    except (SubvaultError, OSError) as exc:
+        return [LayerRow(sub.name, "local", None, 0, cadence, error=str(exc))]
+    newest = max((s.date for s in snaps), default=None)
+    return [LayerRow(sub.name, "local", newest, len(snaps), cadence, next_due=(newest + cadence) if newest else ctx.now)]
+
+
+@register_layer
+def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
+    from subvault.endpoints.endpoint import open_target
+    from subvault.plan.replication import is_verified, parse_entry_time
+    from subvault.run.replicate import host_name
+
+    rows = []
+    for tconf in ctx.config.target:
+        if tconf.type != "btrfs" or tconf.name not in ctx.config.targets_of(sub):
+            continue
+        layer, cadence = f"replica:{tconf.name}", cadence_of(tconf.keep)
+        try:
+            with open_target(tconf) as ep:
+                ep.check()
+                entries = [e for e in ep.list(ep.container(host_name(), sub.name), sub.name) if is_verified(e)]
+        except SubvaultError as exc:
+            rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=str(exc)))
+            continue
+        times = [t for t in (parse_entry_time(sub.name, e.name) for e in entries) if t]
+        rows.append(LayerRow(sub.name, layer, max(times, default=None), len(entries), cadence))
+    return rows
+
+
+def gather_rows(ctx: Context) -> list[LayerRow]:
+    rows: list[LayerRow] = []
+    for sub in ctx.config.subvolume:
+        for source in _LAYER_SOURCES:
+            rows.extend(source(ctx, sub))
+    return rows
+
+
+def coverage_problems(ctx: Context) -> list[Problem]:
+    """Invariant 5 over every btrfs filesystem that holds a configured path."""
+    text = Path("/proc/self/mountinfo").read_text()
+    sources = btrfs_mount_sources(text)
+    uuid_of: dict[str, str] = {}
+    for source, mount in sources.items():
+        try:
+            uuid_of[source] = adapter.filesystem_uuid(mount)
+        except SubvaultError:
+            continue
+    mounts = parse_mountinfo(text, uuid_of)
+    configured_fs: dict[str, str] = {}  # fs uuid -> a path on it
+    missing: list[Problem] = []
+    for sub in ctx.config.subvolume:
+        if not os.path.exists(sub.path):
+            missing.append(Problem(ProblemKind.MISSING, sub.path, f"{sub.name}: {sub.path} does not exist; fix the path or remove the [[subvolume]]"))
+            continue
+        fs = _fs_uuid_of(sub.path, mounts)
+        if fs:
+            configured_fs.setdefault(fs, sub.path)
+    found = []
+    for fs_uuid, path in configured_fs.items():
+        fs_mounts = [m for m in mounts if m.fs_uuid == fs_uuid]
+        for info in adapter.list_subvolumes(path):
+            managed = "/.snapshots/" in f"/{info.path}/" or info.path.endswith(".snapshots")
+            found.append(found_from_info(fs_uuid, info, fs_mounts, managed_snapshot=managed))
+    protected = [ProtectedPath(s.name, s.path, ("local", *ctx.config.targets_of(s))) for s in ctx.config.subvolume]
+    excluded = [ExcludedPath(e.path, e.reason) for e in ctx.config.exclude]
+    excluded += _target_dirs(ctx)
+    problems = [p for p in plan_coverage(found, protected, excluded) if not (p.kind == ProblemKind.MISSING and any(m.subject == p.subject for m in missing))]
+    return missing + problems
+
+
+def _fs_uuid_of(path: str, mounts) -> str | None:
+    best = None
+    for m in mounts:
+        if path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/"):
+            if best is None or len(m.mount_path) > len(best.mount_path):
+                best = m
+    return best.fs_uuid if best else None
+
+
+def _target_dirs(ctx: Context) -> list[ExcludedPath]:
+    """Local btrfs targets on a configured filesystem hold replicas, not data to protect."""
+    return [ExcludedPath(t.url, f"subvault target {t.name}") for t in ctx.config.target if t.type == "btrfs" and t.url.startswith("/")]
+
+
+def space_problems(ctx: Context) -> list[Problem]:
+    problems = []
+    floor = ctx.config.check.min_free_percent
+    paths = {s.path for s in ctx.config.subvolume if os.path.exists(s.path)}
+    paths |= {t.url for t in ctx.config.target if t.type == "btrfs" and t.url.startswith("/") and os.path.exists(t.url)}
+    seen: set[int] = set()
+    for path in sorted(paths):
+        st = os.statvfs(path)
+        dev = os.stat(path).st_dev
+        if dev in seen or st.f_blocks == 0:
+            continue
+        seen.add(dev)
+        free = 100.0 * st.f_bavail / st.f_blocks
+        if free < floor:
+            problems.append(Problem(ProblemKind.SPACE, path, f"{path}: only {free:.1f}% free (below {floor:g}%); prune, shorten retention or add space"))
+    return problems
+
+
+def check(ctx: Context) -> WatchReport:
+    """Run every check; return the rows and the problems (exit 1 when there are any)."""
+    report = WatchReport(rows=gather_rows(ctx))
+    report.problems += coverage_problems(ctx)
+    slack = parse_duration(ctx.config.check.slack)
+    report.problems += plan_freshness(
+        [LayerFreshness(r.subvolume, r.layer, r.newest, r.cadence, slack) for r in report.rows if not r.error], ctx.now
+    )
+    report.problems += [Problem(ProblemKind.CHAIN if r.layer != "local" else ProblemKind.STALE, r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
+    report.problems += space_problems(ctx)
+    for source in _PROBLEM_SOURCES:
+        report.problems += source(ctx)
+    return report
+
+
+def problem_counts(report: WatchReport) -> dict[str, int]:
+    return dict(Counter(str(p.kind) for p in report.problems))
+
+
+def write_metrics(path: str, rows: list[LayerRow], ctx: Context, problems: dict[str, int] | None) -> None:
+    """Write the node_exporter textfile for rows (and problem counts, for `check`)."""
+    from subvault.notify.metrics import LayerStatus, build_registry, write_textfile
+
+    layers = [
+        LayerStatus(r.subvolume, r.layer, r.newest, (ctx.now - r.newest).total_seconds() if r.newest else None, 0, r.count)
+        for r in rows
+    ]
+    write_textfile(Path(path), build_registry(layers, problems, generated_at=ctx.now))

@@ -1,0 +1,103 @@
+"""`check`, `status` and notifications on real btrfs, with a loopback HTTP receiver for Apprise and pings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from httpreceiver import HttpReceiver  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from subvault.btrfs import adapter, local  # noqa: E402
+
+
+def _notify(homelab, url):
+    homelab.config.write_text(homelab.config.read_text() + f'\n[notify]\nurls = ["json://127.0.0.1:{url.port}/hook"]\nping = "{url.url}/ping"\n')
+
+
+def test_invariant_5_new_unprotected_subvolume_fails_check_then_recovers(homelab):
+    with HttpReceiver() as rx:
+        _notify(homelab, rx)
+        homelab.cli("run")
+        assert homelab.cli("check").returncode == 0
+        stray = homelab.fs.mountpoint / "var_lib_newapp"
+        adapter.create_subvolume(stray)
+        proc = homelab.cli("check", check=False)
+        assert proc.returncode == 1
+        assert f"unprotected: {stray}" in proc.stdout and "[[exclude]]" in proc.stdout
+        failure = rx.wait(lambda r: r.path == "/hook")
+        assert str(stray) in json.dumps(failure.json())
+        homelab.config.write_text(homelab.config.read_text().replace("[notify]", f'[[exclude]]\npath = "{stray}"\nreason = "scratch"\n\n[notify]'))
+        assert homelab.cli("check").returncode == 0
+        recovery = rx.wait(lambda r: r.path == "/hook" and r is not failure)
+        assert "recover" in json.dumps(recovery.json()).lower()
+
+
+def test_stale_snapshots_fail_freshness(homelab):
+    old = datetime.now(timezone.utc) - timedelta(days=3)
+    for name in homelab.paths:
+        if name in ("var_cache", "var_tmp", "var_lib_kubelet"):
+            continue
+        local.create(name, homelab.paths[name], kind="timeline", description="timeline", now=old)
+    proc = homelab.cli("check", "--json", check=False)
+    assert proc.returncode == 1
+    problems = json.loads(proc.stdout)["result"]["problems"]
+    stale = [p for p in problems if p["kind"] == "stale"]
+    assert len(stale) == 8
+    assert all("newest copy is" in p["message"] and " old, limit " in p["message"] for p in stale)
+    homelab.cli("run")
+    assert homelab.cli("check").returncode == 0
+
+
+def test_nested_subvolume_inside_protected_is_flagged(homelab):
+    homelab.cli("run")
+    nested = homelab.paths["var_lib_pvc"] / "nested-vol"
+    adapter.create_subvolume(nested)
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 1 and "nested" in proc.stdout and str(nested) in proc.stdout
+
+
+def test_missing_configured_path_is_flagged(homelab, tmp_path):
+    homelab.cli("run")
+    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "gone"\npath = "{tmp_path}/gone"\n')
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 1 and f"{tmp_path}/gone does not exist" in proc.stdout
+
+
+def test_status_table_and_metrics(homelab, tmp_path):
+    homelab.cli("run")
+    out = homelab.cli("status").stdout
+    assert all(len(line) <= 80 for line in out.splitlines())
+    assert "var_lib_pvc" in out and "local" in out
+    metrics = tmp_path / "subvault.prom"
+    homelab.cli("check", "--metrics-file", str(metrics))
+    families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+    assert families["subvault_check_problems"].samples[0].value == 0
+    counts = {s.labels["subvolume"]: s.value for s in families["subvault_snapshots"].samples}
+    assert counts["var_lib_pvc"] == 1
+
+
+def test_run_pings_start_and_success(homelab):
+    with HttpReceiver() as rx:
+        _notify(homelab, rx)
+        homelab.cli("run")
+        start = rx.wait(lambda r: r.path.startswith("/ping/start"))
+        done = rx.wait(lambda r: r.path.rstrip("/") == "/ping" or r.path.startswith("/ping?"))
+        assert start and done
+
+
+def test_malformed_apprise_url_is_config_error(homelab):
+    homelab.config.write_text(homelab.config.read_text() + '\n[notify]\nurls = ["tgram://"]\n')
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 2 and "notify: urls[0]" in proc.stderr
+
+
+def test_unreachable_notification_url_warns_and_check_still_reports(homelab):
+    homelab.config.write_text(homelab.config.read_text() + '\n[notify]\nurls = ["json://127.0.0.1:9/hook"]\n')
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 1  # nothing snapshotted yet: stale
+    assert "stale" in proc.stdout and "warning:" in proc.stderr
