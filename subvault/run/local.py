@@ -94,15 +94,12 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
             if not ctx.dry_run:
                 local.finish_pending(sub.path)
             snaps = local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)
-            held = holds(ctx, sub)
-            steps = plan_prune(
-                snaps,
-                timeline=ctx.config.timeline_of(sub),
-                prechange_keep=ctx.config.prechange_keep_of(sub),
-                now=ctx.now,
-                tz=ctx.tz,
-                held=held,
-            )
+            policy = dict(timeline=ctx.config.timeline_of(sub), prechange_keep=ctx.config.prechange_keep_of(sub), now=ctx.now, tz=ctx.tz)
+            steps = plan_prune(snaps, **policy)
+            if any(not st.keep for st in steps):
+                # Holds only ever turn a delete into a keep, so they are asked for (which
+                # may mean reaching every target) only when something would be deleted.
+                steps = plan_prune(snaps, **policy, held=holds(ctx, sub))
             for step in steps:
                 label = f"#{step.snapshot.number} {step.snapshot.date.astimezone(ctx.tz):%Y-%m-%d %H:%M} {step.snapshot.kind}"
                 why = "; ".join(step.reasons)
