@@ -59,6 +59,8 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
             return READ, [*argv[:-1], _inside(root, path)]
         if argv == C.show(path):
             return READ, C.show(_inside(root, path))
+        if argv == C.sync(path):
+            return WRITE, C.sync(_inside(root, path))
         if argv == C.create(path):
             return WRITE, C.create(_inside(root, path))
         if argv == C.delete(path):

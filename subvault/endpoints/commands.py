@@ -13,6 +13,7 @@ Shapes (PATH always absolute):
   mkdir -p PATH
   mv -T SRC DST                            name a verified receive (same directory)
   btrfs subvolume delete PATH              partials and pruned entries
+  btrfs subvolume sync PATH                wait until deleted partials free their space
   btrfs receive PATH                       optionally after `zstd -d -c |`
   btrfs send -q [-p P] [-c C]... PATH      optionally before `| zstd -c -T0`
 """
@@ -58,6 +59,10 @@ def rename(src: str, dst: str) -> Argv:
 
 def delete(path: str) -> Argv:
     return ["btrfs", "subvolume", "delete", path]
+
+
+def sync(path: str) -> Argv:
+    return ["btrfs", "subvolume", "sync", path]
 
 
 def receive(path: str) -> Argv:

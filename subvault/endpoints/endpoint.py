@@ -107,6 +107,10 @@ class Endpoint:
     def delete(self, path: str) -> None:
         self._run(C.delete(path), f"delete {posixpath.basename(path)}")
 
+    def wait_deleted(self, path: str) -> None:
+        """Wait until deleted subvolumes on path's filesystem have released their space."""
+        self._run(C.sync(path), "wait for deleted subvolumes")
+
     def rename(self, src: str, dst: str) -> None:
         self._run(C.rename(src, dst), f"rename {posixpath.basename(src)}")
 

@@ -16,9 +16,13 @@ from typing import Callable, Sequence
 
 from subvault import process
 from subvault.endpoints.endpoint import Endpoint
-from subvault.errors import CommandFailed, PermanentError
+from subvault.errors import CommandFailed, PermanentError, TransientError
 
 Progress = Callable[[int], None]
+
+
+class TransferFailed(TransientError):
+    """A stage of the send | receive pipeline failed; the partial is removed by the next run."""
 
 
 class VerifyFailed(PermanentError):
@@ -57,14 +61,17 @@ def transfer(
     wire = compress and not (source.is_local and dest.is_local)
     send = source.send_stages(path, parent, clones, compress=wire)
     recv = dest.receive_stages(container, compress=wire)
-    what = f"send {posixpath.basename(posixpath.dirname(path)) or path} to {dest.name}"
+    what = f"send {path} to {dest.name}"
     # The receiver's chatter ("At snapshot …") must never reach our stdout (--json).
-    with process.pipeline([*send, *recv], what=what, stdout=subprocess.DEVNULL) as pipe:
-        result = pipe.run(
-            meter_after=len(send) - 1 if meter else None,
-            progress=progress,
-            stall_seconds=stall_seconds,
-        )
+    try:
+        with process.pipeline([*send, *recv], what=what, stdout=subprocess.DEVNULL) as pipe:
+            result = pipe.run(
+                meter_after=len(send) - 1 if meter else None,
+                progress=progress,
+                stall_seconds=stall_seconds,
+            )
+    except CommandFailed as exc:
+        raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
     received = posixpath.join(container, posixpath.basename(path.rstrip("/")))
     _verify(dest, received, uuid)
     final = posixpath.join(container, final_name)
@@ -85,3 +92,17 @@ def _verify(dest: Endpoint, received: str, uuid: str) -> None:
         f"{dest.name}: received {posixpath.basename(received)} is not the snapshot sent "
         f"(read-only={shown.readonly}, received_uuid={shown.received_uuid}, expected {uuid}); removed, run again"
     )
+
+
+def _stage_name(argv: list[str]) -> str:
+    """Name a failed stage by what it did: "btrfs receive", "btrfs send", "ssh (…)", "zstd"."""
+    if argv and argv[0] == "ssh":
+        return f"ssh ({argv[-1].split('|')[-1].strip().split(' /')[0]} on the remote)"
+    return " ".join(argv[:2]) if argv[:1] == ["btrfs"] else (argv[0] if argv else "?")
+
+
+def _how(exc: CommandFailed) -> str:
+    if exc.returncode < 0:
+        return f"was killed by signal {-exc.returncode}"
+    tail = exc.stderr_tail.strip().splitlines()
+    return f"failed: {tail[-1]}" if tail else f"exited {exc.returncode}"

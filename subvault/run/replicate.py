@@ -101,6 +101,8 @@ def _replicate_one(
         if not ctx.dry_run:
             ep.delete(f"{container}/{r.name}")
         out.items.append(Item(subject, verb("delete-partial"), f"{r.name} ({r.reason})"))
+    if plan.partials and not ctx.dry_run:
+        ep.wait_deleted(container)  # a partial's space comes back only after the cleaner ran
     for send in plan.sends:
         src = by_uuid[send.uuid]
         kind = "full" if send.full else "incremental"

@@ -1,0 +1,237 @@
+"""Faults during replication: kill -9 of subvault, of the receive and of ssh; a corrupt stream; ENOSPC.
+
+Each test checks that no data is lost, the chain continues (zero forced full sends) and
+the error says what happened. Kills happen from the progress callback, i.e. after the
+first bytes moved: deterministic, no sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from subvault.btrfs import adapter
+from subvault.endpoints import endpoint as endpoint_mod
+from subvault.run import replicate as replicate_mod
+from subvault.run.replicate import replicate, replication_holds
+
+from replication_helpers import T0, config_text, container, context, dump, entries, make_sources, sent_items, snap
+from sshd import sshd  # noqa: F401 - fixture
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+@pytest.fixture
+def pair(make_fs, tmp_path):
+    src = make_fs("src")
+    tgt = make_fs("tgt")
+    paths = make_sources(src.mountpoint, mib=24)
+    root = tgt.mountpoint / "backup"
+    root.mkdir()
+    return paths, root, tmp_path / "state"
+
+
+def _children(match: str) -> list[int]:
+    """Pids of this process's children whose command line contains match."""
+    me = os.getpid()
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and match in cmd:
+            out.append(int(d.name))
+    return out
+
+
+def _kill_child_on_first_bytes(match: str):
+    killed: list[int] = []
+
+    def factory(subject: str):
+        def report(n: int) -> None:
+            if n and not killed:
+                for pid in _children(match):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+        return report
+
+    return factory, killed
+
+
+def _assert_resumes_incrementally(paths, root, state, url, extra=""):
+    """The next run removes the partial and completes with no full send."""
+    ctx = context(paths, url, now=T0 + timedelta(hours=1, minutes=5), state=state, extra_target=extra)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sent_items(out, full=True) == [], "an interrupted transfer never forces a full send"
+    assert sent_items(out, full=False)
+    got = entries(root, "data")
+    assert sorted(got) == ["data.20261120T000000Z", "data.20261120T010000Z"]
+    assert all(i.readonly and i.received_uuid for i in got.values())
+    newest = container(root, "data") / "data.20261120T010000Z"
+    assert (newest / "big.bin").read_bytes() == (paths["data"] / "big.bin").read_bytes()
+
+
+def _first_then_big_change(paths, root, state, url, extra=""):
+    snap("data", paths["data"], T0)
+    ctx = context(paths, url, now=T0 + timedelta(minutes=5), state=state, extra_target=extra)
+    assert not replicate(ctx).errors
+    (paths["data"] / "big.bin").write_bytes(os.urandom(24 << 20))
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    return context(paths, url, now=T0 + timedelta(hours=1, minutes=5), state=state, extra_target=extra)
+
+
+def test_kill_receive_mid_stream_then_resume(pair):
+    paths, root, state = pair
+    ctx = _first_then_big_change(paths, root, state, str(root))
+    factory, killed = _kill_child_on_first_bytes("btrfs receive")
+    out = replicate(ctx, progress=factory)
+    assert killed and out.errors and "receive" in out.errors[0], dump(out)
+    _assert_resumes_incrementally(paths, root, state, str(root))
+
+
+def test_kill_send_mid_stream_then_resume(pair):
+    paths, root, state = pair
+    ctx = _first_then_big_change(paths, root, state, str(root))
+    factory, killed = _kill_child_on_first_bytes("btrfs send")
+    out = replicate(ctx, progress=factory)
+    assert killed and out.errors, dump(out)
+    _assert_resumes_incrementally(paths, root, state, str(root))
+
+
+def test_kill_ssh_mid_stream_then_resume(pair, sshd):  # noqa: F811
+    paths, root, state = pair
+    opts = ", ".join(f'"{o}"' for o in sshd.ssh_options())
+    extra = f'ssh_identity = "{sshd.client_key}"\nssh_options = [{opts}]\n'
+    ctx = _first_then_big_change(paths, root, state, sshd.url(root), extra)
+    factory, killed = _kill_child_on_first_bytes("btrfs receive")  # the local ssh stage carries this command
+    out = replicate(ctx, progress=factory)
+    assert killed and out.errors, dump(out)
+    _wait_remote_receivers_gone(root)
+    _assert_resumes_incrementally(paths, root, state, sshd.url(root), extra)
+
+
+def _wait_remote_receivers_gone(root: Path) -> None:
+    """Wait until no `btrfs receive` into root is alive (the remote side notices the drop on its own)."""
+    for _ in range(50):
+        alive = _all_with(f"btrfs receive {root}")
+        if not alive:
+            return
+        _block_briefly(alive[0])
+    raise AssertionError("a remote btrfs receive never ended")
+
+
+def _block_briefly(pid: int) -> None:
+    """Block on the process's pidfd until it exits (bounded)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([fd], [], [], 5)
+    finally:
+        os.close(fd)
+
+
+def _all_with(match: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if match in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+KILL_SELF = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {here!r})
+    from datetime import datetime
+    from subvault.config.load import parse_config
+    from subvault.run.context import Context
+    from subvault.run.replicate import replicate
+    cfg = parse_config(open({cfg!r}).read())
+    ctx = Context(cfg, now=datetime.fromisoformat({now!r}), tz=datetime.fromisoformat({now!r}).tzinfo)
+    def factory(subject):
+        def report(n):
+            if n:
+                os.kill(os.getpid(), 9)
+        return report
+    replicate(ctx, progress=factory)
+    """
+)
+
+
+def test_kill_subvault_itself_then_resume(pair, tmp_path):
+    paths, root, state = pair
+    ctx = _first_then_big_change(paths, root, state, str(root))
+    cfg = tmp_path / "subvault.toml"
+    cfg.write_text(config_text(paths, str(root), state=state))
+    script = KILL_SELF.format(here=str(HERE), cfg=str(cfg), now=ctx.now.isoformat())
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _wait_remote_receivers_gone(root)
+    _assert_resumes_incrementally(paths, root, state, str(root))
+
+
+CORRUPT = "import sys\nd=sys.stdin.buffer.read()\nm=len(d)//2\nsys.stdout.buffer.write(d[:m]+bytes(b^0xFF for b in d[m:m+4096])+d[m+4096:])\n"
+
+
+def test_corrupt_stream_is_rejected_and_cleaned(pair, monkeypatch):
+    paths, root, state = pair
+    ctx = _first_then_big_change(paths, root, state, str(root))
+    original = endpoint_mod.Endpoint.send_stages
+
+    def corrupting(self, *a, **kw):
+        return [*original(self, *a, **kw), [sys.executable, "-c", CORRUPT]]
+
+    monkeypatch.setattr(endpoint_mod.Endpoint, "send_stages", corrupting)
+    out = replicate(ctx)
+    assert out.errors and "receive" in out.errors[0], dump(out)
+    assert "data.20261120T010000Z" not in entries(root, "data"), "a garbled receive never gets a final name"
+    monkeypatch.setattr(endpoint_mod.Endpoint, "send_stages", original)
+    _assert_resumes_incrementally(paths, root, state, str(root))
+
+
+def test_enospc_on_target_is_clear_and_loses_nothing(make_fs, tmp_path):
+    src = make_fs("src", size="1G")
+    tgt = make_fs("tgt", size="150M")
+    paths = make_sources(src.mountpoint, names=("data",), mib=1)
+    (paths["data"] / "big.bin").write_bytes(os.urandom(300 << 20))
+    root = tgt.mountpoint / "backup"
+    root.mkdir()
+    state = tmp_path / "state"
+    s = snap("data", paths["data"], T0)
+    ctx = context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)
+    out = replicate(ctx)
+    assert out.errors and "no space left" in out.errors[0], dump(out)
+    assert [n for n in entries(root, "data") if n.startswith("data.")] == []
+    held = replication_holds(ctx, ctx.config.get_subvolume("data"))
+    assert adapter.show(s.path).uuid in held, "what could not be sent is still owed"
+    # making room lets the next run through, removing the partial first
+    (paths["data"] / "big.bin").unlink()
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=1, minutes=5), keep="latest", state=state)
+    out = replicate(ctx)
+    assert not [e for e in out.errors], dump(out)
+    assert any(i.action == "delete-partial" for i in out.items)
+    assert replicate_mod  # module under test
