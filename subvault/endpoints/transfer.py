@@ -75,7 +75,8 @@ def transfer(
     received = posixpath.join(container, posixpath.basename(path.rstrip("/")))
     _verify(dest, received, uuid)
     final = posixpath.join(container, final_name)
-    dest.rename(received, final)
+    if final != received:
+        dest.rename(received, final)
     return Transferred(result.bytes, result.seconds, final_name)
 
 

@@ -143,3 +143,25 @@ def test_dry_run_changes_nothing(two):
     out = replicate(ctx)
     assert not out.errors and any(i.action == "would-send" for i in out.items)
     assert list(root.iterdir()) == []
+
+
+def test_restore_from_target_is_a_writable_snapshot_of_the_received(two, make_fs):
+    from subvault.run.restore_target import restore_from_target
+
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    first = (paths["data"] / "small.txt").read_text()
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=2), state=state)
+    assert not replicate(ctx).errors
+    scratch = make_fs("restore")
+    out = restore_from_target(ctx, "pi", "data", "2026-11-20T00:30+00:00", str(scratch.mountpoint))
+    assert not out.errors
+    received = adapter.show(scratch.mountpoint / "data.20261120T000000Z")
+    assert received.readonly and received.received_uuid, "the received copy keeps its received_uuid"
+    restored = scratch.mountpoint / "data"
+    assert not adapter.show(restored).readonly
+    assert (restored / "small.txt").read_text() == first
+    (restored / "new.txt").write_text("writable\n")
+    with pytest.raises(NotFound):
+        restore_from_target(ctx, "pi", "data", "2026-11-19T00:00+00:00", str(scratch.mountpoint))
