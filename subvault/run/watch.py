@@ -95,23 +95,29 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
 @register_layer
 def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     from subvault.endpoints.endpoint import open_target
-    from subvault.plan.replication import is_verified, parse_entry_time
-    from subvault.run.replicate import host_name
+    from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
+    from subvault.run.replicate import host_name, sources_of
 
     rows = []
+    sources = None
     for tconf in ctx.config.target:
         if tconf.type != "btrfs" or tconf.name not in ctx.config.targets_of(sub):
             continue
         layer, cadence = f"replica:{tconf.name}", cadence_of(tconf.keep)
         try:
+            sources = sources if sources is not None else sources_of(sub)
             with open_target(tconf) as ep:
                 ep.check()
-                entries = [e for e in ep.list(ep.container(host_name(), sub.name), sub.name) if is_verified(e)]
+                entries = ep.list(ep.container(host_name(), sub.name), sub.name)
         except SubvaultError as exc:
             rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=str(exc)))
             continue
-        times = [t for t in (parse_entry_time(sub.name, e.name) for e in entries) if t]
-        rows.append(LayerRow(sub.name, layer, max(times, default=None), len(entries), cadence))
+        verified = [e for e in entries if is_verified(e)]
+        times = [t for t in (parse_entry_time(sub.name, e.name) for e in verified) if t]
+        row = LayerRow(sub.name, layer, max(times, default=None), len(verified), cadence)
+        if verified and plan_replication(sub.name, sources, entries, tconf.keep, ctx.now, ctx.tz).base_before is None:
+            row.error = "no snapshot in common with the target: the chain is broken and the next send will be full"
+        rows.append(row)
     return rows
 
 
