@@ -78,7 +78,7 @@ class S3Server:
             rclone_binary(), "serve", "s3", str(root),
             "--addr", f"127.0.0.1:{server.port}",
             "--auth-key", f"{server.access_key},{server.secret_key}",
-            "--force-path-style=true", "--dir-cache-time", "0s",
+            "--force-path-style=true",
             "--config", "/dev/null",
         ]
         server.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -115,15 +115,15 @@ def test_large_object_64mib(store: Store) -> None:
 def test_s3_store_stays_inside_its_prefix(s3: S3Server, tmp_path: Path) -> None:
     """Invariant 8: objects beside the prefix are neither listed nor deleted."""
     s3.make_bucket("shared")
-    (s3.root / "shared" / "other").mkdir(parents=True)
-    (s3.root / "shared" / "other" / "keep.txt").write_text("not ours")
     creds = s3.credentials_file(tmp_path / "c.env")
+    neighbour = open_store("s3://shared/vps1-other", endpoint=s3.endpoint, credentials=creds)
+    neighbour.put("keep.txt", b"not ours")
     store = open_store("s3://shared/vps1", endpoint=s3.endpoint, credentials=creds)
     store.put("a", b"1")
     assert [o.key for o in store.list()] == ["a"]
     assert (s3.root / "shared" / "vps1" / "a").read_bytes() == b"1"
     store.delete("a")
-    assert (s3.root / "shared" / "other" / "keep.txt").exists()
+    assert neighbour.get("keep.txt") == b"not ours"
 
 
 def test_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:

@@ -1,0 +1,207 @@
+"""Reading a pipeline's output from Python, and filtering bytes through a command.
+
+`subvault.process.Pipeline` connects stages to each other and to file descriptors; the
+offsite layer must also cut the last stage's output into parts and pass each part
+through `age`. Both are built here on `Pipeline` (which still starts every process,
+checks every stage and stops the siblings on failure, invariant 9) by handing it one
+end of an `os.pipe()` and running it in a thread. This belongs in process.py; it
+lives here until the lead moves it (`Pipeline.open_stdout()` / `process.filter_bytes`).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+
+from subvault import process
+from subvault.errors import PermanentError
+
+
+class StageStoppedReading(PermanentError):
+    """A pipeline's first stage exited successfully without reading all its input."""
+
+
+class PipelineReader:
+    """Run stages with the last one's stdout readable by the caller.
+
+    Use as a context manager. `read(n)` returns up to n bytes (fewer only at the end of
+    the stream). `finish()` waits for every stage and raises the pipeline's error (the
+    first stage that failed, with its stderr tail). Leaving the block early kills every
+    stage still running.
+    """
+
+    def __init__(self, stages: Sequence[Sequence[str]], *, what: str = "", stdin: int | None = None) -> None:
+        self._pipeline = process.pipeline(stages, what=what, stdin=stdin, stdout=None)
+        self._rfd, self._wfd = -1, -1
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self.bytes_read = 0
+
+    def __enter__(self) -> "PipelineReader":
+        self._rfd, self._wfd = os.pipe()
+        self._pipeline.stdout = self._wfd
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._pipeline.run()
+        except BaseException as exc:  # handed to the reading thread by finish()
+            self._error = exc
+        finally:
+            os.close(self._wfd)
+
+    def read(self, n: int) -> bytes:
+        """Return the next n bytes, or fewer at the end of the stream."""
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = os.read(self._rfd, min(n - len(buf), 1 << 20))
+            if not chunk:
+                break
+            buf += chunk
+        self.bytes_read += len(buf)
+        return bytes(buf)
+
+    def finish(self) -> None:
+        """Wait for every stage; raise the pipeline's error if a stage failed."""
+        assert self._thread is not None
+        self._thread.join()
+        self._finished = True
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not self._finished:
+            self._pipeline.kill()
+            # Drain so a stage blocked on a full pipe sees SIGTERM promptly.
+            if self._thread is not None:
+                while self._thread.is_alive():
+                    if not os.read(self._rfd, 1 << 20):
+                        break
+                self._thread.join()
+        if self._rfd >= 0:
+            os.close(self._rfd)
+            self._rfd = -1
+
+
+def filter_bytes(argv: Sequence[str], data: bytes, *, what: str = "") -> bytes:
+    """Given a command and input bytes, return its stdout. Raise CommandFailed if it fails."""
+    rfd, wfd = os.pipe()
+    writer_error: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(wfd, view[: 1 << 20]):]
+        except BrokenPipeError:
+            pass  # the command exited early; finish() reports why
+        except BaseException as exc:  # re-raised in the caller's thread
+            writer_error.append(exc)
+        finally:
+            os.close(wfd)
+
+    try:
+        with PipelineReader([argv], what=what, stdin=rfd) as reader:
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+            out = bytearray()
+            while chunk := reader.read(1 << 22):
+                out += chunk
+            # The command closed its stdout; closing our copy of its stdin lets a
+            # writer blocked on a command that stopped reading see EPIPE.
+            os.close(rfd)
+            rfd = -1
+            writer.join()
+            reader.finish()
+    finally:
+        if rfd >= 0:
+            os.close(rfd)
+    if writer_error:
+        raise writer_error[0]
+    return bytes(out)
+
+
+class PipelineWriter:
+    """Run stages with the first one's stdin written by the caller.
+
+    Use as a context manager; `write(data)` feeds the first stage, `finish()` closes its
+    stdin, waits for every stage and raises the pipeline's error. Leaving the block
+    without `finish()` kills every stage. The last stage's stdout goes to `stdout`
+    (an fd; default: discarded).
+    """
+
+    def __init__(self, stages: Sequence[Sequence[str]], *, what: str = "", stdout: int | None = None) -> None:
+        self._stages = [list(s) for s in stages]
+        self._what = what
+        self._stdout = os.open(os.devnull, os.O_WRONLY) if stdout is None else stdout
+        self._own_stdout = stdout is None
+        self._pipeline: process.Pipeline | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._rfd, self._wfd = -1, -1
+        self._finished = False
+
+    def __enter__(self) -> "PipelineWriter":
+        self._rfd, self._wfd = os.pipe()
+        self._pipeline = process.pipeline(self._stages, what=self._what, stdin=self._rfd, stdout=self._stdout)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self._pipeline is not None
+        try:
+            self._pipeline.run()
+        except BaseException as exc:  # handed to the writing thread by finish()
+            self._error = exc
+
+    def write(self, data: bytes) -> None:
+        """Feed data to the first stage. Raise the pipeline's error if it stopped reading."""
+        assert self._thread is not None
+        view = memoryview(data)
+        while view:
+            # Our copy of the read end keeps the pipe open, so a stage that died would
+            # leave a plain write blocked forever: wait for room, watching the stages.
+            _, writable, _ = select.select([], [self._wfd], [], 0.5)
+            if not writable:
+                if not self._thread.is_alive():
+                    self.finish()
+                    raise StageStoppedReading(f"{self._what or 'pipeline'}: the receiving command stopped reading its input")
+                continue
+            view = view[os.write(self._wfd, view[: 1 << 16]):]
+
+    def _close_write(self) -> None:
+        if self._wfd >= 0:
+            os.close(self._wfd)
+            self._wfd = -1
+        if self._rfd >= 0:
+            os.close(self._rfd)
+            self._rfd = -1
+
+    def finish(self) -> None:
+        """Close the first stage's stdin, wait for every stage, raise the first failure."""
+        assert self._thread is not None
+        if self._wfd >= 0:
+            os.close(self._wfd)
+            self._wfd = -1
+        self._thread.join()
+        self._finished = True
+        self._close_write()
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not self._finished and self._pipeline is not None:
+            self._pipeline.kill()
+            self._close_write()
+            if self._thread is not None:
+                self._thread.join()
+        self._close_write()
+        if self._own_stdout:
+            os.close(self._stdout)
