@@ -155,6 +155,7 @@ def upload(
             pending.result()
         reader.finish()
     parts = [Part(p.key, p.size, p.sha256) for p in journal.parts]
+    _delete_stray_parts(store, request, {p.key for p in parts})
     manifest = mac_key.sign(Manifest(
         subvolume=request.subvolume, uuid=request.uuid, parent_uuid=request.parent_uuid,
         chain=tuple(request.chain), created=request.created, parts=tuple(parts),
@@ -174,6 +175,15 @@ def _store_part(store: Store, journal: _Journal, jkey: str, mac_key: MacKey, req
     store.put(key, cipher, retain_until=retain_until)
     journal.parts.append(_JournalPart(key, len(cipher), hashlib.sha256(cipher).hexdigest(), len(plain), plain_sha))
     store.put(jkey, _signed_journal(journal, mac_key))
+
+
+def _delete_stray_parts(store: Store, request: UploadRequest, wanted: set[str]) -> None:
+    """Delete parts a longer, earlier attempt left beyond this stream's end, so the
+    snapshot's folder holds exactly the manifest's parts (the recipe globs them)."""
+    prefix = layout.snapshot_dir(request.subvolume, request.uuid) + "/part-"
+    for info in list(store.list(prefix)):
+        if info.key not in wanted:
+            store.delete(info.key)
 
 
 def _signed_journal(journal: _Journal, mac_key: MacKey) -> bytes:

@@ -118,3 +118,13 @@ def test_resume_reuploads_from_where_the_stream_differs(tmp_path: Path) -> None:
     out = tmp_path / "out.bin"
     restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
     assert out.read_bytes() == bytes(changed)
+
+
+def test_stray_parts_of_a_longer_attempt_are_removed(tmp_path: Path) -> None:
+    age = make_age_key(tmp_path / "id.txt")
+    store = open_store("memory://stray")
+    key = mac_key(tmp_path)
+    src = make_stream(tmp_path / "a.bin", 2 * PART, seed=13)
+    store.put(layout.part_key("pvc", "u1", 7), b"left by an earlier, longer attempt")
+    result = upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), key, part_size=PART)
+    assert sorted(o.key for o in store.list("pvc/u1/part-")) == [p.key for p in result.manifest.parts]
