@@ -1,0 +1,254 @@
+"""`dr restore`: carry out a restore plan on real disks (or images), step by step, resumably.
+
+Each step first checks whether it is already done and then skips it (the table is as
+captured, the filesystem has the captured UUID, the subvolume exists, the received copy
+is verified), so running the same command again after an interruption resumes it.
+Nothing is written before the plan was shown and confirmed (see `restore_disks`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from subvault import process
+from subvault.btrfs import adapter
+from subvault.dr.manifest import FsRecord, Manifest
+from subvault.dr.parse import parse_blkid_export, parse_sfdisk_dump, render_sfdisk_script, vfat_volume_id
+from subvault.dr.plan import RESTORE_AREA, Choice, DiskFacts, RestorePlan, Step
+from subvault.dr.source import TargetSource
+from subvault.dr.workspace import Workspace
+from subvault.errors import CommandFailed, NotFound, SubvaultError
+
+NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
+OnRestored = Callable[[str, Path], None]
+
+
+def disk_facts(path: str) -> DiskFacts:
+    """Find out a target disk's size, whether it is in use, and its current table. Raise NotFound if missing."""
+    if not os.path.exists(path):
+        raise NotFound(f"disk {path} does not exist")
+    from subvault.dr.capture import device_size
+
+    in_use = _in_use(path)
+    res = process.run(["sfdisk", "--dump", path], check=False, what="sfdisk --dump")
+    try:
+        current = parse_sfdisk_dump(res.stdout) if res.returncode == 0 else None
+    except ValueError:
+        current = None
+    return DiskFacts(path, device_size(path), in_use, current)
+
+
+def _in_use(path: str) -> str | None:
+    if stat.S_ISBLK(os.stat(path).st_mode):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_EXCL)  # fails with EBUSY when mounted or held
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                return "mounted, or held by swap, LVM, RAID or a loop device"
+            raise
+        os.close(fd)
+        return None
+    loops = process.run(["losetup", "-j", path], check=False).stdout.strip()
+    if loops:
+        return "attached to " + ", ".join(line.split(":", 1)[0] for line in loops.splitlines())
+    return None
+
+
+@dataclass
+class Restored:
+    devices: dict[tuple[str, int], str] = field(default_factory=dict)  # (disk, partition) -> device
+    tops: dict[str, Path] = field(default_factory=dict)  # btrfs fs uuid -> top-level mount
+    bytes: int = 0
+    done: list[str] = field(default_factory=list)  # one line per step: done or skipped
+
+
+class Executor:
+    """Runs a RestorePlan's steps in order inside a Workspace."""
+
+    def __init__(self, plan: RestorePlan, manifest: Manifest, capture: Path, source: TargetSource, ws: Workspace,
+                 say: Callable[[str], None] = lambda s: None, on_restored: OnRestored | None = None) -> None:
+        self.plan, self.m, self.capture, self.source, self.ws = plan, manifest, capture, source, ws
+        self.say = say
+        self.on_restored = on_restored
+        self.out = Restored()
+
+    def run(self) -> Restored:
+        for i, step in enumerate(self.plan.steps, start=1):
+            handler = getattr(self, "_" + step.kind.replace("-", "_"))
+            self.say(f"[{i}/{len(self.plan.steps)}] {step.kind} {step.subject}: {step.detail}")
+            result = handler(step)
+            self.out.done.append(f"{step.kind} {step.subject}: {result}")
+        return self.out
+
+    # ---- access to the new disks
+    def device(self, disk: str, number: int) -> str:
+        key = (disk, number)
+        if key not in self.out.devices:
+            rec = next(d for d in self.m.disks if d.name == disk)
+            p = rec.table.partition(number)
+            ss = rec.table.sector_size
+            self.out.devices[key] = self.ws.attach(self.plan.disks[disk], p.start * ss, p.size * ss)
+        return self.out.devices[key]
+
+    def fs_device(self, uuid: str) -> tuple[FsRecord, str]:
+        fs = self.m.filesystem(uuid)
+        return fs, self.device(fs.disk, fs.partition)
+
+    def top(self, fs_uuid: str) -> Path:
+        if fs_uuid not in self.out.tops:
+            _, dev = self.fs_device(fs_uuid)
+            self.out.tops[fs_uuid] = self.ws.mount(dev, f"top-{fs_uuid[:8]}", "btrfs", "subvolid=5")
+        return self.out.tops[fs_uuid]
+
+    # ---- steps
+    def _partition(self, step: Step) -> str:
+        disk = step.args["disk"]
+        table = next(d for d in self.m.disks if d.name == step.subject).table
+        res = process.run(["sfdisk", "--dump", disk], check=False)
+        if res.returncode == 0:
+            try:
+                now = parse_sfdisk_dump(res.stdout)
+                if (now.id or "").lower() == (table.id or "").lower() and now.partitions == table.partitions:
+                    return "already as captured"
+            except ValueError:
+                pass
+        process.run(["sfdisk", "-q", "--wipe", "always", disk], input=render_sfdisk_script(table), what=f"sfdisk {disk}")
+        return "written"
+
+    def _mkfs(self, step: Step) -> str:
+        a = step.args
+        dev = self.device(a["disk"], int(a["partition"]))
+        res = process.run(["blkid", "-p", "-o", "export", dev], check=False, env=NO_CACHE)
+        probes = parse_blkid_export(res.stdout) if res.returncode == 0 else []
+        if probes and probes[0].type == a["type"] and (probes[0].uuid or "").lower() == a["uuid"].lower():
+            return "already made"
+        argv = mkfs_argv(a["type"], a["uuid"], a["label"], a["version"], dev)
+        try:
+            process.run(argv, env=NO_CACHE, what=f"mkfs.{a['type']} {dev}")
+        except CommandFailed as exc:
+            if "not unique" not in exc.stderr_tail and "non-unique" not in exc.stderr_tail:
+                raise
+            # The UUID is on this host already (a drill of the live machine): see isolate.py.
+            process.run(["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-m", "subvault.dr.isolate", *argv],
+                        what=f"mkfs.{a['type']} {dev} (isolated)")
+        return "made"
+
+    def _receive(self, step: Step) -> str:
+        a = step.args
+        area = self.top(a["fs_uuid"]) / RESTORE_AREA
+        area.mkdir(mode=0o700, exist_ok=True)
+        got = area / a["entry"]
+        if got.exists():
+            shown = adapter.show(got)
+            if shown.readonly and shown.received_uuid == a["received_uuid"]:
+                return "already received"
+            adapter.delete(got)  # a partial from an interrupted run (invariant 3)
+        choice = Choice(a["name"], a["entry"], self.m.captured_at, a["received_uuid"])
+        n = self.source.receive(choice, area)
+        self.out.bytes += n
+        return f"received {n} bytes"
+
+    def _snapshot(self, step: Step) -> str:
+        a = step.args
+        top = self.top(a["fs_uuid"])
+        dest = top / a["path"]
+        if not _prepare(dest):
+            return "already present"
+        adapter.snapshot(top / RESTORE_AREA / a["entry"], dest, readonly=False)
+        if self.on_restored:
+            self.on_restored(step.subject, dest)
+        return "made writable copy"
+
+    def _create(self, step: Step) -> str:
+        dest = self.top(step.args["fs_uuid"]) / step.args["path"]
+        if not _prepare(dest):
+            return "already present"
+        adapter.create_subvolume(dest)
+        return "created"
+
+    def _set_default(self, step: Step) -> str:
+        top = self.top(step.args["fs_uuid"])
+        sub_id = adapter.show(top / step.args["path"]).id
+        if adapter.get_default(top) == sub_id:
+            return "already default"
+        adapter.set_default(sub_id, top)
+        return f"default is id {sub_id}"
+
+    def _boot_files(self, step: Step) -> str:
+        a = step.args
+        if a["fs_type"] == "btrfs":
+            root = self.top(a["fs_uuid"])
+        else:
+            fs, dev = self.fs_device(a["fs_uuid"])
+            root = self._mounted(fs, dev)
+        dest = root / a["dest"] if a["dest"] else root
+        dest.mkdir(parents=True, exist_ok=True)
+        keep_owner = [] if a["fs_type"] == "vfat" else ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-p"]
+        flags = ["--no-same-owner", "--no-same-permissions"] if a["fs_type"] == "vfat" else []
+        process.run(["tar", *keep_owner, *flags, "-C", str(dest), "-xf", str(self.capture / a["archive"])], what=f"restore {step.subject}")
+        return f"extracted into {a['fs_type']} {a['fs_uuid']}"
+
+    def _mounted(self, fs: FsRecord, dev: str) -> Path:
+        name = f"fs-{(fs.uuid or dev).replace('/', '_')}"
+        where = self.ws.root / name
+        if not os.path.ismount(where):
+            self.ws.mount(dev, name, fs.type)
+        return where
+
+    def _bootloader(self, step: Step) -> str:
+        if step.args.get("skip"):
+            return "nothing to do"
+        root = self.top(step.args["fs_uuid"]) / step.args["path"]
+        for d in ("dev", "proc", "sys"):
+            self.ws.bind(f"/{d}", root / d)
+        for b in self.m.boot_dirs:
+            if b.fs_type != "btrfs" and b.fs_uuid:
+                fs, dev = self.fs_device(b.fs_uuid)
+                self.ws.mount(dev, os.path.relpath(root / b.path.lstrip("/"), self.ws.root), fs.type)
+        grub = "grub2-install" if (root / "usr/sbin/grub2-install").exists() else "grub-install"
+        process.run(["chroot", str(root), grub, "--target=i386-pc", step.args["disk"]], what=grub)
+        return f"{grub} {step.args['disk']}"
+
+    def _autorelabel(self, step: Step) -> str:
+        (self.top(step.args["fs_uuid"]) / step.args["path"] / ".autorelabel").touch()
+        return "touched /.autorelabel"
+
+
+def _prepare(dest: Path) -> bool:
+    """Make room for a subvolume at dest; return False if one is already there.
+
+    A snapshot keeps an empty directory where a nested subvolume was; it is removed.
+    Raise SubvaultError if dest is a non-empty directory or a file.
+    """
+    if dest.exists():
+        if adapter.is_subvolume(dest):
+            return False
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        else:
+            raise SubvaultError(f"{dest} exists and is not a subvolume; the restore cannot put one there")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return True
+
+
+def mkfs_argv(fstype: str, uuid: str, label: str, version: str, dev: str) -> list[str]:
+    """Return the mkfs argv that makes fstype on dev with the given UUID and label."""
+    lab = label or None
+    if fstype == "btrfs":
+        return ["mkfs.btrfs", "-q", "-f", "-U", uuid, *(["-L", lab] if lab else []), dev]
+    if fstype == "vfat":
+        bits = {"FAT32": ["-F", "32"], "FAT16": ["-F", "16"], "FAT12": ["-F", "12"]}.get(version, [])
+        return ["mkfs.vfat", *bits, "-i", vfat_volume_id(uuid), *(["-n", lab] if lab else []), dev]
+    if fstype in ("ext2", "ext3", "ext4"):
+        return [f"mkfs.{fstype}", "-q", "-F", "-U", uuid, *(["-L", lab] if lab else []), dev]
+    if fstype == "xfs":
+        return ["mkfs.xfs", "-q", "-f", "-m", f"uuid={uuid}", *(["-L", lab] if lab else []), dev]
+    if fstype == "swap":
+        return ["mkswap", "-U", uuid, *(["-L", lab] if lab else []), dev]
+    raise SubvaultError(f"cannot make a {fstype} filesystem")

@@ -1,0 +1,80 @@
+"""Tree digest on plain temp directories: what changes it and what does not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from subvault.dr.digest import tree_digest
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "a"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("vps1\n")
+    (root / "data.bin").write_bytes(os.urandom(3 << 20))
+    (root / "empty").mkdir()
+    os.symlink("etc/hostname", root / "link")
+    return root
+
+
+def copy(src, dst):
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst
+
+
+def test_equal_trees_have_equal_digests(tree, tmp_path):
+    a, b = tree_digest(tree), tree_digest(copy(tree, tmp_path / "b"))
+    assert a == b and a.entries == 6 and a.bytes == (3 << 20) + 5
+
+
+def test_times_do_not_count(tree):
+    before = tree_digest(tree)
+    os.utime(tree / "etc" / "hostname", (0, 0))
+    os.utime(tree / "etc", (0, 0))
+    assert tree_digest(tree) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: (r / "etc" / "hostname").write_text("vps2\n"),
+        lambda r: os.chmod(r / "etc" / "hostname", 0o600),
+        lambda r: os.chmod(r / "empty", 0o700),
+        lambda r: (r / "new").write_text(""),
+        lambda r: (r / "etc" / "hostname").rename(r / "etc" / "hostname2"),
+        lambda r: (os.unlink(r / "link"), os.symlink("data.bin", r / "link")),
+        lambda r: os.setxattr(r / "etc" / "hostname", "user.test", b"1"),
+        lambda r: (r / "data.bin").open("r+b").write(b"\0"),
+    ],
+    ids=["content", "file-mode", "dir-mode", "new-file", "rename", "symlink-target", "xattr", "one-byte"],
+)
+def test_each_change_changes_the_digest(tree, change):
+    before = tree_digest(tree)
+    try:
+        change(tree)
+    except OSError as exc:  # e.g. user xattrs unsupported on this tmpfs
+        pytest.skip(f"cannot make this change here: {exc}")
+    assert tree_digest(tree).digest != before.digest
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_owner_changes_the_digest(tree):
+    before = tree_digest(tree)
+    os.chown(tree / "etc" / "hostname", 1000, 1000)
+    assert tree_digest(tree).digest != before.digest
+
+
+def test_first_difference_names_the_path(tree, tmp_path):
+    other = copy(tree, tmp_path / "b")
+    (other / "etc" / "hostname").write_text("changed\n")
+    diff = tree_digest(tree, keep_records=True).first_difference(tree_digest(other, keep_records=True))
+    assert diff is not None and diff.startswith("etc/hostname\t")
+
+
+def test_missing_root_raises(tmp_path):
+    with pytest.raises(OSError):
+        tree_digest(tmp_path / "nope")
