@@ -38,7 +38,7 @@ def machine(tmp_path):
     os_truncate(esp, t.partitions[0].size * 512)
     os_truncate(fs, t.partitions[1].size * 512)
     process.run(["mkfs.vfat", "-F", "32", "-i", vfat_volume_id(ESP_UUID), "-n", "ESP", str(esp)])
-    process.run(["mkfs.btrfs", "-q", "-f", "-U", FS_UUID, "-L", "fedora", str(fs)])
+    process.run(["mkfs.btrfs", "-q", "-f", "-U", FS_UUID, "-L", "fedora", str(fs)], env={"BLKID_FILE": "/dev/null"})
     _dd(esp, disk, t.partitions[0].start)
     _dd(fs, disk, t.partitions[1].start)
     return disk
