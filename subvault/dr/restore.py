@@ -252,3 +252,59 @@ def mkfs_argv(fstype: str, uuid: str, label: str, version: str, dev: str) -> lis
     if fstype == "swap":
         return ["mkswap", "-U", uuid, *(["-L", lab] if lab else []), dev]
     raise SubvaultError(f"cannot make a {fstype} filesystem")
+
+
+Confirm = Callable[[list[str], bool], bool]  # (plan lines, ask?) -> go on? Shows the plan either way.
+
+
+@dataclass
+class RestoreRequest:
+    source: str  # target name
+    at: str
+    disks: list[str]
+    capture: str | None = None  # --capture DIR; default: the one on the target
+    host: str | None = None  # the name the machine had on the target; default: this host's
+    yes: bool = False
+    interactive: bool = False
+
+
+def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> "Outcome":
+    """Plan the restore, show it through confirm(lines), and carry it out if confirmed.
+
+    Raise on every refusal before anything is written (plan.py lists them). With
+    ctx.dry_run the plan is returned as items and nothing else happens.
+    """
+    from subvault.dr.parse import parse_fstab
+    from subvault.dr.plan import plan_restore, render_plan, require_confirmation
+    from subvault.dr.settings import DrSettings
+    from subvault.dr.source import find_capture
+    from subvault.run.replicate import host_name
+    from subvault.run.results import Item, Outcome
+    from subvault.timeutil import parse_at
+
+    out = Outcome("dr restore", dry_run=ctx.dry_run)
+    when = parse_at(req.at, ctx.now, ctx.tz)
+    settings = DrSettings.from_config(ctx.config)
+    with TargetSource(ctx.config.get_target(req.source), req.host or host_name()) as src:
+        manifest, here = find_capture(src, ctx.config, settings.capture_dir, when, req.capture)
+        choices = src.choose_all([p.name for p in manifest.protected], when)
+        facts = [disk_facts(d) for d in req.disks]
+        fstab = parse_fstab((here / "fstab").read_text())
+        plan = plan_restore(manifest, facts, choices, fstab, source=src.name)
+        lines = render_plan(plan)
+        if ctx.dry_run:
+            out.items += [Item(s.subject, f"would-{s.kind}", s.detail, {"reason": s.reason}) for s in plan.steps]
+            out.warnings += plan.warnings
+            return out
+        go = confirm(lines, not req.yes and req.interactive)
+        require_confirmation(req.yes, req.interactive)
+        if not go:
+            out.warnings.append("not confirmed; nothing was written")
+            return out
+        import tempfile
+
+        with Workspace(Path(tempfile.mkdtemp(prefix="subvault-restore-"))) as ws:
+            done = Executor(plan, manifest, here, src, ws, ctx.say).run()
+        out.items += [Item("restore", "done", line) for line in done.done]
+        out.warnings += plan.warnings
+    return out

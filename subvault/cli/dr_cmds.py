@@ -1,0 +1,116 @@
+"""Layer 6 commands: `dr capture`, `dr restore`, `drill`. Parse, call one executor, render."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
+
+
+@cli.group("dr")
+def dr_group() -> None:
+    """Disaster recovery: capture the machine's layout, restore it onto a blank disk."""
+
+
+@dr_group.command("capture")
+@click.option("--dest", metavar="DIR", help="Capture dir (default: [dr] capture_dir, /var/lib/subvault/dr).")
+@click.option("--disk", "disks", multiple=True, metavar="DEV", help="Disk to capture (repeatable; default: those under the subvolumes).")
+@click.option("--fstab", metavar="PATH", help="fstab to record (default /etc/fstab).")
+@click.option("--boot-dir", "boot_dirs", multiple=True, metavar="PATH[=WHERE]", help="Boot dir to archive (default /boot, /boot/efi).")
+@click.option("--firmware", type=click.Choice(["uefi", "bios"]), help="Override firmware detection.")
+@click.option("--if-changed", is_flag=True, help="Only when the layout changed since the last capture.")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def dr_capture(env: Env, dest: str | None, disks: tuple[str, ...], fstab: str | None, boot_dirs: tuple[str, ...],
+               firmware: str | None, if_changed: bool, dry_run: bool, as_json: bool) -> int:
+    """Record partition tables, filesystem UUIDs, fstab, mounts, subvolumes and boot files."""
+    from pathlib import Path
+
+    from subvault.cli.render import emit_outcome
+    from subvault.dr.capture import CaptureSpec, capture
+    from subvault.dr.settings import DrSettings
+
+    spec = CaptureSpec.from_settings(DrSettings.from_config(env.config))
+    if dest:
+        spec.dest = Path(dest)
+    if disks:
+        spec.disks = list(disks)
+    if fstab:
+        spec.fstab = fstab
+    if boot_dirs:
+        spec.boot_dirs = {}
+        for b in boot_dirs:
+            logical, _, where = b.partition("=")
+            spec.boot_dirs[logical] = where or logical
+    spec.firmware = firmware
+    with env.lock():
+        return emit_outcome(capture(env.context(dry_run=dry_run, quiet=as_json), spec, force=not if_changed), as_json)
+
+
+@dr_group.command("restore")
+@click.option("--from", "source", required=True, metavar="TARGET", help="The btrfs target to restore from.")
+@click.option("--at", default="latest", show_default=True, help="ISO time, 'latest' or an age like 2d.")
+@click.option("--disk", "disks", required=True, multiple=True, metavar="DEV", help="Blank disk (one per captured disk, in order).")
+@click.option("--capture", metavar="DIR", help="Capture to use (default: the one inside the target's replica).")
+@click.option("--host", metavar="NAME", help="The machine's name on the target (default: this host's).")
+@click.option("--yes", is_flag=True, help="Do not ask; needed when not on a terminal.")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: str | None, host: str | None,
+               yes: bool, dry_run: bool, as_json: bool) -> int:
+    """Partition, mkfs with the original UUIDs, receive every subvolume, restore boot files.
+
+    Prints the plan first; nothing is written before it is confirmed. Every step is
+    skipped when already done, so after an interruption the same command resumes.
+    """
+    from subvault.cli.render import emit_outcome
+    from subvault.dr.restore import RestoreRequest, restore_disks
+
+    def confirm(lines: list[str], ask: bool) -> bool:
+        for line in lines:
+            click.echo(line, err=True)
+        return not ask or click.confirm("Overwrite these disks?", default=False, err=True)
+
+    req = RestoreRequest(source, at, list(disks), capture, host, yes, interactive=sys.stdin.isatty())
+    ctx = env.context(dry_run=dry_run, quiet=as_json)
+    if yes and not as_json and not dry_run:
+        ctx.say = lambda line: click.echo(line, err=True)
+    return emit_outcome(restore_disks(ctx, req, confirm), as_json)
+
+
+@cli.command("drill")
+@click.option("--from", "source", metavar="TARGET", help="Target to restore from (default: the first btrfs target).")
+@click.option("--at", default="latest", show_default=True, help="ISO time, 'latest' or an age like 2d.")
+@click.option("--capture", metavar="DIR", help="Capture to use (default: the one inside the target's replica).")
+@click.option("--host", metavar="NAME", help="The machine's name on the target (default: this host's).")
+@click.option("--workdir", metavar="DIR", help="Where the sparse images go (default: [dr] drill_dir).")
+@click.option("--keep", is_flag=True, help="Keep the images afterwards.")
+@json_option
+@pass_env
+@_handle_errors
+def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: str | None, workdir: str | None, keep: bool, as_json: bool) -> int:
+    """Restore everything into a scratch disk image, verify it, report RTO and RPO."""
+    from subvault.cli.render import emit_json
+    from subvault.dr.drill import DrillRequest, drill
+    from subvault.dr.report import render_report
+    from subvault.errors import NotFound
+
+    if source is None:
+        btrfs = [t.name for t in env.config.target if t.type == "btrfs"]
+        if not btrfs:
+            raise NotFound("no btrfs target configured to drill from; name one with --from")
+        source = btrfs[0]
+    with env.lock():
+        report = drill(env.context(quiet=as_json), DrillRequest(source, at, capture, host, workdir, keep))
+    if as_json:
+        emit_json("drill", report.to_json())
+    else:
+        for line in render_report(report):
+            click.echo(line)
+    return 0 if report.ok else 1

@@ -1,0 +1,171 @@
+"""`drill`: restore the whole machine into sparse disk images, verify it, report RTO and RPO.
+
+Verification (each a Check in the report):
+- every captured subvolume is present on the restored filesystem;
+- each restored protected subvolume has the tree digest of the source snapshot it came
+  from (the local snapshot with that uuid; else the target's copy when it is local);
+- the partition tables and filesystems carry the captured ids;
+- every fstab entry resolves to a restored filesystem (and subvolume).
+RTO is the wall time from start to verified; RPO the age of the oldest restore point.
+The result is recorded in <state_dir>/drill.json for `check`. Loop devices and mounts
+are undone and the images removed afterwards, pass or fail (unless keep).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from subvault import process
+from subvault.btrfs import adapter, local
+from subvault.dr.digest import tree_digest
+from subvault.dr.manifest import Manifest
+from subvault.dr.parse import parse_blkid_export, parse_fstab, parse_sfdisk_dump
+from subvault.dr.plan import Choice, DiskFacts, plan_restore
+from subvault.dr.report import Check, DrillReport, RestoredFs, compare_ids, resolve_fstab, rpo
+from subvault.dr.restore import NO_CACHE, Executor, Restored
+from subvault.dr.settings import DrSettings
+from subvault.dr.source import TargetSource, find_capture
+from subvault.dr.state import record_drill
+from subvault.dr.workspace import Workspace
+from subvault.errors import SubvaultError
+from subvault.run.context import Context
+from subvault.timeutil import parse_at
+
+
+@dataclass
+class DrillRequest:
+    source: str
+    at: str = "latest"
+    capture: str | None = None
+    host: str | None = None
+    workdir: str | None = None  # default: [dr] drill_dir
+    keep: bool = False
+
+
+def drill(ctx: Context, req: DrillRequest) -> DrillReport:
+    """Run a drill and record its result; return the report (its .ok says whether it passed).
+
+    Raise SubvaultError for what stops a drill before it restores anything (no capture,
+    no restore point); such a failure is recorded too.
+    """
+    from subvault.run.replicate import host_name
+
+    started = time.monotonic()
+    settings = DrSettings.from_config(ctx.config)
+    when = parse_at(req.at, ctx.now, ctx.tz)
+    work = Path(req.workdir or settings.drill_dir) / ctx.now.strftime("%Y%m%dT%H%M%SZ")
+    try:
+        with TargetSource(ctx.config.get_target(req.source), req.host or host_name()) as src:
+            manifest, here = find_capture(src, ctx.config, settings.capture_dir, when, req.capture)
+            choices = src.choose_all([p.name for p in manifest.protected], when)
+            report = _drill_into_images(ctx, manifest, here, src, choices, work, req)
+    except SubvaultError as exc:
+        record_drill(ctx.state_dir, {"source": req.source, "at": req.at, "error": str(exc)}, ok=False, finished=ctx.now)
+        raise
+    finally:
+        if not req.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report.rto_seconds = time.monotonic() - started
+    report.rpo_seconds = rpo(choices, ctx.now).total_seconds()
+    record_drill(ctx.state_dir, report.to_json(), ok=report.ok, finished=ctx.now)
+    return report
+
+
+def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource, choices: dict[str, Choice], work: Path, req: DrillRequest) -> DrillReport:
+    work.mkdir(parents=True, exist_ok=True)
+    images = []
+    for disk in m.disks:
+        image = work / f"{disk.name}.img"
+        with open(image, "wb") as fh:
+            fh.truncate(disk.size_bytes)
+        images.append(DiskFacts(str(image), disk.size_bytes))
+    fstab = parse_fstab((here / "fstab").read_text())
+    plan = plan_restore(m, images, choices, fstab, source=src.name, drill=True)
+    report = DrillReport(src.name, req.at, 0.0, 0.0, {n: c.time.isoformat() for n, c in choices.items()}, image=str(work))
+    sources = _source_paths(ctx, src, choices)
+    digests: dict[str, tuple[Future, Future | None]] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
+        # Source digests run while the receives run; each restored digest as soon as it exists.
+        early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
+
+        def on_restored(name: str, path: Path) -> None:
+            digests[name] = (pool.submit(tree_digest, path), early.get(name))
+
+        done = Executor(plan, m, here, src, ws, ctx.say, on_restored).run()
+        report.bytes_received = done.bytes
+        report.checks += _subvolume_checks(m, done)
+        report.checks += _digest_checks(m, choices, digests, src, done)
+        restored = _restored_filesystems(m, done)
+        tables = {d.name: parse_sfdisk_dump(process.run(["sfdisk", "--dump", img.path]).stdout) for d, img in zip(m.disks, images)}
+        report.checks += compare_ids(m, tables, restored)
+        report.checks += resolve_fstab(fstab, restored)
+    report.checks.append(Check("plan", not plan.warnings, "; ".join(plan.warnings)))
+    return report
+
+
+def _source_paths(ctx: Context, src: TargetSource, choices: dict[str, Choice]) -> dict[str, Path]:
+    """For each choice, the source snapshot it came from: the local snapshot with its uuid, else the target's copy if local."""
+    paths: dict[str, Path] = {}
+    for sub in ctx.config.subvolume:
+        c = choices.get(sub.name)
+        if c is None:
+            continue
+        try:
+            snaps = local.scan(sub.name, sub.path, with_uuids=True)
+        except SubvaultError:
+            snaps = []
+        found = next((s.path for s in snaps if s.uuid == c.received_uuid or (s.received_uuid and s.received_uuid == c.received_uuid)), None)
+        paths[sub.name] = Path(found) if found else src.local_entry_path(c)  # type: ignore[assignment]
+    for name, c in choices.items():
+        if name not in paths and src.local_entry_path(c) is not None:
+            paths[name] = src.local_entry_path(c)  # type: ignore[assignment]
+    return {n: p for n, p in paths.items() if p is not None}
+
+
+def _subvolume_checks(m: Manifest, done: Restored) -> list[Check]:
+    checks = []
+    for fs in m.btrfs:
+        top = done.tops.get(fs.fs_uuid)
+        missing = [s.path for s in fs.subvolumes if top is None or not adapter.is_subvolume(top / s.path)]
+        checks.append(Check(f"subvolumes of {fs.fs_uuid}", not missing, f"missing: {', '.join(missing)}" if missing else f"{len(fs.subvolumes)} present"))
+    return checks
+
+
+def _digest_checks(m: Manifest, choices: dict[str, Choice], digests: dict[str, tuple[Future, Future | None]], src: TargetSource, done: Restored) -> list[Check]:
+    checks = []
+    for p in m.protected:
+        pair = digests.get(p.name)
+        if pair is None:
+            checks.append(Check(f"content {p.name}", False, "not restored"))
+            continue
+        restored = pair[0].result()
+        if pair[1] is None:
+            checks.append(Check(f"content {p.name}", True, f"source snapshot not reachable from here; {restored.entries} entries restored"))
+            continue
+        source = pair[1].result()
+        ok = source.digest == restored.digest
+        checks.append(Check(f"content {p.name}", ok, f"{restored.entries} entries, {restored.bytes} bytes" + ("" if ok else ", tree digest differs from the source snapshot")))
+    return checks
+
+
+def _restored_filesystems(m: Manifest, done: Restored) -> list[RestoredFs]:
+    out = []
+    for fs in m.filesystems:
+        dev = done.devices.get((fs.disk, fs.partition))
+        if dev is None:
+            continue
+        res = process.run(["blkid", "-p", "-o", "export", dev], check=False, env=NO_CACHE)
+        probe = parse_blkid_export(res.stdout)[0] if res.returncode == 0 and res.stdout.strip() else None
+        table = next(d.table for d in m.disks if d.name == fs.disk)
+        part = table.partition(fs.partition)
+        subs: frozenset[str] = frozenset()
+        top = done.tops.get(fs.uuid or "")
+        if fs.type == "btrfs" and top is not None:
+            subs = frozenset(s.path for s in adapter.list_subvolumes(top))
+        out.append(RestoredFs(fs.disk, fs.partition, probe.type if probe else None, probe.uuid if probe else None,
+                              probe.label if probe else None, part.uuid, part.name, subs))
+    return out
