@@ -10,6 +10,8 @@ lives here until the lead moves it (`Pipeline.open_stdout()` / `process.filter_b
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import select
 import threading
@@ -22,6 +24,19 @@ from subvault.errors import PermanentError
 
 class StageStoppedReading(PermanentError):
     """A pipeline's first stage exited successfully without reading all its input."""
+
+
+PIPE_SIZE = 1 << 20
+
+
+def _big_pipe() -> tuple[int, int]:
+    """Return an os.pipe() enlarged to PIPE_SIZE where the kernel allows (fewer wakeups)."""
+    rfd, wfd = os.pipe()
+    try:
+        fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size: the default size still works
+    return rfd, wfd
 
 
 class PipelineReader:
@@ -42,7 +57,7 @@ class PipelineReader:
         self.bytes_read = 0
 
     def __enter__(self) -> "PipelineReader":
-        self._rfd, self._wfd = os.pipe()
+        self._rfd, self._wfd = _big_pipe()
         self._pipeline.stdout = self._wfd
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -56,16 +71,33 @@ class PipelineReader:
         finally:
             os.close(self._wfd)
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int) -> bytearray:
         """Return the next n bytes, or fewer at the end of the stream."""
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = os.read(self._rfd, min(n - len(buf), 1 << 20))
-            if not chunk:
-                break
-            buf += chunk
-        self.bytes_read += len(buf)
-        return bytes(buf)
+        buf = bytearray(n)
+        del buf[self.fill(buf):]
+        return buf
+
+    def fill(self, buf: bytearray) -> int:
+        """Read into buf until it is full or the stream ends; return the number of bytes read.
+
+        Reusing one buffer per slice keeps the process from faulting in fresh pages for
+        every part (that cost more system time than the copying itself).
+        """
+        got = 0
+        with memoryview(buf) as view:
+            while got < len(buf):
+                k = os.readv(self._rfd, [view[got:]])
+                if not k:
+                    break
+                got += k
+        self.bytes_read += got
+        return got
+
+    def readinto(self, view: memoryview) -> int:
+        """Read what is available (at least 1 byte, blocking) into view; return 0 at the end."""
+        got = os.readv(self._rfd, [view])
+        self.bytes_read += got
+        return got
 
     def finish(self) -> None:
         """Wait for every stage; raise the pipeline's error if a stage failed."""
@@ -89,16 +121,32 @@ class PipelineReader:
             self._rfd = -1
 
 
-def filter_bytes(argv: Sequence[str], data: bytes, *, what: str = "") -> bytes:
+def filter_bytes(argv: Sequence[str], data: bytes | bytearray | memoryview, *, what: str = "") -> bytes:
     """Given a command and input bytes, return its stdout. Raise CommandFailed if it fails."""
-    rfd, wfd = os.pipe()
+    out = bytearray()
+    n, _, _ = filter_bytes_hashed(argv, data, out, what=what)
+    return bytes(memoryview(out)[:n])
+
+
+def filter_bytes_hashed(
+    argv: Sequence[str], data: bytes | bytearray | memoryview, out: bytearray, *, what: str = ""
+) -> tuple[int, str, str]:
+    """Run argv with data as stdin, its stdout read into out (grown if needed, reused if not).
+
+    Return the output length and the SHA-256 (hex) of the input and of the output, each
+    computed while the bytes pass. Raise CommandFailed if the command fails.
+    """
+    rfd, wfd = _big_pipe()
     writer_error: list[BaseException] = []
+    in_hash, out_hash = hashlib.sha256(), hashlib.sha256()
 
     def feed() -> None:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(wfd, view[: 1 << 20]):]
+            with memoryview(data) as view:
+                while view:
+                    n = os.write(wfd, view[:PIPE_SIZE])
+                    in_hash.update(view[:n])
+                    view = view[n:]
         except BrokenPipeError:
             pass  # the command exited early; finish() reports why
         except BaseException as exc:  # re-raised in the caller's thread
@@ -110,9 +158,16 @@ def filter_bytes(argv: Sequence[str], data: bytes, *, what: str = "") -> bytes:
         with PipelineReader([argv], what=what, stdin=rfd) as reader:
             writer = threading.Thread(target=feed, daemon=True)
             writer.start()
-            out = bytearray()
-            while chunk := reader.read(1 << 22):
-                out += chunk
+            got = 0
+            while True:
+                if len(out) - got < PIPE_SIZE:
+                    out.extend(bytes(max(PIPE_SIZE, len(out) // 8)))
+                with memoryview(out) as view:
+                    k = reader.readinto(view[got:])
+                    out_hash.update(view[got:got + k])
+                if not k:
+                    break
+                got += k
             # The command closed its stdout; closing our copy of its stdin lets a
             # writer blocked on a command that stopped reading see EPIPE.
             os.close(rfd)
@@ -124,7 +179,7 @@ def filter_bytes(argv: Sequence[str], data: bytes, *, what: str = "") -> bytes:
             os.close(rfd)
     if writer_error:
         raise writer_error[0]
-    return bytes(out)
+    return got, in_hash.hexdigest(), out_hash.hexdigest()
 
 
 class PipelineWriter:

@@ -37,7 +37,7 @@ from datetime import datetime
 from subvault.errors import PermanentError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, from_json, to_json
-from subvault.offsite.streams import PipelineReader, filter_bytes
+from subvault.offsite.streams import PipelineReader, filter_bytes_hashed
 from subvault.stores.base import ObjectNotFound, Store
 
 log = logging.getLogger("subvault.offsite")
@@ -126,30 +126,35 @@ def upload(
     parts: list[Part] = []
     jkey = layout.journal_key(request.subvolume, request.uuid)
     what = f"offsite upload of {request.subvolume} {request.uuid}"
+    # Two slice buffers (one being read, one being encrypted) and one ciphertext buffer,
+    # allocated once: memory is ~3 x part_size whatever the stream's length.
+    slices = (bytearray(part_size), bytearray(part_size))
+    cipher = bytearray()
     with ThreadPoolExecutor(max_workers=1) as pool, PipelineReader(
         [list(request.source), list(compress)], what=what
     ) as reader:
         pending: Future | None = None
         index = 0
         while True:
-            plain = reader.read(part_size)
-            if not plain and index > 0:
+            buf = slices[index % 2]  # the job using it (index - 2) finished before index - 1 was submitted
+            n = reader.fill(buf)
+            if n == 0 and index > 0:
                 break
-            digest = hashlib.sha256(plain).hexdigest()
-            if index < len(journal.parts) and journal.parts[index].plain_sha256 == digest \
-                    and journal.parts[index].plain_size == len(plain):
+            plain = memoryview(buf)[:n]
+            if index < len(journal.parts) and journal.parts[index].plain_size == n \
+                    and journal.parts[index].plain_sha256 == hashlib.sha256(plain).hexdigest():
                 reused += 1
             else:
                 if pending is not None:
                     pending.result()  # the journal must not run ahead of stored parts
                 del journal.parts[index:]
                 pending = pool.submit(_store_part, store, journal, jkey, mac_key, request, index, plain,
-                                      digest, age, what, retain_until)
+                                      cipher, age, what, retain_until)
                 uploaded += 1
             index += 1
             if progress:
                 progress(index, reader.bytes_read)
-            if len(plain) < part_size:
+            if n < part_size:
                 break
         if pending is not None:
             pending.result()
@@ -168,12 +173,13 @@ def upload(
 
 
 def _store_part(store: Store, journal: _Journal, jkey: str, mac_key: MacKey, request: UploadRequest,
-                index: int, plain: bytes, plain_sha: str, age: list[str], what: str,
+                index: int, plain: memoryview, cipher: bytearray, age: list[str], what: str,
                 retain_until: datetime | None) -> None:
-    cipher = filter_bytes(age, plain, what=f"{what}: age")
+    n, plain_sha, cipher_sha = filter_bytes_hashed(age, plain, cipher, what=f"{what}: age")
     key = layout.part_key(request.subvolume, request.uuid, index)
-    store.put(key, cipher, retain_until=retain_until)
-    journal.parts.append(_JournalPart(key, len(cipher), hashlib.sha256(cipher).hexdigest(), len(plain), plain_sha))
+    with memoryview(cipher) as view:
+        store.put(key, view[:n], retain_until=retain_until)  # type: ignore[arg-type]
+    journal.parts.append(_JournalPart(key, n, cipher_sha, len(plain), plain_sha))
     store.put(jkey, _signed_journal(journal, mac_key))
 
 

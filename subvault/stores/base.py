@@ -24,6 +24,9 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from subvault.errors import PermanentError, TransientError
 
 
+Bytes = bytes | bytearray | memoryview
+
+
 class StoreError(PermanentError):
     """A store refused an operation for a reason that retrying will not fix."""
 
@@ -54,8 +57,8 @@ class Store(Protocol):
 
     url: str
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
-        """Store data at key, replacing any object there.
+    def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
+        """Store data (any bytes-like; not referenced after return) at key, replacing any object there.
 
         retain_until asks for S3 Object Lock (compliance mode) until that time;
         backends that cannot lock raise StoreError rather than silently ignore it.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from subvault.stores.base import (
+    Bytes,
     ObjectInfo,
     ObjectNotFound,
     StoreAuthError,
@@ -43,7 +44,7 @@ class FileStore:
         if not self.root.is_dir():
             raise StoreUnreachable(f"{self.url}: directory does not exist (is the disk mounted?)")
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
         if retain_until is not None:
             raise StoreError(f"{self.url}: object lock is not supported by the file store")
         self._require_root()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import BinaryIO
 
-from subvault.stores.base import ObjectInfo, ObjectNotFound, StoreError, check_key, check_prefix
+from subvault.stores.base import Bytes, ObjectInfo, ObjectNotFound, StoreError, check_key, check_prefix
 
 
 class MemoryStore:
@@ -19,7 +19,7 @@ class MemoryStore:
         self._objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
         if retain_until is not None:
             raise StoreError(f"{self.url}: object lock is not supported by the memory store")
         with self._lock:

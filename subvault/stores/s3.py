@@ -24,6 +24,7 @@ from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, Re
 
 from subvault.process import redact
 from subvault.stores.base import (
+    Bytes,
     ObjectInfo,
     ObjectNotFound,
     StoreAuthError,
@@ -105,7 +106,9 @@ class S3Store:
             return StoreUnreachable(f"{self.url}: the endpoint is failing ({code or status}); try again later")
         return StoreError(f"{self.url}: {what} {key!r} failed: {code or status} {redact(str(err.get('Message', '')))}".rstrip())
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # botocore takes bytes, bytearray or a file
         extra: dict[str, Any] = {}
         if retain_until is not None:
             extra = {

@@ -1,0 +1,128 @@
+"""Offsite upload throughput and memory against the raw `src | zstd | age > file` pipeline.
+
+Usage:  .venv/bin/python bench/bench_offsite.py [--size-mib 1024] [--part-mib 64] [--dir DIR]
+
+Generates one input (about 60% incompressible, 40% compressible runs), then runs, each
+in a fresh Python process so peak RSS is its own:
+  raw     cat INPUT | zstd -T0 -3 | age -r R > FILE          (subvault.process.pipeline)
+  upload  subvault.offsite.upload.upload(FileStore, cat INPUT) (parts of --part-mib)
+and prints seconds, MiB/s of input, the ratio upload/raw, and peak RSS of the Python
+process and of its largest child. Never a timed test: a report to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from subvault import process  # noqa: E402
+
+
+def make_input(path: Path, size: int) -> None:
+    rng = random.Random(42)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 4 << 20)
+            if rng.random() < 0.6:
+                f.write(os.urandom(n))
+            else:
+                f.write((rng.randbytes(4096) + bytes(4096)) * (n // 8192) + bytes(n % 8192))
+            left -= n
+
+
+def run_raw(src: Path, out_dir: Path, recipient: str) -> None:
+    out = out_dir / "raw.zst.age"
+    with open(out, "wb") as f:
+        process.pipeline([["cat", str(src)], ["zstd", "-T0", "-3", "-q", "-c"], ["age", "-r", recipient]],
+                         stdout=f).run()
+        os.fsync(f.fileno())
+
+
+def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
+    from subvault.offsite.manifest import MacKey
+    from subvault.offsite.upload import UploadRequest, upload
+    from subvault.stores.file import FileStore
+
+    (out_dir / "store").mkdir(exist_ok=True)
+    req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
+    upload(FileStore(out_dir / "store"), req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
+
+
+def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
+    started = time.perf_counter()
+    if mode == "raw":
+        run_raw(src, out_dir, recipient)
+    else:
+        run_upload(src, out_dir, recipient, part_mib)
+    seconds = time.perf_counter() - started
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({
+        "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+        "seconds": seconds,
+        "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }))
+
+
+def measure(mode: str, src: Path, work: Path, recipient: str, part_mib: int) -> dict:
+    out_dir = work / mode
+    out_dir.mkdir()
+    res = process.run([sys.executable, __file__, "--child", mode, "--input", str(src), "--dir", str(out_dir),
+                       "--recipient", recipient, "--part-mib", str(part_mib)])
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    result["stored_mib"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / (1 << 20)
+    process.run(["rm", "-rf", str(out_dir)])
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--part-mib", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--child", choices=["raw", "upload"])
+    ap.add_argument("--input", type=Path)
+    ap.add_argument("--recipient")
+    args = ap.parse_args()
+    if args.child:
+        child_main(args.child, args.input, args.dir, args.recipient, args.part_mib)
+        return
+    work = Path(tempfile.mkdtemp(prefix="bench-offsite-", dir=args.dir))
+    try:
+        src = work / "input.bin"
+        make_input(src, args.size_mib << 20)
+        process.run(["age-keygen", "-o", str(work / "id.txt")])
+        recipient = process.run(["age-keygen", "-y", str(work / "id.txt")]).stdout.strip()
+        print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs")
+        best: dict[str, dict] = {}
+        for round_ in range(args.rounds):
+            for mode in ("raw", "upload"):
+                r = measure(mode, src, work, recipient, args.part_mib)
+                print(f"  round {round_} {mode:6s} {r['seconds']:6.2f} s  {args.size_mib / r['seconds']:7.1f} MiB/s  "
+                      f"cpu {r['cpu_seconds']:6.2f} s  rss self {r['self_rss_mib']:6.1f} MiB  child {r['child_rss_mib']:6.1f} MiB  "
+                      f"stored {r['stored_mib']:.0f} MiB")
+                if mode not in best or r["seconds"] < best[mode]["seconds"]:
+                    best[mode] = r
+        ratio = best["raw"]["seconds"] / best["upload"]["seconds"]
+        cpu = best["upload"]["cpu_seconds"] / best["raw"]["cpu_seconds"]
+        print(f"upload throughput / raw pipeline (best of {args.rounds}): {ratio:.2f}x; CPU time upload/raw: {cpu:.2f}x")
+        print(f"peak RSS: upload process {best['upload']['self_rss_mib']:.0f} MiB for a {args.size_mib} MiB stream "
+              f"(raw pipeline's Python: {best['raw']['self_rss_mib']:.0f} MiB)")
+    finally:
+        process.run(["rm", "-rf", str(work)])
+
+
+if __name__ == "__main__":
+    main()
