@@ -24,6 +24,7 @@ from subvault.dr.plan import RESTORE_AREA, Choice, DiskFacts, RestorePlan, Step
 from subvault.dr.source import TargetSource
 from subvault.dr.workspace import Workspace
 from subvault.errors import CommandFailed, NotFound, SubvaultError
+from subvault.run.results import Outcome
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
 OnRestored = Callable[[str, Path], None]
@@ -268,7 +269,7 @@ class RestoreRequest:
     interactive: bool = False
 
 
-def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> "Outcome":
+def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
     """Plan the restore, show it through confirm(lines), and carry it out if confirmed.
 
     Raise on every refusal before anything is written (plan.py lists them). With
@@ -279,7 +280,7 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> "Outcome":
     from subvault.dr.settings import DrSettings
     from subvault.dr.source import find_capture
     from subvault.run.replicate import host_name
-    from subvault.run.results import Item, Outcome
+    from subvault.run.results import Item
     from subvault.timeutil import parse_at
 
     out = Outcome("dr restore", dry_run=ctx.dry_run)
