@@ -324,6 +324,8 @@ def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True
         out.fail("dr", exc)
         return out
     m = gathered.manifest
+    if m.dr_subvolume is None:
+        out.warnings.append(f"{spec.dest} is in no configured subvolume, so the capture does not travel to any target")
     summary = f"{len(m.disks)} disk(s), {len(m.filesystems)} filesystem(s), {len(m.boot_dirs)} boot dir(s), {m.firmware}"
     if not force and stored_fingerprint(spec.dest) == m.fingerprint:
         out.items.append(Item("dr", "unchanged", f"layout as captured ({summary})", {"fingerprint": m.fingerprint}))
