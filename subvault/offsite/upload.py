@@ -18,8 +18,9 @@ Design (why resumption is honest):
   because they decrypt to exactly the bytes the new stream also starts with.
   Resuming saves the upload, not the local send+compress work.
 - The manifest is written last (invariant 4), then the journal is deleted.
-- Memory: one slice being read, one being encrypted and stored, and its ciphertext;
-  about 3 x part_size, whatever the stream's length.
+- Memory: a slice being read, one being encrypted, and the ciphertexts of the part
+  being encrypted and the part being stored: about 4 x part_size, whatever the
+  stream's length. Reading, encrypting and storing overlap.
 - Every stage is checked (invariant 9): if the source or zstd fails, the error is
   raised and no manifest is written; the journal stays for the next run.
 """
@@ -126,17 +127,11 @@ def upload(
     parts: list[Part] = []
     jkey = layout.journal_key(request.subvolume, request.uuid)
     what = f"offsite upload of {request.subvolume} {request.uuid}"
-    # Two slice buffers (one being read, one being encrypted) and one ciphertext buffer,
-    # allocated once: memory is ~3 x part_size whatever the stream's length.
-    slices = (bytearray(part_size), bytearray(part_size))
-    cipher = bytearray()
-    with ThreadPoolExecutor(max_workers=1) as pool, PipelineReader(
-        [list(request.source), list(compress)], what=what
-    ) as reader:
-        pending: Future | None = None
+    with _PartPipeline(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as parts_out, \
+            PipelineReader([list(request.source), list(compress)], what=what) as reader:
         index = 0
         while True:
-            buf = slices[index % 2]  # the job using it (index - 2) finished before index - 1 was submitted
+            buf = parts_out.slice_buffer(index)
             n = reader.fill(buf)
             if n == 0 and index > 0:
                 break
@@ -145,19 +140,14 @@ def upload(
                     and journal.parts[index].plain_sha256 == hashlib.sha256(plain).hexdigest():
                 reused += 1
             else:
-                if pending is not None:
-                    pending.result()  # the journal must not run ahead of stored parts
-                del journal.parts[index:]
-                pending = pool.submit(_store_part, store, journal, jkey, mac_key, request, index, plain,
-                                      cipher, age, what, retain_until)
+                parts_out.submit(index, plain)
                 uploaded += 1
             index += 1
             if progress:
                 progress(index, reader.bytes_read)
             if n < part_size:
                 break
-        if pending is not None:
-            pending.result()
+        parts_out.wait()
         reader.finish()
     parts = [Part(p.key, p.size, p.sha256) for p in journal.parts]
     _delete_stray_parts(store, request, {p.key for p in parts})
@@ -172,15 +162,71 @@ def upload(
     return UploadResult(manifest, uploaded, reused, reader.bytes_read)
 
 
-def _store_part(store: Store, journal: _Journal, jkey: str, mac_key: MacKey, request: UploadRequest,
-                index: int, plain: memoryview, cipher: bytearray, age: list[str], what: str,
-                retain_until: datetime | None) -> None:
-    n, plain_sha, cipher_sha = filter_bytes_hashed(age, plain, cipher, what=f"{what}: age")
-    key = layout.part_key(request.subvolume, request.uuid, index)
-    with memoryview(cipher) as view:
-        store.put(key, view[:n], retain_until=retain_until)  # type: ignore[arg-type]
-    journal.parts.append(_JournalPart(key, n, cipher_sha, len(plain), plain_sha))
-    store.put(jkey, _signed_journal(journal, mac_key))
+class _PartPipeline:
+    """Encrypt part i+1 while part i is being stored, and read slice i+2 meanwhile.
+
+    Two threads, each one job at a time and in order: `encrypt` (age, hashing as bytes
+    pass) and `store` (put the part, then the journal: the journal never names a part
+    before it is stored). Buffers are allocated once and reused: two plaintext slices
+    and two ciphertext buffers, so memory is about 4 x part_size.
+    """
+
+    def __init__(self, store: Store, journal: _Journal, jkey: str, mac_key: MacKey, request: UploadRequest,
+                 age: list[str], what: str, retain_until: datetime | None, part_size: int) -> None:
+        self._args = (store, journal, jkey, mac_key, request, retain_until)
+        self._age, self._what = age, what
+        self._slices = (bytearray(part_size), bytearray(part_size))
+        self._ciphers = (bytearray(), bytearray())
+        self._encrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-age")
+        self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-put")
+        self._encrypted: dict[int, Future] = {}
+        self._stored: dict[int, Future] = {}
+        self._first = True
+
+    def __enter__(self) -> "_PartPipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._encrypt.shutdown(wait=True, cancel_futures=True)
+        self._store.shutdown(wait=True, cancel_futures=True)
+
+    def _done(self, jobs: dict[int, Future], index: int) -> None:
+        job = jobs.pop(index, None)
+        if job is not None:
+            job.result()  # raises the job's error here, in the reading thread
+
+    def slice_buffer(self, index: int) -> bytearray:
+        """Return the buffer for slice `index`, once the encryption that used it is done."""
+        self._done(self._encrypted, index - 2)
+        return self._slices[index % 2]
+
+    def submit(self, index: int, plain: memoryview) -> None:
+        """Encrypt and store slice `index`; parts before it not already stored are dropped from the journal."""
+        journal = self._args[1]
+        if self._first:
+            del journal.parts[index:]  # nothing is in flight before the first submission
+            self._first = False
+        self._done(self._stored, index - 2)  # frees ciphertext buffer index % 2
+        cipher = self._ciphers[index % 2]
+        enc = self._encrypt.submit(filter_bytes_hashed, self._age, plain, cipher, what=f"{self._what}: age")
+        self._encrypted[index] = enc
+        self._stored[index] = self._store.submit(self._put, index, enc, cipher, len(plain))
+
+    def _put(self, index: int, enc: Future, cipher: bytearray, plain_size: int) -> None:
+        store, journal, jkey, mac_key, request, retain_until = self._args
+        n, plain_sha, cipher_sha = enc.result()
+        key = layout.part_key(request.subvolume, request.uuid, index)
+        with memoryview(cipher) as view:
+            store.put(key, view[:n], retain_until=retain_until)
+        journal.parts.append(_JournalPart(key, n, cipher_sha, plain_size, plain_sha))
+        store.put(jkey, _signed_journal(journal, mac_key))
+
+    def wait(self) -> None:
+        """Wait for every part to be stored; raise the first error."""
+        for index in sorted(self._encrypted):
+            self._done(self._encrypted, index)
+        for index in sorted(self._stored):
+            self._done(self._stored, index)
 
 
 def _delete_stray_parts(store: Store, request: UploadRequest, wanted: set[str]) -> None:
