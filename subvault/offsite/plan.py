@@ -212,3 +212,19 @@ def _index(items: Iterable, what: str) -> dict:
             raise ValueError(f"{what} {item.uuid} appears twice")
         out[item.uuid] = item
     return out
+
+
+def lock_until(created: datetime, policy: Policy, full_every: timedelta) -> datetime | None:
+    """Return the S3 Object Lock retain-until for the objects of a snapshot created at `created`.
+
+    Its objects are needed while it or a later link of its chain is kept; later links
+    are made within `full_every` of the chain's full, and each is kept at most the
+    policy's horizon (count x unit, months as 31 days, years as 366). Return None when
+    the policy has no horizon (`all`, or a `*` count): lock nothing rather than forever.
+    """
+    if policy.keep_all or any(c is None for c in policy.counts.values()):
+        return None
+    longest = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
+               "m": timedelta(days=31), "y": timedelta(days=366)}
+    horizon = max((c * longest[u] for u, c in policy.counts.items() if c), default=timedelta(0))
+    return created + full_every + horizon
