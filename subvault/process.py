@@ -11,9 +11,10 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import selectors
+import select
 import signal
 import subprocess
 import threading
@@ -260,44 +261,42 @@ class Pipeline:
         return data.decode(errors="surrogateescape")
 
     def _copy(self, source, sink_fd: int, progress, stall_seconds) -> int:
+        """Move bytes from source to sink, counting them; return the total.
+
+        The bytes move with splice(2), pipe to pipe inside the kernel, so metering costs
+        no copy through Python. Both directions are waited on with a timeout, so a
+        stalled reader or a stalled writer is noticed (stall_seconds without progress).
+        """
         total = 0
         src_fd = source.fileno()
-        sel = selectors.DefaultSelector()
-        sel.register(src_fd, selectors.EVENT_READ)
-        last_move = time.monotonic()
-        last_report = 0.0
+        meter = _Meter(self, stall_seconds, progress)
+        splice_ok = hasattr(os, "splice")
         try:
             while True:
-                ready = sel.select(timeout=1.0)
-                now = time.monotonic()
-                if not ready:
-                    if stall_seconds and now - last_move > stall_seconds:
-                        self.kill()
-                        raise StalledTransfer(
-                            f"{self.what or 'transfer'} stalled: no data for {int(stall_seconds)}s; "
-                            "check the network and the target, then run again (it resumes)"
-                        )
-                    if self._any_failed():
+                if not meter.wait(src_fd, select.POLLIN):
+                    break  # a stage failed while we waited; _wait_all reports it
+                try:
+                    if splice_ok:
+                        n = os.splice(src_fd, sink_fd, CHUNK, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+                    else:
+                        n = _copy_chunk(src_fd, sink_fd)
+                except BlockingIOError:
+                    # The source is readable, so the sink is full: wait for the reader.
+                    if not meter.wait(sink_fd, select.POLLOUT):
                         break
                     continue
-                chunk = os.read(src_fd, 1 << 20)
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    try:
-                        n = os.write(sink_fd, view)
-                    except BrokenPipeError:
+                except OSError as exc:
+                    if exc.errno == errno.EINVAL and splice_ok:
+                        splice_ok = False  # a sink splice cannot write to; copy instead
+                        continue
+                    if exc.errno == errno.EPIPE:
                         self._wait_all()  # raises for the stage that broke
-                        raise
-                    view = view[n:]
-                total += len(chunk)
-                last_move = now
-                if progress and now - last_report >= 0.5:
-                    progress(total)
-                    last_report = now
+                    raise
+                if n == 0:
+                    break
+                total += n
+                meter.moved(total)
         finally:
-            sel.close()
             source.close()
         if progress:
             progress(total)
@@ -310,17 +309,22 @@ class Pipeline:
         """Wait for every stage; on the first failure stop the others and raise."""
         pending = list(self._stages)
         failed: _Stage | None = None
-        while pending:
-            for stage in list(pending):
-                rc = stage.proc.poll()
-                if rc is None:
-                    continue
-                pending.remove(stage)
-                if rc != 0 and failed is None:
-                    failed = stage
-                    self.kill()
-            if pending:
-                time.sleep(0.02)  # polling child exit; not synchronisation of results
+        exits = _ExitWatch(pending)
+        try:
+            while pending:
+                for stage in list(pending):
+                    rc = stage.proc.poll()
+                    if rc is None:
+                        continue
+                    pending.remove(stage)
+                    exits.reaped(stage)
+                    if rc != 0 and failed is None:
+                        failed = stage
+                        self.kill()
+                if pending:
+                    exits.wait()
+        finally:
+            exits.close()
         for stage in self._stages:
             if stage.reader:
                 stage.reader.join(timeout=5)
@@ -334,6 +338,80 @@ class Pipeline:
                     culprit = stage
                     break
             _raise_for(culprit.argv, culprit.proc.returncode, "\n".join(culprit.stderr_tail), self.what)
+
+
+CHUNK = 1 << 20
+
+
+class _ExitWatch:
+    """Wait until some child exits, through pidfds (no polling loop with sleeps)."""
+
+    def __init__(self, stages: list[_Stage]) -> None:
+        self.fds: dict[int, int] = {}  # pid -> pidfd
+        self.poller = select.poll()
+        for stage in stages:
+            try:
+                fd = os.pidfd_open(stage.proc.pid)
+            except (OSError, AttributeError):
+                continue  # already reaped, or no pidfd: the timeout below still wakes us
+            self.fds[stage.proc.pid] = fd
+            self.poller.register(fd, select.POLLIN)
+
+    def reaped(self, stage: _Stage) -> None:
+        fd = self.fds.pop(stage.proc.pid, None)
+        if fd is not None:
+            self.poller.unregister(fd)
+            os.close(fd)
+
+    def wait(self) -> None:
+        self.poller.poll(1000 if self.fds else 20)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+class _Meter:
+    """Waits on one fd at a time, with stall detection by progress, and reports progress."""
+
+    def __init__(self, pipe: "Pipeline", stall_seconds: float | None, progress: ProgressCallback | None) -> None:
+        self.pipe = pipe
+        self.stall_seconds = stall_seconds
+        self.progress = progress
+        self.last_move = time.monotonic()
+        self.last_report = 0.0
+
+    def wait(self, fd: int, event: int) -> bool:
+        """Block until fd is ready; return False if a stage failed meanwhile. Raise StalledTransfer."""
+        poller = select.poll()
+        poller.register(fd, event | select.POLLERR | select.POLLHUP)
+        while not poller.poll(1000):
+            if self.stall_seconds and time.monotonic() - self.last_move > self.stall_seconds:
+                self.pipe.kill()
+                raise StalledTransfer(
+                    f"{self.pipe.what or 'transfer'} stalled: no data for {int(self.stall_seconds)}s; "
+                    "check the network and the target, then run again (it resumes)"
+                )
+            if self.pipe._any_failed():
+                return False
+        return True
+
+    def moved(self, total: int) -> None:
+        now = time.monotonic()
+        self.last_move = now
+        if self.progress and now - self.last_report >= 0.5:
+            self.progress(total)
+            self.last_report = now
+
+
+def _copy_chunk(src_fd: int, sink_fd: int) -> int:
+    """Copy up to CHUNK bytes through user space (when splice cannot be used)."""
+    chunk = os.read(src_fd, CHUNK)
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(sink_fd, view):]
+    return len(chunk)
 
 
 def pipeline(stages: Iterable[Sequence[str]], **kw) -> Pipeline:

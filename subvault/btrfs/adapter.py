@@ -106,10 +106,14 @@ def _local_time(text: str | None) -> datetime | None:
         return None
 
 
-def _fast() -> bool:
+def fast_path() -> bool:
+    """True when libbtrfsutil can be used (present, and we are root for tree searches)."""
     from subvault.btrfs import fastpath
 
     return fastpath.available() and os.geteuid() == 0
+
+
+_fast = fast_path
 
 
 def list_subvolumes(mount: str | Path) -> list[SubvolInfo]:
@@ -159,6 +163,18 @@ _SHOW_RE = re.compile(r"^\s*([A-Za-z][A-Za-z ()]*?):\s*(.*)$")
 
 def show(path: str | Path) -> SubvolInfo:
     """Return the SubvolInfo of the subvolume at path. Raise NotFound if it is not one."""
+    if fast_path() and is_subvolume(path):
+        from subvault.btrfs import fastpath
+
+        try:
+            return fastpath.subvolume_info(str(path), with_path=True)
+        except fastpath.LibError:
+            pass  # the CLI below reports it in its own words
+    return show_cli(path)
+
+
+def show_cli(path: str | Path) -> SubvolInfo:
+    """show() through `btrfs subvolume show`."""
     res = process.run(["btrfs", "subvolume", "show", str(path)], check=False)
     if res.returncode != 0:
         raise NotFound(f"{path} is not a btrfs subvolume ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'btrfs subvolume show failed'})")

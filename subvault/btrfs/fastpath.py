@@ -76,6 +76,10 @@ def _load() -> ctypes.CDLL | None:
     lib.btrfs_util_create_subvolume_iterator.restype = ctypes.c_int
     lib.btrfs_util_subvolume_iterator_next_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_SubvolumeInfo)]
     lib.btrfs_util_subvolume_iterator_next_info.restype = ctypes.c_int
+    lib.btrfs_util_subvolume_info.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(_SubvolumeInfo)]
+    lib.btrfs_util_subvolume_info.restype = ctypes.c_int
+    lib.btrfs_util_subvolume_path.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_void_p)]
+    lib.btrfs_util_subvolume_path.restype = ctypes.c_int
     lib.btrfs_util_destroy_subvolume_iterator.argtypes = [ctypes.c_void_p]
     lib.btrfs_util_destroy_subvolume_iterator.restype = None
     return lib
@@ -119,12 +123,51 @@ def _time(ts: _Timespec) -> datetime | None:
     return datetime.fromtimestamp(ts.tv_sec, timezone.utc) if ts.tv_sec else None
 
 
-def list_subvolumes(path: str) -> list[SubvolInfo]:
-    """Return every subvolume of the filesystem holding path (needs root). Raise LibError."""
+def _info(info: _SubvolumeInfo, rel: str) -> SubvolInfo:
+    return SubvolInfo(
+        id=info.id,
+        path=rel,
+        uuid=_uuid(info.uuid) or "",
+        parent_uuid=_uuid(info.parent_uuid),
+        received_uuid=_uuid(info.received_uuid),
+        readonly=bool(info.flags & SUBVOL_RDONLY_FLAG),
+        generation=info.generation,
+        top_level=info.parent_id,
+        otime=_time(info.otime),
+    )
+
+
+def subvolume_info(path: str, *, with_path: bool = False) -> SubvolInfo:
+    """Return the subvolume containing path; with_path, also its path from the top level.
+
+    Raise LibError on failure.
+    """
+    assert _LIB is not None
+    info = _SubvolumeInfo()
+    ctypes.set_errno(0)
+    code = _LIB.btrfs_util_subvolume_info(os.fsencode(path), 0, ctypes.byref(info))
+    if code:
+        raise _fail(code, f"subvolume info of {path}")
+    rel = ""
+    if with_path and info.id != TOP_LEVEL:
+        ptr = ctypes.c_void_p()
+        code = _LIB.btrfs_util_subvolume_path(os.fsencode(path), 0, ctypes.byref(ptr))
+        if code:
+            raise _fail(code, f"subvolume path of {path}")
+        rel = ctypes.string_at(ptr.value).decode(errors="surrogateescape")
+        _LIBC.free(ptr)
+    return _info(info, rel)
+
+
+def list_subvolumes(path: str, *, below: bool = False) -> list[SubvolInfo]:
+    """Return every subvolume of the filesystem holding path (needs root). Raise LibError.
+
+    With below, only the subvolumes beneath the subvolume at path, with paths relative to it.
+    """
     assert _LIB is not None
     it = ctypes.c_void_p()
     ctypes.set_errno(0)
-    code = _LIB.btrfs_util_create_subvolume_iterator(os.fsencode(path), TOP_LEVEL, 0, ctypes.byref(it))
+    code = _LIB.btrfs_util_create_subvolume_iterator(os.fsencode(path), 0 if below else TOP_LEVEL, 0, ctypes.byref(it))
     if code:
         raise _fail(code, f"list subvolumes of {path}")
     out: list[SubvolInfo] = []
@@ -139,19 +182,7 @@ def list_subvolumes(path: str) -> list[SubvolInfo]:
                 raise _fail(code, f"list subvolumes of {path}")
             rel = ctypes.string_at(path_ptr.value).decode(errors="surrogateescape")
             _LIBC.free(path_ptr)
-            out.append(
-                SubvolInfo(
-                    id=info.id,
-                    path=rel,
-                    uuid=_uuid(info.uuid) or "",
-                    parent_uuid=_uuid(info.parent_uuid),
-                    received_uuid=_uuid(info.received_uuid),
-                    readonly=bool(info.flags & SUBVOL_RDONLY_FLAG),
-                    generation=info.generation,
-                    top_level=info.parent_id,
-                    otime=_time(info.otime),
-                )
-            )
+            out.append(_info(info, rel))
     finally:
         _LIB.btrfs_util_destroy_subvolume_iterator(it)
     return out

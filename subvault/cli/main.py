@@ -253,10 +253,14 @@ def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: s
     from subvault.errors import UsageError
     from subvault.run.restore import restore_files
 
-    if source != "local":
-        raise UsageError(f'--from {source}: restoring from a target is not available in this version; use --from local')
     ctx = env.context(dry_run=dry_run, quiet=as_json)
-    return emit_outcome(restore_files(ctx, subvolume, list(paths), at=at, into=into, overwrite=overwrite), as_json)
+    if source == "local":
+        return emit_outcome(restore_files(ctx, subvolume, list(paths), at=at, into=into, overwrite=overwrite), as_json)
+    if paths or not into:
+        raise UsageError(f"--from {source} restores a whole subvolume as a writable copy: give --into DIR and no PATHS")
+    from subvault.run.restore_target import restore_from_target
+
+    return emit_outcome(restore_from_target(ctx, source, subvolume, at, into), as_json)
 
 
 @cli.command()

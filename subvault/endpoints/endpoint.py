@@ -14,9 +14,11 @@ partial (invariant 3).
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Sequence
 
+from subvault.btrfs import adapter
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
 from subvault.endpoints.runner import Argv, LocalRunner, Runner, SshRunner, parse_ssh_url
@@ -78,27 +80,56 @@ class Endpoint:
             raise
 
     def list(self, container: str, sub_name: str) -> list[Entry]:
-        """Return the entries in container; names that are not final names are marked incoming.
+        """Return the entries in container (none if it does not exist yet)."""
+        return self.entries(container, sub_name) or []
 
-        A missing container has no entries.
+    def entries(self, container: str, sub_name: str) -> list[Entry] | None:
+        """Return the entries in container, or None when the container does not exist.
+
+        Names that are not final names are marked incoming (partials, invariant 3).
         """
-        if self._run(C.show(container), "show container", check=False).returncode != 0:
-            return []
-        children = C.parse_list(self._run(C.list_children(container), "list").stdout)
-        readonly = C.parse_readonly_names(self._run(C.list_readonly(container), "list read-only").stdout)
+        if self._fast:
+            children = self._fast_children(container)
+        else:
+            if self._run(C.show(container), "show container", check=False).returncode != 0:
+                return None
+            listed = C.parse_list(self._run(C.list_children(container), "list").stdout)
+            readonly = C.parse_readonly_names(self._run(C.list_readonly(container), "list read-only").stdout)
+            children = [(c.name, c.uuid, c.received_uuid, c.name in readonly) for c in listed]
+        if children is None:
+            return None
         return [
-            Entry(
-                name=c.name,
-                uuid=c.uuid,
-                received_uuid=c.received_uuid,
-                readonly=c.name in readonly,
-                incoming=parse_entry_time(sub_name, c.name) is None,
-            )
-            for c in children
+            Entry(name=name, uuid=uuid, received_uuid=received, readonly=ro, incoming=parse_entry_time(sub_name, name) is None)
+            for name, uuid, received, ro in children
+        ]
+
+    @property
+    def _fast(self) -> bool:
+        """A local endpoint reads subvolumes through libbtrfsutil: no process per call."""
+        return self.is_local and adapter.fast_path()
+
+    @staticmethod
+    def _fast_children(container: str) -> list[tuple[str, str, str | None, bool]] | None:
+        from subvault.btrfs import fastpath
+
+        if not adapter.is_subvolume(container):
+            return None
+        own = fastpath.subvolume_info(container).id
+        return [
+            (s.path, s.uuid, s.received_uuid, s.readonly)
+            for s in fastpath.list_subvolumes(container, below=True)
+            if s.top_level == own
         ]
 
     def show(self, path: str) -> C.Shown:
         """Return uuid, received_uuid and read-only flag of the subvolume at path. Raise NotFound if none."""
+        if self._fast:
+            from subvault.btrfs import fastpath
+
+            if not adapter.is_subvolume(path):
+                raise NotFound(f"target {self.name}: {path} is not a subvolume")
+            info = fastpath.subvolume_info(path)
+            return C.Shown(info.uuid, info.received_uuid, info.readonly)
         res = self._run(C.show(path), "show", check=False)
         if res.returncode != 0:
             raise NotFound(f"target {self.name}: {path} is not a subvolume")
@@ -112,6 +143,9 @@ class Endpoint:
         self._run(C.sync(path), "wait for deleted subvolumes")
 
     def rename(self, src: str, dst: str) -> None:
+        if self.is_local:
+            os.rename(src, dst)
+            return
         self._run(C.rename(src, dst), f"rename {posixpath.basename(src)}")
 
     def send_stages(self, path: str, parent: str | None, clones: Sequence[str], *, compress: bool) -> list[Argv]:

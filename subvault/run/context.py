@@ -18,6 +18,9 @@ class Context:
     tz: tzinfo | None = None
     dry_run: bool = False
     say: Callable[[str], None] = lambda line: None  # progress lines for a terminal
+    # Facts one layer learned during this command that a later layer may reuse
+    # (e.g. replication's holds for the prune that follows). Never persisted.
+    cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.tz is None:

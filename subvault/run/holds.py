@@ -14,8 +14,11 @@ from subvault.run.context import Context
 
 HoldSource = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 
-# Layers register their hold sources here when they are imported by `sources()`.
+# Layers register their hold sources here when they are imported; `all_holds` imports
+# every layer that sends snapshots somewhere, so a hold can never be missed because a
+# command did not happen to import that layer.
 _SOURCES: list[HoldSource] = []
+LAYER_MODULES = ("subvault.run.replicate",)
 
 
 def register(source: HoldSource) -> HoldSource:
@@ -25,6 +28,10 @@ def register(source: HoldSource) -> HoldSource:
 
 def all_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Return every hold on sub's local snapshots, from every layer that has targets."""
+    import importlib
+
+    for module in LAYER_MODULES:
+        importlib.import_module(module)
     held: dict[str, str] = {}
     for source in _SOURCES:
         for uuid, reason in source(ctx, sub).items():

@@ -20,7 +20,7 @@ from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner
 from subvault.endpoints.transfer import transfer
 from subvault.errors import SubvaultError
-from subvault.plan.replication import ReplicationPlan, Source, holds_when_unreachable, plan_replication
+from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when_unreachable, plan_replication
 from subvault.run import holds
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
@@ -92,9 +92,13 @@ def _replicate_one(
 ) -> None:
     subject = f"{sub.name}→{tconf.name}"
     sources = sources_of(sub)
-    if not ctx.dry_run:
-        ep.ensure_container(ep.container(host_name(), sub.name))
-    container, plan = plan_for(ctx, ep, sub, tconf, sources)
+    container = ep.container(host_name(), sub.name)
+    entries = ep.entries(container, sub.name)
+    plan = plan_replication(sub.name, sources, entries or [], tconf.keep, ctx.now, ctx.tz)
+    ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
+    if entries is None and plan.sends and not ctx.dry_run:
+        ep.ensure_container(container)
+    sent: list[Entry] = []
     by_uuid = {s.uuid: s for s in sources}
     verb = (lambda a: f"would-{a}") if ctx.dry_run else (lambda a: a)
     for r in plan.partials:
@@ -126,6 +130,12 @@ def _replicate_one(
         )
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
         out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
+        sent.append(Entry(name=done.name, uuid="", received_uuid=src.uuid, readonly=True))
+    if sent:
+        # What the target holds now is known without listing it again: re-plan (pure)
+        # so the prune of this same command releases what is no longer owed.
+        after = plan_replication(sub.name, sources, [*(entries or []), *sent], tconf.keep, ctx.now, ctx.tz)
+        ctx.cache[HOLDS_CACHE][(sub.name, tconf.name)] = after.local_holds
     for r in plan.prune:
         if not ctx.dry_run:
             ep.delete(f"{container}/{r.name}")
@@ -135,6 +145,9 @@ def _replicate_one(
 
 
 LocalEndpoint = Endpoint(LocalRunner(), "/", "local")
+# Holds computed by this command's replicate (before its sends, so they cover the old
+# base, the new one and everything still owed) and reused by the prune that follows.
+HOLDS_CACHE = "replication-holds"
 
 
 @holds.register
@@ -147,6 +160,12 @@ def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     sources = None
     for tconf in ctx.config.target:
         if tconf.type != "btrfs" or tconf.name not in ctx.config.targets_of(sub):
+            continue
+        cached = ctx.cache.get(HOLDS_CACHE, {}).get((sub.name, tconf.name))
+        if cached is not None:
+            found = {u: f"{tconf.name}: {why}" for u, why in cached.items()}
+            for u, why in found.items():
+                held[u] = f"{held[u]}; {why}" if u in held else why
             continue
         sources = sources if sources is not None else sources_of(sub)
         try:

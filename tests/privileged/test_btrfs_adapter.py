@@ -31,3 +31,11 @@ def test_snapshot_many_reports_each_error(homelab, tmp_path):
     ])
     assert errors[0] is None and adapter.show(paths["home"] / "s1").readonly
     assert errors[1] is not None and "missing" in str(errors[1])
+
+
+def test_fast_show_equals_cli_show(homelab):
+    homelab.cli("snapshot")
+    for path in (homelab.paths["home"], homelab.paths["home"] / ".snapshots" / "1" / "snapshot", homelab.fs.mountpoint):
+        fast, cli = adapter.show(path), adapter.show_cli(path)
+        assert (fast.id, fast.path, fast.uuid, fast.parent_uuid, fast.readonly, fast.top_level) == (
+            cli.id, cli.path, cli.uuid, cli.parent_uuid, cli.readonly, cli.top_level)
