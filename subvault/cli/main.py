@@ -239,11 +239,14 @@ def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int
 @click.option("--from", "source", default="local", show_default=True, help="Where to restore from: 'local' or a target.")
 @click.option("--into", metavar="DIR", help="Restore into DIR instead of the original place.")
 @click.option("--overwrite", is_flag=True, help="Replace files that exist at the destination.")
+@click.option("--identity", metavar="KEYFILE", help="age identity, for --from an object (offsite) target.")
+@click.option("--no-verify-mac", is_flag=True, help="Offsite: restore without the manifest MAC key (the key is lost). Warns.")
 @dry_run_option
 @json_option
 @pass_env
 @_handle_errors
-def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: str, into: str | None, overwrite: bool, dry_run: bool, as_json: bool) -> int:
+def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: str, into: str | None, overwrite: bool,
+            identity: str | None, no_verify_mac: bool, dry_run: bool, as_json: bool) -> int:
     """Copy files back from a snapshot, keeping owner, mode, times, xattrs and ACLs.
 
     PATHS are relative to the subvolume (default: everything). Nothing is overwritten
@@ -258,6 +261,14 @@ def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: s
         return emit_outcome(restore_files(ctx, subvolume, list(paths), at=at, into=into, overwrite=overwrite), as_json)
     if paths or not into:
         raise UsageError(f"--from {source} restores a whole subvolume as a writable copy: give --into DIR and no PATHS")
+    if env.config.get_target(source).type == "object":
+        from subvault.run.offsite import restore_from_offsite
+
+        if not identity:
+            raise UsageError(f"--from {source} is an offsite target: give --identity KEYFILE (the age identity)")
+        if no_verify_mac:
+            click.echo("warning: --no-verify-mac: a forged or swapped manifest would not be detected", err=True)
+        return emit_outcome(restore_from_offsite(ctx, source, subvolume, at, into, identity, verify_mac=not no_verify_mac), as_json)
     from subvault.run.restore_target import restore_from_target
 
     return emit_outcome(restore_from_target(ctx, source, subvolume, at, into), as_json)
@@ -316,7 +327,7 @@ def demo(keep: bool, workdir: str | None) -> int:
 
 
 # Command groups of the other layers join `cli` when imported (after it exists).
-from subvault.cli import dr_cmds, prechange_cmds, replication_cmds, watch_cmds  # noqa: E402,F401
+from subvault.cli import dr_cmds, offsite_cmds, prechange_cmds, replication_cmds, watch_cmds  # noqa: E402,F401
 
 
 def main() -> None:

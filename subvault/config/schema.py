@@ -119,6 +119,7 @@ class TargetConf(Strict):
     recipients: Annotated[list[str], _doc("age public keys; the identity stays offline")] = msgspec.field(default_factory=list)
     full_every: Annotated[str, _doc("a full send at least this often, bounding chain length")] = "30d"
     part_size_mib: Annotated[int, _doc("size of each uploaded part", ge=1, le=4096)] = 64
+    mac_key: Annotated[str, _doc("key file that authenticates offsite manifests (0600, made on first use; keep a copy with the age identity)")] = "/etc/subvault/offsite.mac"
     object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock retention beyond the chain's life")] = None
 
     def __post_init__(self) -> None:

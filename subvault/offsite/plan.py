@@ -51,6 +51,11 @@ class RestorePoint:
     parent_uuid: str | None
     chain: tuple[str, ...]
 
+    @property
+    def order(self) -> int:
+        """Among points created in the same second, the longer chain is the newer."""
+        return len(self.chain)
+
 
 @dataclass(frozen=True)
 class LocalSnapshot:
@@ -58,6 +63,11 @@ class LocalSnapshot:
 
     uuid: str
     created: datetime
+    number: int = 0  # the snapper number: orders snapshots taken in the same second
+
+    @property
+    def order(self) -> int:
+        return self.number
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ class OffsitePlan:
 
 
 def _newest(items: Iterable, key=lambda x: x) -> object | None:
-    ordered = sorted(items, key=lambda x: (key(x).created, key(x).uuid))
+    ordered = sorted(items, key=lambda x: (key(x).created, key(x).order, key(x).uuid))
     return ordered[-1] if ordered else None
 
 
@@ -109,10 +119,12 @@ def choose_upload(
     floor = newest_off.created if newest_off else None
 
     def qualifies(snap: LocalSnapshot) -> bool:
-        return snap.uuid not in offsite and (floor is None or snap.created > floor)
+        # >=: snapshots taken in the same second (snapshot --force) are still newer ones
+        return snap.uuid not in offsite and (floor is None or snap.created >= floor)
 
     def base_for(snap: LocalSnapshot) -> tuple[RestorePoint | None, str]:
-        bases = [p for p in offsite.values() if p.uuid in local and local[p.uuid].created < snap.created
+        bases = [p for p in offsite.values() if p.uuid in local
+                 and (local[p.uuid].created, local[p.uuid].order) < (snap.created, snap.order)
                  and _chain_whole(p, offsite)]
         base = _newest(bases)
         if base is None:

@@ -18,7 +18,7 @@ HoldSource = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 # every layer that sends snapshots somewhere, so a hold can never be missed because a
 # command did not happen to import that layer.
 _SOURCES: list[HoldSource] = []
-LAYER_MODULES = ("subvault.run.replicate",)
+LAYER_MODULES = ("subvault.run.replicate", "subvault.run.offsite")
 
 
 def register(source: HoldSource) -> HoldSource:

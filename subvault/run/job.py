@@ -1,4 +1,4 @@
-"""`subvault run`: everything that is due, in order: snapshot, replicate, prune, metrics."""
+"""`subvault run`: everything that is due, in order: snapshot, replicate, offsite, prune, metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
     """Run each due layer; one layer's failure does not stop the next (exit 3, partial)."""
     outcome = Outcome("run", dry_run=ctx.dry_run)
     outcome.merge(take_timeline(ctx))
-    if any(ctx.config.targets_of(s) for s in ctx.config.subvolume):
+    kinds = {t.type for t in ctx.config.target if any(t.name in ctx.config.targets_of(s) for s in ctx.config.subvolume)}
+    if "btrfs" in kinds:
         from subvault.run.replicate import replicate
 
         outcome.merge(replicate(ctx))
+    if "object" in kinds:
+        from subvault.run.offsite import offsite
+
+        outcome.merge(offsite(ctx, only_due=True))
     outcome.merge(prune(ctx, holds=all_holds))
     if metrics_file:
         from subvault.run.watch import gather_rows, write_metrics

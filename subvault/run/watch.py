@@ -121,6 +121,31 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     return rows
 
 
+@register_layer
+def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
+    from subvault.offsite.target import scan
+    from subvault.run.offsite import mac_key, open_target_store
+
+    rows = []
+    for tconf in ctx.config.target:
+        if tconf.type != "object" or tconf.name not in ctx.config.targets_of(sub):
+            continue
+        layer, cadence = f"offsite:{tconf.name}", cadence_of(tconf.keep)
+        try:
+            state = scan(open_target_store(tconf), mac_key(tconf), sub.name)
+        except SubvaultError as exc:
+            rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=str(exc)))
+            continue
+        newest = max((p.created for p in state.points), default=None)
+        row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests))
+        have = {m.uuid for m in state.manifests}
+        broken = [f"{m.uuid}: chain link missing" for m in state.manifests if any(link not in have for link in m.chain[:-1])]
+        if state.problems or broken:
+            row.error = "; ".join([*map(str, state.problems), *broken])[:300]
+        rows.append(row)
+    return rows
+
+
 def gather_rows(ctx: Context) -> list[LayerRow]:
     rows: list[LayerRow] = []
     for sub in ctx.config.subvolume:

@@ -1,0 +1,237 @@
+"""Layer 4 executor: age-encrypted send streams in object storage.
+
+Per object target and subvolume: read what is offsite (manifests, unfinished uploads),
+plan (offsite/plan.py: one upload, incremental unless a full is due; deletions that no
+kept chain needs), upload parts then the manifest (invariant 4), then delete. Holds for
+the local pruner come from the same plan, or from the target when it is read afresh,
+or from the cache of the last successful read when the bucket is unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from subvault.btrfs import local
+from subvault.config.schema import SubvolumeConf, TargetConf
+from subvault.errors import NotFound, SubvaultError, UsageError
+from subvault.offsite import plan as oplan
+from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
+from subvault.plan.retention import is_due, parse_policy
+from subvault.run import holds
+from subvault.run.context import Context
+from subvault.run.results import Item, Outcome
+from subvault.timeutil import parse_at, parse_duration
+
+HOLDS_CACHE = "offsite-holds"
+MIB = 1 << 20
+
+
+def object_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
+    if only:
+        t = ctx.config.get_target(only)
+        if t.type != "object":
+            raise UsageError(f"target {only} is a btrfs target; `subvault offsite` uploads to object targets")
+        return [t]
+    return [t for t in ctx.config.target if t.type == "object"]
+
+
+def open_target_store(tconf: TargetConf):
+    from subvault.stores import open_store
+
+    return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style)
+
+
+def mac_key(tconf: TargetConf):
+    from subvault.offsite.manifest import MacKey
+
+    return MacKey.load_or_create(tconf.mac_key)
+
+
+@dataclass(frozen=True)
+class _Local:
+    by_uuid: dict[str, local.LocalSnapshot]
+
+    @property
+    def points(self) -> list[oplan.LocalSnapshot]:
+        return [oplan.LocalSnapshot(u, s.date, s.number) for u, s in self.by_uuid.items()]
+
+
+def _locals(sub: SubvolumeConf) -> _Local:
+    snaps = local.scan(sub.name, sub.path, with_uuids=True)
+    return _Local({s.uuid: s for s in snaps if s.kind == "timeline" and s.uuid})
+
+
+def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) -> Outcome:
+    """Upload what each object target is owed and delete what no kept chain needs.
+
+    only_due (inside `run`): a subvolume is skipped while its newest restore point is
+    within the cadence of the target's keep (the finest unit, e.g. daily for "8d 5w 12m").
+    """
+    out = Outcome("offsite", dry_run=ctx.dry_run)
+    for tconf in object_targets(ctx, target):
+        subs = [s for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)]
+        if not subs:
+            continue
+        try:
+            store, key = open_target_store(tconf), mac_key(tconf)
+        except SubvaultError as exc:
+            out.fail(tconf.name, exc)
+            continue
+        for sub in subs:
+            try:
+                _offsite_one(ctx, store, key, sub, tconf, out, only_due)
+            except SubvaultError as exc:
+                out.fail(f"{sub.name}→{tconf.name}", exc)
+    return out
+
+
+def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, only_due: bool) -> None:
+    from subvault.offsite.upload import UploadRequest, upload
+
+    subject = f"{sub.name}→{tconf.name}"
+    locals_ = _locals(sub)
+    state = scan(store, key, sub.name)
+    policy = parse_policy(tconf.keep)
+    plan = oplan.plan_offsite(state.points, locals_.points, policy, parse_duration(tconf.full_every), ctx.now, ctx.tz, state.in_progress)
+    ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = dict(plan.hold_local)
+    newest = max((p.created for p in state.points), default=None)
+    step = plan.upload
+    if only_due and step and not step.resume and not is_due(newest, policy, ctx.now, ctx.tz):
+        out.items.append(Item(subject, "not-due", f"newest restore point {newest:%Y-%m-%d %H:%M} is within {policy.describe()}"))
+        step = None
+    if step is not None:
+        snap = locals_.by_uuid[step.uuid]
+        kind = "full" if step.parent_uuid is None else "incremental"
+        if ctx.dry_run:
+            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {step.reason})"))
+        else:
+            argv = ["btrfs", "send", "-q"]
+            if step.parent_uuid:
+                argv += ["-p", str(locals_.by_uuid[step.parent_uuid].path)]
+            ctx.say(f"{subject}: uploading #{snap.number} ({kind})")
+            request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)], tuple(tconf.recipients))
+            retain = ctx.now + timedelta(days=tconf.object_lock_days) + parse_duration(tconf.full_every) if tconf.object_lock_days else None
+            done = upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain)
+            data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused}
+            out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed)", data))
+    elif not plan.delete:
+        out.items.append(Item(subject, "up-to-date", ""))
+    for d in plan.delete:
+        if ctx.dry_run:
+            out.items.append(Item(subject, "would-delete", f"{d.uuid} ({d.reason})"))
+            continue
+        apply_deletions(store, sub.name, [d])
+        out.items.append(Item(subject, "deleted", f"{d.uuid} ({d.reason})"))
+
+
+@holds.register
+def offsite_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
+    """Local snapshots each object target still needs: its next parent and what is owed (invariant 2)."""
+    held: dict[str, str] = {}
+    for tconf in ctx.config.target:
+        if tconf.type != "object" or tconf.name not in ctx.config.targets_of(sub):
+            continue
+        found = ctx.cache.get(HOLDS_CACHE, {}).get((sub.name, tconf.name))
+        if found is None:
+            snaps = list(_locals(sub).points)
+            cache = ctx.state_dir / f"offsite-holds-{tconf.name}-{sub.name}.json"
+            try:
+                store, key = open_target_store(tconf), mac_key(tconf)
+                found, warning = holds_for_pruner(store, key, sub.name, snaps, cache)
+            except SubvaultError as exc:
+                found, warning = {s.uuid: "offsite target unusable" for s in snaps}, str(exc)
+            if warning:
+                ctx.say(f"warning: {tconf.name}: {warning}")
+        for uuid, why in found.items():
+            reason = f"{tconf.name}: {why}"
+            held[uuid] = f"{held[uuid]}; {reason}" if uuid in held else reason
+    return held
+
+
+def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, into: str, identity: str, *, verify_mac: bool = True) -> Outcome:
+    """Download, verify, decrypt and receive the chain of the newest restore point at or before `at`.
+
+    The result is <into>/<subvolume>, a writable snapshot of the received one; the
+    received links are kept read-only under <into>/.subvault-offsite/ only while needed.
+    """
+    from subvault.btrfs import adapter
+    from subvault.offsite.restore import list_manifests, restore_chain
+
+    tconf = ctx.config.get_target(target)
+    when = parse_at(at, ctx.now, ctx.tz)
+    store = open_target_store(tconf)
+    key = mac_key(tconf) if verify_mac else None
+    manifests, problems = list_manifests(store, key, subvolume)
+    candidates = [m for m in manifests if m.created <= when]
+    if not candidates:
+        extra = f" ({'; '.join(map(str, problems))})" if problems else ""
+        raise NotFound(f"{target} has no restore point of {subvolume} at or before {when:%Y-%m-%d %H:%M}{extra}")
+    chosen = max(candidates, key=lambda m: (m.created, len(m.chain)))
+    dest = Path(into)
+    if not dest.is_dir() or not adapter.is_btrfs(dest):
+        raise UsageError(f"--into {into}: must be an existing directory on btrfs")
+    final = dest / subvolume
+    if final.exists():
+        raise UsageError(f"{final} exists; choose another --into or move it aside")
+    out = Outcome("restore", dry_run=ctx.dry_run)
+    label = f"{chosen.uuid} of {chosen.created:%Y-%m-%d %H:%M} (chain of {len(chosen.chain)})"
+    if ctx.dry_run:
+        out.items.append(Item(subvolume, "would-restore", f"{label} -> {final}"))
+        return out
+    work = dest / ".subvault-offsite"
+    work.mkdir(exist_ok=True)
+    link_dirs: dict[str, Path] = {}
+
+    def sink(manifest):
+        d = work / manifest.uuid
+        d.mkdir(exist_ok=True)
+        link_dirs[manifest.uuid] = d
+        return ["btrfs", "receive", "-q", str(d)]
+
+    import subprocess
+
+    try:
+        restore_chain(store, chosen, Path(identity), sink, key, sink_stdout=subprocess.DEVNULL)
+        received = link_dirs[chosen.uuid] / "snapshot"
+        adapter.snapshot(received, final, readonly=False)
+    finally:
+        for d in link_dirs.values():
+            for child in d.iterdir():
+                if adapter.is_subvolume(child):
+                    adapter.delete(child)
+            d.rmdir()
+        work.rmdir()
+    out.items.append(Item(subvolume, "restored", f"{label} -> {final} (writable)"))
+    return out
+
+
+def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | None = None) -> Outcome:
+    """Check every object's presence and hash; with deep, decrypt the newest chain per subvolume through `btrfs receive --dump`."""
+    import subprocess
+
+    from subvault.offsite.restore import list_manifests, restore_chain, verify_target
+
+    tconf = object_targets(ctx, target)[0]
+    store, key = open_target_store(tconf), mac_key(tconf)
+    out = Outcome("verify")
+    problems = verify_target(store, key)
+    for p in problems:
+        out.errors.append(str(p))
+    manifests, _ = list_manifests(store, key)
+    out.items.append(Item(target, "verified", f"{len(manifests)} restore points, {len(problems)} problems"))
+    if deep:
+        if not identity:
+            raise UsageError("--deep decrypts a sample: give --identity KEYFILE")
+        newest: dict[str, object] = {}
+        for m in manifests:
+            if m.subvolume not in newest or m.created > newest[m.subvolume].created:  # type: ignore[attr-defined]
+                newest[m.subvolume] = m
+        for sub, m in sorted(newest.items()):
+            try:
+                restore_chain(store, m, Path(identity), ["btrfs", "receive", "--dump"], key, sink_stdout=subprocess.DEVNULL)
+                out.items.append(Item(sub, "decrypted", f"{m.uuid}: the stream parses (btrfs receive --dump)"))
+            except SubvaultError as exc:
+                out.fail(sub, exc)
+    return out
