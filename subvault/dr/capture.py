@@ -211,17 +211,30 @@ def _gather_protected(config: Config) -> list[M.ProtectedRecord]:
 
 
 def _gather_boot(boot_dirs: dict[str, str]) -> tuple[list[M.BootDirRecord], dict[str, str]]:
+    """Record each boot dir: a mounted directory, or an unmounted FAT device (an ESP) read through mtools."""
     records, sources = [], {}
     for logical, actual in sorted(boot_dirs.items()):
-        if not os.path.isdir(actual):
-            raise NotFound(f"boot dir {actual} does not exist")
-        m = mount_of(actual)
-        inner = os.path.relpath(os.path.realpath(actual), os.path.realpath(m.target))
-        dest = "/".join(x for x in (m.fsroot.strip("/"), "" if inner == "." else inner) if x)
         archive = f"boot/{logical.strip('/').replace('/', '_') or 'root'}.tar"
-        records.append(M.BootDirRecord(logical, m.uuid, m.fstype, dest, archive))
+        if is_block_device(actual):
+            records.append(_unmounted_boot(logical, actual, archive))
+        elif os.path.isdir(actual):
+            m = mount_of(actual)
+            inner = os.path.relpath(os.path.realpath(actual), os.path.realpath(m.target))
+            dest = "/".join(x for x in (m.fsroot.strip("/"), "" if inner == "." else inner) if x)
+            records.append(M.BootDirRecord(logical, m.uuid, m.fstype, dest, archive))
+        else:
+            raise NotFound(f"boot dir {actual} does not exist")
         sources[archive] = actual
     return records, sources
+
+
+def _unmounted_boot(logical: str, device: str, archive: str) -> M.BootDirRecord:
+    """Record a boot dir given as its (unmounted) FAT device. Raise SubvaultError for other types."""
+    res = process.run(["blkid", "-p", "-o", "export", device], check=False, env={"BLKID_FILE": "/dev/null"}, what="blkid")
+    probes = parse_blkid_export(res.stdout) if res.returncode == 0 else []
+    if not probes or probes[0].type != "vfat":
+        raise SubvaultError(f"boot dir {logical}={device}: only an unmounted vfat device can be read in place; mount it and pass the directory")
+    return M.BootDirRecord(logical, probes[0].uuid, "vfat", "", archive)
 
 
 def _owner(config: Config, capture_dir: str) -> tuple[str | None, str | None]:
@@ -237,8 +250,12 @@ def _owner(config: Config, capture_dir: str) -> tuple[str | None, str | None]:
     return best.name, os.path.relpath(capture_dir, best.path)
 
 
-def _tree_stamp(root: str) -> list[tuple[str, int, int]]:
+def _tree_stamp(root: str) -> list[tuple[str, int, int]] | str:
     """Names, sizes and mtimes under root: cheap, and changes whenever a kernel is installed."""
+    if is_block_device(root):
+        from subvault.dr import fat
+
+        return fat.stamp(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -270,10 +287,7 @@ def store(gathered: Gathered, dest: Path) -> Path:
         (here / rel).write_bytes(data)
     for archive, source in gathered.boot_sources.items():
         (here / archive).parent.mkdir(parents=True, exist_ok=True)
-        process.run(
-            ["tar", "--xattrs", "--xattrs-include=*", "--acls", "--one-file-system", "-C", source, "-cf", str(here / archive), "."],
-            what=f"tar {source}",
-        )
+        _archive(source, here / archive)
     digests = {rel: M.sha256_file(here / rel) for rel in [*gathered.files, *gathered.boot_sources]}
     final = M.Manifest(**{**_fields(gathered.manifest), "files": digests})
     _write_synced(here / M.MANIFEST, M.encode(final))
@@ -284,6 +298,23 @@ def store(gathered: Gathered, dest: Path) -> Path:
     os.replace(link_tmp, dest / M.LATEST)
     _prune(dest / "captures", keep_name=stamp)
     return here
+
+
+def _archive(source: str, archive: Path) -> None:
+    """Tar the directory source (or the files of the FAT device source) into archive."""
+    if not is_block_device(source):
+        process.run(
+            ["tar", "--xattrs", "--xattrs-include=*", "--acls", "--one-file-system", "-C", source, "-cf", str(archive), "."],
+            what=f"tar {source}",
+        )
+        return
+    import tempfile
+
+    from subvault.dr import fat
+
+    with tempfile.TemporaryDirectory(prefix="subvault-esp-") as tmp:
+        fat.copy_out(source, Path(tmp))
+        process.run(["tar", "--numeric-owner", "-C", tmp, "-cf", str(archive), "."], what=f"tar {source}")
 
 
 def _fields(m: M.Manifest) -> dict:

@@ -92,13 +92,16 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
         # Source digests run while the receives run; each restored digest as soon as it exists.
         early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
 
+        restored_at: dict[str, Path] = {}
+
         def on_restored(name: str, path: Path) -> None:
+            restored_at[name] = path
             digests[name] = (pool.submit(tree_digest, path), early.get(name))
 
         done = Executor(plan, m, here, src, ws, ctx.say, on_restored).run()
         report.bytes_received = done.bytes
         report.checks += _subvolume_checks(m, done)
-        report.checks += _digest_checks(m, choices, digests, src, done)
+        report.checks += _digest_checks(m, digests, sources, restored_at)
         restored = _restored_filesystems(m, done)
         tables = {d.name: parse_sfdisk_dump(process.run(["sfdisk", "--dump", img.path]).stdout) for d, img in zip(m.disks, images)}
         report.checks += compare_ids(m, tables, restored)
@@ -135,7 +138,15 @@ def _subvolume_checks(m: Manifest, done: Restored) -> list[Check]:
     return checks
 
 
-def _digest_checks(m: Manifest, choices: dict[str, Choice], digests: dict[str, tuple[Future, Future | None]], src: TargetSource, done: Restored) -> list[Check]:
+def _first_difference(source: Path | None, restored: Path | None) -> str:
+    """Name the first record that differs between two trees (a second walk, keeping records)."""
+    if source is None or restored is None:
+        return "no path to compare"
+    diff = tree_digest(source, keep_records=True).first_difference(tree_digest(restored, keep_records=True))
+    return f"first difference: {diff!r}" if diff else "the trees changed while they were read"
+
+
+def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]], sources: dict[str, Path], restored_at: dict[str, Path]) -> list[Check]:
     checks = []
     for p in m.protected:
         pair = digests.get(p.name)
@@ -148,7 +159,10 @@ def _digest_checks(m: Manifest, choices: dict[str, Choice], digests: dict[str, t
             continue
         source = pair[1].result()
         ok = source.digest == restored.digest
-        checks.append(Check(f"content {p.name}", ok, f"{restored.entries} entries, {restored.bytes} bytes" + ("" if ok else ", tree digest differs from the source snapshot")))
+        detail = f"{restored.entries} entries, {restored.bytes} bytes"
+        if not ok:
+            detail += f", tree digest differs from the source snapshot ({_first_difference(sources.get(p.name), restored_at.get(p.name))})"
+        checks.append(Check(f"content {p.name}", ok, detail))
     return checks
 
 

@@ -8,7 +8,8 @@ Rules:
 - Every step is idempotent: the executor checks whether it is already done (table as
   captured, filesystem with the captured UUID, subvolume present) and skips it, so an
   interrupted restore is resumed by running the same command again.
-- Order: partition table, filesystems, subvolumes (parents before children; protected
+- Order: partition table, filesystems, subvolumes (depth first: each parent, then the
+  subvolumes beneath it, so a subtree is complete before the next begins; protected
   ones received from the target, then a writable snapshot under the original name;
   everything else created empty), default subvolume, boot files, bootloader, relabel.
 """
@@ -158,7 +159,7 @@ def _mkfs_steps(manifest: Manifest, plan: RestorePlan) -> None:
 
 def _subvolume_steps(manifest: Manifest, fs: BtrfsRecord, choices: dict[str, Choice], source: str, plan: RestorePlan) -> None:
     protected = {p.path: p for p in manifest.protected if p.fs_uuid == fs.fs_uuid}
-    for sub in sorted(fs.subvolumes, key=lambda s: (s.path.count("/"), s.path)):
+    for sub in sorted(fs.subvolumes, key=lambda s: s.path.split("/")):
         base = {"fs_uuid": fs.fs_uuid, "path": sub.path}
         p = protected.get(sub.path)
         if p is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -80,11 +81,19 @@ class Executor:
         self.out = Restored()
 
     def run(self) -> Restored:
-        for i, step in enumerate(self.plan.steps, start=1):
+        """Run every step; call on_restored(name, path) once a restored subvolume's whole subtree exists."""
+        complete_after = _subtree_ends(self.plan.steps)
+        pending: dict[int, list[tuple[str, Path]]] = {}
+        for i, step in enumerate(self.plan.steps):
             handler = getattr(self, "_" + step.kind.replace("-", "_"))
-            self.say(f"[{i}/{len(self.plan.steps)}] {step.kind} {step.subject}: {step.detail}")
+            self.say(f"[{i + 1}/{len(self.plan.steps)}] {step.kind} {step.subject}: {step.detail}")
             result = handler(step)
             self.out.done.append(f"{step.kind} {step.subject}: {result}")
+            if step.kind == "snapshot":
+                pending.setdefault(complete_after[i], []).append((step.subject, self.top(step.args["fs_uuid"]) / step.args["path"]))
+            for name, path in pending.pop(i, []):
+                if self.on_restored:
+                    self.on_restored(name, path)
         return self.out
 
     # ---- access to the new disks
@@ -162,8 +171,6 @@ class Executor:
         if not _prepare(dest):
             return "already present"
         adapter.snapshot(top / RESTORE_AREA / a["entry"], dest, readonly=False)
-        if self.on_restored:
-            self.on_restored(step.subject, dest)
         return "made writable copy"
 
     def _create(self, step: Step) -> str:
@@ -188,6 +195,8 @@ class Executor:
         else:
             fs, dev = self.fs_device(a["fs_uuid"])
             root = self._mounted(fs, dev)
+            if root is None:
+                return self._fat_files(step, dev)
         dest = root / a["dest"] if a["dest"] else root
         dest.mkdir(parents=True, exist_ok=True)
         keep_owner = [] if a["fs_type"] == "vfat" else ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-p"]
@@ -195,12 +204,36 @@ class Executor:
         process.run(["tar", *keep_owner, *flags, "-C", str(dest), "-xf", str(self.capture / a["archive"])], what=f"restore {step.subject}")
         return f"extracted into {a['fs_type']} {a['fs_uuid']}"
 
-    def _mounted(self, fs: FsRecord, dev: str) -> Path:
+    def _mounted(self, fs: FsRecord, dev: str) -> Path | None:
+        """Return where fs is mounted (mounting it once); None for a vfat this kernel cannot mount."""
         name = f"fs-{(fs.uuid or dev).replace('/', '_')}"
         where = self.ws.root / name
         if not os.path.ismount(where):
-            self.ws.mount(dev, name, fs.type)
+            try:
+                self.ws.mount(dev, name, fs.type)
+            except CommandFailed as exc:
+                if fs.type == "vfat" and "unknown filesystem type" in str(exc) + exc.stderr_tail:
+                    return None
+                raise
         return where
+
+    def _fat_files(self, step: Step, dev: str) -> str:
+        """Put a boot archive onto a FAT filesystem through mtools (no vfat in this kernel)."""
+        from subvault.dr import fat
+
+        a = step.args
+        staging = self.ws.root / f"fat-{a['fs_uuid']}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        top = staging / a["dest"] if a["dest"] else staging
+        top.mkdir(parents=True)
+        try:
+            process.run(["tar", "--no-same-owner", "--no-same-permissions", "-C", str(top), "-xf", str(self.capture / a["archive"])],
+                        what=f"restore {step.subject}")
+            fat.copy_in(staging, dev)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return f"extracted into {a['fs_type']} {a['fs_uuid']} (mtools)"
 
     def _bootloader(self, step: Step) -> str:
         if step.args.get("skip"):
@@ -219,6 +252,25 @@ class Executor:
     def _autorelabel(self, step: Step) -> str:
         (self.top(step.args["fs_uuid"]) / step.args["path"] / ".autorelabel").touch()
         return "touched /.autorelabel"
+
+
+SUBVOLUME_STEPS = ("receive", "snapshot", "create")
+
+
+def _subtree_ends(steps: list[Step]) -> dict[int, int]:
+    """For each snapshot step, the index of the last step that makes a subvolume beneath it (or itself).
+
+    A received tree holds a plain empty directory where a nested subvolume was; only once
+    the nested ones are made is the restored subtree what the source snapshot shows.
+    """
+    ends = {}
+    for i, s in enumerate(steps):
+        if s.kind != "snapshot":
+            continue
+        prefix, fs = s.args["path"] + "/", s.args["fs_uuid"]
+        ends[i] = max([i] + [j for j, t in enumerate(steps) if j > i and t.kind in SUBVOLUME_STEPS
+                             and t.args.get("fs_uuid") == fs and t.args.get("path", "").startswith(prefix)])
+    return ends
 
 
 def _prepare(dest: Path) -> bool:

@@ -15,101 +15,38 @@ from pathlib import Path
 import pytest
 
 from subvault import process
+from subvault.btrfs import adapter, local
+from subvault.dr import fat
 from subvault.dr.digest import tree_digest
-from subvault.dr.parse import parse_blkid_export, parse_sfdisk_dump
+from subvault.dr.machine import EFI_FILE, Machine, machine_config
+from subvault.dr.parse import parse_sfdisk_dump
 from subvault.dr.workspace import Workspace
-from subvault.testbed import PROTECTED, build_homelab, homelab_config
+from subvault.testbed import PROTECTED
 
 from conftest import run_cli
-
-NO_CACHE = {"BLKID_FILE": "/dev/null"}
-SCRIPT = (
-    "label: gpt\nunit: sectors\n\n"
-    'size=64MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI System"\n'
-    'type=0FC63DAF-8483-4772-8E79-3D69E4F7C709, name="root"\n'
-)
-EFI_FILE = "EFI/fedora/grubx64.efi"
-
-
-class Machine:
-    """The machine under test: its disk image, its partitions attached by offset, its mounts."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.image = tmp / "machine.img"
-        self.ws = Workspace(tmp / "machine")
-
-    def build(self) -> None:
-        with open(self.image, "wb") as fh:
-            fh.truncate(1536 << 20)
-        process.run(["sfdisk", "-q", str(self.image)], input=SCRIPT)
-        self.table = parse_sfdisk_dump(process.run(["sfdisk", "--dump", str(self.image)]).stdout)
-        esp, root = self.partitions()
-        process.run(["mkfs.vfat", "-F", "32", "-n", "ESP", esp], env=NO_CACHE)
-        process.run(["mkfs.btrfs", "-q", "-f", "-L", "fedora", root], env=NO_CACHE)
-        self.top = self.ws.mount(root, "top", "btrfs", "subvolid=5")
-        self.esp = self.ws.mount(esp, "esp", "vfat")
-        self.paths = build_homelab(self.top)
-        (self.esp / EFI_FILE).parent.mkdir(parents=True)
-        (self.esp / EFI_FILE).write_bytes(os.urandom(4096))
-        self.esp_uuid, self.fs_uuid = self.uuid(esp), self.uuid(root)
-        (self.paths["root"] / "etc" / "fstab").write_text(
-            f"UUID={self.fs_uuid} / btrfs subvol=root 0 0\n"
-            f"UUID={self.esp_uuid} /boot/efi vfat umask=0077 0 2\n"
-            f"UUID={self.fs_uuid} /var btrfs subvol=var 0 0\n"
-            f"UUID={self.fs_uuid} /var/lib/pvc btrfs subvol=var_lib_pvc 0 0\n"
-            f"UUID={self.fs_uuid} /var/cache btrfs subvol=var_cache 0 0\n"
-        )
-        os.setxattr(self.paths["var_lib_pvc"] / "nextcloud" / "config.php", "user.owner", b"nextcloud")
-        os.chown(self.paths["home"] / "user" / "notes.txt", 1000, 1000)
-
-    def partitions(self) -> list[str]:
-        ss = self.table.sector_size
-        return [self.ws.attach(str(self.image), p.start * ss, p.size * ss) for p in self.table.partitions]
-
-    @staticmethod
-    def uuid(dev: str) -> str:
-        return parse_blkid_export(process.run(["blkid", "-p", "-o", "export", dev], env=NO_CACHE).stdout)[0].uuid
-
-    def probe(self, number: int) -> dict[str, str]:
-        p = self.table.partition(number)
-        ss = self.table.sector_size
-        out = process.run(["blkid", "-p", "-o", "export", "-O", str(p.start * ss), "-S", str(p.size * ss), str(self.image)], env=NO_CACHE).stdout
-        return parse_blkid_export(out)[0].fields
-
-    def wipe(self) -> None:
-        self.ws.close()
-        size = self.image.stat().st_size
-        with open(self.image, "wb") as fh:
-            fh.truncate(size)
-
 
 @pytest.fixture
 def machine(tmp_path):
     m = Machine(tmp_path)
     try:
-        m.build()
-        yield m
+        yield m.build()
     finally:
-        m.ws.close()
+        m.close()
 
 
 @pytest.fixture
 def setup(machine, make_fs, tmp_path):
     pi = make_fs("pi", size="2G")
     state = tmp_path / "state"
-    text = homelab_config(machine.paths, state_dir=state).replace("prechange_keep = 10", 'prechange_keep = 10\ntargets = ["pi"]')
-    text += f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{pi.mountpoint}"\nkeep = "all"\n'
     cfg = tmp_path / "subvault.toml"
-    cfg.write_text(text)
-    capture_dir = machine.paths["var"] / "lib" / "subvault" / "dr"
+    cfg.write_text(machine_config(machine, pi.mountpoint, state))
+    capture_dir = machine.capture_dir
 
     def cli(*args, check=True):
         return run_cli("--config", str(cfg), *args, check=check)
 
     cli("run")  # the first snapshots (and their .snapshots containers), replicated to pi
-    cli("dr", "capture", "--dest", str(capture_dir), "--disk", str(machine.image), "--fstab", str(machine.paths["root"] / "etc" / "fstab"),
-        "--boot-dir", f"/boot/efi={machine.esp}", "--firmware", "uefi")
+    cli("dr", "capture", *machine.capture_args())
     cli("snapshot", "--force")  # the capture is now inside var's newest snapshot
     cli("replicate")
     return cli, pi, state, capture_dir
@@ -117,6 +54,12 @@ def setup(machine, make_fs, tmp_path):
 
 def _pi_entry(pi, sub: str) -> Path:
     return max(pi.mountpoint.glob(f"*/{sub}/{sub}.*"), key=lambda p: p.name)
+
+
+def _source_snapshot(machine, pi, sub: str) -> Path:
+    """The local snapshot the target's newest entry of sub was sent from (by uuid, invariant 7)."""
+    sent = adapter.show(_pi_entry(pi, sub)).received_uuid
+    return Path(next(s.path for s in local.scan(sub, machine.paths[sub], with_uuids=True) if s.uuid == sent))
 
 
 def test_capture_records_the_layout(machine, setup):
@@ -135,8 +78,7 @@ def test_capture_travels_with_the_replicated_subvolume(machine, setup):
 
 def test_capture_if_changed_is_a_no_op_until_the_layout_changes(machine, setup):
     cli, *_ , capture_dir = setup
-    args = ["dr", "capture", "--if-changed", "--json", "--dest", str(capture_dir), "--disk", str(machine.image),
-            "--fstab", str(machine.paths["root"] / "etc" / "fstab"), "--boot-dir", f"/boot/efi={machine.esp}", "--firmware", "uefi"]
+    args = ["dr", "capture", "--if-changed", "--json", *machine.capture_args(capture_dir)]
     assert json.loads(cli(*args).stdout)["result"]["items"][0]["action"] == "unchanged"
     process.run(["btrfs", "subvolume", "create", str(machine.top / "srv")])
     assert json.loads(cli(*args).stdout)["result"]["items"][0]["action"] == "captured"
@@ -158,8 +100,8 @@ def test_drill_restores_into_an_image_and_verifies(machine, setup, tmp_path):
 def test_dr_restore_after_wipe_gives_identical_contents_and_uuids(machine, setup, tmp_path):
     cli, pi, _, _ = setup
     capture = _pi_entry(pi, "var") / "lib" / "subvault" / "dr"
-    expected = {n: tree_digest(_pi_entry(pi, n)).digest for n in PROTECTED}
-    esp_file = (machine.esp / EFI_FILE).read_bytes()
+    expected = {n: tree_digest(_source_snapshot(machine, pi, n)).digest for n in PROTECTED}
+    esp_file = fat.read_bytes(machine.esp, EFI_FILE)
     old_table = machine.table
     machine.wipe()
     refused = run_cli("--config", str(machine.tmp / "subvault.toml"), "dr", "restore", "--from", "pi", "--capture", str(capture),
@@ -184,7 +126,7 @@ def test_dr_restore_after_wipe_gives_identical_contents_and_uuids(machine, setup
         assert (top / "var_cache").is_dir() and (top / "root" / ".snapshots").is_dir()
         default = process.run(["btrfs", "subvolume", "get-default", str(top)]).stdout
         assert default.strip().endswith("path root") or " root" in default
-        assert (ws.mount(esp, "esp", "vfat") / EFI_FILE).read_bytes() == esp_file
+        assert fat.read_bytes(esp, EFI_FILE) == esp_file
     finally:
         ws.close()
 

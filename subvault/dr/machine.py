@@ -1,0 +1,167 @@
+"""A tiny whole machine in a disk image, for the drill tests, the bench and `subvault demo`.
+
+The image has a GPT with an ESP (vfat, with a bootloader file) and a btrfs partition in
+the homelab layout (subvault.testbed), an fstab naming both by UUID, an xattr, a
+non-root owner and the default subvolume set to root. Partitions are attached as loop devices by offset (never `losetup -P`);
+the ESP is written through mtools, so no vfat support is needed in the kernel.
+`close()` undoes every loop device and mount, pass or fail; it never raises.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+from subvault import process
+from subvault.btrfs import adapter
+from subvault.dr import fat
+from subvault.dr.parse import PartitionTable, parse_blkid_export, parse_sfdisk_dump
+from subvault.dr.workspace import Workspace
+
+NO_CACHE = {"BLKID_FILE": "/dev/null"}
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69E4F7C709"
+EFI_FILE = "EFI/fedora/grubx64.efi"
+
+
+def table_script(esp_mib: int = 64) -> str:
+    return f'label: gpt\nunit: sectors\n\nsize={esp_mib}MiB, type={ESP_TYPE}, name="EFI System"\ntype={LINUX_TYPE}, name="root"\n'
+
+
+class Machine:
+    """The machine under test: its disk image, its partitions attached by offset, its mounts.
+
+    After build(): .table, .esp (the ESP's loop device), .top (btrfs top level mounted),
+    .paths (homelab subvolumes), .esp_uuid, .fs_uuid, .fstab (path of root's fstab).
+    """
+
+    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1) -> None:
+        self.tmp = tmp
+        self.image = tmp / "machine.img"
+        self.size_mib = size_mib
+        self.data_mib = data_mib
+        self.ws = Workspace(tmp / "machine")
+        self.table: PartitionTable | None = None
+
+    def build(self) -> "Machine":
+        from subvault.testbed import build_homelab
+
+        with open(self.image, "wb") as fh:
+            fh.truncate(self.size_mib << 20)
+        process.run(["sfdisk", "-q", str(self.image)], input=table_script())
+        self.table = parse_sfdisk_dump(process.run(["sfdisk", "--dump", str(self.image)]).stdout)
+        esp, root = self.partitions()
+        process.run(["mkfs.vfat", "-F", "32", "-n", "ESP", esp], env=NO_CACHE)
+        process.run(["mkfs.btrfs", "-q", "-f", "-L", "fedora", root], env=NO_CACHE)
+        self.esp = esp
+        self.top = self.ws.mount(root, "top", "btrfs", "subvolid=5")
+        self.paths = build_homelab(self.top, data_mib=self.data_mib)
+        adapter.set_default(adapter.show(self.paths["root"]).id, self.top)  # as openSUSE does; the restore must carry it
+        with tempfile.TemporaryDirectory(prefix="subvault-esp-") as staging:
+            (Path(staging) / EFI_FILE).parent.mkdir(parents=True)
+            (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
+            fat.copy_in(Path(staging), esp)
+        self.esp_uuid, self.fs_uuid = self.uuid(esp), self.uuid(root)
+        self.fstab = self.paths["root"] / "etc" / "fstab"
+        self.fstab.write_text(
+            f"UUID={self.fs_uuid} / btrfs subvol=root 0 0\n"
+            f"UUID={self.esp_uuid} /boot/efi vfat umask=0077 0 2\n"
+            f"UUID={self.fs_uuid} /var btrfs subvol=var 0 0\n"
+            f"UUID={self.fs_uuid} /var/lib/pvc btrfs subvol=var_lib_pvc 0 0\n"
+            f"UUID={self.fs_uuid} /var/cache btrfs subvol=var_cache 0 0\n"
+        )
+        os.setxattr(self.paths["var_lib_pvc"] / "nextcloud" / "config.php", "user.owner", b"nextcloud")
+        os.chown(self.paths["home"] / "user" / "notes.txt", 1000, 1000)
+        return self
+
+    @property
+    def capture_dir(self) -> Path:
+        """Where the capture goes: inside the var subvolume, so it is replicated with it."""
+        return self.paths["var"] / "lib" / "subvault" / "dr"
+
+    def capture_args(self, dest: Path | None = None) -> list[str]:
+        """The `dr capture` arguments for this machine (its image, its fstab, its ESP device)."""
+        return ["--dest", str(dest or self.capture_dir), "--disk", str(self.image), "--fstab", str(self.fstab),
+                "--boot-dir", f"/boot/efi={self.esp}", "--firmware", "uefi"]
+
+    def partitions(self) -> list[str]:
+        assert self.table is not None
+        ss = self.table.sector_size
+        return [self.ws.attach(str(self.image), p.start * ss, p.size * ss) for p in self.table.partitions]
+
+    @staticmethod
+    def uuid(dev: str) -> str:
+        return parse_blkid_export(process.run(["blkid", "-p", "-o", "export", dev], env=NO_CACHE).stdout)[0].uuid or ""
+
+    def probe(self, number: int) -> dict[str, str]:
+        """blkid's fields of partition number, probed through the image at its offset."""
+        assert self.table is not None
+        p = self.table.partition(number)
+        ss = self.table.sector_size
+        out = process.run(["blkid", "-p", "-o", "export", "-O", str(p.start * ss), "-S", str(p.size * ss), str(self.image)], env=NO_CACHE).stdout
+        return parse_blkid_export(out)[0].fields
+
+    def wipe(self) -> None:
+        """Detach everything and zero the image (same size, sparse)."""
+        self.ws.close()
+        size = self.image.stat().st_size
+        with open(self.image, "wb") as fh:
+            fh.truncate(size)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def machine_config(m: Machine, target_dir: Path, state_dir: Path) -> str:
+    """A config protecting m's homelab subvolumes, replicated to a local btrfs target "pi" at target_dir."""
+    from subvault.testbed import homelab_config
+
+    text = homelab_config(m.paths, state_dir=state_dir).replace("prechange_keep = 10", 'prechange_keep = 10\ntargets = ["pi"]')
+    return text + f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{target_dir}"\nkeep = "all"\n'
+
+
+def demo_drill(workdir: Path, say: Callable[[str], None] = print):
+    """Build a tiny machine image and a target under workdir, snapshot, capture, replicate, drill it.
+
+    Return the DrillReport (its .ok, .rto_seconds, .rpo_seconds). Everything made under
+    workdir (loop devices, mounts) is undone before returning, pass or fail. Needs root,
+    loop devices, btrfs-progs, dosfstools, mtools.
+    """
+    from subvault.config.load import parse_config
+    from subvault.dr.capture import CaptureSpec, capture
+    from subvault.dr.drill import DrillRequest, drill
+    from subvault.run.context import Context
+    from subvault.run.local import take_timeline
+    from subvault.run.replicate import replicate
+    from subvault.testbed import LoopFs
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    m = Machine(workdir, size_mib=768)
+    pi = LoopFs(image=workdir / "pi.img", mountpoint=workdir / "pi", size="1G")
+    try:
+        say("drill demo: building a machine image (GPT, ESP, btrfs in the homelab layout)")
+        m.build()
+        pi.create()
+        config = parse_config(machine_config(m, pi.mountpoint, workdir / "state"))
+        ctx = Context(config)
+        take_timeline(ctx, force=True)
+        spec = CaptureSpec(dest=m.capture_dir, disks=[str(m.image)], fstab=str(m.fstab), boot_dirs={"/boot/efi": m.esp}, firmware="uefi")
+        _ok(capture(ctx, spec), "dr capture")
+        later = Context(config, now=ctx.now + timedelta(seconds=1))
+        _ok(take_timeline(later, force=True), "snapshot")
+        _ok(replicate(later, meter=False), "replicate")
+        say("drill demo: restoring from the target into a scratch image and verifying it")
+        return drill(Context(config, say=say), DrillRequest("pi", workdir=str(workdir / "drill")))
+    finally:
+        m.close()
+        pi.close()
+
+
+def _ok(outcome, what: str) -> None:
+    from subvault.errors import SubvaultError
+
+    if outcome.errors:
+        raise SubvaultError(f"drill demo: {what} failed: {'; '.join(outcome.errors)}")
