@@ -15,6 +15,7 @@ from typing import Callable
 from subvault import process
 from subvault.errors import SubvaultError
 from subvault.testbed import LoopFs, build_homelab, homelab_config, remove_tree, scratch_dir
+from subvault.testbed_ssh import Sshd
 
 
 class Demo:
@@ -44,17 +45,26 @@ def run_demo(*, keep: bool = False, workdir: str | None = None, say: Callable[[s
     base = Path(workdir) if workdir else scratch_dir("subvault-demo-")
     base.mkdir(parents=True, exist_ok=True)
     src = LoopFs(image=base / "server.img", mountpoint=base / "server", size="2G", label="demo-server")
+    pi = LoopFs(image=base / "pi.img", mountpoint=base / "pi", size="2G", label="demo-pi")
+    sshd = Sshd(base / "sshd")
     demo = Demo(base, say)
     try:
         src.create()
-        say(f"built a btrfs filesystem on {src.device} at {src.mountpoint} in the homelab layout")
+        pi.create()
+        say(f"built the server's btrfs on {src.device} at {src.mountpoint} in the homelab layout")
         paths = build_homelab(src.mountpoint, data_mib=8)
         demo.config.write_text(homelab_config(paths, state_dir=base / "state"))
         _local_layers(demo, paths)
+        sshd.start()
+        (pi.mountpoint / "backup").mkdir()
+        say(f"built the Pi's btrfs on {pi.device} at {pi.mountpoint}, reachable over sshd on 127.0.0.1:{sshd.port}")
+        _remote_layers(demo, paths, sshd, pi.mountpoint / "backup", base)
     finally:
+        sshd.stop()
         if keep:
-            say(f"\nkept for inspection: {base} (clean up with: umount -R {src.mountpoint}; losetup -d {src.device})")
+            say(f"\nkept for inspection: {base} (clean up with: umount -R {src.mountpoint} {pi.mountpoint}; losetup -d {src.device} {pi.device})")
         else:
+            pi.close()
             src.close()
             remove_tree(base)
             say("\ncleaned up: unmounted, detached and removed the loop filesystems")
@@ -81,3 +91,37 @@ def _local_layers(demo: Demo, paths: dict[str, Path]) -> None:
         demo.say("  !! the file was not restored")
     demo.say("\n== retention ==")
     demo.cli("prune", "--dry-run")
+
+
+def _remote_layers(demo: Demo, paths: dict[str, Path], sshd: Sshd, backup: Path, base: Path) -> None:
+    key = base / "age.key"
+    process.run(["age-keygen", "-o", str(key)], what="age-keygen")
+    recipient = process.run(["age-keygen", "-y", str(key)], what="age-keygen -y").stdout.strip()
+    bucket = base / "bucket"
+    bucket.mkdir()
+    text = demo.config.read_text().replace("prechange_keep = 10", 'prechange_keep = 10\ntargets = ["pi", "offsite"]')
+    text += "\n" + sshd.target_toml("pi", backup, extra='ssh_cipher = "aes128-gcm@openssh.com"\ncompress = "zstd"')
+    text += (
+        f'[[target]]\nname = "offsite"\ntype = "object"\nurl = "file://{bucket}"\nrecipients = ["{recipient}"]\n'
+        f'keep = "8d 5w 12m"\nfull_every = "30d"\nmac_key = "{base}/offsite.mac"\n'
+    )
+    demo.config.write_text(text)
+    demo.say("\n== layer 3: incremental replication to the Pi over ssh (one connection) ==")
+    demo.cli("replicate")
+    (paths["var_lib_pvc"] / "nextcloud" / "later.txt").write_text("written after the first replication\n")
+    demo.cli("snapshot", "--force")
+    demo.cli("replicate")  # incremental: -p is the snapshot both sides hold
+    demo.cli("list", "var_lib_pvc")
+    demo.say("\n== layer 4: age-encrypted, compressed streams in a bucket (file:// here) ==")
+    demo.cli("offsite")
+    demo.cli("verify", "--target", "offsite")
+    demo.say("\n== restore a whole subvolume from the Pi, and another from the bucket ==")
+    into = paths["var_tmp"]
+    demo.cli("restore", "home", "--from", "pi", "--into", str(into))
+    demo.cli("restore", "var_lib_pvc", "--from", "offsite", "--into", str(into), "--identity", str(key))
+    if (into / "var_lib_pvc" / "nextcloud" / "later.txt").read_text() != "written after the first replication\n":
+        demo.failures += 1
+        demo.say("  !! the offsite restore does not hold the newest data")
+    demo.say("\n== layer 5: the morning look ==")
+    demo.cli("status")
+    demo.cli("check")

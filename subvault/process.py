@@ -103,6 +103,16 @@ def run(
     return Result(argv, proc.returncode, proc.stdout, proc.stderr)
 
 
+def spawn(argv: Sequence[str], *, stderr_text: bool = True) -> subprocess.Popen:
+    """Start a long-running server (the demo's sshd) and return it; the caller stops it.
+
+    Its stderr is a text pipe the caller reads (e.g. to learn that it is listening).
+    """
+    argv = [str(a) for a in argv]
+    log.debug("spawn %s", _describe(argv))
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=stderr_text)
+
+
 @dataclass
 class _Stage:
     argv: list[str]

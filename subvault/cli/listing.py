@@ -25,10 +25,12 @@ def render_listing(listings, ctx, as_json: bool) -> int:
                 s.date.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M"),
                 s.kind if s.owned else "snapper",
                 s.description[:40],
-                ", ".join(getattr(s, "held_by", ()) or []),
+                ", ".join(listing.held_by.get(s.uuid or "", [])),
             ]
             for s in listing.snapshots
         ]
+        for err in listing.target_errors:
+            click.echo(f"  warning: {err}")
         if rows:
             click.echo("  " + table(rows, ["#", "date", "kind", "description", "targets"]).replace("\n", "\n  "))
         else:

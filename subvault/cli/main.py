@@ -188,16 +188,17 @@ def prune(env: Env, dry_run: bool, as_json: bool) -> int:
 
 @cli.command("list")
 @click.argument("subvolume", required=False)
+@click.option("--local", "local_only", is_flag=True, help="Do not ask the targets which snapshots they hold.")
 @json_option
 @pass_env
 @_handle_errors
-def list_cmd(env: Env, subvolume: str | None, as_json: bool) -> int:
-    """List snapshots per subvolume (subvault's and snapper's)."""
+def list_cmd(env: Env, subvolume: str | None, local_only: bool, as_json: bool) -> int:
+    """List snapshots per subvolume (subvault's and snapper's) and the targets holding each."""
     from subvault.cli.listing import render_listing
     from subvault.run.local import list_snapshots
 
     ctx = env.context(quiet=True)
-    listings = list_snapshots(ctx, [subvolume] if subvolume else None)
+    listings = list_snapshots(ctx, [subvolume] if subvolume else None, targets=not local_only)
     return render_listing(listings, ctx, as_json)
 
 

@@ -6,7 +6,7 @@ and the rest are still done (exit 3, partial).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from subvault.btrfs import adapter, local
@@ -121,17 +121,28 @@ class Listing:
     path: str
     snapshots: list[LocalSnapshot]
     error: str | None = None
+    held_by: dict[str, list[str]] = field(default_factory=dict)  # snapshot uuid -> targets holding it
+    target_errors: list[str] = field(default_factory=list)
 
 
-def list_snapshots(ctx: Context, names: list[str] | None = None) -> list[Listing]:
-    """Return each subvolume's snapshots (subvault's and foreign ones), oldest first."""
+def list_snapshots(ctx: Context, names: list[str] | None = None, *, targets: bool = True) -> list[Listing]:
+    """Return each subvolume's snapshots (subvault's and foreign ones), oldest first.
+
+    With targets, each listing also says which targets hold a verified copy of each.
+    """
     listings = []
     index = local.FsIndex()
     for sub in _selected(ctx, names):
         try:
-            listings.append(Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)))
+            listing = Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index))
         except SubvaultError as exc:
             listings.append(Listing(sub.name, sub.path, [], str(exc)))
+            continue
+        if targets and ctx.config.targets_of(sub):
+            from subvault.run.watch import holders
+
+            listing.held_by, listing.target_errors = holders(ctx, sub)
+        listings.append(listing)
     return listings
 
 

@@ -247,3 +247,31 @@ def write_metrics(path: str, rows: list[LayerRow], ctx: Context, problems: dict[
         for r in rows
     ]
     write_textfile(Path(path), build_registry(layers, problems, generated_at=ctx.now))
+
+
+def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], list[str]]:
+    """Return {local snapshot uuid: [targets holding a verified copy]} and per-target errors."""
+    from subvault.endpoints.endpoint import open_target
+    from subvault.offsite.target import scan
+    from subvault.plan.replication import is_verified
+    from subvault.run.offsite import mac_key, open_target_store
+    from subvault.run.replicate import host_name
+
+    held: dict[str, list[str]] = {}
+    errors: list[str] = []
+    for tconf in ctx.config.target:
+        if tconf.name not in ctx.config.targets_of(sub):
+            continue
+        try:
+            if tconf.type == "btrfs":
+                with open_target(tconf) as ep:
+                    uuids = [e.received_uuid for e in ep.list(ep.container(host_name(), sub.name), sub.name) if is_verified(e)]
+            else:
+                uuids = [p.uuid for p in scan(open_target_store(tconf), mac_key(tconf), sub.name).points]
+        except SubvaultError as exc:
+            errors.append(f"{tconf.name}: {exc}")
+            continue
+        for uuid in uuids:
+            if uuid:
+                held.setdefault(uuid, []).append(tconf.name)
+    return held, errors

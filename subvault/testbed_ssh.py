@@ -1,0 +1,123 @@
+"""A real sshd on 127.0.0.1 standing in for the Pi: for `subvault demo` and the tests.
+
+`Sshd(dir, forced_command=None).start()` writes keys and configs under dir, starts
+`sshd -D -e` on a free loopback port and returns once sshd reports it is listening
+(read from its log, no sleeps). `stop()` terminates exactly the process it started.
+Only 127.0.0.1 is ever used.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from subvault import process
+
+SSHD = "/usr/sbin/sshd"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_command(root: Path, *flags: str) -> str:
+    """The forced command running this checkout's `subvault serve`."""
+    return shlex.join([sys.executable, "-m", "subvault.cli.replication_cmds", "serve", "--root", str(root), *flags])
+
+
+@dataclass
+class Sshd:
+    dir: Path
+    forced_command: str | None = None
+    port: int = 0
+    proc: object | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "client_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    def ssh_options(self) -> list[str]:
+        """The -o options a client needs (for TargetConf.ssh_options)."""
+        return [f"UserKnownHostsFile={self.known_hosts}", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "ConnectTimeout=10"]
+
+    def url(self, path: str | Path) -> str:
+        return f"ssh://root@127.0.0.1:{self.port}{path}"
+
+    def target_toml(self, name: str, path: str | Path, keep: str = "24h 8d 5w", extra: str = "") -> str:
+        opts = ", ".join(f'"{o}"' for o in self.ssh_options())
+        return (
+            f'[[target]]\nname = "{name}"\ntype = "btrfs"\nurl = "{self.url(path)}"\nkeep = "{keep}"\n'
+            f'ssh_identity = "{self.client_key}"\nssh_options = [{opts}]\n{extra}\n'
+        )
+
+    def start(self) -> "Sshd":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir sshd requires
+        for name in ("host_key", "client_key"):
+            process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / name)], what="ssh-keygen")
+        pub = (self.dir / "client_key.pub").read_text().strip()
+        prefix = f'command="{self.forced_command.replace(chr(34), chr(92) + chr(34))}",restrict ' if self.forced_command else ""
+        (self.dir / "authorized_keys").write_text(prefix + pub + "\n")
+        self.port = free_port()
+        host_pub = (self.dir / "host_key.pub").read_text().split()
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        config = self.dir / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.dir / 'host_key'}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    f"SetEnv PYTHONPATH={REPO}",
+                    "MaxStartups 100",
+                    "MaxSessions 100",
+                    "",
+                ]
+            )
+        )
+        self.proc = proc = process.spawn([SSHD, "-D", "-e", "-f", str(config)])
+        for line in proc.stderr:
+            self.log.append(line)
+            if "Server listening on 127.0.0.1" in line:
+                break
+        else:
+            self.stop()
+            raise RuntimeError("sshd did not start:\n" + "".join(self.log))
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
