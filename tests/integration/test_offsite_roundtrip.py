@@ -80,7 +80,7 @@ def test_empty_stream_round_trips(store: Store, age, tmp_path: Path) -> None:
     assert out.read_bytes() == b""
 
 
-def test_failing_source_writes_no_manifest(store: Store, age, tmp_path: Path) -> None:
+def test_invariant_4_failing_source_writes_no_manifest(store: Store, age, tmp_path: Path) -> None:
     """Invariant 9 and 4: a failed stage leaves no manifest behind."""
     key = mac_key(tmp_path)
     req = request("root", "u1", None, ("u1",), tmp_path / "does-not-exist", (age.recipient,))

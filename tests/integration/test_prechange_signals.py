@@ -50,7 +50,7 @@ print(json.dumps({"error": None}), flush=True)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_resume_after_signal_while_snapshotting(tmp_path, signum):
+def test_invariant_6_flux_resumed_after_signal_while_snapshotting(tmp_path, signum):
     with FakeKube() as fake:
         fake.add(flux_obj("Kustomization", "flux-system", "apps"))
         fake.add(flux_obj("HelmRelease", "db", "postgres"))

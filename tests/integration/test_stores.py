@@ -156,7 +156,7 @@ def test_wrong_credentials_is_auth_error(s3: S3Server, tmp_path: Path) -> None:
         list(store.list())
 
 
-def test_world_readable_credentials_file_is_refused(tmp_path: Path) -> None:
+def test_invariant_11_world_readable_credentials_file_is_refused(tmp_path: Path) -> None:
     """Invariant 11: a secrets file readable by others is refused."""
     creds = tmp_path / "c.env"
     creds.write_text("AWS_ACCESS_KEY_ID=AKIDEXAMPLE\nAWS_SECRET_ACCESS_KEY=topsecretvalue\n")
@@ -166,7 +166,7 @@ def test_world_readable_credentials_file_is_refused(tmp_path: Path) -> None:
     assert "chmod 600" in str(err.value) and "topsecretvalue" not in str(err.value)
 
 
-def test_credentials_are_masked(tmp_path: Path) -> None:
+def test_invariant_11_credentials_are_masked(tmp_path: Path) -> None:
     """Invariant 11: secrets read from a file are registered for masking."""
     creds = tmp_path / "c.env"
     creds.write_text("export AWS_ACCESS_KEY_ID='AKIDMASKME1'\n# comment\nAWS_SECRET_ACCESS_KEY=\"maskme-secret-2\"\n")

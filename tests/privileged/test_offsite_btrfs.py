@@ -102,7 +102,7 @@ def test_unreachable_bucket_keeps_what_the_chain_needs_locally(homelab, offsite,
     assert base <= left
 
 
-def test_recipe_restores_with_standard_tools_only(homelab, offsite, tmp_path):
+def test_invariant_10_recipe_restores_with_standard_tools_only(homelab, offsite, tmp_path):
     """Invariant 10: age, zstd and btrfs receive alone restore what the bucket holds."""
     key, bucket = offsite
     homelab.cli("snapshot")

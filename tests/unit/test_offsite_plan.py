@@ -79,7 +79,7 @@ def test_up_to_date_uploads_nothing_but_holds_the_base() -> None:
     assert p.upload is None and p.hold_local == {"a": "offsite incremental base"}
 
 
-def test_chain_links_of_kept_points_are_never_deleted() -> None:
+def test_invariant_4_chain_links_of_kept_points_are_never_deleted() -> None:
     """Invariant 4: keep 'latest' keeps the newest, and its whole chain with it."""
     offsite = [rp("a", 1, ("a",)), rp("b", 2, ("a", "b")), rp("c", 3, ("a", "b", "c")),
                rp("d", 4, ("d",)), rp("e", 5, ("d", "e"))]
@@ -128,7 +128,7 @@ step = st.tuples(
     keep=st.sampled_from(["latest", "3d", "2d 2w", "8d 5w 12m", "all", "1h"]),
     full_every=st.sampled_from(["1d", "7d", "30d"]),
 )
-def test_simulated_history_keeps_every_chain_whole(steps, keep, full_every) -> None:
+def test_invariant_4_simulated_history_keeps_every_chain_whole(steps, keep, full_every) -> None:
     offsite: dict[str, RestorePoint] = {}
     local: dict[str, LocalSnapshot] = {}
     now = T0

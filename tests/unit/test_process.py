@@ -1,0 +1,62 @@
+"""The subprocess gateway: pipelines checked stage by stage, stalls by progress, secrets masked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from subvault import process
+from subvault.errors import CommandFailed, NoSpace, StalledTransfer
+
+PY = sys.executable
+
+
+def test_pipeline_moves_bytes_and_counts_them(tmp_path):
+    out = tmp_path / "out"
+    with open(out, "wb") as fh, process.pipeline([["head", "-c", "3000000", "/dev/zero"], ["cat"]], stdout=fh) as pipe:
+        result = pipe.run(meter_after=0)
+    assert result.bytes == 3_000_000 and out.stat().st_size == 3_000_000
+
+
+def test_invariant_9_failed_stage_stops_the_others_and_is_named():
+    # the consumer fails; the endless producer must be stopped, and the error names the consumer
+    stages = [["yes"], [PY, "-c", "import sys; sys.stdin.read(10); sys.stderr.write('receiver broke\\n'); sys.exit(3)"]]
+    with pytest.raises(CommandFailed) as info:
+        with process.pipeline(stages, what="test transfer", stdout=subprocess.DEVNULL) as pipe:
+            pipe.run(meter_after=0)
+    assert "receiver broke" in str(info.value)
+    assert info.value.returncode == 3
+
+
+def test_invariant_9_failing_producer_is_reported_not_success():
+    stages = [[PY, "-c", "import sys; sys.stdout.write('x'*10); sys.stderr.write('send failed\\n'); sys.exit(1)"], ["cat"]]
+    with pytest.raises(CommandFailed, match="send failed"):
+        with process.pipeline(stages, stdout=subprocess.DEVNULL) as pipe:
+            pipe.run(meter_after=None)
+
+
+def test_stall_is_detected_by_progress_not_wall_clock():
+    stages = [[PY, "-c", "import time, sys; sys.stdout.write('x'); sys.stdout.flush(); time.sleep(60)"], ["cat"]]
+    with pytest.raises(StalledTransfer, match="no data for 1s"):
+        with process.pipeline(stages, what="slow", stdout=subprocess.DEVNULL) as pipe:
+            pipe.run(meter_after=0, stall_seconds=1)
+
+
+def test_enospc_is_typed():
+    with pytest.raises(NoSpace):
+        process.run([PY, "-c", "import sys; sys.stderr.write('ERROR: No space left on device\\n'); sys.exit(1)"])
+
+
+def test_invariant_11_registered_secrets_are_masked():
+    process.mask("s3cr3t-token-value")
+    with pytest.raises(CommandFailed) as info:
+        process.run([PY, "-c", "import sys; sys.stderr.write('bad token s3cr3t-token-value\\n'); sys.exit(2)"])
+    assert "s3cr3t-token-value" not in str(info.value) and "***" in str(info.value)
+    assert all("s3cr3t" not in a for a in info.value.argv)
+
+
+def test_capture_returns_last_stage_output():
+    with process.pipeline([["printf", "a\\nb\\n"], ["sort", "-r"]]) as pipe:
+        assert pipe.capture() == "b\na\n"
