@@ -216,14 +216,15 @@ def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int
     cfg = env.config
     with env.lock():
         ctx = env.context(dry_run=dry_run, quiet=as_json)
-        if dry_run or not (cfg.notify.urls or cfg.notify.ping):
+        if dry_run or not (cfg.notify.urls or cfg.notify.urls_file or cfg.notify.ping):
             outcome = run_all(ctx, metrics_file=metrics_file)
         else:
             from pathlib import Path
 
+            from subvault.cli.watch_cmds import notify_urls
             from subvault.notify.lifecycle import monitored
 
-            with monitored("run", cfg.notify.urls, cfg.notify.ping, Path(cfg.defaults.state_dir)) as job:
+            with monitored("run", notify_urls(cfg), cfg.notify.ping, Path(cfg.defaults.state_dir)) as job:
                 outcome = run_all(ctx, metrics_file=metrics_file)
                 job.report(outcome.exit_code, outcome.errors)
             outcome.warnings.extend(job.warnings)

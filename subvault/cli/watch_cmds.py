@@ -25,12 +25,12 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
 
     cfg = env.config
     warnings = _validate_notify(cfg)
-    with monitored("check", cfg.notify.urls, None, Path(cfg.defaults.state_dir)) as job:
+    with monitored("check", notify_urls(cfg), None, Path(cfg.defaults.state_dir)) as job:
         report = do_check(env.context(quiet=True))
         job.report(report.exit_code, [p.message for p in report.problems])
     if metrics_file:
         write_metrics(metrics_file, report.rows, env.context(quiet=True), problems=problem_counts(report))
-    warnings += job.warnings
+    warnings += report.warnings + job.warnings
     if as_json:
         emit_json("check", {"problems": report.problems, "warnings": warnings})
     else:
@@ -109,9 +109,20 @@ def notify_failure(env: Env, unit: str) -> int:
     from subvault.notify.unit_failure import notify_unit_failure
 
     cfg = env.config
-    for warning in notify_unit_failure(unit, cfg.notify.urls, Path(cfg.defaults.state_dir)):
+    for warning in notify_unit_failure(unit, notify_urls(cfg), Path(cfg.defaults.state_dir)):
         click.echo(f"warning: {warning}", err=True)
     return 0
+
+
+def notify_urls(cfg) -> list[str]:
+    """The Apprise URLs: notify.urls plus the lines of notify.urls_file (refused unless mode 0600)."""
+    from subvault.secrets import read_private
+
+    urls = list(cfg.notify.urls)
+    if cfg.notify.urls_file:
+        text = read_private(cfg.notify.urls_file, "notify.urls_file")
+        urls += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return urls
 
 
 def _validate_notify(cfg) -> list[str]:
@@ -119,8 +130,9 @@ def _validate_notify(cfg) -> list[str]:
     from subvault.errors import ConfigError
     from subvault.notify.apprise_notify import validate_url
 
-    for i, url in enumerate(cfg.notify.urls):
+    for i, url in enumerate(notify_urls(cfg)):
         err = validate_url(url)
         if err:
-            raise ConfigError(f"subvault.toml: notify: urls[{i}]: {err}")
+            where = f"urls[{i}]" if i < len(cfg.notify.urls) else f"urls_file line {i - len(cfg.notify.urls) + 1}"
+            raise ConfigError(f"subvault.toml: notify: {where}: {err}")
     return []

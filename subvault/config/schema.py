@@ -140,6 +140,7 @@ class TargetConf(Strict):
 
 class NotifyConf(Strict):
     urls: Annotated[list[str], _doc("Apprise URLs (tgram://, json://, mailto://, …)")] = msgspec.field(default_factory=list)
+    urls_file: Annotated[str | None, _doc("file with more Apprise URLs, one per line (mode 0600): keeps bot tokens out of this file")] = None
     ping: Annotated[str | None, _doc("dead-man switch URL, healthchecks.io style")] = None
 
     def __post_init__(self) -> None:

@@ -72,10 +72,12 @@ def _record(rel: str, full: str, st: os.stat_result, boundary: bool) -> str:
     return f"{head}\t{'p' if stat.S_ISFIFO(st.st_mode) else 's'}"
 
 
-def tree_digest(root: str | Path, *, keep_records: bool = False) -> TreeDigest:
+def tree_digest(root: str | Path, *, keep_records: bool = False, nested: frozenset[str] = frozenset()) -> TreeDigest:
     """Given a directory, return the digest of everything below it (the root's own metadata included).
 
-    Raise OSError if root cannot be read.
+    nested names directories (relative to root) that stand for nested subvolumes and are
+    recorded by name only, like a placeholder: a received copy holds a plain empty
+    directory where the source snapshot held one. Raise OSError if root cannot be read.
     """
     root = os.fspath(root)
     root_st = os.lstat(root)
@@ -88,7 +90,7 @@ def tree_digest(root: str | Path, *, keep_records: bool = False) -> TreeDigest:
         full = os.path.join(root, rel) if rel else root
         st = root_st if not rel else os.lstat(full)
         is_dir = stat.S_ISDIR(st.st_mode)
-        boundary = bool(rel) and is_dir and (st.st_dev != root_st.st_dev or st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO)
+        boundary = bool(rel) and is_dir and (st.st_dev != root_st.st_dev or st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO or rel in nested)
         rec = _record(rel or ".", full, st, boundary)
         h.update(rec.encode("utf-8", "surrogateescape") + b"\n")
         count += 1

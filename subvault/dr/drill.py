@@ -3,7 +3,10 @@
 Verification (each a Check in the report):
 - every captured subvolume is present on the restored filesystem;
 - each restored protected subvolume has the tree digest of the source snapshot it came
-  from (the local snapshot with that uuid; else the target's copy when it is local);
+  from (the local snapshot with that uuid; else the target's copy when it is local).
+  What is digested is the verified received copy, as soon as it arrives (overlapping the
+  remaining restore): the writable copy under the original name is a kernel snapshot of
+  it. Nested subvolumes are recorded by name on both sides (see digest.py);
 - the partition tables and filesystems carry the captured ids;
 - every fstab entry resolves to a restored filesystem (and subvolume).
 RTO is the wall time from start to verified; RPO the age of the oldest restore point.
@@ -26,7 +29,7 @@ from subvault.dr.manifest import Manifest
 from subvault.dr.parse import parse_blkid_export, parse_fstab, parse_sfdisk_dump
 from subvault.dr.plan import Choice, DiskFacts, plan_restore
 from subvault.dr.report import Check, DrillReport, RestoredFs, compare_ids, resolve_fstab, rpo
-from subvault.dr.restore import NO_CACHE, Executor, Restored
+from subvault.dr.restore import NO_CACHE, Executor, Restored, nested_subvolumes
 from subvault.dr.settings import DrSettings
 from subvault.dr.source import TargetSource, find_capture
 from subvault.dr.state import record_drill
@@ -89,16 +92,18 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     sources = _source_paths(ctx, src, choices)
     digests: dict[str, tuple[Future, Future | None]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
-        # Source digests run while the receives run; each restored digest as soon as it exists.
-        early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
+        # Source digests run while the receives run; each received copy's digest as soon as it is verified.
+        nested = {s.subject: nested_subvolumes(plan.steps, s) for s in plan.of_kind("receive")}
+        early = {n: pool.submit(tree_digest, p, nested=nested.get(n, frozenset())) for n, p in sources.items()}
 
-        restored_at: dict[str, Path] = {}
+        restored_at: dict[str, tuple[Path, frozenset[str]]] = {}
 
-        def on_restored(name: str, path: Path) -> None:
-            restored_at[name] = path
-            digests[name] = (pool.submit(tree_digest, path), early.get(name))
+        def on_received(name: str, path: Path, nested: frozenset[str]) -> None:
+            # The writable copy is a kernel snapshot of this received one: same tree, digested while the rest restores.
+            restored_at[name] = (path, nested)
+            digests[name] = (pool.submit(tree_digest, path, nested=nested), early.get(name))
 
-        done = Executor(plan, m, here, src, ws, ctx.say, on_restored).run()
+        done = Executor(plan, m, here, src, ws, ctx.say, on_received).run()
         report.bytes_received = done.bytes
         report.checks += _subvolume_checks(m, done)
         report.checks += _digest_checks(m, digests, sources, restored_at)
@@ -138,15 +143,16 @@ def _subvolume_checks(m: Manifest, done: Restored) -> list[Check]:
     return checks
 
 
-def _first_difference(source: Path | None, restored: Path | None) -> str:
+def _first_difference(source: Path | None, restored: tuple[Path, frozenset[str]] | None) -> str:
     """Name the first record that differs between two trees (a second walk, keeping records)."""
     if source is None or restored is None:
         return "no path to compare"
-    diff = tree_digest(source, keep_records=True).first_difference(tree_digest(restored, keep_records=True))
+    theirs = tree_digest(restored[0], keep_records=True, nested=restored[1])
+    diff = tree_digest(source, keep_records=True, nested=restored[1]).first_difference(theirs)
     return f"first difference: {diff!r}" if diff else "the trees changed while they were read"
 
 
-def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]], sources: dict[str, Path], restored_at: dict[str, Path]) -> list[Check]:
+def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]], sources: dict[str, Path], restored_at: dict[str, tuple[Path, frozenset[str]]]) -> list[Check]:
     checks = []
     for p in m.protected:
         pair = digests.get(p.name)

@@ -28,7 +28,7 @@ from subvault.errors import CommandFailed, NotFound, SubvaultError
 from subvault.run.results import Outcome
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
-OnRestored = Callable[[str, Path], None]
+OnReceived = Callable[[str, Path, frozenset[str]], None]
 
 
 def disk_facts(path: str) -> DiskFacts:
@@ -74,26 +74,22 @@ class Executor:
     """Runs a RestorePlan's steps in order inside a Workspace."""
 
     def __init__(self, plan: RestorePlan, manifest: Manifest, capture: Path, source: TargetSource, ws: Workspace,
-                 say: Callable[[str], None] = lambda s: None, on_restored: OnRestored | None = None) -> None:
+                 say: Callable[[str], None] = lambda s: None, on_received: OnReceived | None = None) -> None:
         self.plan, self.m, self.capture, self.source, self.ws = plan, manifest, capture, source, ws
         self.say = say
-        self.on_restored = on_restored
+        self.on_received = on_received
         self.out = Restored()
 
     def run(self) -> Restored:
-        """Run every step; call on_restored(name, path) once a restored subvolume's whole subtree exists."""
-        complete_after = _subtree_ends(self.plan.steps)
-        pending: dict[int, list[tuple[str, Path]]] = {}
-        for i, step in enumerate(self.plan.steps):
+        """Run every step; after each receive call on_received(name, received copy, nested subvolume paths)."""
+        for i, step in enumerate(self.plan.steps, start=1):
             handler = getattr(self, "_" + step.kind.replace("-", "_"))
-            self.say(f"[{i + 1}/{len(self.plan.steps)}] {step.kind} {step.subject}: {step.detail}")
+            self.say(f"[{i}/{len(self.plan.steps)}] {step.kind} {step.subject}: {step.detail}")
             result = handler(step)
             self.out.done.append(f"{step.kind} {step.subject}: {result}")
-            if step.kind == "snapshot":
-                pending.setdefault(complete_after[i], []).append((step.subject, self.top(step.args["fs_uuid"]) / step.args["path"]))
-            for name, path in pending.pop(i, []):
-                if self.on_restored:
-                    self.on_restored(name, path)
+            if step.kind == "receive" and self.on_received:
+                got = self.top(step.args["fs_uuid"]) / RESTORE_AREA / step.args["entry"]
+                self.on_received(step.subject, got, nested_subvolumes(self.plan.steps, step))
         return self.out
 
     # ---- access to the new disks
@@ -254,23 +250,16 @@ class Executor:
         return "touched /.autorelabel"
 
 
-SUBVOLUME_STEPS = ("receive", "snapshot", "create")
+SUBVOLUME_STEPS = ("receive", "create")
 
 
-def _subtree_ends(steps: list[Step]) -> dict[int, int]:
-    """For each snapshot step, the index of the last step that makes a subvolume beneath it (or itself).
-
-    A received tree holds a plain empty directory where a nested subvolume was; only once
-    the nested ones are made is the restored subtree what the source snapshot shows.
-    """
-    ends = {}
-    for i, s in enumerate(steps):
-        if s.kind != "snapshot":
-            continue
-        prefix, fs = s.args["path"] + "/", s.args["fs_uuid"]
-        ends[i] = max([i] + [j for j, t in enumerate(steps) if j > i and t.kind in SUBVOLUME_STEPS
-                             and t.args.get("fs_uuid") == fs and t.args.get("path", "").startswith(prefix)])
-    return ends
+def nested_subvolumes(steps: list[Step], receive: Step) -> frozenset[str]:
+    """Paths, relative to the received subvolume, of the subvolumes the plan makes beneath it."""
+    prefix, fs = receive.args["path"] + "/", receive.args["fs_uuid"]
+    return frozenset(
+        t.args["path"][len(prefix):] for t in steps
+        if t.kind in SUBVOLUME_STEPS and t.args.get("fs_uuid") == fs and t.args.get("path", "").startswith(prefix)
+    )
 
 
 def _prepare(dest: Path) -> bool:

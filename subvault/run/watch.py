@@ -54,6 +54,7 @@ class LayerRow:
 class WatchReport:
     rows: list[LayerRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -231,7 +232,27 @@ def check(ctx: Context) -> WatchReport:
     report.problems += space_problems(ctx)
     for source in _PROBLEM_SOURCES:
         report.problems += source(ctx)
+    _drill_age(ctx, report)
     return report
+
+
+def _drill_age(ctx: Context, report: WatchReport) -> None:
+    """A stale drill is a problem once one has succeeded here; before that, a warning.
+
+    The drill record lives in the state dir, a cache (invariant 12): losing it turns
+    the check back into a reminder, never into a failure.
+    """
+    from subvault.dr.state import last_drill_success
+    from subvault.plan.freshness import plan_drill
+
+    if not ctx.config.target:
+        return
+    last = last_drill_success(ctx.state_dir)
+    found = plan_drill(last, ctx.now, parse_duration(ctx.config.check.drill_max_age))
+    if last is None:
+        report.warnings += [p.message for p in found]
+    else:
+        report.problems += found
 
 
 def problem_counts(report: WatchReport) -> dict[str, int]:

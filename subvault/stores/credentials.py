@@ -68,20 +68,13 @@ def load_credentials_file(path: str | Path) -> Credentials:
     Raise StoreAuthError if it is missing, unreadable, readable by group or others,
     or lacks either key.
     """
+    from subvault.secrets import SecretsFileExposed, read_private
+
     path = Path(path)
     try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise StoreAuthError(f"credentials file {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise StoreAuthError(
-            f"credentials file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise StoreAuthError(f"credentials file {path}: {exc.strerror}") from None
+        text = read_private(path, "credentials file")
+    except SecretsFileExposed as exc:
+        raise StoreAuthError(str(exc)) from None
     creds = _from_mapping(parse_env_lines(text), f"credentials file {path}")
     if creds is None:
         raise StoreAuthError(f"credentials file {path} has no {ACCESS_KEY}/{SECRET_KEY} lines")

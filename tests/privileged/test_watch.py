@@ -101,3 +101,17 @@ def test_unreachable_notification_url_warns_and_check_still_reports(homelab):
     proc = homelab.cli("check", check=False)
     assert proc.returncode == 1  # nothing snapshotted yet: stale
     assert "stale" in proc.stdout and "warning:" in proc.stderr
+
+
+def test_invariant_11_group_readable_notify_secrets_file_refused(homelab, tmp_path):
+    secrets = tmp_path / "notify.urls"
+    secrets.write_text("tgram://123456789:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/987654321\n")
+    secrets.chmod(0o640)
+    homelab.config.write_text(homelab.config.read_text() + f'\n[notify]\nurls_file = "{secrets}"\n')
+    homelab.cli("snapshot")
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 1 and "accessible by group or others" in proc.stderr and "chmod 600" in proc.stderr
+    assert "AAAAAAAA" not in proc.stderr + proc.stdout
+    secrets.chmod(0o600)
+    proc = homelab.cli("check", check=False)
+    assert "AAAAAAAA" not in proc.stderr + proc.stdout
