@@ -5,7 +5,8 @@ Rules:
   metadata that matter are compared).
 - The walk stays inside one subvolume: a nested subvolume (another st_dev) or the empty
   placeholder a snapshot keeps for one (btrfs inode 2) is recorded by name only, since a
-  restore recreates it as a fresh, empty subvolume.
+  restore recreates it as a fresh, empty subvolume. Paths the caller names as nested
+  subvolumes are recorded the same way, present or not.
 - Entries are visited in sorted byte order, so two equal trees give equal digests.
 """
 
@@ -72,12 +73,16 @@ def _record(rel: str, full: str, st: os.stat_result, boundary: bool) -> str:
     return f"{head}\t{'p' if stat.S_ISFIFO(st.st_mode) else 's'}"
 
 
+def _nested_here(nested: frozenset[str], rel: str) -> set[str]:
+    return {os.path.basename(n) for n in nested if os.path.dirname(n) == rel}
+
+
 def tree_digest(root: str | Path, *, keep_records: bool = False, nested: frozenset[str] = frozenset()) -> TreeDigest:
     """Given a directory, return the digest of everything below it (the root's own metadata included).
 
-    nested names directories (relative to root) that stand for nested subvolumes and are
-    recorded by name only, like a placeholder: a received copy holds a plain empty
-    directory where the source snapshot held one. Raise OSError if root cannot be read.
+    nested names paths (relative to root) of nested subvolumes, recorded by name only
+    whether or not anything is there: a send stream carries no placeholder, so a
+    received copy lacks the entry that its source snapshot shows. Raise OSError if root cannot be read.
     """
     root = os.fspath(root)
     root_st = os.lstat(root)
@@ -88,17 +93,20 @@ def tree_digest(root: str | Path, *, keep_records: bool = False, nested: frozens
     while stack:
         rel = stack.pop()
         full = os.path.join(root, rel) if rel else root
-        st = root_st if not rel else os.lstat(full)
-        is_dir = stat.S_ISDIR(st.st_mode)
-        boundary = bool(rel) and is_dir and (st.st_dev != root_st.st_dev or st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO or rel in nested)
-        rec = _record(rel or ".", full, st, boundary)
+        if rel in nested:
+            rec, is_dir, boundary, st = f"{rel}\tsubvolume", True, True, None
+        else:
+            st = root_st if not rel else os.lstat(full)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            boundary = bool(rel) and is_dir and (st.st_dev != root_st.st_dev or st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO)
+            rec = _record(rel or ".", full, st, boundary)
         h.update(rec.encode("utf-8", "surrogateescape") + b"\n")
         count += 1
-        if stat.S_ISREG(st.st_mode):
+        if st is not None and stat.S_ISREG(st.st_mode):
             total += st.st_size
         if keep_records:
             kept.append(rec)
         if is_dir and not boundary:
-            names = sorted(os.listdir(full), key=os.fsencode)
+            names = sorted(set(os.listdir(full)) | _nested_here(nested, rel), key=os.fsencode)
             stack.extend(os.path.join(rel, n) if rel else n for n in reversed(names))
     return TreeDigest(h.hexdigest(), count, total, tuple(kept))
