@@ -10,7 +10,7 @@ Modes:
 - default: list, show, mkdir, create container, receive (confined with --chroot),
   rename out of a receive, delete, send;
 - --append-only: the same without delete;
-- --send-only: only stat, list, show and send (a source for `subvault pull`).
+- --send-only: only stat, list, show, snapshots and send (a source for `subvault pull`).
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
         return READ, _check_send(root, argv)
     if argv in (C.ZSTD_COMPRESS, C.ZSTD_DECOMPRESS):
         return READ, list(argv)
+    if n == 3 and argv[:2] == ["subvault", "snapshots"]:
+        return READ, C.snapshots(_inside(root, argv[2], must_exist=True))
     raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
 
 
@@ -145,6 +147,19 @@ def _valid_zstd_pair(cmds: list[list[str]]) -> bool:
     )
 
 
+def snapshots_json(path: str) -> str:
+    """JSON of the timeline snapshots under <path>/.snapshots: number, date, uuid, path."""
+    import json
+
+    from subvault.btrfs import local
+
+    snaps = local.scan(os.path.basename(path) or "root", path, with_uuids=True)
+    return json.dumps([
+        {"number": s.number, "date": s.date.isoformat(), "uuid": s.uuid, "received_uuid": s.received_uuid, "path": str(s.path), "kind": s.kind}
+        for s in snaps
+    ]) + "\n"
+
+
 def serve_main(root: str, *, append_only: bool = False, send_only: bool = False) -> int:
     """Run the one command in SSH_ORIGINAL_COMMAND if allowed; return its exit status.
 
@@ -160,6 +175,10 @@ def serve_main(root: str, *, append_only: bool = False, send_only: bool = False)
         cmds = parse_request(line, base, append_only=append_only, send_only=send_only)
     except Rejected as exc:
         raise Rejected(f"subvault serve refused: {exc}") from None
+    if cmds[0][:2] == ["subvault", "snapshots"]:
+        # Answered here, not by a new process: the listing needs no privileges beyond reading.
+        sys.stdout.write(snapshots_json(cmds[0][2]))
+        return 0
     if len(cmds) == 1 and cmds[0][:2] != ["btrfs", "send"] and cmds[0][:2] != ["btrfs", "receive"]:
         res = process.run(cmds[0], check=False, what=cmds[0][0])
         sys.stdout.write(res.stdout)

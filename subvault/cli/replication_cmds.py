@@ -45,5 +45,31 @@ def serve(root: str, append_only: bool, send_only: bool) -> int:
     return serve_main(root, append_only=append_only, send_only=send_only)
 
 
+@cli.command()
+@click.option("--source", "source", metavar="NAME", help="Only this [[source]].")
+@dry_run_option
+@json_option
+@pass_env
+@_handle_errors
+def pull(env: Env, source: str | None, dry_run: bool, as_json: bool) -> int:
+    """Pull snapshots from [[source]] hosts (their key allows only `serve --send-only`)."""
+    from subvault.cli.render import emit_outcome
+    from subvault.run.pull import pull as do_pull
+
+    with env.lock():
+        return emit_outcome(do_pull(env.context(dry_run=dry_run, quiet=as_json), source=source), as_json)
+
+
+@cli.command(hidden=True)
+@click.argument("path")
+@_handle_errors
+def snapshots(path: str) -> int:
+    """Print PATH's snapper-layout snapshots as JSON (what `pull` reads from a source)."""
+    from subvault.serve import snapshots_json
+
+    click.echo(snapshots_json(path), nl=False)
+    return 0
+
+
 if __name__ == "__main__":
     cli(standalone_mode=True)

@@ -138,6 +138,37 @@ class TargetConf(Strict):
                 raise ValueError(f'recipients: "{r[:10]}…" is not an age public key (expected "age1…"); never put the identity here')
 
 
+class SourceSubvolumeConf(Strict):
+    name: Annotated[str, _doc("the subvolume's name (its directory on this host)")]
+    path: Annotated[str, _doc("its path on the source host (snapshots are read from <path>/.snapshots)")]
+
+    def __post_init__(self) -> None:
+        _name(self.name)
+        self.path = _abs_path("path", self.path)
+
+
+class SourceConf(Strict):
+    """Pull mode: this host (the target) pulls from a server whose key only allows `serve --send-only`."""
+
+    name: Annotated[str, _doc("the source host's name; its replicas live under <dest>/<name>/")]
+    url: Annotated[str, _doc("ssh://[user@]host[:port]/ of the source")]
+    dest: Annotated[str, _doc("local btrfs directory the replicas go to")]
+    keep: Annotated[str, _doc("retention of the pulled replicas")] = "24h 8d 5w"
+    subvolume: Annotated[list[SourceSubvolumeConf], _doc("the source's subvolumes to pull")] = msgspec.field(default_factory=list)
+    compress: Annotated[Literal["none", "zstd"], _doc("compress the stream on the wire")] = "none"
+    ssh_identity: Annotated[str | None, _doc("ssh private key file")] = None
+    ssh_cipher: Annotated[str | None, _doc('ssh cipher, e.g. "aes128-gcm@openssh.com"')] = None
+    ssh_options: Annotated[list[str], _doc('extra "-o" options')] = msgspec.field(default_factory=list)
+    stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0)] = 10.0
+
+    def __post_init__(self) -> None:
+        _name(self.name)
+        _retention("keep", self.keep)
+        self.dest = _abs_path("dest", self.dest)
+        if not self.url.startswith("ssh://"):
+            raise ValueError(f'url: "{self.url}" is not a source (expected "ssh://user@host:22/")')
+
+
 class NotifyConf(Strict):
     urls: Annotated[list[str], _doc("Apprise URLs (tgram://, json://, mailto://, …)")] = msgspec.field(default_factory=list)
     urls_file: Annotated[str | None, _doc("file with more Apprise URLs, one per line (mode 0600): keeps bot tokens out of this file")] = None
@@ -192,6 +223,7 @@ class Config(Strict):
     flux: FluxConf | None = None
     hook: list[HookConf] = msgspec.field(default_factory=list)
     check: CheckConf = msgspec.field(default_factory=CheckConf)
+    source: list[SourceConf] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         _unique("subvolume", [s.name for s in self.subvolume])

@@ -69,6 +69,11 @@ def receive(path: str) -> Argv:
     return ["btrfs", "receive", path]
 
 
+def snapshots(path: str) -> Argv:
+    """List the snapper-layout snapshots of the subvolume at path, as JSON (needs subvault on that host)."""
+    return ["subvault", "snapshots", path]
+
+
 def send(path: str, parent: str | None = None, clones: tuple[str, ...] = ()) -> Argv:
     argv = ["btrfs", "send", "-q"]
     if parent:

@@ -1,0 +1,102 @@
+"""Pull mode: this host (the target) pulls from a source whose key allows only `serve --send-only`.
+
+The same endpoint protocol and the same pure planner as push: only the sides are
+swapped. The source's snapshots are listed by `subvault snapshots PATH` (answered by
+`serve` on the source), sent with `btrfs send` there, received and verified here.
+A compromised source holds no credential for this host and cannot delete its backups.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from subvault.config.schema import SourceConf, SourceSubvolumeConf
+from subvault.endpoints import commands as C
+from subvault.endpoints.endpoint import Endpoint
+from subvault.endpoints.runner import LocalRunner, SshRunner, parse_ssh_url
+from subvault.endpoints.transfer import transfer
+from subvault.errors import SubvaultError, UsageError
+from subvault.plan.replication import Source, plan_replication
+from subvault.run.context import Context
+from subvault.run.results import Item, Outcome
+
+
+def _source_endpoint(src: SourceConf) -> Endpoint:
+    url = parse_ssh_url(src.url)
+    runner = SshRunner(url, identity=src.ssh_identity, cipher=src.ssh_cipher, options=src.ssh_options)
+    return Endpoint(runner, url.path or "/", src.name)
+
+
+def remote_snapshots(ep: Endpoint, sub: SourceSubvolumeConf) -> list[Source]:
+    """Return the source subvolume's timeline snapshots as replication sources."""
+    res = ep.runner.run([C.snapshots(sub.path)], what=f"list snapshots of {sub.path}")
+    try:
+        rows = json.loads(res.stdout)
+    except ValueError:
+        raise SubvaultError(f"{ep.name}: `subvault snapshots {sub.path}` did not answer JSON; is subvault installed there?") from None
+    return [
+        Source(uuid=r["uuid"], time=datetime.fromisoformat(r["date"]), path=r["path"], received_uuid=r.get("received_uuid"), number=r["number"])
+        for r in rows
+        if r.get("kind") == "timeline" and r.get("uuid")
+    ]
+
+
+def pull(ctx: Context, *, source: str | None = None) -> Outcome:
+    """Pull every configured source subvolume into its dest, then prune by the source's keep."""
+    out = Outcome("pull", dry_run=ctx.dry_run)
+    sources = [s for s in ctx.config.source if source in (None, s.name)]
+    if source and not sources:
+        raise UsageError(f'no [[source]] named "{source}" in the config')
+    for src in sources:
+        dest = Endpoint(LocalRunner(), src.dest, "local")
+        try:
+            dest.check()
+            ep = _source_endpoint(src)
+        except SubvaultError as exc:
+            out.fail(src.name, exc)
+            continue
+        with ep:
+            for sub in src.subvolume:
+                try:
+                    _pull_one(ctx, src, ep, dest, sub, out)
+                except SubvaultError as exc:
+                    out.fail(f"{src.name}:{sub.name}", exc)
+    return out
+
+
+def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: SourceSubvolumeConf, out: Outcome) -> None:
+    subject = f"{src.name}:{sub.name}"
+    sources = remote_snapshots(ep, sub)
+    container = dest.container(src.name, sub.name)
+    entries = dest.entries(container, sub.name)
+    plan = plan_replication(sub.name, sources, entries or [], src.keep, ctx.now, ctx.tz)
+    by_uuid = {s.uuid: s for s in sources}
+    if ctx.dry_run:
+        out.items += [Item(subject, "would-delete-partial", r.name) for r in plan.partials]
+        out.items += [Item(subject, "would-pull", f"#{by_uuid[s.uuid].number} ({'full' if s.full else 'incremental'})") for s in plan.sends]
+        out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
+        return
+    for r in plan.partials:
+        dest.delete(f"{container}/{r.name}")
+        out.items.append(Item(subject, "delete-partial", f"{r.name} ({r.reason})"))
+    if plan.partials:
+        dest.wait_deleted(container)
+    if entries is None and plan.sends:
+        dest.ensure_container(container)
+    for send in plan.sends:
+        snap = by_uuid[send.uuid]
+        done = transfer(
+            ep, snap.path, uuid=snap.uuid,
+            parent=by_uuid[send.parent].path if send.parent else None,
+            clones=[by_uuid[c].path for c in send.clones],
+            dest=dest, container=container, final_name=send.name,
+            compress=src.compress == "zstd", stall_seconds=src.stall_minutes * 60,
+        )
+        kind = "full" if send.full else "incremental"
+        out.items.append(Item(subject, "pulled", f"#{snap.number} → {send.name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
+    for r in plan.prune:
+        dest.delete(f"{container}/{r.name}")
+        out.items.append(Item(subject, "prune", f"{r.name} ({r.reason})"))
+    if not (plan.sends or plan.prune or plan.partials):
+        out.items.append(Item(subject, "up-to-date", ""))

@@ -1,0 +1,58 @@
+"""Pull mode: the target pulls over a key that only allows `serve --send-only` on the source."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from sshd import make_sshd, serve_command  # noqa: F401 - fixture
+
+from subvault.btrfs import adapter
+
+
+def test_pull_full_then_incremental_through_send_only_key(homelab, make_fs, make_sshd, tmp_path):
+    homelab.cli("snapshot")
+    server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only"))
+    pi = make_fs("pi")
+    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
+    puller = tmp_path / "pi.toml"
+    puller.write_text(f'''
+[defaults]
+state_dir = "{tmp_path}/pi-state"
+
+[[source]]
+name = "vps1"
+url = "ssh://root@127.0.0.1:{server.port}/"
+dest = "{pi.mountpoint}"
+keep = "24h 8d 5w"
+ssh_identity = "{server.client_key}"
+ssh_options = [{opts}]
+
+[[source.subvolume]]
+name = "var_lib_pvc"
+path = "{homelab.paths["var_lib_pvc"]}"
+
+[[source.subvolume]]
+name = "home"
+path = "{homelab.paths["home"]}"
+''')
+    from conftest import run_cli
+
+    first = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]["items"]
+    pulled = [i for i in first if i["action"] == "pulled"]
+    assert len(pulled) == 2 and all(i["data"]["full"] for i in pulled)
+    (homelab.paths["var_lib_pvc"] / "nextcloud" / "new.txt").write_text("pulled later\n")
+    homelab.cli("snapshot", "--force")
+    second = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]["items"]
+    incs = [i for i in second if i["action"] == "pulled"]
+    assert len(incs) == 2 and not any(i["data"]["full"] for i in incs)
+    container = pi.mountpoint / "vps1" / "var_lib_pvc"
+    newest = sorted(p for p in container.iterdir())[-1]
+    assert (newest / "nextcloud" / "new.txt").read_text() == "pulled later\n"
+    info = adapter.show(newest)
+    assert info.readonly and info.received_uuid
+    # the source's key cannot write or delete anything, even with a full ssh command line
+    ssh = ["ssh", "-p", str(server.port), "-i", str(server.client_key), *sum((["-o", o] for o in server.ssh_options()), []), "root@127.0.0.1"]
+    for cmd in (f"btrfs subvolume delete {homelab.paths['home']}", f"btrfs receive {homelab.paths['home']}", "rm -rf /"):
+        proc = subprocess.run([*ssh, cmd], capture_output=True, text=True)
+        assert proc.returncode != 0 and "refused" in proc.stderr
