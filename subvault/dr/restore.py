@@ -124,7 +124,9 @@ class Executor:
                     return "already as captured"
             except ValueError:
                 pass
-        process.run(["sfdisk", "-q", "--wipe", "always", disk], input=render_sfdisk_script(table), what=f"sfdisk {disk}")
+        # An image file has no kernel partitions to re-read (sfdisk would wait for them).
+        quiet_kernel = [] if stat.S_ISBLK(os.stat(disk).st_mode) else ["--no-reread", "--no-tell-kernel"]
+        process.run(["sfdisk", "-q", "--wipe", "always", *quiet_kernel, disk], input=render_sfdisk_script(table), what=f"sfdisk {disk}")
         return "written"
 
     def _mkfs(self, step: Step) -> str:
