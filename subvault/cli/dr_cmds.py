@@ -18,7 +18,7 @@ def dr_group() -> None:
 @click.option("--dest", metavar="DIR", help="Capture dir (default: [dr] capture_dir, /var/lib/subvault/dr).")
 @click.option("--disk", "disks", multiple=True, metavar="DEV", help="Disk to capture (repeatable; default: those under the subvolumes).")
 @click.option("--fstab", metavar="PATH", help="fstab to record (default /etc/fstab).")
-@click.option("--boot-dir", "boot_dirs", multiple=True, metavar="PATH[=WHERE]", help="Boot dir to archive (default /boot, /boot/efi).")
+@click.option("--boot-dir", "boot_dirs", multiple=True, metavar="PATH[=WHERE]", help="Boot dir to archive (default /boot, /boot/efi); WHERE is a directory, or an unmounted vfat device (read with mtools).")
 @click.option("--firmware", type=click.Choice(["uefi", "bios"]), help="Override firmware detection.")
 @click.option("--if-changed", is_flag=True, help="Only when the layout changed since the last capture.")
 @dry_run_option

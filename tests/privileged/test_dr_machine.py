@@ -114,6 +114,12 @@ def test_dr_restore_after_wipe_gives_identical_contents_and_uuids(machine, setup
     again = cli("dr", "restore", "--from", "pi", "--capture", str(capture), "--disk", str(machine.image), "--yes", "--json")
     assert all("already" in i["detail"] or "nothing to do" in i["detail"] or "extracted" in i["detail"] or "touched" in i["detail"]
                for i in json.loads(again.stdout)["result"]["items"])  # resumable: a second run redoes nothing
+    _interrupt_after(machine, "var_log")
+    resumed = cli("dr", "restore", "--from", "pi", "--capture", str(capture), "--disk", str(machine.image), "--yes", "--json")
+    redone = [i["detail"] for i in json.loads(resumed.stdout)["result"]["items"] if "already" not in i["detail"]]
+    assert any(d.startswith("receive var_log: received") for d in redone)
+    assert any(d.startswith("snapshot var_log: made writable copy") for d in redone)
+    assert not any(d.startswith(("receive", "snapshot", "mkfs", "partition")) and "var_log" not in d for d in redone)
     machine.table = parse_sfdisk_dump(process.run(["sfdisk", "--dump", str(machine.image)]).stdout)
     assert machine.table.id == old_table.id and machine.table.partitions == old_table.partitions
     assert machine.probe(1)["UUID"] == machine.esp_uuid and machine.probe(2)["UUID"] == machine.fs_uuid
@@ -127,6 +133,23 @@ def test_dr_restore_after_wipe_gives_identical_contents_and_uuids(machine, setup
         default = process.run(["btrfs", "subvolume", "get-default", str(top)]).stdout
         assert default.strip().endswith("path root") or " root" in default
         assert fat.read_bytes(esp, EFI_FILE) == esp_file
+    finally:
+        ws.close()
+
+
+def _interrupt_after(machine, sub: str) -> None:
+    """Leave the restored disk as a run stopped mid-receive of sub would: a partial received copy, no writable copy."""
+    ws = Workspace(machine.tmp / "interrupt")
+    try:
+        table = parse_sfdisk_dump(process.run(["sfdisk", "--dump", str(machine.image)]).stdout)
+        p = table.partition(2)
+        top = ws.mount(ws.attach(str(machine.image), p.start * 512, p.size * 512), "top", "btrfs", "subvolid=5")
+        for nested in (top / sub).iterdir():
+            if adapter.is_subvolume(nested):
+                adapter.delete(nested)
+        adapter.delete(top / sub)
+        received = next((top / ".subvault-dr").glob(f"{sub}.*"))
+        process.run(["btrfs", "property", "set", "-f", "-ts", str(received), "ro", "false"])  # not verified: a partial
     finally:
         ws.close()
 
