@@ -4,10 +4,13 @@ Usage:  .venv/bin/python bench/bench_offsite.py [--size-mib 1024] [--part-mib 64
 
 Generates one input (about 60% incompressible, 40% compressible runs), then runs, each
 in a fresh Python process so peak RSS is its own:
-  raw     cat INPUT | zstd -T0 -3 | age -r R > FILE          (subvault.process.pipeline)
+  raw     cat INPUT | COMPRESS | age -r R > FILE, fsynced    (subvault.process.pipeline;
+          COMPRESS is the executor's own zstd argv, so like is compared with like)
   upload  subvault.offsite.upload.upload(FileStore, cat INPUT) (parts of --part-mib)
-and prints seconds, MiB/s of input, the ratio upload/raw, and peak RSS of the Python
-process and of its largest child. Never a timed test: a report to read.
+alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
+CPU seconds (the process and all its children) and peak RSS of the Python process;
+then the medians and the ratios upload/raw. The machine may be shared: read the
+medians and the CPU ratio, not one run. Never a timed test: a report to read.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from subvault import process  # noqa: E402
+from subvault.offsite.upload import COMPRESS  # noqa: E402
 
 
 def make_input(path: Path, size: int) -> None:
@@ -44,8 +49,7 @@ def make_input(path: Path, size: int) -> None:
 def run_raw(src: Path, out_dir: Path, recipient: str) -> None:
     out = out_dir / "raw.zst.age"
     with open(out, "wb") as f:
-        process.pipeline([["cat", str(src)], ["zstd", "-T0", "-3", "-q", "-c"], ["age", "-r", recipient]],
-                         stdout=f).run()
+        process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient]], stdout=f).run()
         os.fsync(f.fileno())
 
 
@@ -71,7 +75,6 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
         "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
         "seconds": seconds,
         "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }))
 
 
@@ -90,7 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--part-mib", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--child", choices=["raw", "upload"])
     ap.add_argument("--input", type=Path)
@@ -106,20 +109,24 @@ def main() -> None:
         process.run(["age-keygen", "-o", str(work / "id.txt")])
         recipient = process.run(["age-keygen", "-y", str(work / "id.txt")]).stdout.strip()
         print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs")
-        best: dict[str, dict] = {}
+        runs: dict[str, list[dict]] = {"raw": [], "upload": []}
         for round_ in range(args.rounds):
             for mode in ("raw", "upload"):
                 r = measure(mode, src, work, recipient, args.part_mib)
+                runs[mode].append(r)
                 print(f"  round {round_} {mode:6s} {r['seconds']:6.2f} s  {args.size_mib / r['seconds']:7.1f} MiB/s  "
-                      f"cpu {r['cpu_seconds']:6.2f} s  rss self {r['self_rss_mib']:6.1f} MiB  child {r['child_rss_mib']:6.1f} MiB  "
-                      f"stored {r['stored_mib']:.0f} MiB")
-                if mode not in best or r["seconds"] < best[mode]["seconds"]:
-                    best[mode] = r
-        ratio = best["raw"]["seconds"] / best["upload"]["seconds"]
-        cpu = best["upload"]["cpu_seconds"] / best["raw"]["cpu_seconds"]
-        print(f"upload throughput / raw pipeline (best of {args.rounds}): {ratio:.2f}x; CPU time upload/raw: {cpu:.2f}x")
-        print(f"peak RSS: upload process {best['upload']['self_rss_mib']:.0f} MiB for a {args.size_mib} MiB stream "
-              f"(raw pipeline's Python: {best['raw']['self_rss_mib']:.0f} MiB)")
+                      f"cpu {r['cpu_seconds']:6.2f} s  rss {r['self_rss_mib']:6.1f} MiB  stored {r['stored_mib']:.0f} MiB",
+                      flush=True)
+        med = {m: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "cpu_seconds", "self_rss_mib")}
+               for m, rs in runs.items()}
+        for m in ("raw", "upload"):
+            print(f"median {m:6s} {med[m]['seconds']:6.2f} s  {args.size_mib / med[m]['seconds']:7.1f} MiB/s  "
+                  f"cpu {med[m]['cpu_seconds']:6.2f} s  rss {med[m]['self_rss_mib']:6.1f} MiB")
+        print(f"upload throughput / raw pipeline (median of {args.rounds}): "
+              f"{med['raw']['seconds'] / med['upload']['seconds']:.2f}x; "
+              f"CPU time upload/raw: {med['upload']['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x")
+        print(f"peak RSS of the uploading process: {max(r['self_rss_mib'] for r in runs['upload']):.0f} MiB "
+              f"for a {args.size_mib} MiB stream in {args.part_mib} MiB parts")
     finally:
         process.run(["rm", "-rf", str(work)])
 

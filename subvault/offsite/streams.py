@@ -99,6 +99,10 @@ class PipelineReader:
         self.bytes_read += got
         return got
 
+    def kill(self) -> None:
+        """Stop every stage; the reader then sees the end of the stream."""
+        self._pipeline.kill()
+
     def finish(self) -> None:
         """Wait for every stage; raise the pipeline's error if a stage failed."""
         assert self._thread is not None
@@ -136,50 +140,123 @@ def filter_bytes_hashed(
     Return the output length and the SHA-256 (hex) of the input and of the output, each
     computed while the bytes pass. Raise CommandFailed if the command fails.
     """
-    rfd, wfd = _big_pipe()
-    writer_error: list[BaseException] = []
-    in_hash, out_hash = hashlib.sha256(), hashlib.sha256()
+    in_hash = hashlib.sha256()
+    with Filter(argv, out, what=what) as job:
+        with memoryview(data) as view:
+            for start in range(0, len(view), CHUNK):
+                chunk = view[start:start + CHUNK]
+                if not job.write(chunk):
+                    break
+                in_hash.update(chunk)
+        n, out_sha = job.result()
+    return n, in_hash.hexdigest(), out_sha
 
-    def feed() -> None:
+
+CHUNK = 1 << 20
+
+
+class Filter:
+    """Run one command whose stdin the caller writes and whose stdout a thread collects.
+
+    The output goes into `out` (grown only if it is too small, so a buffer reused across
+    calls is faulted in once) and is hashed (SHA-256) while it is hot in the cache.
+    Use as a context manager: `write()` feeds stdin, `result()` ends the input, waits
+    for the command and returns (output length, output SHA-256). Leaving the block
+    without `result()` kills the command. The command runs through `process.pipeline`,
+    so a failure raises CommandFailed naming it, with its stderr tail (invariant 9).
+    """
+
+    def __init__(self, argv: Sequence[str], out: bytearray, *, what: str = "") -> None:
+        self._argv, self._out, self._what = list(argv), out, what
+        self._in_r, self._in_w = -1, -1
+        self._reader: PipelineReader | None = None
+        self._collector: threading.Thread | None = None
+        self._got = 0
+        self._out_hash = hashlib.sha256()
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._done = False
+
+    def __enter__(self) -> "Filter":
+        self._in_r, self._in_w = _big_pipe()
+        self._reader = PipelineReader([self._argv], what=self._what, stdin=self._in_r).__enter__()
+        self._collector = threading.Thread(target=self._collect, daemon=True, name="filter-out")
+        self._collector.start()
+        return self
+
+    def _collect(self) -> None:
+        """Read stdout to its end, then wait for the command (its error is kept for result())."""
+        assert self._reader is not None
         try:
-            with memoryview(data) as view:
-                while view:
-                    n = os.write(wfd, view[:PIPE_SIZE])
-                    in_hash.update(view[:n])
-                    view = view[n:]
-        except BrokenPipeError:
-            pass  # the command exited early; finish() reports why
-        except BaseException as exc:  # re-raised in the caller's thread
-            writer_error.append(exc)
-        finally:
-            os.close(wfd)
-
-    try:
-        with PipelineReader([argv], what=what, stdin=rfd) as reader:
-            writer = threading.Thread(target=feed, daemon=True)
-            writer.start()
-            got = 0
             while True:
-                if len(out) - got < PIPE_SIZE:
-                    out.extend(bytes(max(PIPE_SIZE, len(out) // 8)))
-                with memoryview(out) as view:
-                    k = reader.readinto(view[got:])
-                    out_hash.update(view[got:got + k])
+                if len(self._out) - self._got < CHUNK:
+                    self._out.extend(bytes(max(CHUNK, len(self._out) // 8)))
+                with memoryview(self._out) as view:
+                    k = self._reader.readinto(view[self._got:])
+                    self._out_hash.update(view[self._got:self._got + k])
                 if not k:
                     break
-                got += k
-            # The command closed its stdout; closing our copy of its stdin lets a
-            # writer blocked on a command that stopped reading see EPIPE.
-            os.close(rfd)
-            rfd = -1
-            writer.join()
-            reader.finish()
-    finally:
-        if rfd >= 0:
-            os.close(rfd)
-    if writer_error:
-        raise writer_error[0]
-    return got, in_hash.hexdigest(), out_hash.hexdigest()
+                self._got += k
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            self._error = exc
+        finally:
+            # The command closed its stdout. Closing our copy of its stdin lets a writer
+            # blocked on a command that stopped reading see EPIPE instead of hanging.
+            os.close(self._in_r)
+            self._in_r = -1
+        try:
+            self._reader.finish()
+        except BaseException as exc:
+            self._error = self._error or exc
+
+    def write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Feed data to the command's stdin. Return False if it stopped reading (result() says why)."""
+        with memoryview(data) as view:
+            while view:
+                try:
+                    view = view[os.write(self._in_w, view):]
+                except BrokenPipeError:
+                    self._stopped = True
+                    return False
+        return True
+
+    def end_input(self) -> None:
+        """Close the command's stdin (it sees the end of its input)."""
+        if self._in_w >= 0:
+            os.close(self._in_w)
+            self._in_w = -1
+
+    def kill(self) -> None:
+        """End the input and stop the command; result() or leaving the block still waits for it."""
+        self.end_input()
+        if self._reader is not None:
+            self._reader.kill()
+
+    def result(self) -> tuple[int, str]:
+        """End the input, wait for the command; return (output length, output SHA-256 hex).
+
+        Raise CommandFailed if it failed, StageStoppedReading if it exited without
+        reading all its input.
+        """
+        self.end_input()
+        assert self._collector is not None
+        self._collector.join()
+        self._done = True
+        if self._error is not None:
+            raise self._error
+        if self._stopped:
+            raise StageStoppedReading(f"{self._what or self._argv[0]}: the command exited without reading all its input")
+        return self._got, self._out_hash.hexdigest()
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.end_input()
+        if self._reader is not None and not self._done:
+            self._reader.kill()
+            assert self._collector is not None
+            self._collector.join()
+            self._done = True
+        if self._reader is not None:
+            self._reader.__exit__(None, None, None)
 
 
 class PipelineWriter:

@@ -38,7 +38,7 @@ from datetime import datetime
 from subvault.errors import PermanentError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, from_json, to_json
-from subvault.offsite.streams import PipelineReader, filter_bytes_hashed
+from subvault.offsite.streams import CHUNK, Filter, PipelineReader
 from subvault.stores.base import ObjectNotFound, Store
 
 log = logging.getLogger("subvault.offsite")
@@ -123,32 +123,12 @@ def upload(
         return UploadResult(existing, 0, 0, 0, already_done=True)
     journal = _load_journal(store, request, mac_key, part_size, list(compress))
     age = ["age", *(a for r in request.recipients for a in ("-r", r))]
-    reused = uploaded = 0
-    parts: list[Part] = []
     jkey = layout.journal_key(request.subvolume, request.uuid)
     what = f"offsite upload of {request.subvolume} {request.uuid}"
-    with _PartPipeline(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as parts_out, \
+    with _PartWriter(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as writer, \
             PipelineReader([list(request.source), list(compress)], what=what) as reader:
-        index = 0
-        while True:
-            buf = parts_out.slice_buffer(index)
-            n = reader.fill(buf)
-            if n == 0 and index > 0:
-                break
-            plain = memoryview(buf)[:n]
-            if index < len(journal.parts) and journal.parts[index].plain_size == n \
-                    and journal.parts[index].plain_sha256 == hashlib.sha256(plain).hexdigest():
-                reused += 1
-            else:
-                parts_out.submit(index, plain)
-                uploaded += 1
-            index += 1
-            if progress:
-                progress(index, reader.bytes_read)
-            if n < part_size:
-                break
-        parts_out.wait()
-        reader.finish()
+        reused, uploaded = _cut(reader, writer, journal, part_size, progress)
+        writer.wait()
     parts = [Part(p.key, p.size, p.sha256) for p in journal.parts]
     _delete_stray_parts(store, request, {p.key for p in parts})
     manifest = mac_key.sign(Manifest(
@@ -162,71 +142,185 @@ def upload(
     return UploadResult(manifest, uploaded, reused, reader.bytes_read)
 
 
-class _PartPipeline:
-    """Encrypt part i+1 while part i is being stored, and read slice i+2 meanwhile.
+def _cut(reader: PipelineReader, writer: "_PartWriter", journal: "_Journal", part_size: int,
+         progress: ProgressCallback | None) -> tuple[int, int]:
+    """Cut the stream into slices of part_size; return (parts reused, parts uploaded).
 
-    Two threads, each one job at a time and in order: `encrypt` (age, hashing as bytes
-    pass) and `store` (put the part, then the journal: the journal never names a part
-    before it is stored). Buffers are allocated once and reused: two plaintext slices
-    and two ciphertext buffers, so memory is about 4 x part_size.
+    A journaled slice whose plaintext length and SHA-256 match is reused; from the first
+    one that does not, every slice is encrypted and stored. Only the journaled slices
+    are buffered whole (a mismatching one must still be uploaded); the rest stream
+    from zstd into age a chunk at a time. Raise the source's or zstd's error at the end
+    of the stream, before its last part is stored.
+    """
+    resumable = len(journal.parts)
+    held = bytearray(part_size) if resumable else None
+    chunk = memoryview(bytearray(CHUNK))
+    index = reused = uploaded = 0
+    while True:
+        if held is not None and index < resumable:
+            n, plain_sha = _read_slice(reader, held)
+            if n == 0 and index > 0:
+                break
+            known = journal.parts[index]
+            if (known.plain_size, known.plain_sha256) == (n, plain_sha):
+                reused += 1
+            else:
+                resumable = index
+                job = writer.begin(index)
+                writer.feed(job, memoryview(held)[:n])
+                _end_of_stream_checked(reader, n, part_size)
+                writer.commit(index, n, plain_sha)
+                uploaded += 1
+        else:
+            held = None  # streaming from here on: no plaintext slice is kept
+            first = reader.readinto(chunk[:min(CHUNK, part_size)])
+            if first == 0 and index > 0:
+                break
+            job = writer.begin(index)
+            n, plain_sha = _stream_slice(reader, writer, job, chunk, first, part_size)
+            _end_of_stream_checked(reader, n, part_size)
+            writer.commit(index, n, plain_sha)
+            uploaded += 1
+        index += 1
+        if progress:
+            progress(index, reader.bytes_read)
+        if n < part_size:
+            break
+    reader.finish()
+    return reused, uploaded
+
+
+def _end_of_stream_checked(reader: PipelineReader, n: int, part_size: int) -> None:
+    """At a short slice (the stream's end), raise if the source or zstd failed."""
+    if n < part_size:
+        reader.finish()
+
+
+def _read_slice(reader: PipelineReader, buf: bytearray) -> tuple[int, str]:
+    """Fill buf from the stream (less only at its end); return (bytes read, their SHA-256 hex)."""
+    digest = hashlib.sha256()
+    got = 0
+    with memoryview(buf) as view:
+        while got < len(buf):
+            k = reader.readinto(view[got:got + CHUNK])
+            if not k:
+                break
+            digest.update(view[got:got + k])  # hashed while still in the cache
+            got += k
+    return got, digest.hexdigest()
+
+
+def _stream_slice(reader: PipelineReader, writer: "_PartWriter", job: Filter, chunk: memoryview,
+                  first: int, part_size: int) -> tuple[int, str]:
+    """Feed one slice from the stream to job, `first` bytes of it already in chunk.
+
+    Return (slice length, plaintext SHA-256 hex). Each chunk is read once into Python,
+    written to age and hashed while still in the cache.
+    """
+    digest = hashlib.sha256()
+    got, k = 0, first
+    while k:
+        piece = chunk[:k]
+        writer.feed(job, piece)
+        digest.update(piece)
+        got += k
+        if got == part_size:
+            break
+        k = reader.readinto(chunk[:min(CHUNK, part_size - got)])
+    return got, digest.hexdigest()
+
+
+class _PartWriter:
+    """Encrypt each slice with its own age process and store the parts, in order.
+
+    The caller feeds slice i to age while a thread collects and hashes age's output
+    into one of two ciphertext buffers, and the store thread puts part i-1 and then the
+    journal (the journal never names a part before it is stored). Slice i+1 begins only
+    once part i-1 is stored and its buffer free, so memory is about 2 x part_size
+    whatever the stream's length, and a slow store holds the stream back.
     """
 
     def __init__(self, store: Store, journal: _Journal, jkey: str, mac_key: MacKey, request: UploadRequest,
                  age: list[str], what: str, retain_until: datetime | None, part_size: int) -> None:
         self._args = (store, journal, jkey, mac_key, request, retain_until)
         self._age, self._what = age, what
-        self._slices = (bytearray(part_size), bytearray(part_size))
-        self._ciphers = (bytearray(), bytearray())
-        self._encrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-age")
+        self._cipher_size = _age_size_bound(part_size)
+        self._ciphers: list[bytearray | None] = [None, None]
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-put")
-        self._encrypted: dict[int, Future] = {}
+        self._jobs: dict[int, Filter] = {}
         self._stored: dict[int, Future] = {}
         self._first = True
 
-    def __enter__(self) -> "_PartPipeline":
+    def __enter__(self) -> "_PartWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._encrypt.shutdown(wait=True, cancel_futures=True)
+        for job in list(self._jobs.values()):
+            job.kill()
         self._store.shutdown(wait=True, cancel_futures=True)
+        for index in list(self._jobs):
+            self._jobs.pop(index).__exit__(None, None, None)
 
-    def _done(self, jobs: dict[int, Future], index: int) -> None:
-        job = jobs.pop(index, None)
+    def _done(self, index: int) -> None:
+        job = self._stored.pop(index, None)
         if job is not None:
-            job.result()  # raises the job's error here, in the reading thread
+            job.result()  # raises the store job's error here, in the caller's thread
 
-    def slice_buffer(self, index: int) -> bytearray:
-        """Return the buffer for slice `index`, once the encryption that used it is done."""
-        self._done(self._encrypted, index - 2)
-        return self._slices[index % 2]
+    def begin(self, index: int) -> Filter:
+        """Start age for part `index`, once the part that used its buffer is stored.
 
-    def submit(self, index: int, plain: memoryview) -> None:
-        """Encrypt and store slice `index`; parts before it not already stored are dropped from the journal."""
-        journal = self._args[1]
+        The first call cuts the journal at `index`: nothing after it can be reused.
+        """
         if self._first:
-            del journal.parts[index:]  # nothing is in flight before the first submission
+            del self._args[1].parts[index:]  # nothing is in flight before the first part
             self._first = False
-        self._done(self._stored, index - 2)  # frees ciphertext buffer index % 2
+        self._done(index - 2)
         cipher = self._ciphers[index % 2]
-        enc = self._encrypt.submit(filter_bytes_hashed, self._age, plain, cipher, what=f"{self._what}: age")
-        self._encrypted[index] = enc
-        self._stored[index] = self._store.submit(self._put, index, enc, cipher, len(plain))
+        if cipher is None:
+            cipher = self._ciphers[index % 2] = bytearray(self._cipher_size)
+        job = Filter(self._age, cipher, what=f"{self._what}: age")
+        self._jobs[index] = job.__enter__()
+        return job
 
-    def _put(self, index: int, enc: Future, cipher: bytearray, plain_size: int) -> None:
+    @staticmethod
+    def feed(job: Filter, data: memoryview) -> None:
+        """Write data to age; raise age's error if it stopped reading."""
+        if not job.write(data):
+            job.result()  # raises why
+
+    def commit(self, index: int, plain_size: int, plain_sha256: str) -> None:
+        """End part `index`'s input and queue it for storing."""
+        self._jobs[index].end_input()
+        self._stored[index] = self._store.submit(self._put, index, plain_size, plain_sha256)
+
+    def _put(self, index: int, plain_size: int, plain_sha256: str) -> None:
         store, journal, jkey, mac_key, request, retain_until = self._args
-        n, plain_sha, cipher_sha = enc.result()
+        job = self._jobs[index]
+        try:
+            n, cipher_sha = job.result()
+        finally:
+            self._jobs.pop(index).__exit__(None, None, None)
+        cipher = self._ciphers[index % 2]
+        assert cipher is not None
         key = layout.part_key(request.subvolume, request.uuid, index)
         with memoryview(cipher) as view:
             store.put(key, view[:n], retain_until=retain_until)
-        journal.parts.append(_JournalPart(key, n, cipher_sha, plain_size, plain_sha))
+        journal.parts.append(_JournalPart(key, n, cipher_sha, plain_size, plain_sha256))
         store.put(jkey, _signed_journal(journal, mac_key))
 
     def wait(self) -> None:
         """Wait for every part to be stored; raise the first error."""
-        for index in sorted(self._encrypted):
-            self._done(self._encrypted, index)
         for index in sorted(self._stored):
-            self._done(self._stored, index)
+            self._done(index)
+
+
+def _age_size_bound(plain_size: int) -> int:
+    """Return a buffer size that holds age's output for plain_size bytes without growing.
+
+    age adds a header (under a few KiB for a handful of recipients), a 16-byte nonce
+    and a 16-byte tag per 64 KiB chunk; the collector wants a read's worth of room.
+    """
+    return plain_size + (plain_size // 65536 + 1) * 16 + (64 << 10) + CHUNK
 
 
 def _delete_stray_parts(store: Store, request: UploadRequest, wanted: set[str]) -> None:
