@@ -147,14 +147,18 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print):
         pi.create()
         config = parse_config(machine_config(m, pi.mountpoint, workdir / "state"))
         ctx = Context(config)
+        ctx.now -= timedelta(seconds=2)  # the first snapshot a little in the past, so the second gets its own name
         take_timeline(ctx, force=True)
         spec = CaptureSpec(dest=m.capture_dir, disks=[str(m.image)], fstab=str(m.fstab), boot_dirs={"/boot/efi": m.esp}, firmware="uefi")
         _ok(capture(ctx, spec), "dr capture")
-        later = Context(config, now=ctx.now + timedelta(seconds=1))
+        later = Context(config)
         _ok(take_timeline(later, force=True), "snapshot")
         _ok(replicate(later, meter=False), "replicate")
         say("drill demo: restoring from the target into a scratch image and verifying it")
-        return drill(Context(config, say=say), DrillRequest("pi", workdir=str(workdir / "drill")))
+        # The capture as it travelled to the target inside var's newest replica (no [dr] table names capture_dir here).
+        var_entry = max(pi.mountpoint.glob("*/var/var.*"), key=lambda p: p.name)
+        travelled = var_entry / m.capture_dir.relative_to(m.paths["var"])
+        return drill(Context(config, say=say), DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill")))
     finally:
         m.close()
         pi.close()

@@ -171,3 +171,14 @@ def test_missing_capture_is_refused(machine, setup, tmp_path):
     cli, *_ = setup
     res = cli("dr", "restore", "--from", "pi", "--capture", str(tmp_path / "nothing"), "--disk", str(machine.image), "--yes", check=False)
     assert res.returncode != 0 and "no capture" in res.stderr
+
+
+def test_demo_drill_builds_captures_and_drills_a_tiny_machine(tmp_path):
+    from subvault.dr.machine import demo_drill
+
+    lines: list[str] = []
+    report = demo_drill(tmp_path / "demo", say=lines.append)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    assert report.rto_seconds > 0 and report.rpo_seconds >= 0 and lines
+    assert str(tmp_path) not in process.run(["losetup", "-a"]).stdout  # every loop device detached
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
