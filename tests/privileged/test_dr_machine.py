@@ -9,7 +9,6 @@ made here is undone in `finally`, pass or fail.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
