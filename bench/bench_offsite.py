@@ -30,7 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from subvault import process  # noqa: E402
-from subvault.offsite.upload import COMPRESS  # noqa: E402
+from subvault.offsite.manifest import MacKey  # noqa: E402
+from subvault.offsite.upload import COMPRESS, UploadRequest, upload  # noqa: E402
+from subvault.stores.file import FileStore  # noqa: E402
 
 
 def make_input(path: Path, size: int) -> None:
@@ -54,25 +56,26 @@ def run_raw(src: Path, out_dir: Path, recipient: str) -> None:
 
 
 def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
-    from subvault.offsite.manifest import MacKey
-    from subvault.offsite.upload import UploadRequest, upload
-    from subvault.stores.file import FileStore
-
     (out_dir / "store").mkdir(exist_ok=True)
     req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
     upload(FileStore(out_dir / "store"), req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
+    cpu_before = _cpu_seconds()  # imports and start-up are not the work measured
     started = time.perf_counter()
     if mode == "raw":
         run_raw(src, out_dir, recipient)
     else:
         run_upload(src, out_dir, recipient, part_mib)
     seconds = time.perf_counter() - started
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({
-        "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+        "cpu_seconds": _cpu_seconds() - cpu_before,
         "seconds": seconds,
         "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
