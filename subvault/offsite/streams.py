@@ -10,12 +10,14 @@ lives here until the lead moves it (`Pipeline.open_stdout()` / `process.filter_b
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import hashlib
 import os
 import select
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from subvault import process
@@ -27,6 +29,22 @@ class StageStoppedReading(PermanentError):
 
 
 PIPE_SIZE = 1 << 20
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+_libc.tee.restype = ctypes.c_ssize_t
+
+
+def _tee(fd_in: int, fd_out: int, n: int) -> int:
+    """tee(2): duplicate up to n bytes from pipe fd_in into pipe fd_out (blocking); return the count."""
+    while True:
+        got = _libc.tee(fd_in, fd_out, n, 0)
+        if got >= 0:
+            return got
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, os.strerror(err))
 
 
 def _big_pipe() -> tuple[int, int]:
@@ -54,6 +72,7 @@ class PipelineReader:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._finished = False
+        self._check_r, self._check_w = -1, -1
         self.bytes_read = 0
 
     def __enter__(self) -> "PipelineReader":
@@ -93,6 +112,27 @@ class PipelineReader:
         self.bytes_read += got
         return got
 
+    def pass_to(self, fd: int, n: int, scratch: memoryview, check: Callable[[memoryview], None]) -> int:
+        """Move up to n bytes of the stream to the pipe fd, showing check() a copy of them.
+
+        Return the number moved, 0 at the end of the stream. The bytes go to fd by
+        splice(2) and are duplicated for check() by tee(2), so Python reads them once
+        and never writes them. Raise BrokenPipeError if fd's reader has gone.
+        """
+        if self._check_r < 0:
+            self._check_r, self._check_w = _big_pipe()
+        got = _tee(self._rfd, self._check_w, min(n, len(scratch)))
+        moved = 0
+        while moved < got:
+            moved += os.splice(self._rfd, fd, got - moved)
+        seen = 0
+        while seen < got:
+            k = os.readv(self._check_r, [scratch[seen:got]])
+            seen += k
+        check(scratch[:got])
+        self.bytes_read += got
+        return got
+
     def readinto(self, view: memoryview) -> int:
         """Read what is available (at least 1 byte, blocking) into view; return 0 at the end."""
         got = os.readv(self._rfd, [view])
@@ -123,6 +163,10 @@ class PipelineReader:
         if self._rfd >= 0:
             os.close(self._rfd)
             self._rfd = -1
+        for fd in (self._check_r, self._check_w):
+            if fd >= 0:
+                os.close(fd)
+        self._check_r = self._check_w = -1
 
 
 def filter_bytes(argv: Sequence[str], data: bytes | bytearray | memoryview, *, what: str = "") -> bytes:
@@ -219,6 +263,11 @@ class Filter:
                     self._stopped = True
                     return False
         return True
+
+    @property
+    def stdin(self) -> int:
+        """The write end of the command's stdin, a pipe (for splice)."""
+        return self._in_w
 
     def end_input(self) -> None:
         """Close the command's stdin (it sees the end of its input)."""

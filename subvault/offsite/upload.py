@@ -236,19 +236,22 @@ def _stream_slice(reader: PipelineReader, writer: "_PartWriter", job: Filter, ch
                   first: int, part_size: int) -> tuple[int, str]:
     """Feed one slice from the stream to job, `first` bytes of it already in chunk.
 
-    Return (slice length, plaintext CRC-32 hex). Each chunk is read once into Python,
-    written to age and checked while still in the cache.
+    Return (slice length, plaintext CRC-32 hex). The rest of the slice moves from
+    zstd's pipe into age's inside the kernel; Python reads a copy once to check it.
     """
     digest = _PlainCheck()
-    got, k = 0, first
-    while k:
-        piece = chunk[:k]
-        writer.feed(job, piece)
-        digest.update(piece)
-        got += k
-        if got == part_size:
+    writer.feed(job, chunk[:first])
+    digest.update(chunk[:first])
+    got = first
+    while got < part_size:
+        try:
+            k = reader.pass_to(job.stdin, part_size - got, chunk, digest.update)
+        except BrokenPipeError:
+            job.result()  # raises why age stopped reading
+            raise
+        if not k:
             break
-        k = reader.readinto(chunk[:min(CHUNK, part_size - got)])
+        got += k
     return got, digest.hexdigest()
 
 
