@@ -39,6 +39,8 @@ class Sshd:
     dir: Path
     forced_command: str | None = None
     port: int = 0
+    address: str = "127.0.0.1"
+    netns: str | None = None  # run inside this network namespace (which the caller made)
     proc: object | None = None
     log: list[str] = field(default_factory=list)
 
@@ -55,7 +57,7 @@ class Sshd:
         return [f"UserKnownHostsFile={self.known_hosts}", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "ConnectTimeout=10"]
 
     def url(self, path: str | Path) -> str:
-        return f"ssh://root@127.0.0.1:{self.port}{path}"
+        return f"ssh://root@{self.address}:{self.port}{path}"
 
     def target_toml(self, name: str, path: str | Path, keep: str = "24h 8d 5w", extra: str = "") -> str:
         opts = ", ".join(f'"{o}"' for o in self.ssh_options())
@@ -73,15 +75,15 @@ class Sshd:
         pub = (self.dir / "client_key.pub").read_text().strip()
         prefix = f'command="{self.forced_command.replace(chr(34), chr(92) + chr(34))}",restrict ' if self.forced_command else ""
         (self.dir / "authorized_keys").write_text(prefix + pub + "\n")
-        self.port = free_port()
+        self.port = self.port or free_port()
         host_pub = (self.dir / "host_key.pub").read_text().split()
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        self.known_hosts.write_text(f"[{self.address}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
         config = self.dir / "sshd_config"
         config.write_text(
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.address}",
                     f"HostKey {self.dir / 'host_key'}",
                     f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
                     "PermitRootLogin prohibit-password",
@@ -92,15 +94,18 @@ class Sshd:
                     "UsePAM no",
                     f"SetEnv PYTHONPATH={REPO}",
                     "MaxStartups 100",
+                    "ClientAliveInterval 2",
+                    "ClientAliveCountMax 2",
                     "MaxSessions 100",
                     "",
                 ]
             )
         )
-        self.proc = proc = process.spawn([SSHD, "-D", "-e", "-f", str(config)])
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = proc = process.spawn([*prefix, SSHD, "-D", "-e", "-f", str(config)])
         for line in proc.stderr:
             self.log.append(line)
-            if "Server listening on 127.0.0.1" in line:
+            if f"Server listening on {self.address}" in line:
                 break
         else:
             self.stop()

@@ -121,7 +121,9 @@ class SshRunner:
                 "-o", f"ControlPath={control_dir()}/%C",
                 "-o", f"ControlPersist={CONTROL_PERSIST_SECONDS}",
             ]
-        argv += ["-o", "BatchMode=yes"]
+        # A dead link must end the connection, not hang every later command on it
+        # (user options come first, so ~/.ssh/config-style overrides still win).
+        argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if url.port:
             argv += ["-p", str(url.port)]
         if url.user:

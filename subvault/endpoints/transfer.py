@@ -25,6 +25,13 @@ class TransferFailed(TransientError):
     """A stage of the send | receive pipeline failed; the partial is removed by the next run."""
 
 
+class LinkLost(TransferFailed):
+    """The ssh connection itself failed (exit 255): the rest of this target's work would too."""
+
+
+SSH_CONNECTION_ERROR = 255
+
+
 class VerifyFailed(PermanentError):
     """A receive finished but its result is not the snapshot that was sent."""
 
@@ -71,6 +78,8 @@ def transfer(
                 stall_seconds=stall_seconds,
             )
     except CommandFailed as exc:
+        if exc.argv[:1] == ["ssh"] and exc.returncode == SSH_CONNECTION_ERROR:
+            raise LinkLost(f"{what}: the connection to {dest.name if not dest.is_local else source.name} was lost ({_how(exc)}); run again, it resumes from the last verified snapshot") from None
         raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
     received = posixpath.join(container, posixpath.basename(path.rstrip("/")))
     _verify(dest, received, uuid)

@@ -18,8 +18,8 @@ from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner
-from subvault.endpoints.transfer import transfer
-from subvault.errors import SubvaultError
+from subvault.endpoints.transfer import LinkLost, transfer
+from subvault.errors import StalledTransfer, SubvaultError
 from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when_unreachable, plan_replication
 from subvault.run import holds
 from subvault.run.context import Context
@@ -79,9 +79,16 @@ def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFact
                 for sub in subs:
                     out.fail(f"{sub.name}→{tconf.name}", exc)
                 continue
-            for sub in subs:
+            for i, sub in enumerate(subs):
                 try:
                     _replicate_one(ctx, ep, sub, tconf, out, progress, meter)
+                except (StalledTransfer, LinkLost) as exc:
+                    # The link to this target is gone: fail the rest now instead of
+                    # waiting on a dead connection for each of them.
+                    out.fail(f"{sub.name}→{tconf.name}", exc)
+                    for rest in subs[i + 1 :]:
+                        out.fail(f"{rest.name}→{tconf.name}", SubvaultError(f"skipped: the transfer to {tconf.name} stalled; run again"))
+                    break
                 except SubvaultError as exc:
                     out.fail(f"{sub.name}→{tconf.name}", exc)
     return out
