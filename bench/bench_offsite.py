@@ -1,6 +1,6 @@
 """Offsite upload throughput and memory against the raw `src | zstd | age > file` pipeline.
 
-Usage:  .venv/bin/python bench/bench_offsite.py [--size-mib 1024] [--part-mib 64] [--dir DIR]
+Usage:  .venv/bin/python bench/bench_offsite.py [--size-mib 1024] [--part-mib 64] [--rounds 5] [--dir DIR] [--input FILE]
 
 Generates one input (about 60% incompressible, 40% compressible runs), then runs, each
 in a fresh Python process so peak RSS is its own:
@@ -89,6 +89,7 @@ def measure(mode: str, src: Path, work: Path, recipient: str, part_mib: int) -> 
     result = json.loads(res.stdout.strip().splitlines()[-1])
     result["stored_mib"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / (1 << 20)
     process.run(["rm", "-rf", str(out_dir)])
+    os.sync()  # the next run starts with no writeback or discard of this one pending
     return result
 
 
@@ -99,7 +100,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--child", choices=["raw", "upload"])
-    ap.add_argument("--input", type=Path)
+    ap.add_argument("--input", type=Path, help="an existing input file instead of a generated one")
     ap.add_argument("--recipient")
     args = ap.parse_args()
     if args.child:
@@ -107,8 +108,11 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="bench-offsite-", dir=args.dir))
     try:
-        src = work / "input.bin"
-        make_input(src, args.size_mib << 20)
+        src = args.input or work / "input.bin"
+        if args.input is None:
+            make_input(src, args.size_mib << 20)
+            os.sync()
+        args.size_mib = src.stat().st_size >> 20
         process.run(["age-keygen", "-o", str(work / "id.txt")])
         recipient = process.run(["age-keygen", "-y", str(work / "id.txt")]).stdout.strip()
         print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs")

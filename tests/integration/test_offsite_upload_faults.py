@@ -1,0 +1,106 @@
+"""The streaming upload executor under faults: every stage checked, nothing half-done journaled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from subvault.errors import CommandFailed
+from subvault.offsite import layout
+from subvault.offsite.restore import restore, verify_target
+from subvault.offsite.upload import UploadRequest, upload
+from subvault.stores import open_store
+
+from offsite_fixtures import T0, appending_sink, mac_key, make_age_key, make_stream, request
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+PART = 256 << 10
+
+
+def _journal(store) -> dict:
+    return json.loads(store.get(layout.journal_key("pvc", "u1")))["journal"]
+
+
+def _manifests(store) -> list[str]:
+    return [o.key for o in store.list() if o.key.endswith(layout.MANIFEST)]
+
+
+def test_invariant_9_source_failing_mid_stream_journals_only_whole_slices(tmp_path: Path) -> None:
+    """A source that dies after 2.5 parts: the error is raised, no manifest, and the
+    short slice it left is not journaled; the next run resumes and restores exactly."""
+    age = make_age_key(tmp_path / "id.txt")
+    store = open_store("memory://midstream")
+    key = mac_key(tmp_path)
+    src = make_stream(tmp_path / "s.bin", 5 * PART, seed=21)
+    failing = UploadRequest("pvc", "u1", None, ("u1",), T0,
+                            ["sh", "-c", f'head -c {5 * PART // 2} "$0"; exit 3', str(src)], (age.recipient,))
+    with pytest.raises(CommandFailed):
+        upload(store, failing, key, part_size=PART, compress=["cat"])
+    assert not _manifests(store)
+    assert [p["plain_size"] for p in _journal(store)["parts"]] == [PART, PART]
+
+    result = upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), key,
+                    part_size=PART, compress=["cat"])
+    assert (result.parts_reused, result.parts_uploaded) == (2, 3)
+    out = tmp_path / "out.bin"
+    restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_invariant_9_failing_age_is_raised_not_hung(tmp_path: Path) -> None:
+    """age refusing its recipient exits before reading: the feeding side sees EPIPE and
+    the error names age; nothing is stored."""
+    store = open_store("memory://badage")
+    src = make_stream(tmp_path / "s.bin", 8 * PART, seed=22)
+    req = request("pvc", "u1", None, ("u1",), src, ("age1notarecipient",))
+    with pytest.raises(CommandFailed) as err:
+        upload(store, req, mac_key(tmp_path), part_size=4 * PART, compress=["cat"])
+    assert "age" in str(err.value)
+    assert not list(store.list("pvc/u1/part-"))
+    assert not _manifests(store)
+
+
+def test_stream_ending_on_a_part_boundary_has_no_empty_part(tmp_path: Path) -> None:
+    age = make_age_key(tmp_path / "id.txt")
+    store = open_store("memory://boundary")
+    key = mac_key(tmp_path)
+    src = make_stream(tmp_path / "s.bin", 3 * PART, seed=23)
+    result = upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), key,
+                    part_size=PART, compress=["cat"])
+    assert len(result.manifest.parts) == 3
+    assert result.stream_bytes == 3 * PART
+    out = tmp_path / "out.bin"
+    restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
+    assert out.read_bytes() == src.read_bytes()
+    assert verify_target(store, key) == []
+
+
+def test_journal_of_another_format_starts_the_upload_over(tmp_path: Path) -> None:
+    age = make_age_key(tmp_path / "id.txt")
+    store = open_store("memory://format")
+    key = mac_key(tmp_path)
+    src = make_stream(tmp_path / "s.bin", 2 * PART, seed=24)
+    req = request("pvc", "u1", None, ("u1",), src, (age.recipient,))
+    real_put = store.put
+
+    def failing_put(k: str, data: bytes, **kw: object) -> None:
+        if k.endswith("part-000001.zst.age"):
+            raise OSError("simulated crash")
+        real_put(k, data, **kw)
+
+    store.put = failing_put  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        upload(store, req, key, part_size=PART, compress=["cat"])
+    store.put = real_put  # type: ignore[method-assign]
+    raw = json.loads(store.get(layout.journal_key("pvc", "u1")))
+    raw["journal"]["format"] = 1
+    raw["mac"] = key.mac_bytes(json.dumps(raw["journal"], sort_keys=True, separators=(",", ":")).encode())
+    store.put(layout.journal_key("pvc", "u1"), json.dumps(raw).encode())
+
+    result = upload(store, req, key, part_size=PART, compress=["cat"])
+    assert (result.parts_reused, result.parts_uploaded) == (0, 2)
+    out = tmp_path / "out.bin"
+    restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
+    assert out.read_bytes() == src.read_bytes()
