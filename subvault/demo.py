@@ -125,3 +125,18 @@ def _remote_layers(demo: Demo, paths: dict[str, Path], sshd: Sshd, backup: Path,
     demo.say("\n== layer 5: the morning look ==")
     demo.cli("status")
     demo.cli("check")
+    _drill(demo, base)
+
+
+def _drill(demo: Demo, base: Path) -> None:
+    """Layer 6 on a small partitioned machine image (GPT, ESP, btrfs): capture, replicate, drill."""
+    from subvault.dr.machine import demo_drill
+    from subvault.dr.report import render_report
+
+    demo.say("\n== layer 6: a recovery drill on a machine image (GPT + ESP + btrfs) ==")
+    report = demo_drill(base / "drill-demo", demo.say)
+    for line in render_report(report):
+        demo.say("  " + line)
+    if not report.ok:
+        demo.failures += 1
+        demo.say("  !! the drill failed")

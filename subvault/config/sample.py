@@ -21,6 +21,7 @@ _SECTIONS: list[tuple[str, str, bool, dict[str, Any]]] = [
     ("flux", "FluxConf", False, {"kubeconfig": "/var/lib/microshift/resources/kubeadmin/kubeconfig"}),
     ("hook", "HookConf", True, {"when": "pre-snapshot", "run": ["/usr/local/bin/flush-caches"]}),
     ("check", "CheckConf", False, {}),
+    ("dr", "DrConf", False, {}),
     ("source", "SourceConf", True, {"name": "vps1", "url": "ssh://root@vps1.wg:22/", "dest": "/mnt/backup",
                                     "subvolume": []}),
 ]

@@ -169,6 +169,18 @@ class SourceConf(Strict):
             raise ValueError(f'url: "{self.url}" is not a source (expected "ssh://user@host:22/")')
 
 
+class DrConf(Strict):
+    capture_dir: Annotated[str, _doc("where `dr capture` stores the layout; must be inside a replicated subvolume")] = "/var/lib/subvault/dr"
+    disks: Annotated[list[str], _doc("disks to capture (default: those under the configured subvolumes)")] = msgspec.field(default_factory=list)
+    fstab: Annotated[str, _doc("the fstab recorded and checked by drill")] = "/etc/fstab"
+    boot_dirs: Annotated[list[str], _doc("boot directories restored after the subvolumes")] = msgspec.field(default_factory=lambda: ["/boot", "/boot/efi"])
+    drill_dir: Annotated[str, _doc("where drill puts its sparse disk image and mounts")] = "/var/tmp/subvault-drill"
+
+    def __post_init__(self) -> None:
+        self.capture_dir = _abs_path("capture_dir", self.capture_dir)
+        self.drill_dir = _abs_path("drill_dir", self.drill_dir)
+
+
 class NotifyConf(Strict):
     urls: Annotated[list[str], _doc("Apprise URLs (tgram://, json://, mailto://, …)")] = msgspec.field(default_factory=list)
     urls_file: Annotated[str | None, _doc("file with more Apprise URLs, one per line (mode 0600): keeps bot tokens out of this file")] = None
@@ -224,6 +236,7 @@ class Config(Strict):
     hook: list[HookConf] = msgspec.field(default_factory=list)
     check: CheckConf = msgspec.field(default_factory=CheckConf)
     source: list[SourceConf] = msgspec.field(default_factory=list)
+    dr: DrConf | None = None
 
     def __post_init__(self) -> None:
         _unique("subvolume", [s.name for s in self.subvolume])

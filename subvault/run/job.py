@@ -1,4 +1,4 @@
-"""`subvault run`: everything that is due, in order: snapshot, replicate, offsite, prune, metrics."""
+"""`subvault run`: everything that is due, in order: dr capture (if the layout changed), snapshot, replicate, offsite, prune, metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from subvault.run.results import Outcome
 def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
     """Run each due layer; one layer's failure does not stop the next (exit 3, partial)."""
     outcome = Outcome("run", dry_run=ctx.dry_run)
+    if ctx.config.dr is not None and not ctx.dry_run:
+        # Before the snapshots, so that a new capture travels in this run's snapshot.
+        from subvault.dr.capture import capture_if_changed
+
+        outcome.merge(capture_if_changed(ctx))
     outcome.merge(take_timeline(ctx))
     kinds = {t.type for t in ctx.config.target if any(t.name in ctx.config.targets_of(s) for s in ctx.config.subvolume)}
     if "btrfs" in kinds:
