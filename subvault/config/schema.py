@@ -112,6 +112,7 @@ class TargetConf(Strict):
     ssh_cipher: Annotated[str | None, _doc('ssh cipher, e.g. "aes128-gcm@openssh.com"')] = None
     ssh_options: Annotated[list[str], _doc('extra "-o" options, e.g. "ConnectTimeout=10"')] = msgspec.field(default_factory=list)
     stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0)] = 10.0
+    parallel: Annotated[int, _doc("subvolumes replicated at once over the one connection", ge=1, le=16)] = 4
     endpoint: Annotated[str | None, _doc("S3 endpoint URL")] = None
     region: Annotated[str | None, _doc("S3 region")] = None
     path_style: Annotated[bool, _doc("S3 path-style addressing")] = True
