@@ -7,6 +7,8 @@ in a fresh Python process so peak RSS is its own:
   raw     cat INPUT | COMPRESS | age -r R > FILE, fsynced    (subvault.process.pipeline;
           COMPRESS is the executor's own zstd argv, so like is compared with like)
   upload  subvault.offsite.upload.upload(FileStore, cat INPUT) (parts of --part-mib)
+  staged  the same into a FileStore with the proposed `stage` method (age writes each
+          part in place; tests/integration/offsite_fixtures.StagingFileStore)
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
 CPU seconds (the process and all its children) and peak RSS of the Python process;
 then the medians and the ratios upload/raw. The machine may be shared: read the
@@ -34,6 +36,9 @@ from subvault.offsite.manifest import MacKey  # noqa: E402
 from subvault.offsite.upload import COMPRESS, UploadRequest, upload  # noqa: E402
 from subvault.stores.file import FileStore  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from offsite_fixtures import StagingFileStore  # noqa: E402
+
 
 def make_input(path: Path, size: int) -> None:
     rng = random.Random(42)
@@ -55,10 +60,11 @@ def run_raw(src: Path, out_dir: Path, recipient: str) -> None:
         os.fsync(f.fileno())
 
 
-def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
+def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int, staged: bool) -> None:
     (out_dir / "store").mkdir(exist_ok=True)
     req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
-    upload(FileStore(out_dir / "store"), req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
+    store = (StagingFileStore if staged else FileStore)(out_dir / "store")
+    upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 
 def _cpu_seconds() -> float:
@@ -72,7 +78,7 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
     if mode == "raw":
         run_raw(src, out_dir, recipient)
     else:
-        run_upload(src, out_dir, recipient, part_mib)
+        run_upload(src, out_dir, recipient, part_mib, staged=mode == "staged")
     seconds = time.perf_counter() - started
     print(json.dumps({
         "cpu_seconds": _cpu_seconds() - cpu_before,
@@ -99,7 +105,7 @@ def main() -> None:
     ap.add_argument("--part-mib", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--child", choices=["raw", "upload"])
+    ap.add_argument("--child", choices=["raw", "upload", "staged"])
     ap.add_argument("--input", type=Path, help="an existing input file instead of a generated one")
     ap.add_argument("--recipient")
     args = ap.parse_args()
@@ -116,9 +122,9 @@ def main() -> None:
         process.run(["age-keygen", "-o", str(work / "id.txt")])
         recipient = process.run(["age-keygen", "-y", str(work / "id.txt")]).stdout.strip()
         print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs")
-        runs: dict[str, list[dict]] = {"raw": [], "upload": []}
+        runs: dict[str, list[dict]] = {"raw": [], "upload": [], "staged": []}
         for round_ in range(args.rounds):
-            for mode in ("raw", "upload"):
+            for mode in runs:
                 r = measure(mode, src, work, recipient, args.part_mib)
                 runs[mode].append(r)
                 print(f"  round {round_} {mode:6s} {r['seconds']:6.2f} s  {args.size_mib / r['seconds']:7.1f} MiB/s  "
@@ -126,14 +132,15 @@ def main() -> None:
                       flush=True)
         med = {m: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "cpu_seconds", "self_rss_mib")}
                for m, rs in runs.items()}
-        for m in ("raw", "upload"):
+        for m in runs:
             print(f"median {m:6s} {med[m]['seconds']:6.2f} s  {args.size_mib / med[m]['seconds']:7.1f} MiB/s  "
                   f"cpu {med[m]['cpu_seconds']:6.2f} s  rss {med[m]['self_rss_mib']:6.1f} MiB")
-        print(f"upload throughput / raw pipeline (median of {args.rounds}): "
-              f"{med['raw']['seconds'] / med['upload']['seconds']:.2f}x; "
-              f"CPU time upload/raw: {med['upload']['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x")
-        print(f"peak RSS of the uploading process: {max(r['self_rss_mib'] for r in runs['upload']):.0f} MiB "
-              f"for a {args.size_mib} MiB stream in {args.part_mib} MiB parts")
+        for m in ("upload", "staged"):
+            print(f"{m} throughput / raw pipeline (median of {args.rounds}): "
+                  f"{med['raw']['seconds'] / med[m]['seconds']:.2f}x; "
+                  f"CPU time {m}/raw: {med[m]['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x; "
+                  f"peak RSS {max(r['self_rss_mib'] for r in runs[m]):.0f} MiB "
+                  f"for a {args.size_mib} MiB stream in {args.part_mib} MiB parts")
     finally:
         process.run(["rm", "-rf", str(work)])
 

@@ -308,6 +308,89 @@ class Filter:
             self._reader.__exit__(None, None, None)
 
 
+class FdFilter:
+    """Run one command whose stdin the caller writes and whose stdout is a file descriptor.
+
+    Nothing the command writes passes through Python (point stdout at the file that
+    will hold the result). Use as a context manager: `write()` feeds stdin (or splice
+    into `stdin`), `result()` ends the input, waits for the command and raises
+    CommandFailed naming it, with its stderr tail (invariant 9), or StageStoppedReading.
+    Leaving the block without `result()` kills the command.
+    """
+
+    def __init__(self, argv: Sequence[str], stdout: int, *, what: str = "") -> None:
+        self._argv, self._what = list(argv), what
+        self._pipeline = process.pipeline([self._argv], what=what, stdin=None, stdout=stdout)
+        self._in_r, self._in_w = -1, -1
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._done = False
+
+    def __enter__(self) -> "FdFilter":
+        self._in_r, self._in_w = _big_pipe()
+        self._pipeline.stdin = self._in_r
+        self._thread = threading.Thread(target=self._run, daemon=True, name="filter")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._pipeline.run()
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            self._error = exc
+        finally:
+            # The command has exited: closing our copy of its stdin's read end lets a
+            # writer blocked on a command that stopped reading see EPIPE.
+            os.close(self._in_r)
+
+    @property
+    def stdin(self) -> int:
+        """The write end of the command's stdin, a pipe (for splice)."""
+        return self._in_w
+
+    def write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Feed data to the command's stdin. Return False if it stopped reading (result() says why)."""
+        with memoryview(data) as view:
+            while view:
+                try:
+                    view = view[os.write(self._in_w, view):]
+                except BrokenPipeError:
+                    self._stopped = True
+                    return False
+        return True
+
+    def end_input(self) -> None:
+        """Close the command's stdin (it sees the end of its input)."""
+        if self._in_w >= 0:
+            os.close(self._in_w)
+            self._in_w = -1
+
+    def kill(self) -> None:
+        """End the input and stop the command; result() or leaving the block still waits for it."""
+        self.end_input()
+        self._pipeline.kill()
+
+    def result(self) -> None:
+        """End the input and wait for the command; raise if it failed or stopped reading."""
+        self.end_input()
+        assert self._thread is not None
+        self._thread.join()
+        self._done = True
+        if self._error is not None:
+            raise self._error
+        if self._stopped:
+            raise StageStoppedReading(f"{self._what or self._argv[0]}: the command exited without reading all its input")
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not self._done:
+            self.kill()
+            if self._thread is not None:
+                self._thread.join()
+            self._done = True
+        self.end_input()
+
+
 class PipelineWriter:
     """Run stages with the first one's stdin written by the caller.
 

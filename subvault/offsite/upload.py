@@ -36,18 +36,22 @@ Design (why resumption is honest):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import mmap
+import os
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 from datetime import datetime
 
 from subvault.errors import PermanentError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, from_json, to_json
-from subvault.offsite.streams import CHUNK, Filter, PipelineReader
+from subvault.offsite.streams import CHUNK, FdFilter, Filter, PipelineReader
 from subvault.stores.base import ObjectNotFound, Store
 
 log = logging.getLogger("subvault.offsite")
@@ -232,7 +236,7 @@ def _read_slice(reader: PipelineReader, buf: bytearray) -> tuple[int, str]:
     return got, digest.hexdigest()
 
 
-def _stream_slice(reader: PipelineReader, writer: "_PartWriter", job: Filter, chunk: memoryview,
+def _stream_slice(reader: PipelineReader, writer: "_PartWriter", job: "_Job", chunk: memoryview,
                   first: int, part_size: int) -> tuple[int, str]:
     """Feed one slice from the stream to job, `first` bytes of it already in chunk.
 
@@ -255,24 +259,47 @@ def _stream_slice(reader: PipelineReader, writer: "_PartWriter", job: Filter, ch
     return got, digest.hexdigest()
 
 
+class Staged(Protocol):
+    """An object being written in place, as an optional `store.stage(key, retain_until=)` returns it.
+
+    `fd` is a readable and writable regular file, empty; `commit()` makes what was
+    written the object at key, durably and atomically; `abort()` discards it. A store
+    offering `stage` lets age write each part straight into it: the ciphertext never
+    passes through Python (a store without it gets `put(key, bytes)` from a buffer).
+    """
+
+    fd: int
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+_Job = Filter | FdFilter
+
+
 class _PartWriter:
     """Encrypt each slice with its own age process and store the parts, in order.
 
-    The caller feeds slice i to age while a thread collects and hashes age's output
-    into one of two ciphertext buffers, and the store thread puts part i-1 and then the
-    journal (the journal never names a part before it is stored). Slice i+1 begins only
-    once part i-1 is stored and its buffer free, so memory is about 2 x part_size
-    whatever the stream's length, and a slow store holds the stream back.
+    The caller feeds slice i to age while the store thread finishes part i-1: it puts
+    it, then the journal (the journal never names a part before it is stored). Where
+    age's output goes depends on the store: with `stage`, straight into the staged
+    object, hashed afterwards through a read-only mapping; without, into one of two
+    reused buffers, hashed by a collecting thread as it arrives. Slice i+1 begins only
+    once part i-1 is stored, so at most two parts are in flight (memory about
+    2 x part_size in the buffered case), and a slow store holds the stream back.
     """
 
     def __init__(self, store: Store, journal: _Journal, jkey: str, mac_key: MacKey, request: UploadRequest,
                  age: list[str], what: str, retain_until: datetime | None, part_size: int) -> None:
         self._args = (store, journal, jkey, mac_key, request, retain_until)
         self._age, self._what = age, what
+        self._stage: Callable[..., Staged] | None = getattr(store, "stage", None)
         self._cipher_size = _age_size_bound(part_size)
         self._ciphers: list[bytearray | None] = [None, None]
+        self._staged: dict[int, Staged] = {}
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-put")
-        self._jobs: dict[int, Filter] = {}
+        self._jobs: dict[int, _Job] = {}
         self._stored: dict[int, Future] = {}
         self._first = True
 
@@ -285,14 +312,16 @@ class _PartWriter:
         self._store.shutdown(wait=True, cancel_futures=True)
         for index in list(self._jobs):
             self._jobs.pop(index).__exit__(None, None, None)
+        for index in list(self._staged):
+            self._staged.pop(index).abort()
 
     def _done(self, index: int) -> None:
         job = self._stored.pop(index, None)
         if job is not None:
             job.result()  # raises the store job's error here, in the caller's thread
 
-    def begin(self, index: int) -> Filter:
-        """Start age for part `index`, once the part that used its buffer is stored.
+    def begin(self, index: int) -> _Job:
+        """Start age for part `index`, once part index-2 (and its buffer) is done with.
 
         The first call cuts the journal at `index`: nothing after it can be reused.
         """
@@ -300,15 +329,23 @@ class _PartWriter:
             del self._args[1].parts[index:]  # nothing is in flight before the first part
             self._first = False
         self._done(index - 2)
-        cipher = self._ciphers[index % 2]
-        if cipher is None:
-            cipher = self._ciphers[index % 2] = bytearray(self._cipher_size)
-        job = Filter(self._age, cipher, what=f"{self._what}: age")
+        what = f"{self._what}: age"
+        job: _Job
+        if self._stage is not None:
+            request, retain_until = self._args[4], self._args[5]
+            staged = self._staged[index] = self._stage(layout.part_key(request.subvolume, request.uuid, index),
+                                                       retain_until=retain_until)
+            job = FdFilter(self._age, staged.fd, what=what)
+        else:
+            cipher = self._ciphers[index % 2]
+            if cipher is None:
+                cipher = self._ciphers[index % 2] = bytearray(self._cipher_size)
+            job = Filter(self._age, cipher, what=what)
         self._jobs[index] = job.__enter__()
         return job
 
     @staticmethod
-    def feed(job: Filter, data: memoryview) -> None:
+    def feed(job: _Job, data: memoryview) -> None:
         """Write data to age; raise age's error if it stopped reading."""
         if not job.write(data):
             job.result()  # raises why
@@ -322,14 +359,24 @@ class _PartWriter:
         store, journal, jkey, mac_key, request, retain_until = self._args
         job = self._jobs[index]
         try:
-            n, cipher_sha = job.result()
+            done = job.result()
         finally:
             self._jobs.pop(index).__exit__(None, None, None)
-        cipher = self._ciphers[index % 2]
-        assert cipher is not None
         key = layout.part_key(request.subvolume, request.uuid, index)
-        with memoryview(cipher) as view:
-            store.put(key, view[:n], retain_until=retain_until)
+        if isinstance(done, tuple):
+            n, cipher_sha = done
+            cipher = self._ciphers[index % 2]
+            assert cipher is not None
+            with memoryview(cipher) as view:
+                store.put(key, view[:n], retain_until=retain_until)
+        else:
+            staged = self._staged.pop(index)
+            try:
+                n, cipher_sha = _file_sha256(staged.fd)
+                staged.commit()
+            except BaseException:
+                staged.abort()
+                raise
         journal.parts.append(_JournalPart(key, n, cipher_sha, plain_size, plain_crc32))
         store.put(jkey, _signed_journal(journal, mac_key))
 
@@ -337,6 +384,16 @@ class _PartWriter:
         """Wait for every part to be stored; raise the first error."""
         for index in sorted(self._stored):
             self._done(index)
+
+
+def _file_sha256(fd: int) -> tuple[int, str]:
+    """Return the size and SHA-256 (hex) of the regular file fd, read through one mapping."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, hashlib.sha256().hexdigest()
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # one fault-in, not one per page
+    with mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ) as mapped:
+        return size, hashlib.sha256(mapped).hexdigest()
 
 
 def _age_size_bound(plain_size: int) -> int:

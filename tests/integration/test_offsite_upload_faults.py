@@ -13,10 +13,23 @@ from subvault.offsite.restore import restore, verify_target
 from subvault.offsite.upload import UploadRequest, upload
 from subvault.stores import open_store
 
-from offsite_fixtures import T0, appending_sink, mac_key, make_age_key, make_stream, request
+from offsite_fixtures import T0, StagingFileStore, appending_sink, mac_key, make_age_key, make_stream, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 PART = 256 << 10
+
+
+@pytest.fixture(params=["buffered", "staged"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A store taking parts as bytes (memory://) and one that lets age write them in place."""
+    if request.param == "buffered":
+        return open_store(f"memory://{tmp_path.name}")
+    (tmp_path / "bucket").mkdir()
+    return StagingFileStore(tmp_path / "bucket")
+
+
+def _no_temporaries(tmp_path: Path) -> bool:
+    return not [p for p in (tmp_path / "bucket").rglob("*") if ".tmp-" in p.name]
 
 
 def _journal(store) -> dict:
@@ -27,11 +40,10 @@ def _manifests(store) -> list[str]:
     return [o.key for o in store.list() if o.key.endswith(layout.MANIFEST)]
 
 
-def test_invariant_9_source_failing_mid_stream_journals_only_whole_slices(tmp_path: Path) -> None:
+def test_invariant_9_source_failing_mid_stream_journals_only_whole_slices(store, tmp_path: Path) -> None:
     """A source that dies after 2.5 parts: the error is raised, no manifest, and the
     short slice it left is not journaled; the next run resumes and restores exactly."""
     age = make_age_key(tmp_path / "id.txt")
-    store = open_store("memory://midstream")
     key = mac_key(tmp_path)
     src = make_stream(tmp_path / "s.bin", 5 * PART, seed=21)
     failing = UploadRequest("pvc", "u1", None, ("u1",), T0,
@@ -40,6 +52,7 @@ def test_invariant_9_source_failing_mid_stream_journals_only_whole_slices(tmp_pa
         upload(store, failing, key, part_size=PART, compress=["cat"])
     assert not _manifests(store)
     assert [p["plain_size"] for p in _journal(store)["parts"]] == [PART, PART]
+    assert _no_temporaries(tmp_path)
 
     result = upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), key,
                     part_size=PART, compress=["cat"])
@@ -49,10 +62,9 @@ def test_invariant_9_source_failing_mid_stream_journals_only_whole_slices(tmp_pa
     assert out.read_bytes() == src.read_bytes()
 
 
-def test_invariant_9_failing_age_is_raised_not_hung(tmp_path: Path) -> None:
+def test_invariant_9_failing_age_is_raised_not_hung(store, tmp_path: Path) -> None:
     """age refusing its recipient exits before reading: the feeding side sees EPIPE and
     the error names age; nothing is stored."""
-    store = open_store("memory://badage")
     src = make_stream(tmp_path / "s.bin", 8 * PART, seed=22)
     req = request("pvc", "u1", None, ("u1",), src, ("age1notarecipient",))
     with pytest.raises(CommandFailed) as err:
@@ -60,11 +72,11 @@ def test_invariant_9_failing_age_is_raised_not_hung(tmp_path: Path) -> None:
     assert "age" in str(err.value)
     assert not list(store.list("pvc/u1/part-"))
     assert not _manifests(store)
+    assert _no_temporaries(tmp_path)
 
 
-def test_stream_ending_on_a_part_boundary_has_no_empty_part(tmp_path: Path) -> None:
+def test_stream_ending_on_a_part_boundary_has_no_empty_part(store, tmp_path: Path) -> None:
     age = make_age_key(tmp_path / "id.txt")
-    store = open_store("memory://boundary")
     key = mac_key(tmp_path)
     src = make_stream(tmp_path / "s.bin", 3 * PART, seed=23)
     result = upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), key,
@@ -79,7 +91,7 @@ def test_stream_ending_on_a_part_boundary_has_no_empty_part(tmp_path: Path) -> N
 
 def test_journal_of_another_format_starts_the_upload_over(tmp_path: Path) -> None:
     age = make_age_key(tmp_path / "id.txt")
-    store = open_store("memory://format")
+    store = open_store(f"memory://{tmp_path.name}")
     key = mac_key(tmp_path)
     src = make_stream(tmp_path / "s.bin", 2 * PART, seed=24)
     req = request("pvc", "u1", None, ("u1",), src, (age.recipient,))
