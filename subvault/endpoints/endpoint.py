@@ -148,13 +148,13 @@ class Endpoint:
             return
         self._run(C.rename(src, dst), f"rename {posixpath.basename(src)}")
 
-    def send_stages(self, path: str, parent: str | None, clones: Sequence[str], *, compress: bool) -> list[Argv]:
+    def send_stages(self, path: str, parent: str | None, clones: Sequence[str], *, compress: bool, bulk: bool = False) -> list[Argv]:
         cmds = [C.send(path, parent, tuple(clones))] + ([C.ZSTD_COMPRESS] if compress else [])
-        return self.runner.stages(cmds)
+        return self.runner.stages(cmds, bulk=bulk)
 
-    def receive_stages(self, container: str, *, compress: bool) -> list[Argv]:
+    def receive_stages(self, container: str, *, compress: bool, bulk: bool = False) -> list[Argv]:
         cmds = ([C.ZSTD_DECOMPRESS] if compress else []) + [C.receive(container)]
-        return self.runner.stages(cmds)
+        return self.runner.stages(cmds, bulk=bulk)
 
 
 def open_target(target: TargetConf) -> Endpoint:

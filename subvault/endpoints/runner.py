@@ -35,7 +35,7 @@ class Runner(Protocol):
 
     def run(self, cmds: Sequence[Argv], *, what: str, check: bool = True) -> Result: ...
 
-    def stages(self, cmds: Sequence[Argv]) -> list[Argv]: ...
+    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False) -> list[Argv]: ...
 
     def close(self) -> None: ...
 
@@ -51,7 +51,7 @@ class LocalRunner:
             raise ValueError("LocalRunner.run takes one command; use stages() for pipelines")
         return process.run(cmds[0], what=what, check=check)
 
-    def stages(self, cmds: Sequence[Argv]) -> list[Argv]:
+    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False) -> list[Argv]:
         return [list(c) for c in cmds]
 
     def close(self) -> None:
@@ -115,24 +115,29 @@ class SshRunner:
         argv = ["ssh"]
         for opt in options:
             argv += ["-o", opt]
+        self.common = list(argv)
         if multiplex:
             argv += [
                 "-o", "ControlMaster=auto",
                 "-o", f"ControlPath={control_dir()}/%C",
                 "-o", f"ControlPersist={CONTROL_PERSIST_SECONDS}",
             ]
+        tail: list[str] = []
         # A dead link must end the connection, not hang every later command on it
         # (user options come first, so ~/.ssh/config-style overrides still win).
-        argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        tail += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if url.port:
-            argv += ["-p", str(url.port)]
+            tail += ["-p", str(url.port)]
         if url.user:
-            argv += ["-l", url.user]
+            tail += ["-l", url.user]
         if identity:
-            argv += ["-i", identity]
+            tail += ["-i", identity]
         if cipher:
-            argv += ["-c", cipher]
-        self.base = argv
+            tail += ["-c", cipher]
+        self.base = argv + tail
+        # Bulk streams (full sends) get a connection of their own: through the shared
+        # master every byte would take one more hop and one process for all channels.
+        self.bulk_base = [*self.common, "-o", "ControlMaster=no", "-o", "ControlPath=none", *tail]
         self.multiplex = multiplex
 
     def argv(self, cmds: Sequence[Argv]) -> Argv:
@@ -141,7 +146,9 @@ class SshRunner:
     def run(self, cmds: Sequence[Argv], *, what: str, check: bool = True) -> Result:
         return process.run(self.argv(cmds), what=f"{what} on {self.label}", check=check)
 
-    def stages(self, cmds: Sequence[Argv]) -> list[Argv]:
+    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False) -> list[Argv]:
+        if bulk:
+            return [[*self.bulk_base, self.url.host, command_line(cmds)]]
         return [self.argv(cmds)]
 
     def close(self) -> None:

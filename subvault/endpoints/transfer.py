@@ -66,8 +66,9 @@ def transfer(
     stage fails, VerifyFailed (after deleting the result) if the result is wrong.
     """
     wire = compress and not (source.is_local and dest.is_local)
-    send = source.send_stages(path, parent, clones, compress=wire)
-    recv = dest.receive_stages(container, compress=wire)
+    bulk = parent is None  # a full send is the big one: it gets its own ssh connection
+    send = source.send_stages(path, parent, clones, compress=wire, bulk=bulk)
+    recv = dest.receive_stages(container, compress=wire, bulk=bulk)
     what = f"send {path} to {dest.name}"
     # The receiver's chatter ("At snapshot …") must never reach our stdout (--json).
     try:

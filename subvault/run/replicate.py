@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+from contextlib import nullcontext
 from typing import Callable
 
 from subvault.btrfs import local
@@ -119,6 +121,9 @@ def _replicate_target(
     return out
 
 
+full_sends = threading.BoundedSemaphore(1)
+
+
 def _replicate_one(
     ctx: Context, ep: Endpoint, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, progress: ProgressFactory | None, meter: bool
 ) -> None:
@@ -146,20 +151,23 @@ def _replicate_one(
             out.items.append(Item(subject, "would-send", f"#{src.number} → {send.name} ({kind})", {"full": send.full}))
             continue
         ctx.say(f"{subject}: sending #{src.number} ({kind})")
-        done = transfer(
-            LocalEndpoint,
-            src.path,
-            uuid=src.uuid,
-            parent=by_uuid[send.parent].path if send.parent else None,
-            clones=[by_uuid[c].path for c in send.clones],
-            dest=ep,
-            container=container,
-            final_name=send.name,
-            compress=tconf.compress == "zstd",
-            meter=meter,
-            progress=progress(subject) if progress else None,
-            stall_seconds=tconf.stall_minutes * 60,
-        )
+        # Full sends are bulk: one at a time, so parallel subvolumes never make
+        # several big streams fight over the disks and the CPU.
+        with (full_sends if send.full else nullcontext()):
+            done = transfer(
+                LocalEndpoint,
+                src.path,
+                uuid=src.uuid,
+                parent=by_uuid[send.parent].path if send.parent else None,
+                clones=[by_uuid[c].path for c in send.clones],
+                dest=ep,
+                container=container,
+                final_name=send.name,
+                compress=tconf.compress == "zstd",
+                meter=meter,
+                progress=progress(subject) if progress else None,
+                stall_seconds=tconf.stall_minutes * 60,
+            )
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
         out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
         sent.append(Entry(name=done.name, uuid="", received_uuid=src.uuid, readonly=True))
