@@ -13,23 +13,25 @@ Design (why resumption is honest):
   slice instead of uploading it. `btrfs send` of the same read-only snapshot against
   the same parent produces the same stream, and zstd is deterministic for the same
   version and level; this is *checked*, not assumed: at the first slice whose
-  plaintext length or CRC-32 differs (a kernel or zstd upgrade in between, say), the journal is
-  cut there and that part and all after it are uploaded anew. Earlier parts stay valid
+  plaintext length or CRC-32 differs (a kernel or zstd upgrade in between, say), the
+  journal is cut there and that part and all after it are uploaded anew. Earlier parts stay valid
   because they decrypt to exactly the bytes the new stream also starts with.
   Resuming saves the upload, not the local send+compress work.
   The check is against accidental change (a new kernel or zstd), not an adversary
   (the stream is our own), so a CRC-32 at 5 GB/s serves where a second SHA-256 pass
   cost a tenth of the pipeline's CPU; a difference it missed (2^-32 per slice) would
-  still fail zstd's own content checksum of the whole stream at restore, loudly.
+  still fail `zstd -d` at restore (corrupt data, or its XXH64 content checksum), loudly.
   The ciphertext SHA-256 (what the manifest and `verify` rely on) is unchanged.
 - The manifest is written last (invariant 4), then the journal is deleted.
-- Speed: the plaintext passes through Python once, a chunk at a time, from zstd's
-  pipe into age's, checked while it is in the cache; age's output is read once into
-  a reused buffer and hashed as it arrives; the store thread puts part i-1 while
-  part i is encrypted. No stage waits for a whole slice.
-- Memory: the ciphertexts of the part being encrypted and of the part being stored,
-  about 2 x part_size whatever the stream's length (on a resume, one plaintext slice
-  more while the journaled slices are compared).
+- Speed: zstd's output moves into age's stdin by splice(2), and Python reads a tee(2)
+  copy once, a chunk at a time, for the CRC; no stage waits for a whole slice. Where
+  age's output goes depends on the store: one offering `stage(key)` (see Staged) has
+  age write each part in place, hashed afterwards through one mapping; any other
+  gets `put(key, bytes)` from one of two reused buffers, filled and hashed as age
+  writes. The store thread puts part i-1 while part i is encrypted.
+- Memory: at most two parts in flight: about 2 x part_size of buffers for a store
+  without `stage`, none with it, whatever the stream's length (on a resume, one
+  plaintext slice more while the journaled slices are compared).
 - Every stage is checked (invariant 9): if the source or zstd fails, the error is
   raised and no manifest is written; the journal stays for the next run.
 """
