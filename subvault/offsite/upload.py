@@ -175,10 +175,13 @@ def _cut(reader: PipelineReader, writer: "_PartWriter", journal: "_Journal", par
         if held is not None and index < resumable:
             n, plain_check = _read_slice(reader, held)
             if n == 0 and index > 0:
+                del journal.parts[index:]  # the stream ended early: nothing is in flight yet
                 break
             known = journal.parts[index]
             if (known.plain_size, known.plain_crc32) == (n, plain_check):
                 reused += 1
+                if n < part_size:
+                    del journal.parts[index + 1:]  # the stream ends in this slice
             else:
                 resumable = index
                 job = writer.begin(index)

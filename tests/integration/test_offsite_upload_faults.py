@@ -116,3 +116,32 @@ def test_journal_of_another_format_starts_the_upload_over(tmp_path: Path) -> Non
     out = tmp_path / "out.bin"
     restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
     assert out.read_bytes() == src.read_bytes()
+
+
+def test_resumed_stream_ending_early_on_a_boundary_drops_the_journal_tail(tmp_path: Path) -> None:
+    """The regenerated stream is a shorter prefix ending on a part boundary: the manifest
+    names only its parts, not journaled parts of the longer stream beyond its end."""
+    age = make_age_key(tmp_path / "id.txt")
+    store = open_store(f"memory://{tmp_path.name}")
+    key = mac_key(tmp_path)
+    src = make_stream(tmp_path / "s.bin", 5 * PART, seed=25)
+    req = request("pvc", "u1", None, ("u1",), src, (age.recipient,))
+    real_put = store.put
+
+    def failing_put(k: str, data: bytes, **kw: object) -> None:
+        if k.endswith("part-000004.zst.age"):
+            raise OSError("simulated crash")
+        real_put(k, data, **kw)
+
+    store.put = failing_put  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        upload(store, req, key, part_size=PART, compress=["cat"])
+    store.put = real_put  # type: ignore[method-assign]
+    assert len(_journal(store)["parts"]) == 4
+
+    src.write_bytes(src.read_bytes()[:2 * PART])
+    result = upload(store, req, key, part_size=PART, compress=["cat"])
+    assert (result.parts_reused, result.parts_uploaded, len(result.manifest.parts)) == (2, 0, 2)
+    out = tmp_path / "out.bin"
+    restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
+    assert out.read_bytes() == src.read_bytes()
