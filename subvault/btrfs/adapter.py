@@ -20,6 +20,7 @@ from pathlib import Path
 
 from subvault import process
 from subvault.errors import NoSpace, NotBtrfs, NotFound, SubvaultError
+from subvault.btrfs.parse import list_line, show_fields, uuid_or_none
 from subvault.model import SubvolInfo
 
 BTRFS_SUPER_MAGIC = 0x9123683E
@@ -70,33 +71,6 @@ def require_subvolume(path: str | Path, what: str = "") -> None:
         raise NotBtrfs(f"{label}{p} is a directory, not a btrfs subvolume; point the config at the subvolume's mount")
 
 
-def _parse_list_line(line: str) -> dict[str, str]:
-    """Parse one `btrfs subvolume list` line into a dict, keyed by field name."""
-    head, sep, path = line.partition(" path ")
-    if not sep:
-        return {}
-    out: dict[str, str] = {"path": path}
-    tokens = head.split()
-    i = 0
-    while i < len(tokens):
-        if tokens[i] == "top" and i + 2 < len(tokens) and tokens[i + 1] == "level":
-            out["top level"] = tokens[i + 2]
-            i += 3
-        elif tokens[i] == "otime" and i + 2 < len(tokens):
-            out["otime"] = f"{tokens[i + 1]} {tokens[i + 2]}"
-            i += 3
-        elif i + 1 < len(tokens):
-            out[tokens[i]] = tokens[i + 1]
-            i += 2
-        else:
-            i += 1
-    return out
-
-
-def _uuid(value: str | None) -> str | None:
-    return None if value in (None, "-", "") else value
-
-
 def _local_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -135,11 +109,11 @@ def list_subvolumes_cli(mount: str | Path) -> list[SubvolInfo]:
     every = process.run([*base, "-a", "-p", "-g", "-u", "-q", "-R", mount], what="btrfs subvolume list").stdout
     ro = process.run([*base, "-a", "-r", mount], what="btrfs subvolume list -r").stdout
     snaps = process.run([*base, "-a", "-s", mount], what="btrfs subvolume list -s").stdout
-    ro_ids = {f.get("ID") for f in map(_parse_list_line, ro.splitlines())}
-    otimes = {f.get("ID"): f.get("otime") for f in map(_parse_list_line, snaps.splitlines())}
+    ro_ids = {f.get("ID") for f in map(list_line, ro.splitlines())}
+    otimes = {f.get("ID"): f.get("otime") for f in map(list_line, snaps.splitlines())}
     result: list[SubvolInfo] = []
     for line in every.splitlines():
-        f = _parse_list_line(line)
+        f = list_line(line)
         if "ID" not in f or "uuid" not in f:
             continue
         result.append(
@@ -147,8 +121,8 @@ def list_subvolumes_cli(mount: str | Path) -> list[SubvolInfo]:
                 id=int(f["ID"]),
                 path=f["path"].removeprefix("<FS_TREE>/"),
                 uuid=f["uuid"],
-                parent_uuid=_uuid(f.get("parent_uuid")),
-                received_uuid=_uuid(f.get("received_uuid")),
+                parent_uuid=uuid_or_none(f.get("parent_uuid")),
+                received_uuid=uuid_or_none(f.get("received_uuid")),
                 readonly=f["ID"] in ro_ids,
                 generation=int(f.get("gen", 0)),
                 top_level=int(f.get("top level", f.get("parent", TOP_LEVEL_ID))),
@@ -156,9 +130,6 @@ def list_subvolumes_cli(mount: str | Path) -> list[SubvolInfo]:
             )
         )
     return result
-
-
-_SHOW_RE = re.compile(r"^\s*([A-Za-z][A-Za-z ()]*?):\s*(.*)$")
 
 
 def show(path: str | Path) -> SubvolInfo:
@@ -178,21 +149,15 @@ def show_cli(path: str | Path) -> SubvolInfo:
     res = process.run(["btrfs", "subvolume", "show", str(path)], check=False)
     if res.returncode != 0:
         raise NotFound(f"{path} is not a btrfs subvolume ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'btrfs subvolume show failed'})")
-    lines = res.stdout.splitlines()
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        m = _SHOW_RE.match(line)
-        if m:
-            fields.setdefault(m.group(1).strip(), m.group(2).strip())
-    first = lines[0].strip() if lines else ""
+    first, fields = show_fields(res.stdout)
     rel = "" if first in ("/", "<FS_TREE>") else first.removeprefix("<FS_TREE>/")
     flags = fields.get("Flags", "")
     return SubvolInfo(
         id=int(fields.get("Subvolume ID", "0")),
         path=rel,
         uuid=fields.get("UUID", ""),
-        parent_uuid=_uuid(fields.get("Parent UUID")),
-        received_uuid=_uuid(fields.get("Received UUID")),
+        parent_uuid=uuid_or_none(fields.get("Parent UUID")),
+        received_uuid=uuid_or_none(fields.get("Received UUID")),
         readonly="readonly" in flags,
         generation=int(fields.get("Generation", "0") or 0),
         top_level=int(fields.get("Top level ID", fields.get("Parent ID", "5")) or 5),
@@ -283,7 +248,7 @@ def syncfs(fd: int) -> None:
         raise SubvaultError(f"syncfs failed: {os.strerror(err)}")
 
 
-def filesystem_uuid(path: str | Path) -> str:
+def filesystemuuid_or_none(path: str | Path) -> str:
     out = process.run(["btrfs", "filesystem", "show", str(path)], what="btrfs filesystem show").stdout
     m = re.search(r"uuid:\s*([0-9a-f-]{36})", out)
     if not m:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from subvault.errors import EXIT_USAGE, SubvaultError
+from subvault.errors import SubvaultError
 
 
 def _handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:

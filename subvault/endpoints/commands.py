@@ -20,8 +20,9 @@ Shapes (PATH always absolute):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from subvault.btrfs.parse import list_line, show_fields, uuid_or_none
 
 Argv = list[str]
 
@@ -97,15 +98,15 @@ def parse_list(text: str) -> list[Child]:
     """Given `btrfs subvolume list -o -u -q -R` output, return each child by its last path component."""
     out = []
     for line in text.splitlines():
-        fields = _kv(line)
+        fields = list_line(line)
         if "uuid" not in fields or "path" not in fields:
             continue
         out.append(
             Child(
                 name=fields["path"].rstrip("/").rsplit("/", 1)[-1],
                 uuid=fields["uuid"],
-                received_uuid=_uuid(fields.get("received_uuid")),
-                parent_uuid=_uuid(fields.get("parent_uuid")),
+                received_uuid=uuid_or_none(fields.get("received_uuid")),
+                parent_uuid=uuid_or_none(fields.get("parent_uuid")),
             )
         )
     return out
@@ -113,7 +114,7 @@ def parse_list(text: str) -> list[Child]:
 
 def parse_readonly_names(text: str) -> set[str]:
     """Given `btrfs subvolume list -o -r` output, return the last path component of each."""
-    return {f["path"].rstrip("/").rsplit("/", 1)[-1] for f in map(_kv, text.splitlines()) if "path" in f}
+    return {f["path"].rstrip("/").rsplit("/", 1)[-1] for f in map(list_line, text.splitlines()) if "path" in f}
 
 
 @dataclass(frozen=True)
@@ -123,39 +124,12 @@ class Shown:
     readonly: bool
 
 
-_SHOW_RE = re.compile(r"^\s*([A-Za-z][A-Za-z ()]*?):\s*(.*)$")
-
-
 def parse_show(text: str) -> Shown:
     """Given `btrfs subvolume show` output, return its uuid, received_uuid and read-only flag.
 
     Raise ValueError if there is no UUID line.
     """
-    fields: dict[str, str] = {}
-    for line in text.splitlines()[1:]:
-        m = _SHOW_RE.match(line)
-        if m:
-            fields.setdefault(m.group(1).strip(), m.group(2).strip())
+    _, fields = show_fields(text)
     if "UUID" not in fields:
         raise ValueError("no UUID in `btrfs subvolume show` output")
-    return Shown(fields["UUID"], _uuid(fields.get("Received UUID")), "readonly" in fields.get("Flags", ""))
-
-
-def _uuid(value: str | None) -> str | None:
-    return None if value in (None, "", "-") else value
-
-
-def _kv(line: str) -> dict[str, str]:
-    head, sep, path = line.partition(" path ")
-    if not sep:
-        return {}
-    tokens = head.split()
-    out = {"path": path}
-    i = 0
-    while i + 1 < len(tokens):
-        if tokens[i] == "top" and tokens[i + 1] == "level":
-            i += 3
-            continue
-        out[tokens[i]] = tokens[i + 1]
-        i += 2
-    return out
+    return Shown(fields["UUID"], uuid_or_none(fields.get("Received UUID")), "readonly" in fields.get("Flags", ""))

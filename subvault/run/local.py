@@ -32,11 +32,7 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
     due: list[SubvolumeConf] = []
     for sub in _selected(ctx, names):
         try:
-            if ctx.dry_run:
-                adapter.require_subvolume(sub.path, sub.name)
-            else:
-                local.ensure_snapshots_dir(sub.path)
-                local.finish_pending(sub.path)
+            _prepare(ctx, sub)
             snaps = local.scan(sub.name, sub.path, with_uuids=False)
             if not force and not timeline_due(snaps, ctx.config.timeline_of(sub), ctx.now, ctx.tz):
                 out.items.append(Item(sub.name, "not-due", "a timeline snapshot exists for this period"))
@@ -56,15 +52,21 @@ def snap_all(ctx: Context, description: str, *, names: list[str] | None = None) 
     ready: list[SubvolumeConf] = []
     for sub in _selected(ctx, names):
         try:
-            if ctx.dry_run:
-                adapter.require_subvolume(sub.path, sub.name)
-            else:
-                local.finish_pending(sub.path)
+            _prepare(ctx, sub)
             ready.append(sub)
         except SubvaultError as exc:
             out.fail(sub.name, exc)
     _create_all(ctx, out, ready, kind="prechange", description=description)
     return out
+
+
+def _prepare(ctx: Context, sub: SubvolumeConf) -> None:
+    """Before snapshotting: the subvolume exists, .snapshots is ready, half-done work is settled."""
+    if ctx.dry_run:
+        adapter.require_subvolume(sub.path, sub.name)
+    else:
+        local.ensure_snapshots_dir(sub.path)
+        local.finish_pending(sub.path)
 
 
 def _create_all(ctx: Context, out: Outcome, subs: list[SubvolumeConf], *, kind: str, description: str) -> None:

@@ -9,7 +9,6 @@ Rules (invariant 11):
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
