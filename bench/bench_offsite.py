@@ -6,9 +6,9 @@ Generates one input (about 60% incompressible, 40% compressible runs), then runs
 in a fresh Python process so peak RSS is its own:
   raw     cat INPUT | COMPRESS | age -r R > FILE, fsynced    (subvault.process.pipeline;
           COMPRESS is the executor's own zstd argv, so like is compared with like)
-  upload  subvault.offsite.upload.upload(FileStore, cat INPUT) (parts of --part-mib)
-  staged  the same into a FileStore with the proposed `stage` method (age writes each
-          part in place; tests/integration/offsite_fixtures.StagingFileStore)
+  upload  subvault.offsite.upload.upload(store, cat INPUT) (parts of --part-mib) into a
+          store without `stage` (the buffered path S3 takes)
+  staged  the same into the FileStore, whose `stage` lets age write each part in place
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
 CPU seconds (the process and all its children) and peak RSS of the Python process;
 then the medians and the ratios upload/raw. The machine may be shared: read the
@@ -37,7 +37,7 @@ from subvault.offsite.upload import COMPRESS, UploadRequest, upload  # noqa: E40
 from subvault.stores.file import FileStore  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from offsite_fixtures import StagingFileStore  # noqa: E402
+from offsite_fixtures import BufferedFileStore  # noqa: E402
 
 
 def make_input(path: Path, size: int) -> None:
@@ -63,7 +63,7 @@ def run_raw(src: Path, out_dir: Path, recipient: str) -> None:
 def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int, staged: bool) -> None:
     (out_dir / "store").mkdir(exist_ok=True)
     req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
-    store = (StagingFileStore if staged else FileStore)(out_dir / "store")
+    store = (FileStore if staged else BufferedFileStore)(out_dir / "store")
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 

@@ -66,6 +66,24 @@ class FileStore:
             raise _os_error(self.url, key, exc) from None
         _fsync_dir(path.parent)
 
+    def stage(self, key: str, *, retain_until: datetime | None = None) -> "StagedFile":
+        """Open key's temp file for the caller to write (age writes a part straight into it).
+
+        Same temp name, fsync, rename and directory fsync as `put`, on `commit()`;
+        `abort()` removes it. The upload executor uses this when a store offers it.
+        """
+        if retain_until is not None:
+            raise StoreError(f"{self.url}: object lock is not supported by the file store")
+        self._require_root()
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}{_TMP_MARK}{secrets.token_hex(4)}"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _os_error(self.url, key, exc) from None
+        return StagedFile(self, key, fd, tmp, path)
+
     def get(self, key: str) -> bytes:
         with self.open(key) as f:
             return f.read()
@@ -144,3 +162,27 @@ def _os_error(url: str, key: str, exc: OSError) -> StoreError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return StoreAuthError(f"{url}: permission denied for {key!r}")
     return StoreError(f"{url}: {key!r}: {exc.strerror}")
+
+
+class StagedFile:
+    """A part being written in place under the store root; becomes visible on commit()."""
+
+    def __init__(self, store: FileStore, key: str, fd: int, tmp: Path, path: Path) -> None:
+        self.store, self.key, self.fd, self.tmp, self.path = store, key, fd, tmp, path
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise _os_error(self.store.url, self.key, exc) from None
+        _fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.tmp.unlink(missing_ok=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -55,51 +53,7 @@ def request(subvol: str, uuid: str, parent: str | None, chain: tuple[str, ...], 
     return UploadRequest(subvol, uuid, parent, chain, T0 + timedelta(hours=hours), ["cat", str(source)], recipients)
 
 
-class _StagedFile:
-    """A part being written in place under the store root (see StagingFileStore)."""
+class BufferedFileStore(FileStore):
+    """A file store without `stage`: exercises the upload executor's buffered path."""
 
-    def __init__(self, store: "StagingFileStore", key: str, fd: int, tmp: Path, path: Path) -> None:
-        self.store, self.key, self.fd, self.tmp, self.path = store, key, fd, tmp, path
-
-    def commit(self) -> None:
-        from subvault.stores import file as fs
-
-        try:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            self.abort()
-            raise fs._os_error(self.store.url, self.key, exc) from None
-        fs._fsync_dir(self.path.parent)
-
-    def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        self.tmp.unlink(missing_ok=True)
-
-
-class StagingFileStore(FileStore):
-    """FileStore with the optional `stage` method the upload executor uses when present.
-
-    This is the code proposed for subvault/stores/file.py (FileStore.stage and its
-    staged object): the same temporary name, fsync, rename and directory fsync as
-    `put`, but the caller writes the file itself, so age's output lands in it directly.
-    """
-
-    def stage(self, key: str, *, retain_until: datetime | None = None) -> _StagedFile:
-        from subvault.stores import file as fs
-
-        if retain_until is not None:
-            raise fs.StoreError(f"{self.url}: object lock is not supported by the file store")
-        self._require_root()
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}{fs._TMP_MARK}{secrets.token_hex(4)}"
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise fs._os_error(self.url, key, exc) from None
-        return _StagedFile(self, key, fd, tmp, path)
+    stage = None  # type: ignore[assignment]

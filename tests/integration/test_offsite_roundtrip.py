@@ -15,7 +15,7 @@ from subvault.offsite.restore import IdentityMismatch, RestoreRefused, load_mani
 from subvault.offsite.upload import upload
 from subvault.stores import Store, StoreUnreachable, open_store
 
-from offsite_fixtures import StagingFileStore, appending_sink, mac_key, make_age_key, make_stream, request
+from offsite_fixtures import BufferedFileStore, appending_sink, mac_key, make_age_key, make_stream, request
 from s3server import S3Server, free_port
 
 pytestmark = pytest.mark.integration
@@ -30,14 +30,14 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
-@pytest.fixture(params=["file", "file-staged", "s3"])
+@pytest.fixture(params=["file", "file-buffered", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "file":
+    if request.param == "file":  # age writes each part in place (FileStore.stage)
         (tmp_path / "bucket").mkdir()
         return open_store(f"file://{tmp_path}/bucket")
-    if request.param == "file-staged":  # age writes each part in place (the proposed FileStore.stage)
+    if request.param == "file-buffered":  # the path every store without stage takes
         (tmp_path / "bucket").mkdir()
-        return StagingFileStore(tmp_path / "bucket")
+        return BufferedFileStore(tmp_path / "bucket")
     server: S3Server = request.getfixturevalue("s3")
     return open_store(f"s3://offsite/{tmp_path.name}", endpoint=server.endpoint,
                       credentials=server.credentials_file(tmp_path / "s3.env"))

@@ -13,7 +13,7 @@ from subvault.offsite.restore import restore, verify_target
 from subvault.offsite.upload import UploadRequest, upload
 from subvault.stores import open_store
 
-from offsite_fixtures import T0, StagingFileStore, appending_sink, mac_key, make_age_key, make_stream, request
+from offsite_fixtures import T0, appending_sink, mac_key, make_age_key, make_stream, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 PART = 256 << 10
@@ -25,7 +25,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "buffered":
         return open_store(f"memory://{tmp_path.name}")
     (tmp_path / "bucket").mkdir()
-    return StagingFileStore(tmp_path / "bucket")
+    return open_store(f"file://{tmp_path}/bucket")
 
 
 def _no_temporaries(tmp_path: Path) -> bool:
