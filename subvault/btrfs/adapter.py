@@ -248,7 +248,30 @@ def syncfs(fd: int) -> None:
         raise SubvaultError(f"syncfs failed: {os.strerror(err)}")
 
 
-def filesystemuuid_or_none(path: str | Path) -> str:
+_FS_INFO_SIZE = 1024
+BTRFS_IOC_FS_INFO = (2 << 30) | (_FS_INFO_SIZE << 16) | (0x94 << 8) | 31  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
+
+
+def fs_id(path: str | Path) -> str:
+    """Return the uuid of the btrfs filesystem holding path, by ioctl (no process).
+
+    Every subvolume of one filesystem answers the same, unlike st_dev. Raise NotBtrfs.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(_FS_INFO_SIZE)
+        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
+    except OSError as exc:
+        raise NotBtrfs(f"{path}: not on btrfs ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    h = bytes(buf[16:32]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def filesystem_uuid(path: str | Path) -> str:
     out = process.run(["btrfs", "filesystem", "show", str(path)], what="btrfs filesystem show").stdout
     m = re.search(r"uuid:\s*([0-9a-f-]{36})", out)
     if not m:

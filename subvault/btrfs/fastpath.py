@@ -14,7 +14,6 @@ import ctypes
 import ctypes.util
 import errno as errno_mod
 import os
-import uuid as uuid_mod
 from datetime import datetime, timezone
 
 from subvault.model import SubvolInfo
@@ -115,8 +114,10 @@ def create_snapshot(source: str, dest: str, *, readonly: bool) -> None:
 
 
 def _uuid(raw) -> str | None:
-    data = bytes(raw)
-    return None if data == bytes(16) else str(uuid_mod.UUID(bytes=data))
+    h = bytes(raw).hex()
+    if h == "0" * 32:
+        return None
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # uuid.UUID would cost 3x
 
 
 def _time(ts: _Timespec) -> datetime | None:

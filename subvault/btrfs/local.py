@@ -115,16 +115,19 @@ def scan(
 
 
 class FsIndex:
-    """Subvolumes per filesystem, listed once per command (keyed by st_dev)."""
+    """Subvolumes per filesystem, listed once per command.
+
+    Keyed by the filesystem's uuid: st_dev differs for every subvolume of one btrfs.
+    """
 
     def __init__(self) -> None:
-        self._by_dev: dict[int, dict[str, SubvolInfo]] = {}
+        self._by_fs: dict[str, dict[str, SubvolInfo]] = {}
 
     def by_path(self, path: str | Path) -> dict[str, SubvolInfo]:
-        dev = os.stat(path).st_dev
-        if dev not in self._by_dev:
-            self._by_dev[dev] = {s.path: s for s in adapter.list_subvolumes(path)}
-        return self._by_dev[dev]
+        fs = adapter.fs_id(path)
+        if fs not in self._by_fs:
+            self._by_fs[fs] = {s.path: s for s in adapter.list_subvolumes(path)}
+        return self._by_fs[fs]
 
 
 def next_number(sub_path: str | Path) -> int:

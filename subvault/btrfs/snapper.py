@@ -79,7 +79,7 @@ def parse_info(text: str) -> Info:
 
     try:
         num = int(text_of("num"))
-        date = datetime.strptime(text_of("date"), DATE_FORMAT).replace(tzinfo=timezone.utc)
+        date = datetime.fromisoformat(text_of("date")).replace(tzinfo=timezone.utc)  # "YYYY-MM-DD HH:MM:SS"
     except ValueError as exc:
         raise ValueError(f"bad num or date: {exc}") from None
     userdata = []
