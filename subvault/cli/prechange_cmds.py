@@ -5,6 +5,7 @@ Imported at the bottom of subvault.cli.main so that it joins the `cli` group.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -117,7 +118,7 @@ def _arm_timer(env: Env, cfg, log):
     from subvault.config.load import config_path
     from subvault.k8s import autoresume
 
-    exe = shutil.which("subvault") or sys.argv[0]
+    exe = os.path.abspath(shutil.which("subvault") or sys.argv[0])
 
     def arm(run_id: str):
         argv = [exe, "--config", str(config_path(env.config_path).resolve()), "pre-change", "--resume", "--run-id", run_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -87,7 +88,7 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
         if not dry_run:
             systemd.run_commands([["systemctl", "daemon-reload"]], check=False)
         return 0
-    exe = shutil.which("subvault") or sys.argv[0]
+    exe = os.path.abspath(shutil.which("subvault") or sys.argv[0])
     written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir)
     for path, text in written:
         if dry_run:
@@ -95,6 +96,9 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
         else:
             click.echo(f"wrote {path}")
     if not dry_run:
+        if not Path("/run/systemd/system").is_dir():
+            click.echo("warning: systemd is not running here: the units are written but not enabled", err=True)
+            return 0
         for warning in systemd.run_commands(systemd.activate_commands()):
             click.echo(f"warning: {warning}", err=True)
     return 0
