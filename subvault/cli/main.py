@@ -174,16 +174,17 @@ def snap_all_cmd(env: Env, description: str, dry_run: bool, as_json: bool) -> in
 @cli.command()
 @dry_run_option
 @json_option
+@click.option("--show-kept", is_flag=True, help="Also list every kept snapshot with why it is kept.")
 @pass_env
 @_handle_errors
-def prune(env: Env, dry_run: bool, as_json: bool) -> int:
+def prune(env: Env, dry_run: bool, as_json: bool, show_kept: bool) -> int:
     """Delete snapshots the retention policies no longer keep."""
     from subvault.cli.render import emit_outcome
     from subvault.run.holds import all_holds
     from subvault.run.local import prune as do_prune
 
     with env.lock():
-        return emit_outcome(do_prune(env.context(dry_run=dry_run, quiet=as_json), holds=all_holds), as_json)
+        return emit_outcome(do_prune(env.context(dry_run=dry_run, quiet=as_json), holds=all_holds), as_json, verbose=show_kept)
 
 
 @cli.command("list")

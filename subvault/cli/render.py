@@ -15,17 +15,25 @@ def emit_json(command: str, payload: Any) -> None:
     click.echo(json.dumps(envelope(command, payload), indent=2, sort_keys=False))
 
 
-def emit_outcome(outcome: Outcome, as_json: bool) -> int:
-    """Print an Outcome and return its exit code."""
+def emit_outcome(outcome: Outcome, as_json: bool, *, verbose: bool = False) -> int:
+    """Print an Outcome and return its exit code. In text, kept snapshots are counted unless verbose."""
     if as_json:
         emit_json(outcome.command, outcome)
         return outcome.exit_code
     prefix = "[dry-run] " if outcome.dry_run else ""
+    kept: dict[str, int] = {}
+    lines = []
     for item in outcome.items:
         if item.action == "failed":
             continue
+        if item.action == "keep" and not verbose:
+            kept[item.subject] = kept.get(item.subject, 0) + 1  # what stays is summed up; --json lists it
+            continue
         detail = f"  {item.detail}" if item.detail else ""
-        click.echo(f"{prefix}{item.subject:<20} {item.action:<13}{detail}")
+        lines.append(f"{prefix}{item.subject:<20} {item.action:<13}{detail}")
+    lines += [f"{prefix}{subject:<20} {'keep':<13}  {n} snapshots" for subject, n in kept.items()]
+    if lines:
+        click.echo("\n".join(lines))
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
     for error in outcome.errors:
