@@ -45,33 +45,25 @@ class FileStore:
             raise StoreUnreachable(f"{self.url}: directory does not exist (is the disk mounted?)")
 
     def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
-        if retain_until is not None:
-            raise StoreError(f"{self.url}: object lock is not supported by the file store")
-        self._require_root()
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}{_TMP_MARK}{secrets.token_hex(4)}"
+        staged = self._staged(key, retain_until)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(staged.fd, view):]
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            staged.abort()
             raise _os_error(self.url, key, exc) from None
-        _fsync_dir(path.parent)
+        staged.commit()
 
     def stage(self, key: str, *, retain_until: datetime | None = None) -> "StagedFile":
         """Open key's temp file for the caller to write (age writes a part straight into it).
 
-        Same temp name, fsync, rename and directory fsync as `put`, on `commit()`;
+        It becomes the object on `commit()` (fsync, rename, directory fsync, as `put`);
         `abort()` removes it. The upload executor uses this when a store offers it.
         """
+        return self._staged(key, retain_until)
+
+    def _staged(self, key: str, retain_until: datetime | None) -> "StagedFile":
         if retain_until is not None:
             raise StoreError(f"{self.url}: object lock is not supported by the file store")
         self._require_root()
