@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import pytest
 from msgspec.structs import replace
 
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import Info, parse_info, render_info, write_atomic
 from subvault.config.load import load_config
 from subvault.run.context import Context
-from subvault.run.local import prune, snap_all, take_timeline
+from subvault.run.local import prune, snap_all
 
 
 def test_snapshot_creates_snapper_layout_readonly(homelab):

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
