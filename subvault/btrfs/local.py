@@ -59,12 +59,18 @@ def ensure_snapshots_dir(sub_path: str | Path) -> Path:
     return sdir
 
 
-def read_snapshot(sub_name: str, ndir: Path) -> LocalSnapshot | None:
-    """Return the snapshot in .snapshots/N, or None when N is incomplete or not a snapshot."""
-    if (ndir / PENDING).exists():
+def read_snapshot(sub_name: str, ndir: Path, *, uuid: str | None = None, received_uuid: str | None = None) -> LocalSnapshot | None:
+    """Return the snapshot in .snapshots/N, or None when N is incomplete or not a snapshot.
+
+    String paths, not pathlib, on purpose: this runs once per snapshot (10,000 of them
+    in `list` and `prune` must stay under a second).
+    """
+    base = str(ndir)
+    if os.path.exists(base + "/" + PENDING):
         return None
     try:
-        info = parse_info((ndir / "info.xml").read_text())
+        with open(base + "/info.xml", encoding="utf-8") as fh:
+            info = parse_info(fh.read())
     except (OSError, ValueError):
         return None
     userdata = info.userdata_dict
@@ -79,6 +85,8 @@ def read_snapshot(sub_name: str, ndir: Path) -> LocalSnapshot | None:
         cleanup=info.cleanup,
         kind=kind,
         owned=kind != "foreign",
+        uuid=uuid,
+        received_uuid=received_uuid,
         userdata=userdata,
     )
 
@@ -88,30 +96,32 @@ def scan(
 ) -> list[LocalSnapshot]:
     """Return every complete snapshot under <sub>/.snapshots, oldest number first.
 
-    With with_uuids, each snapshot carries its btrfs uuid (one `btrfs subvolume list`
-    for the whole filesystem, shared through `fs_subvols` by callers that scan several
-    subvolumes); snapshots whose subvolume is missing are left out.
+    With with_uuids, each snapshot carries its btrfs uuid (one listing for the whole
+    filesystem, shared through `fs_subvols` by callers that scan several subvolumes);
+    snapshots whose subvolume is missing are left out (an info.xml alone is not a
+    restore point).
     """
     sdir = snapshots_dir(sub_path)
+    numbers = numbered_dirs(sdir)
+    if not numbers:
+        return []
+    by_path: dict[str, SubvolInfo] | None = None
+    prefix = ""
+    if with_uuids:
+        prefix = adapter.fs_relative_path(sdir)
+        by_path = (fs_subvols or FsIndex()).by_path(sub_path)
     found: list[LocalSnapshot] = []
-    for num in numbered_dirs(sdir):
-        snap = read_snapshot(sub_name, sdir / str(num))
+    for num in numbers:
+        uuid = received = None
+        if by_path is not None:
+            info = by_path.get(f"{prefix}/{num}/snapshot" if prefix else f"{num}/snapshot")
+            if info is None:
+                continue
+            uuid, received = info.uuid, info.received_uuid
+        snap = read_snapshot(sub_name, sdir / str(num), uuid=uuid, received_uuid=received)
         if snap is not None:
             found.append(snap)
-    if not with_uuids or not found:
-        return found
-    prefix = adapter.fs_relative_path(sdir)
-    by_path = (fs_subvols or FsIndex()).by_path(sub_path)
-    out = []
-    for snap in found:
-        rel = f"{prefix}/{snap.number}/snapshot" if prefix else f"{snap.number}/snapshot"
-        info = by_path.get(rel)
-        if info is None:
-            continue  # info.xml without a snapshot: not a restore point
-        out.append(
-            LocalSnapshot(**{**snap.__dict__, "uuid": info.uuid, "received_uuid": info.received_uuid})
-        )
-    return out
+    return found
 
 
 class FsIndex:
