@@ -121,7 +121,7 @@ class TargetConf(Strict):
     full_every: Annotated[str, _doc("a full send at least this often, bounding chain length")] = "30d"
     part_size_mib: Annotated[int, _doc("size of each uploaded part", ge=1, le=4096)] = 64
     mac_key: Annotated[str, _doc("key file that authenticates offsite manifests (0600, made on first use; keep a copy with the age identity)")] = "/etc/subvault/offsite.mac"
-    object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock retention beyond the chain's life")] = None
+    object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock: lock each object while its chain may be kept, plus this many days")] = None
 
     def __post_init__(self) -> None:
         _name(self.name)

@@ -112,7 +112,11 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
                 argv += ["-p", str(locals_.by_uuid[step.parent_uuid].path)]
             ctx.say(f"{subject}: uploading #{snap.number} ({kind})")
             request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)], tuple(tconf.recipients))
-            retain = ctx.now + timedelta(days=tconf.object_lock_days) + parse_duration(tconf.full_every) if tconf.object_lock_days else None
+            retain = None
+            if tconf.object_lock_days:
+                # Locked while any link of its chain may still be kept, plus the margin.
+                covers = oplan.lock_until(snap.date, policy, parse_duration(tconf.full_every)) or ctx.now
+                retain = covers + timedelta(days=tconf.object_lock_days)
             done = upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain)
             data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused}
             out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed)", data))
