@@ -64,12 +64,14 @@ class Endpoint:
     def container(self, host: str, sub_name: str) -> str:
         return posixpath.join(self.root, host, sub_name)
 
-    def ensure_container(self, path: str) -> None:
+    def ensure_container(self, path: str, *, known_missing: bool = False) -> None:
         """Create the container subvolume (and its parent directories) if missing.
+
+        known_missing: the caller has just seen it missing (skips one round trip).
 
         Raise Refused if path exists but is not a subvolume.
         """
-        if self._run(C.show(path), "show container", check=False).returncode == 0:
+        if not known_missing and self._run(C.show(path), "show container", check=False).returncode == 0:
             return
         self._run(C.mkdirs(posixpath.dirname(path)), "mkdir")
         try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import posixpath
 import subprocess
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 from subvault import process
 from subvault.endpoints.endpoint import Endpoint
@@ -57,8 +58,12 @@ def transfer(
     meter: bool = True,
     progress: Progress | None = None,
     stall_seconds: float | None = None,
+    gate: ContextManager[object] = nullcontext(),
 ) -> Transferred:
     """Send the snapshot at path (uuid) into container on dest, verify it and give it final_name.
+
+    `gate` is held only while the stream flows (the caller's limit on bulk streams);
+    verifying and renaming happen outside it.
 
     Parent and clone paths are on the source side. Compression applies only when a side
     is remote. With meter, bytes are counted (progress, stall detection) between the
@@ -72,7 +77,7 @@ def transfer(
     what = f"send {path} to {dest.name}"
     # The receiver's chatter ("At snapshot …") must never reach our stdout (--json).
     try:
-        with process.pipeline([*send, *recv], what=what, stdout=subprocess.DEVNULL) as pipe:
+        with gate, process.pipeline([*send, *recv], what=what, stdout=subprocess.DEVNULL) as pipe:
             result = pipe.run(
                 meter_after=len(send) - 1 if meter else None,
                 progress=progress,

@@ -83,7 +83,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
     if plan.partials:
         dest.wait_deleted(container)
     if entries is None and plan.sends:
-        dest.ensure_container(container)
+        dest.ensure_container(container, known_missing=True)
     for send in plan.sends:
         snap = by_uuid[send.uuid]
         done = transfer(

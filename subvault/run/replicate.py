@@ -134,7 +134,7 @@ def _replicate_one(
     plan = plan_replication(sub.name, sources, entries or [], tconf.keep, ctx.now, ctx.tz)
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
     if entries is None and plan.sends and not ctx.dry_run:
-        ep.ensure_container(container)
+        ep.ensure_container(container, known_missing=True)
     sent: list[Entry] = []
     by_uuid = {s.uuid: s for s in sources}
     verb = (lambda a: f"would-{a}") if ctx.dry_run else (lambda a: a)
@@ -153,21 +153,21 @@ def _replicate_one(
         ctx.say(f"{subject}: sending #{src.number} ({kind})")
         # Full sends are bulk: one at a time, so parallel subvolumes never make
         # several big streams fight over the disks and the CPU.
-        with (full_sends if send.full else nullcontext()):
-            done = transfer(
-                LocalEndpoint,
-                src.path,
-                uuid=src.uuid,
-                parent=by_uuid[send.parent].path if send.parent else None,
-                clones=[by_uuid[c].path for c in send.clones],
-                dest=ep,
-                container=container,
-                final_name=send.name,
-                compress=tconf.compress == "zstd",
-                meter=meter,
-                progress=progress(subject) if progress else None,
-                stall_seconds=tconf.stall_minutes * 60,
-            )
+        done = transfer(
+            LocalEndpoint,
+            src.path,
+            uuid=src.uuid,
+            parent=by_uuid[send.parent].path if send.parent else None,
+            clones=[by_uuid[c].path for c in send.clones],
+            dest=ep,
+            container=container,
+            final_name=send.name,
+            compress=tconf.compress == "zstd",
+            meter=meter,
+            progress=progress(subject) if progress else None,
+            stall_seconds=tconf.stall_minutes * 60,
+            gate=full_sends if send.full else nullcontext(),
+        )
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
         out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
         sent.append(Entry(name=done.name, uuid="", received_uuid=src.uuid, readonly=True))
