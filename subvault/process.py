@@ -38,8 +38,12 @@ def mask(secret: str) -> None:
 
 
 def redact(text: str) -> str:
-    """Return text with every registered secret replaced by ***."""
-    for secret in _SECRETS:
+    """Return text with every registered secret replaced by ***.
+
+    Longest first: a secret that contains another (a whole URL and its token) is
+    replaced whole, so no part of it is left showing, whatever the set's order.
+    """
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 
