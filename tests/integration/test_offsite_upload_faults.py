@@ -51,12 +51,15 @@ def test_invariant_9_source_failing_mid_stream_journals_only_whole_slices(store,
     with pytest.raises(CommandFailed):
         upload(store, failing, key, part_size=PART, compress=["cat"])
     assert not _manifests(store)
-    assert [p["plain_size"] for p in _journal(store)["parts"]] == [PART, PART]
+    # Only whole slices are journaled: both whole ones, or fewer when the source's exit
+    # is noticed before the second is stored (a race the design allows); never the half.
+    sizes = [p["plain_size"] for p in _journal(store)["parts"]] if any(store.list(layout.journal_key("pvc", "u1"))) else []
+    assert sizes in ([], [PART], [PART, PART])
     assert _no_temporaries(tmp_path)
 
     result = upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), key,
                     part_size=PART, compress=["cat"])
-    assert (result.parts_reused, result.parts_uploaded) == (2, 3)
+    assert (result.parts_reused, result.parts_uploaded) == (len(sizes), 5 - len(sizes))
     out = tmp_path / "out.bin"
     restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
     assert out.read_bytes() == src.read_bytes()
