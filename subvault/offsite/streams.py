@@ -199,7 +199,36 @@ def filter_bytes_hashed(
 CHUNK = 1 << 20
 
 
-class Filter:
+class _FedCommand:
+    """The stdin side shared by Filter and FdFilter: a pipe the caller writes or splices into."""
+
+    _in_w: int
+    _stopped: bool
+
+    @property
+    def stdin(self) -> int:
+        """The write end of the command's stdin, a pipe (for splice)."""
+        return self._in_w
+
+    def write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Feed data to the command's stdin. Return False if it stopped reading (result() says why)."""
+        with memoryview(data) as view:
+            while view:
+                try:
+                    view = view[os.write(self._in_w, view):]
+                except BrokenPipeError:
+                    self._stopped = True
+                    return False
+        return True
+
+    def end_input(self) -> None:
+        """Close the command's stdin (it sees the end of its input)."""
+        if self._in_w >= 0:
+            os.close(self._in_w)
+            self._in_w = -1
+
+
+class Filter(_FedCommand):
     """Run one command whose stdin the caller writes and whose stdout a thread collects.
 
     The output goes into `out` (grown only if it is too small, so a buffer reused across
@@ -253,28 +282,6 @@ class Filter:
         except BaseException as exc:
             self._error = self._error or exc
 
-    def write(self, data: bytes | bytearray | memoryview) -> bool:
-        """Feed data to the command's stdin. Return False if it stopped reading (result() says why)."""
-        with memoryview(data) as view:
-            while view:
-                try:
-                    view = view[os.write(self._in_w, view):]
-                except BrokenPipeError:
-                    self._stopped = True
-                    return False
-        return True
-
-    @property
-    def stdin(self) -> int:
-        """The write end of the command's stdin, a pipe (for splice)."""
-        return self._in_w
-
-    def end_input(self) -> None:
-        """Close the command's stdin (it sees the end of its input)."""
-        if self._in_w >= 0:
-            os.close(self._in_w)
-            self._in_w = -1
-
     def kill(self) -> None:
         """End the input and stop the command; result() or leaving the block still waits for it."""
         self.end_input()
@@ -308,7 +315,7 @@ class Filter:
             self._reader.__exit__(None, None, None)
 
 
-class FdFilter:
+class FdFilter(_FedCommand):
     """Run one command whose stdin the caller writes and whose stdout is a file descriptor.
 
     Nothing the command writes passes through Python (point stdout at the file that
@@ -343,28 +350,6 @@ class FdFilter:
             # The command has exited: closing our copy of its stdin's read end lets a
             # writer blocked on a command that stopped reading see EPIPE.
             os.close(self._in_r)
-
-    @property
-    def stdin(self) -> int:
-        """The write end of the command's stdin, a pipe (for splice)."""
-        return self._in_w
-
-    def write(self, data: bytes | bytearray | memoryview) -> bool:
-        """Feed data to the command's stdin. Return False if it stopped reading (result() says why)."""
-        with memoryview(data) as view:
-            while view:
-                try:
-                    view = view[os.write(self._in_w, view):]
-                except BrokenPipeError:
-                    self._stopped = True
-                    return False
-        return True
-
-    def end_input(self) -> None:
-        """Close the command's stdin (it sees the end of its input)."""
-        if self._in_w >= 0:
-            os.close(self._in_w)
-            self._in_w = -1
 
     def kill(self) -> None:
         """End the input and stop the command; result() or leaving the block still waits for it."""
