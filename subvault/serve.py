@@ -1,10 +1,17 @@
 """`subvault serve`: the restricted endpoint behind an authorized_keys forced command.
 
-The client's command line arrives in SSH_ORIGINAL_COMMAND. It is split with shlex, and
-each ` | `-separated stage must match one shape of subvault.endpoints.commands, with
-every path inside --root (after resolving symlinks and `..`). Anything else is refused
-with one line on stderr and exit 2. Nothing goes through a shell: accepted stages run as
-a subvault.process pipeline with this process's stdin and stdout.
+The client's command line arrives in SSH_ORIGINAL_COMMAND. It is split with shlex into
+steps joined by `&&`, each one command or two joined by `|`. Each stage must match one
+shape of subvault.endpoints.commands, with every path inside --root (after resolving
+symlinks and `..`). Anything else is refused with one line on stderr and exit 2.
+Nothing goes through a shell: accepted stages run as a subvault.process pipeline with
+this process's stdin and stdout.
+
+Steps run in order and the first failure ends the command, as `&&` does in a shell.
+Each step is checked just before it runs, not all at once up front: a step may create
+what the next one names (a receive, then its `show`), and a path is resolved only once
+everything before it has happened, so nothing a stream created can lead a later step
+outside the root.
 
 Modes:
 - default: list, show, mkdir, create container, receive (confined with --chroot),
@@ -112,20 +119,36 @@ def _check_send(root: Path, argv: list[str]) -> list[str]:
     return [*out, _inside(root, rest[0], must_exist=True)]
 
 
-def parse_request(line: str, root: Path, *, append_only: bool, send_only: bool) -> list[list[str]]:
-    """Given the client's command line, return the stages to run. Raise Rejected if any is not allowed."""
+MAX_STEPS = 1000
+
+
+def split_steps(line: str) -> list[list[list[str]]]:
+    """Given the client's command line, return its steps, each a list of stages (argvs).
+
+    Raise Rejected unless it is one to MAX_STEPS steps joined by `&&`, each one command
+    or two joined by `|`.
+    """
     try:
         tokens = shlex.split(line)
     except ValueError as exc:
         raise Rejected(f"cannot parse the command: {exc}") from None
-    stages: list[list[str]] = [[]]
+    steps: list[list[list[str]]] = [[[]]]
     for tok in tokens:
-        if tok == "|":
-            stages.append([])
+        if tok == "&&":
+            steps.append([[]])
+        elif tok == "|":
+            steps[-1].append([])
         else:
-            stages[-1].append(tok)
-    if not tokens or any(not s for s in stages) or len(stages) > 2:
-        raise Rejected("expected one command, or one command and zstd joined by |")
+            steps[-1][-1].append(tok)
+    if not tokens or any(not stage for step in steps for stage in step) or any(len(step) > 2 for step in steps):
+        raise Rejected("expected commands joined by &&, each one command or one command and zstd joined by |")
+    if len(steps) > MAX_STEPS:
+        raise Rejected(f"more than {MAX_STEPS} steps in one command")
+    return steps
+
+
+def check_step(stages: list[list[str]], root: Path, *, append_only: bool, send_only: bool) -> list[list[str]]:
+    """Given one step's stages, return the argvs to run. Raise Rejected if any is not allowed."""
     checked = [_check_stage(root, s) for s in stages]
     kinds = {k for k, _ in checked}
     if send_only and kinds - {READ}:
@@ -161,9 +184,10 @@ def snapshots_json(path: str) -> str:
 
 
 def serve_main(root: str, *, append_only: bool = False, send_only: bool = False) -> int:
-    """Run the one command in SSH_ORIGINAL_COMMAND if allowed; return its exit status.
+    """Run the steps in SSH_ORIGINAL_COMMAND, each if allowed; return the exit status of the last one run.
 
-    Raise Rejected (exit 2) if it is missing or not allowed, NotFound if root is missing.
+    Raise Rejected (exit 2) if the command is missing or a step is not allowed (steps
+    before it have run), NotFound if root is missing.
     """
     line = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     base = Path(os.path.realpath(root))
@@ -172,17 +196,33 @@ def serve_main(root: str, *, append_only: bool = False, send_only: bool = False)
     if not line:
         raise Rejected("no command (this key only runs subvault's endpoint commands)")
     try:
-        cmds = parse_request(line, base, append_only=append_only, send_only=send_only)
+        steps = split_steps(line)
     except Rejected as exc:
         raise Rejected(f"subvault serve refused: {exc}") from None
+    for step in steps:
+        try:
+            cmds = check_step(step, base, append_only=append_only, send_only=send_only)
+        except Rejected as exc:
+            raise Rejected(f"subvault serve refused: {exc}") from None
+        status = _run_step(cmds)
+        if status != 0:
+            return status
+    return 0
+
+
+def _run_step(cmds: list[list[str]]) -> int:
+    """Run one checked step with this process's stdout; only a stream (send, receive) gets stdin."""
     if cmds[0][:2] == ["subvault", "snapshots"]:
         # Answered here, not by a new process: the listing needs no privileges beyond reading.
         sys.stdout.write(snapshots_json(cmds[0][2]))
+        sys.stdout.flush()
         return 0
-    if len(cmds) == 1 and cmds[0][:2] != ["btrfs", "send"] and cmds[0][:2] != ["btrfs", "receive"]:
-        res = process.run(cmds[0], check=False, what=cmds[0][0])
+    if len(cmds) == 1 and cmds[0][:2] not in (["btrfs", "send"], ["btrfs", "receive"]):
+        res = process.run(cmds[0], check=False, what=cmds[0][0], input="")
         sys.stdout.write(res.stdout)
+        sys.stdout.flush()
         sys.stderr.write(res.stderr)
+        sys.stderr.flush()
         return res.returncode
     with process.pipeline(cmds, what="serve", stdin=sys.stdin.buffer, stdout=sys.stdout.buffer) as pipe:
         pipe.run()

@@ -4,6 +4,9 @@ Both sides use this one module: the client builds these argvs (run locally, or j
 into an ssh command line), and `subvault serve` accepts exactly these shapes and
 nothing else. A plain remote with btrfs-progs and coreutils runs them as they are.
 
+A remote command is one step or several joined by ` && ` (run in order, stopping at the
+first failure), each step one command or a pipeline joined by ` | `.
+
 Shapes (PATH always absolute):
   stat -f -c %T PATH                       filesystem type ("btrfs")
   btrfs subvolume list -o -u -q -R PATH    children of the container subvolume
@@ -110,6 +113,25 @@ def parse_list(text: str) -> list[Child]:
             )
         )
     return out
+
+
+def split_listing(text: str) -> tuple[str, list[Child], set[str]]:
+    """Split the output of `show C && list_children C && list_readonly C` into its three parts.
+
+    List lines start with "ID "; those with a uuid field come from list_children, the
+    others from list_readonly; everything else is the show output.
+    """
+    show: list[str] = []
+    children: list[str] = []
+    readonly: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("ID "):
+            show.append(line)
+        elif "uuid" in list_line(line):
+            children.append(line)
+        else:
+            readonly.append(line)
+    return "\n".join(show), parse_list("\n".join(children)), parse_readonly_names("\n".join(readonly))
 
 
 def parse_readonly_names(text: str) -> set[str]:

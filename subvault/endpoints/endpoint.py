@@ -1,8 +1,9 @@
 """A btrfs endpoint: one side of a replication (a local path, or a path on an ssh host).
 
-The protocol is small: check, ensure_container, list, show, delete, rename, and the
-argv stages that send from or receive into it. Push and pull use the same class and
-differ only in which side has a LocalRunner.
+The protocol is small: check, ensure_container, list, show, delete, rename, apply
+(several of these in one round trip), and the argv stages that send from or receive
+into it. Push and pull use the same class and differ only in which side has a
+LocalRunner.
 
 Layout: <root>/<host>/<subvolume name>/ is a container subvolume (so that
 `btrfs subvolume list -o` lists exactly its children, in one call) holding
@@ -21,7 +22,7 @@ from typing import Sequence
 from subvault.btrfs import adapter
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
-from subvault.endpoints.runner import Argv, LocalRunner, Runner, SshRunner, parse_ssh_url
+from subvault.endpoints.runner import Argv, LocalRunner, Runner, SshRunner, Step, parse_ssh_url
 from subvault.errors import CommandFailed, NotBtrfs, NotFound, Refused
 from subvault.plan.replication import Entry, parse_entry_time
 
@@ -73,9 +74,8 @@ class Endpoint:
         """
         if not known_missing and self._run(C.show(path), "show container", check=False).returncode == 0:
             return
-        self._run(C.mkdirs(posixpath.dirname(path)), "mkdir")
         try:
-            self._run(C.create(path), "create container")
+            self.apply([[C.mkdirs(posixpath.dirname(path))], [C.create(path)]], "create container")
         except CommandFailed as exc:
             if "exists" in exc.stderr_tail:
                 raise Refused(f"target {self.name}: {path} exists and is not a subvolume; move it aside") from None
@@ -93,17 +93,24 @@ class Endpoint:
         if self._fast:
             children = self._fast_children(container)
         else:
-            if self._run(C.show(container), "show container", check=False).returncode != 0:
-                return None
-            listed = C.parse_list(self._run(C.list_children(container), "list").stdout)
-            readonly = C.parse_readonly_names(self._run(C.list_readonly(container), "list read-only").stdout)
-            children = [(c.name, c.uuid, c.received_uuid, c.name in readonly) for c in listed]
+            children = self._listed_children(container)
         if children is None:
             return None
         return [
             Entry(name=name, uuid=uuid, received_uuid=received, readonly=ro, incoming=parse_entry_time(sub_name, name) is None)
             for name, uuid, received, ro in children
         ]
+
+    def _listed_children(self, container: str) -> list[tuple[str, str, str | None, bool]] | None:
+        """List container in one round trip: `show && list -u && list -r` (None when it is missing)."""
+        steps = [[C.show(container)], [C.list_children(container)], [C.list_readonly(container)]]
+        res = self.runner.run_steps(steps, what=f"{self.name}: list {posixpath.basename(container)}", check=False)
+        show, listed, readonly = C.split_listing(res.stdout)
+        if res.returncode != 0:
+            if not show:
+                return None  # `show` failed: no container (yet)
+            raise CommandFailed(res.argv, res.returncode, res.stderr, f"{self.name}: list {container}")
+        return [(c.name, c.uuid, c.received_uuid, c.name in readonly) for c in listed]
 
     @property
     def _fast(self) -> bool:
@@ -140,6 +147,11 @@ class Endpoint:
     def delete(self, path: str) -> None:
         self._run(C.delete(path), f"delete {posixpath.basename(path)}")
 
+    def apply(self, steps: Sequence[Step], what: str) -> None:
+        """Run steps in order, stopping at the first that fails (one round trip to a remote). Raise CommandFailed."""
+        if steps:
+            self.runner.run_steps(steps, what=f"{self.name}: {what}")
+
     def wait_deleted(self, path: str) -> None:
         """Wait until deleted subvolumes on path's filesystem have released their space."""
         self._run(C.sync(path), "wait for deleted subvolumes")
@@ -154,9 +166,12 @@ class Endpoint:
         cmds = [C.send(path, parent, tuple(clones))] + ([C.ZSTD_COMPRESS] if compress else [])
         return self.runner.stages(cmds, bulk=bulk)
 
-    def receive_stages(self, container: str, *, compress: bool, bulk: bool = False) -> list[Argv]:
+    def receive_stages(
+        self, container: str, *, compress: bool, bulk: bool = False, before: Sequence[Step] = (), after: Sequence[Step] = ()
+    ) -> list[Argv]:
+        """Return the stages receiving into container; `before`/`after` steps join them only where runner.joins_steps."""
         cmds = ([C.ZSTD_DECOMPRESS] if compress else []) + [C.receive(container)]
-        return self.runner.stages(cmds, bulk=bulk)
+        return self.runner.stages(cmds, bulk=bulk, before=before, after=after)
 
 
 def open_target(target: TargetConf) -> Endpoint:

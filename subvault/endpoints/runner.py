@@ -2,8 +2,10 @@
 
 Rules:
 - Commands go through `subvault.process` as argv lists. Over ssh, the remote side gets
-  one command line: each argv shell-quoted, stages joined by ` | ` (the only operator
-  subvault ever sends; `subvault serve` accepts nothing else).
+  one command line: each argv shell-quoted, the stages of a pipeline joined by ` | `,
+  and steps joined by ` && ` (the only operators subvault ever sends; `subvault serve`
+  accepts nothing else). Joining steps saves round trips: on a real link each one
+  costs a channel, a login shell and the latency.
 - One ssh connection per target: ControlMaster=auto with a ControlPath in a private
   directory and a short ControlPersist; `close()` stops the master. Options the user
   gives (`ssh_options`) come first, so they win over ours (ssh keeps the first value).
@@ -25,6 +27,7 @@ from subvault.errors import ConfigError, Refused
 from subvault.process import Result
 
 Argv = list[str]
+Step = Sequence[Argv]  # one pipeline: its stages, stdout of each into the next
 CONTROL_PERSIST_SECONDS = 60
 
 
@@ -32,10 +35,13 @@ class Runner(Protocol):
     """Runs endpoint commands on one side."""
 
     label: str
+    joins_steps: bool  # True when several steps travel as one command (one round trip)
 
     def run(self, cmds: Sequence[Argv], *, what: str, check: bool = True) -> Result: ...
 
-    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False) -> list[Argv]: ...
+    def run_steps(self, steps: Sequence[Step], *, what: str, check: bool = True) -> Result: ...
+
+    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False, before: Sequence[Step] = (), after: Sequence[Step] = ()) -> list[Argv]: ...
 
     def close(self) -> None: ...
 
@@ -44,6 +50,7 @@ class LocalRunner:
     """Commands run on this host."""
 
     label = "local"
+    joins_steps = False
 
     def run(self, cmds: Sequence[Argv], *, what: str, check: bool = True) -> Result:
         """Run one command (a single-stage list) and return its result."""
@@ -51,7 +58,23 @@ class LocalRunner:
             raise ValueError("LocalRunner.run takes one command; use stages() for pipelines")
         return process.run(cmds[0], what=what, check=check)
 
-    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False) -> list[Argv]:
+    def run_steps(self, steps: Sequence[Step], *, what: str, check: bool = True) -> Result:
+        """Run single-command steps one after another, like `a && b`: stop at the first failure.
+
+        Return the last step run, with the stdout of every step run, in order.
+        """
+        out: list[str] = []
+        res = Result([], 0, "", "")
+        for step in steps:
+            res = self.run(step, what=what, check=check)
+            out.append(res.stdout)
+            if res.returncode != 0:
+                break
+        return Result(res.argv, res.returncode, "".join(out), res.stderr)
+
+    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False, before: Sequence[Step] = (), after: Sequence[Step] = ()) -> list[Argv]:
+        if before or after:
+            raise ValueError("a local pipeline cannot carry other steps; run them separately")
         return [list(c) for c in cmds]
 
     def close(self) -> None:
@@ -83,6 +106,11 @@ def command_line(cmds: Sequence[Argv]) -> str:
     return " | ".join(shlex.join(c) for c in cmds)
 
 
+def steps_line(steps: Sequence[Step]) -> str:
+    """Join steps into one remote command line: each a pipeline, joined by ` && `."""
+    return " && ".join(command_line(step) for step in steps)
+
+
 def control_dir() -> Path:
     """Return a private directory for ssh control sockets (short path: sockets are limited to 108 bytes).
 
@@ -100,6 +128,8 @@ def control_dir() -> Path:
 
 class SshRunner:
     """Commands run on a host over OpenSSH, sharing one connection."""
+
+    joins_steps = True
 
     def __init__(
         self,
@@ -146,10 +176,14 @@ class SshRunner:
     def run(self, cmds: Sequence[Argv], *, what: str, check: bool = True) -> Result:
         return process.run(self.argv(cmds), what=f"{what} on {self.label}", check=check)
 
-    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False) -> list[Argv]:
-        if bulk:
-            return [[*self.bulk_base, self.url.host, command_line(cmds)]]
-        return [self.argv(cmds)]
+    def run_steps(self, steps: Sequence[Step], *, what: str, check: bool = True) -> Result:
+        """Run the steps as one remote `a && b && …` command: one round trip."""
+        return process.run([*self.base, self.url.host, steps_line(steps)], what=f"{what} on {self.label}", check=check)
+
+    def stages(self, cmds: Sequence[Argv], *, bulk: bool = False, before: Sequence[Step] = (), after: Sequence[Step] = ()) -> list[Argv]:
+        """Return the one ssh stage running cmds remotely, with `before` steps ahead of it and `after` ones behind."""
+        line = steps_line([*before, cmds, *after])
+        return [[*(self.bulk_base if bulk else self.base), self.url.host, line]]
 
     def close(self) -> None:
         """Stop the shared connection, if one is running."""

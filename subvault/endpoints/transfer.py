@@ -4,20 +4,30 @@ Write ordering on the receiving side (invariant 3):
   1. the receive lands in the container under the stream's own name;
   2. it is checked: read-only and received_uuid equal to the source's uuid;
   3. only then is it renamed to its final name.
-A crash before 3 leaves a non-final name, which the next run deletes as a partial.
+A crash before 2 leaves a partial under a non-final name, which the next run deletes;
+a crash between 2 and 3 leaves a complete receive, which the next run checks the same
+way and adopts (plan.replication).
+
+Round trips to a remote receiver: the check's `btrfs subvolume show` rides in the
+receive's own command (`btrfs receive C && btrfs subvolume show C/name`), and the
+rename may be left `owed`, for the caller to send with its next command.
 """
 
 from __future__ import annotations
 
 import posixpath
 import subprocess
+import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Sequence
 
 from subvault import process
+from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import Endpoint
+from subvault.endpoints.runner import Step
 from subvault.errors import CommandFailed, PermanentError, TransientError
+from subvault.plan.replication import ReplicationPlan
 
 Progress = Callable[[int], None]
 
@@ -42,6 +52,7 @@ class Transferred:
     bytes: int
     seconds: float
     name: str
+    owed: tuple[Step, ...] = ()  # the rename still to run on dest (when rename=False)
 
 
 def transfer(
@@ -59,11 +70,15 @@ def transfer(
     progress: Progress | None = None,
     stall_seconds: float | None = None,
     gate: ContextManager[object] = nullcontext(),
+    before: Sequence[Step] = (),
+    rename: bool = True,
 ) -> Transferred:
     """Send the snapshot at path (uuid) into container on dest, verify it and give it final_name.
 
     `gate` is held only while the stream flows (the caller's limit on bulk streams);
-    verifying and renaming happen outside it.
+    verifying and renaming happen outside it. `before`: steps owed to dest, run ahead of
+    the receive (in its command, on a remote). With rename=False a remote's rename is
+    returned as `owed` instead of being run.
 
     Parent and clone paths are on the source side. Compression applies only when a side
     is remote. With meter, bytes are counted (progress, stall detection) between the
@@ -72,32 +87,64 @@ def transfer(
     """
     wire = compress and not (source.is_local and dest.is_local)
     bulk = parent is None  # a full send is the big one: it gets its own ssh connection
+    received = posixpath.join(container, posixpath.basename(path.rstrip("/")))
+    joined = dest.runner.joins_steps
+    if before and not joined:
+        dest.apply(before, "finish earlier work")
     send = source.send_stages(path, parent, clones, compress=wire, bulk=bulk)
-    recv = dest.receive_stages(container, compress=wire, bulk=bulk)
+    recv = dest.receive_stages(
+        container, compress=wire, bulk=bulk, before=before if joined else (), after=[[C.show(received)]] if joined else ()
+    )
     what = f"send {path} to {dest.name}"
-    # The receiver's chatter ("At snapshot …") must never reach our stdout (--json).
+    # The receiver's chatter ("At snapshot …") must never reach our stdout (--json);
+    # a joined `show` answers on it, into a file (never a pipe nobody drains).
     try:
-        with gate, process.pipeline([*send, *recv], what=what, stdout=subprocess.DEVNULL) as pipe:
-            result = pipe.run(
-                meter_after=len(send) - 1 if meter else None,
-                progress=progress,
-                stall_seconds=stall_seconds,
-            )
+        with tempfile.TemporaryFile() as answer:
+            with gate, process.pipeline([*send, *recv], what=what, stdout=answer if joined else subprocess.DEVNULL) as pipe:
+                result = pipe.run(
+                    meter_after=len(send) - 1 if meter else None,
+                    progress=progress,
+                    stall_seconds=stall_seconds,
+                )
+            answer.seek(0)
+            shown_text = answer.read().decode(errors="replace")
     except CommandFailed as exc:
         if exc.argv[:1] == ["ssh"] and exc.returncode == SSH_CONNECTION_ERROR:
             raise LinkLost(f"{what}: the connection to {dest.name if not dest.is_local else source.name} was lost ({_how(exc)}); run again, it resumes from the last verified snapshot") from None
         raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
-    received = posixpath.join(container, posixpath.basename(path.rstrip("/")))
-    _verify(dest, received, uuid)
+    _verify(dest, received, uuid, _parse_answer(shown_text, dest, received) if joined else dest.show(received))
     final = posixpath.join(container, final_name)
-    if final != received:
+    if final == received:
+        return Transferred(result.bytes, result.seconds, final_name)
+    if rename or not joined:
         dest.rename(received, final)
-    return Transferred(result.bytes, result.seconds, final_name)
+        return Transferred(result.bytes, result.seconds, final_name)
+    return Transferred(result.bytes, result.seconds, final_name, owed=([C.rename(received, final)],))
 
 
-def _verify(dest: Endpoint, received: str, uuid: str) -> None:
+def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
+    """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives."""
+    steps: list[Step] = [[C.delete(posixpath.join(container, r.name))] for r in plan.partials]
+    if plan.partials:
+        steps.append([C.sync(container)])  # a partial's space comes back only after the cleaner ran
+    steps += [[C.rename(posixpath.join(container, a.name), posixpath.join(container, a.final))] for a in plan.adopt]
+    return steps
+
+
+def prune_steps(container: str, plan: ReplicationPlan) -> list[Step]:
+    """Steps deleting the entries plan prunes from container."""
+    return [[C.delete(posixpath.join(container, r.name))] for r in plan.prune]
+
+
+def _parse_answer(text: str, dest: Endpoint, received: str) -> C.Shown:
+    try:
+        return C.parse_show(text)
+    except ValueError:
+        raise VerifyFailed(f"{dest.name}: no `btrfs subvolume show` answer for {received} after the receive; run again") from None
+
+
+def _verify(dest: Endpoint, received: str, uuid: str, shown: C.Shown) -> None:
     """Raise VerifyFailed, after removing it, unless received is read-only with received_uuid == uuid."""
-    shown = dest.show(received)
     if shown.readonly and shown.received_uuid == uuid:
         return
     try:

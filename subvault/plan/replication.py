@@ -8,7 +8,10 @@ Rules:
   received_uuid equals S.uuid (or S.received_uuid, when S was itself received).
 - An entry counts only when verified: read-only, received_uuid set, not in the
   incoming area. Everything else is a partial: deleted before the next receive and
-  never a parent (invariant 3).
+  never a parent (invariant 3) — except a complete receive whose rename was cut off:
+  still under the stream's name but read-only, with the received_uuid of a source
+  snapshot the target lacks. That is exactly what verification checks, so it is
+  adopted (renamed to its final name before the next receive), not sent again.
 - Retention runs over the union of the source's timeline snapshots and the target's
   verified entries, with the target's keep policy. Source snapshots it keeps that the
   target lacks are sent, oldest first; target entries it drops are pruned. The newest
@@ -80,9 +83,19 @@ class Removal:
     reason: str
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """A complete, verified receive still under the stream's name: rename it to `final`."""
+
+    name: str
+    final: str
+    uuid: str  # the source snapshot it holds
+
+
 @dataclass
 class ReplicationPlan:
     partials: list[Removal] = field(default_factory=list)
+    adopt: list[Adoption] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
     prune: list[Removal] = field(default_factory=list)
     base_before: str | None = None  # source uuid of the newest shared snapshot now
@@ -132,13 +145,24 @@ def plan_replication(
     """
     plan = ReplicationPlan()
     srcs = sorted(sources, key=lambda s: (s.time, s.number, s.uuid))
-    verified: list[Entry] = []
+    entries = list(entries)
+    verified = [e for e in entries if is_verified(e)]
+    held = {e.received_uuid for e in verified}
+    taken = {e.name for e in verified}
+    by_identity = {ident: s for s in srcs for ident in _identity(s)}
     for e in entries:
         if is_verified(e):
-            verified.append(e)
-        else:
-            why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
-            plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))
+            continue
+        src = by_identity.get(e.received_uuid or "")
+        if e.incoming and e.readonly and src is not None and e.received_uuid not in held:
+            final = entry_name(sub_name, src.time, taken, src.number)
+            taken.add(final)
+            held.add(e.received_uuid)
+            plan.adopt.append(Adoption(e.name, final, src.uuid))
+            verified.append(Entry(final, e.uuid, e.received_uuid, readonly=True))
+            continue
+        why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
+        plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))
     by_received = _dedupe(verified, sub_name, plan)
     shared = [s for s in srcs if _identity(s) & by_received.keys()]
     shared_uuids = {s.uuid for s in shared}

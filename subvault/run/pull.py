@@ -15,7 +15,7 @@ from subvault.config.schema import SourceConf, SourceSubvolumeConf
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import LocalRunner, SshRunner, parse_ssh_url
-from subvault.endpoints.transfer import transfer
+from subvault.endpoints.transfer import prune_steps, settle_steps, transfer
 from subvault.errors import SubvaultError, UsageError
 from subvault.plan.replication import Source, plan_replication
 from subvault.run.context import Context
@@ -74,14 +74,13 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
     by_uuid = {s.uuid: s for s in sources}
     if ctx.dry_run:
         out.items += [Item(subject, "would-delete-partial", r.name) for r in plan.partials]
+        out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final}") for a in plan.adopt]
         out.items += [Item(subject, "would-pull", f"#{by_uuid[s.uuid].number} ({'full' if s.full else 'incremental'})") for s in plan.sends]
         out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
         return
-    for r in plan.partials:
-        dest.delete(f"{container}/{r.name}")
-        out.items.append(Item(subject, "delete-partial", f"{r.name} ({r.reason})"))
-    if plan.partials:
-        dest.wait_deleted(container)
+    dest.apply(settle_steps(container, plan), "delete partials")
+    out.items += [Item(subject, "delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
+    out.items += [Item(subject, "adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
     if entries is None and plan.sends:
         dest.ensure_container(container, known_missing=True)
     for send in plan.sends:
@@ -95,8 +94,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
         )
         kind = "full" if send.full else "incremental"
         out.items.append(Item(subject, "pulled", f"#{snap.number} → {send.name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
-    for r in plan.prune:
-        dest.delete(f"{container}/{r.name}")
-        out.items.append(Item(subject, "prune", f"{r.name} ({r.reason})"))
-    if not (plan.sends or plan.prune or plan.partials):
+    dest.apply(prune_steps(container, plan), "prune")
+    out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
+    if not (plan.sends or plan.prune or plan.partials or plan.adopt):
         out.items.append(Item(subject, "up-to-date", ""))

@@ -2,9 +2,11 @@
 
 For each btrfs target (one ssh connection each) and each subvolume sent there:
   1. list the target's container; plan (subvault.plan.replication);
-  2. delete partials (invariant 3);
+  2. delete partials (invariant 3), adopt complete receives whose rename was cut off;
   3. send, oldest first, each verified before it gets its final name;
   4. only when every send succeeded, prune the target by its keep (never the base).
+Where the target is remote, each rename rides with the next receive command, the last
+one with the prune: a subvolume costs three round trips (list, receive, rename+prune).
 A failure stops that subvolume on that target only; the rest go on (exit 3, partial).
 """
 
@@ -19,8 +21,8 @@ from typing import Callable
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.endpoints.endpoint import Endpoint, open_target
-from subvault.endpoints.runner import LocalRunner
-from subvault.endpoints.transfer import LinkLost, transfer
+from subvault.endpoints.runner import LocalRunner, Step
+from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
 from subvault.errors import StalledTransfer, SubvaultError
 from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when_unreachable, plan_replication
 from subvault.run import holds
@@ -133,23 +135,30 @@ def _replicate_one(
     entries = ep.entries(container, sub.name)
     plan = plan_replication(sub.name, sources, entries or [], tconf.keep, ctx.now, ctx.tz)
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
-    if entries is None and plan.sends and not ctx.dry_run:
-        ep.ensure_container(container, known_missing=True)
-    sent: list[Entry] = []
     by_uuid = {s.uuid: s for s in sources}
-    verb = (lambda a: f"would-{a}") if ctx.dry_run else (lambda a: a)
-    for r in plan.partials:
-        if not ctx.dry_run:
-            ep.delete(f"{container}/{r.name}")
-        out.items.append(Item(subject, verb("delete-partial"), f"{r.name} ({r.reason})"))
-    if plan.partials and not ctx.dry_run:
-        ep.wait_deleted(container)  # a partial's space comes back only after the cleaner ran
+    if ctx.dry_run:
+        out.items += [Item(subject, "would-delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
+        out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
+        for send in plan.sends:
+            kind = "full" if send.full else "incremental"
+            out.items.append(Item(subject, "would-send", f"#{by_uuid[send.uuid].number} → {send.name} ({kind})", {"full": send.full}))
+        out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
+        return
+    if entries is None and plan.sends:
+        ep.ensure_container(container, known_missing=True)
+    # Partials and adoptions (rare: only after a failure) go alone: waiting for the
+    # cleaner must not count against the next stream's stall timer.
+    ep.apply(settle_steps(container, plan), "delete partials")
+    out.items += [Item(subject, "delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
+    out.items += [Item(subject, "adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
+    # A verified receive's rename is owed to the target and travels with the next
+    # command sent there: ahead of the next receive, or with the prune. Should that
+    # command never arrive, the next run adopts the receive (plan.replication).
+    owed: list[Step] = []
+    sent: list[Entry] = []
     for send in plan.sends:
         src = by_uuid[send.uuid]
         kind = "full" if send.full else "incremental"
-        if ctx.dry_run:
-            out.items.append(Item(subject, "would-send", f"#{src.number} → {send.name} ({kind})", {"full": send.full}))
-            continue
         ctx.say(f"{subject}: sending #{src.number} ({kind})")
         # Full sends are bulk: one at a time, so parallel subvolumes never make
         # several big streams fight over the disks and the CPU.
@@ -167,7 +176,10 @@ def _replicate_one(
             progress=progress(subject) if progress else None,
             stall_seconds=tconf.stall_minutes * 60,
             gate=full_sends if send.full else nullcontext(),
+            before=owed,
+            rename=False,
         )
+        owed = list(done.owed)
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
         out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
         sent.append(Entry(name=done.name, uuid="", received_uuid=src.uuid, readonly=True))
@@ -176,11 +188,9 @@ def _replicate_one(
         # so the prune of this same command releases what is no longer owed.
         after = plan_replication(sub.name, sources, [*(entries or []), *sent], tconf.keep, ctx.now, ctx.tz)
         ctx.cache[HOLDS_CACHE][(sub.name, tconf.name)] = after.local_holds
-    for r in plan.prune:
-        if not ctx.dry_run:
-            ep.delete(f"{container}/{r.name}")
-        out.items.append(Item(subject, verb("prune"), f"{r.name} ({r.reason})"))
-    if not plan.sends and not plan.prune and not plan.partials:
+    ep.apply([*owed, *prune_steps(container, plan)], "rename and prune")
+    out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
+    if not plan.sends and not plan.prune and not plan.partials and not plan.adopt:
         out.items.append(Item(subject, "up-to-date", plan.base_before or ""))
 
 

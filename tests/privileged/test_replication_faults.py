@@ -193,6 +193,56 @@ def test_kill_subvault_itself_then_resume(pair, tmp_path):
     _assert_resumes_incrementally(paths, root, state, str(root))
 
 
+KILL_BEFORE_RENAME = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {here!r})
+    from datetime import datetime
+    from subvault.config.load import parse_config
+    from subvault.endpoints.endpoint import Endpoint
+    from subvault.run.context import Context
+    from subvault.run.replicate import replicate
+    def die(*a, **kw):
+        os.kill(os.getpid(), 9)
+    # A local target renames at once; a remote one sends the owed rename with the prune.
+    Endpoint.rename = die
+    original_apply = Endpoint.apply
+    Endpoint.apply = lambda self, steps, what: die() if what == "rename and prune" and steps else original_apply(self, steps, what)
+    cfg = parse_config(open({cfg!r}).read())
+    ctx = Context(cfg, now=datetime.fromisoformat({now!r}), tz=datetime.fromisoformat({now!r}).tzinfo)
+    replicate(ctx)
+    """
+)
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "ssh"])
+def test_kill_between_verify_and_rename_then_adopt(pair, sshd, tmp_path, remote):  # noqa: F811
+    """kill -9 after the receive was verified, before its rename: the next run adopts it, sends nothing again."""
+    paths, root, state = pair
+    extra = ""
+    url = str(root)
+    if remote:
+        opts = ", ".join(f'"{o}"' for o in sshd.ssh_options())
+        extra = f'ssh_identity = "{sshd.client_key}"\nssh_options = [{opts}]\n'
+        url = sshd.url(root)
+    ctx = _first_then_big_change(paths, root, state, url, extra)
+    cfg = tmp_path / "subvault.toml"
+    cfg.write_text(config_text(paths, url, state=state, extra_target=extra))
+    script = KILL_BEFORE_RENAME.format(here=str(HERE), cfg=str(cfg), now=ctx.now.isoformat())
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = entries(root, "data")
+    assert "snapshot" in left and left["snapshot"].readonly, "the verified receive is still under the stream's name"
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sent_items(out) == [], "a complete receive is never sent again"
+    assert [i.action for i in out.items if i.action == "adopt"] == ["adopt"], dump(out)
+    got = entries(root, "data")
+    assert sorted(got) == ["data.20261120T000000Z", "data.20261120T010000Z"]
+    newest = container(root, "data") / "data.20261120T010000Z"
+    assert (newest / "big.bin").read_bytes() == (paths["data"] / "big.bin").read_bytes()
+
+
 CORRUPT = "import sys\nd=sys.stdin.buffer.read()\nm=len(d)//2\nsys.stdout.buffer.write(d[:m]+bytes(b^0xFF for b in d[m:m+4096])+d[m+4096:])\n"
 
 

@@ -33,6 +33,8 @@ def scenarios(draw):
     entries = []
     for s in sources:
         state = draw(st.sampled_from(["absent", "absent", "ok", "ok", "rw", "noreceived", "incoming"]))
+        if state == "incoming" and any(e.incoming for e in entries):
+            state = "absent"  # the stream's name is the same for all: one at most
         name = entry_name("sub", s.time)
         if state == "ok":
             entries.append(Entry(name, f"t-{s.uuid}", s.uuid, True))
@@ -50,9 +52,21 @@ def scenarios(draw):
     return sources, entries, keep
 
 
+def _verified(entries, sources) -> dict:
+    """received_uuid -> entry for what counts on the target: verified entries, and adoptable receives."""
+    out = {e.received_uuid: e for e in entries if e.readonly and e.received_uuid and not e.incoming}
+    known = {s.uuid for s in sources}
+    for e in entries:
+        if e.incoming and e.readonly and e.received_uuid in known and e.received_uuid not in out:
+            out[e.received_uuid] = e
+    return out
+
+
 def _apply(plan, sources, entries):
     """Return the target's entries after the plan ran to completion."""
     by_uuid = {s.uuid: s for s in sources}
+    adopted = {a.name: a.final for a in plan.adopt}
+    entries = [Entry(adopted[e.name], e.uuid, e.received_uuid, True) if e.incoming and e.name in adopted else e for e in entries]
     removed = {(r.name, r.incoming) for r in plan.partials + plan.prune}
     after = [e for e in entries if (e.name, e.incoming) not in removed]
     for send in plan.sends:
@@ -66,13 +80,15 @@ def test_invariant_1_incremental_base_never_deleted(sc):
     sources, entries, keep = sc
     plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
     pruned = {r.name for r in plan.prune}
-    verified = {e.received_uuid: e for e in entries if e.readonly and e.received_uuid and not e.incoming}
+    verified = _verified(entries, sources)
+    final = {a.name: a.final for a in plan.adopt}
     for base in (plan.base_before, plan.base_after):
         if base is None:
             continue
         assert base in plan.local_holds, "the base must be held locally"
         if base in verified:
-            assert verified[base].name not in pruned, "the base must not be pruned on the target"
+            name = verified[base].name
+            assert final.get(name, name) not in pruned, "the base must not be pruned on the target"
     shared = [s for s in sources if s.uuid in verified]
     assert plan.base_before == (shared[-1].uuid if shared else None)
     if plan.sends:
@@ -91,7 +107,7 @@ def test_invariant_2_owed_snapshots_held_locally(sc):
         assert send.uuid in plan.local_holds
     if sources:
         newest = sources[-1].uuid
-        on_target = any(e.received_uuid == newest and e.readonly and not e.incoming for e in entries)
+        on_target = newest in _verified(entries, sources)
         assert on_target or newest in {s.uuid for s in plan.sends}, "the newest snapshot is always owed"
 
 
@@ -100,9 +116,11 @@ def test_invariant_2_owed_snapshots_held_locally(sc):
 def test_invariant_3_partials_removed_and_never_parents(sc):
     sources, entries, keep = sc
     plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
-    partial = [e for e in entries if not (e.readonly and e.received_uuid and not e.incoming)]
+    counted = _verified(entries, sources)
+    partial = [e for e in entries if counted.get(e.received_uuid) is not e]
     assert sorted((r.name, r.incoming) for r in plan.partials) == sorted((e.name, e.incoming) for e in partial)
-    usable = {e.received_uuid for e in entries if e.readonly and e.received_uuid and not e.incoming}
+    assert {a.name for a in plan.adopt} == {e.name for e in counted.values() if e.incoming}
+    usable = set(counted)
     for send in plan.sends:
         for ref in (send.parent, *send.clones):
             if ref is not None:
@@ -147,7 +165,8 @@ def test_replanning_after_success_is_a_no_op(sc):
     again = plan_replication("sub", sources, _apply(plan, sources, entries), keep, NOW, UTC)
     assert again.sends == [] and again.partials == []
     # The only thing left is the old base, released once the new one exists.
-    assert {r.name for r in again.prune} <= {e.name for e in entries if e.received_uuid == plan.base_before}
+    final = {a.name: a.final for a in plan.adopt}
+    assert {r.name for r in again.prune} <= {final.get(e.name, e.name) for e in entries if e.received_uuid == plan.base_before}
     third = plan_replication("sub", sources, _apply(again, sources, _apply(plan, sources, entries)), keep, NOW, UTC)
     assert third.sends == [] and third.partials == [] and third.prune == []
 
@@ -175,3 +194,22 @@ def test_received_source_matches_by_received_uuid():
     entries = [Entry(entry_name("sub", s[0].time), "t", "orig-uuid", True)]
     plan = plan_replication("sub", s, entries, "24h", NOW, UTC)
     assert plan.sends == [] and plan.base_before == "local-uuid"
+
+
+def test_invariant_3_complete_receive_cut_off_before_its_rename_is_adopted_not_resent():
+    t0 = NOW - timedelta(hours=2)
+    a = Source("a", t0, "/s/.snapshots/1/snapshot", number=1)
+    b = Source("b", t0 + timedelta(hours=1), "/s/.snapshots/2/snapshot", number=2)
+    base = Entry(entry_name("sub", a.time), "t-a", "a", True)
+    # complete: read-only, received from b → adopted under b's final name, nothing sent
+    plan = plan_replication("sub", [a, b], [base, Entry("snapshot", "t-b", "b", True, incoming=True)], "all", NOW, UTC)
+    assert [(x.name, x.final, x.uuid) for x in plan.adopt] == [("snapshot", entry_name("sub", b.time), "b")]
+    assert plan.partials == [] and plan.sends == [] and plan.base_after == "b"
+    # cut off mid-stream (still writable), or from a snapshot the source no longer has → a partial
+    for cut in (Entry("snapshot", "t-b", "b", False, incoming=True), Entry("snapshot", "t-x", "gone", True, incoming=True)):
+        plan = plan_replication("sub", [a, b], [base, cut], "all", NOW, UTC)
+        assert plan.adopt == [] and [r.name for r in plan.partials] == ["snapshot"]
+        assert [s.uuid for s in plan.sends] == ["b"] and plan.sends[0].parent == "a"
+    # a second copy of what the target already holds → a partial too
+    plan = plan_replication("sub", [a, b], [base, Entry("snapshot", "t-a2", "a", True, incoming=True)], "all", NOW, UTC)
+    assert plan.adopt == [] and [r.name for r in plan.partials] == ["snapshot"]
