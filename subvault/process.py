@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import select
@@ -278,11 +279,15 @@ class Pipeline:
         """Move bytes from source to sink, counting them; return the total.
 
         The bytes move with splice(2), pipe to pipe inside the kernel, so metering costs
-        no copy through Python. Both directions are waited on with a timeout, so a
-        stalled reader or a stalled writer is noticed (stall_seconds without progress).
+        no copy through Python. Both pipes are widened to PIPE_BYTES so that each wake-up
+        moves up to that much, not one 64 KiB default pipe's worth. Both directions are
+        waited on with a timeout, so a stalled reader or a stalled writer is noticed
+        (stall_seconds without progress).
         """
         total = 0
         src_fd = source.fileno()
+        for fd in (src_fd, sink_fd):
+            _widen_pipe(fd)
         meter = _Meter(self, stall_seconds, progress)
         splice_ok = hasattr(os, "splice")
         try:
@@ -291,7 +296,7 @@ class Pipeline:
                     break  # a stage failed while we waited; _wait_all reports it
                 try:
                     if splice_ok:
-                        n = os.splice(src_fd, sink_fd, CHUNK, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+                        n = os.splice(src_fd, sink_fd, PIPE_BYTES, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
                     else:
                         n = _copy_chunk(src_fd, sink_fd)
                 except BlockingIOError:
@@ -311,6 +316,7 @@ class Pipeline:
                 total += n
                 meter.moved(total)
         finally:
+            meter.close()
             source.close()
         if progress:
             progress(total)
@@ -355,6 +361,16 @@ class Pipeline:
 
 
 CHUNK = 1 << 20
+PIPE_BYTES = 1 << 20  # the default /proc/sys/fs/pipe-max-size
+F_SETPIPE_SZ = 1031
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a PIPE_BYTES pipe buffer on fd (best effort: a file or a lower limit just keeps its size)."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass
 
 
 class _ExitWatch:
@@ -395,11 +411,18 @@ class _Meter:
         self.progress = progress
         self.last_move = time.monotonic()
         self.last_report = 0.0
+        self.pollers: dict[tuple[int, int], select.poll] = {}
+
+    def close(self) -> None:
+        self.pollers.clear()
 
     def wait(self, fd: int, event: int) -> bool:
         """Block until fd is ready; return False if a stage failed meanwhile. Raise StalledTransfer."""
-        poller = select.poll()
-        poller.register(fd, event | select.POLLERR | select.POLLHUP)
+        key = (fd, event)
+        poller = self.pollers.get(key)
+        if poller is None:
+            poller = self.pollers[key] = select.poll()
+            poller.register(fd, event | select.POLLERR | select.POLLHUP)
         while not poller.poll(1000):
             if self.stall_seconds and time.monotonic() - self.last_move > self.stall_seconds:
                 self.pipe.kill()

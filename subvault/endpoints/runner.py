@@ -145,13 +145,14 @@ class SshRunner:
         argv = ["ssh"]
         for opt in options:
             argv += ["-o", opt]
-        self.common = list(argv)
-        if multiplex:
-            argv += [
+
+        def master(suffix: str) -> list[str]:
+            return [
                 "-o", "ControlMaster=auto",
-                "-o", f"ControlPath={control_dir()}/%C",
+                "-o", f"ControlPath={control_dir()}/%C{suffix}",
                 "-o", f"ControlPersist={CONTROL_PERSIST_SECONDS}",
             ]
+
         tail: list[str] = []
         # A dead link must end the connection, not hang every later command on it
         # (user options come first, so ~/.ssh/config-style overrides still win).
@@ -164,10 +165,13 @@ class SshRunner:
             tail += ["-i", identity]
         if cipher:
             tail += ["-c", cipher]
-        self.base = argv + tail
-        # Bulk streams (full sends) get a connection of their own: through the shared
-        # master every byte would take one more hop and one process for all channels.
-        self.bulk_base = [*self.common, "-o", "ControlMaster=no", "-o", "ControlPath=none", *tail]
+        # Bulk streams (full sends, one at a time) get a master connection of their own:
+        # a master encrypts all its channels in one process, and a big stream there would
+        # starve the small commands. The stream's pipe is handed to the master (fd
+        # passing), so multiplexing adds no copy, and the handshake is paid once, not
+        # per subvolume.
+        self.base = [*argv, *(master("") if multiplex else []), *tail]
+        self.bulk_base = [*argv, *(master("-bulk") if multiplex else []), *tail]
         self.multiplex = multiplex
 
     def argv(self, cmds: Sequence[Argv]) -> Argv:
@@ -186,6 +190,7 @@ class SshRunner:
         return [[*(self.bulk_base if bulk else self.base), self.url.host, line]]
 
     def close(self) -> None:
-        """Stop the shared connection, if one is running."""
+        """Stop the shared connections, if running."""
         if self.multiplex:
-            process.run([*self.base, "-O", "exit", self.url.host], check=False)
+            for base in (self.base, self.bulk_base):
+                process.run([*base, "-O", "exit", self.url.host], check=False)
