@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterable, Sequence
+from typing import Iterator, IO, Callable, Iterable, Sequence
 
 from subvault.errors import CommandFailed, NoSpace, StalledTransfer
 
@@ -205,12 +205,14 @@ class Pipeline:
         meter_after: int | None = None,
         progress: ProgressCallback | None = None,
         stall_seconds: float | None = None,
+        watch: ProgressCallback | None = None,
     ) -> PipelineResult:
         """Run all stages to completion and check each one.
 
         meter_after: index of the stage whose stdout is copied through Python to count
         bytes (needed for progress and stall detection); None lets the kernel connect
-        every stage directly.
+        every stage directly. progress is called at most twice a second; watch, if
+        given, after every move (it must be cheap).
         """
         started = time.monotonic()
         total = 0
@@ -253,7 +255,7 @@ class Pipeline:
                 assert self.stdout is not None, "a metered pipeline needs a consumer"
                 sink_fd = self.stdout if isinstance(self.stdout, int) else self.stdout.fileno()
                 sink_close = lambda: None  # noqa: E731 - the caller owns its stdout
-            total = self._copy(source, sink_fd, progress, stall_seconds)
+            total = self._copy(source, sink_fd, progress, stall_seconds, watch)
             sink_close()
             self._wait_all()
         return PipelineResult(total, time.monotonic() - started)
@@ -263,6 +265,13 @@ class Pipeline:
 
         For small outputs only (listings, dumps): the whole output is held in memory.
         """
+        return "".join(self.lines())
+
+    def lines(self) -> Iterator[str]:
+        """Run all stages, yield the last stage's stdout line by line; check every stage at the end.
+
+        The reader sets the pace: a stage blocks while its lines wait to be read.
+        """
         prev_stdout = self.stdin
         for i, argv in enumerate(self.stages_argv):
             stage = self._start(argv, prev_stdout, subprocess.PIPE)
@@ -270,12 +279,14 @@ class Pipeline:
                 self._stages[i - 1].proc.stdout.close()
             prev_stdout = stage.proc.stdout
         last = self._stages[-1].proc.stdout
-        data = last.read()
-        last.close()
+        try:
+            for raw in last:
+                yield raw.decode(errors="surrogateescape")
+        finally:
+            last.close()
         self._wait_all()
-        return data.decode(errors="surrogateescape")
 
-    def _copy(self, source, sink_fd: int, progress, stall_seconds) -> int:
+    def _copy(self, source, sink_fd: int, progress, stall_seconds, watch=None) -> int:
         """Move bytes from source to sink, counting them; return the total.
 
         The bytes move with splice(2), pipe to pipe inside the kernel, so metering costs
@@ -288,7 +299,7 @@ class Pipeline:
         src_fd = source.fileno()
         for fd in (src_fd, sink_fd):
             _widen_pipe(fd)
-        meter = _Meter(self, stall_seconds, progress)
+        meter = _Meter(self, stall_seconds, progress, watch)
         splice_ok = hasattr(os, "splice")
         try:
             while True:
@@ -405,8 +416,11 @@ class _ExitWatch:
 class _Meter:
     """Waits on one fd at a time, with stall detection by progress, and reports progress."""
 
-    def __init__(self, pipe: "Pipeline", stall_seconds: float | None, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, pipe: "Pipeline", stall_seconds: float | None, progress: ProgressCallback | None, watch: ProgressCallback | None = None
+    ) -> None:
         self.pipe = pipe
+        self.watch = watch
         self.stall_seconds = stall_seconds
         self.progress = progress
         self.last_move = time.monotonic()
@@ -437,6 +451,8 @@ class _Meter:
     def moved(self, total: int) -> None:
         now = time.monotonic()
         self.last_move = now
+        if self.watch:
+            self.watch(total)
         if self.progress and now - self.last_report >= 0.5:
             self.progress(total)
             self.last_report = now

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager, Sequence
 
 from subvault import process
+from subvault.btrfs.prefetch import Prefetch
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import Step
@@ -96,15 +97,21 @@ def transfer(
         container, compress=wire, bulk=bulk, before=before if joined else (), after=[[C.show(received)]] if joined else ()
     )
     what = f"send {path} to {dest.name}"
+    # Reading ahead needs the source here and the meter's count; a full send is scanned
+    # only when someone watches its progress (the scan walks the whole tree).
+    expect = getattr(progress, "expect", None)
+    scan = source.is_local and meter and (parent is not None or expect is not None)
+    ahead = Prefetch(path, parent, on_expected=None if wire else expect) if scan else nullcontext()
     # The receiver's chatter ("At snapshot …") must never reach our stdout (--json);
     # a joined `show` answers on it, into a file (never a pipe nobody drains).
     try:
         with tempfile.TemporaryFile() as answer:
-            with gate, process.pipeline([*send, *recv], what=what, stdout=answer if joined else subprocess.DEVNULL) as pipe:
+            with gate, ahead, process.pipeline([*send, *recv], what=what, stdout=answer if joined else subprocess.DEVNULL) as pipe:
                 result = pipe.run(
                     meter_after=len(send) - 1 if meter else None,
                     progress=progress,
                     stall_seconds=stall_seconds,
+                    watch=ahead.moved if isinstance(ahead, Prefetch) else None,
                 )
             answer.seek(0)
             shown_text = answer.read().decode(errors="replace")

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.btrfs.dump import inside, split_line, unescape
 from subvault.run.context import Context
 from subvault.run.local import find_snapshot
 
@@ -37,36 +38,17 @@ class Change:
     detail: str = ""
 
 
-def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
-
-
-def _split(line: str) -> tuple[str, str, str]:
-    """Split a dump line into (command, path, rest); paths escape spaces with '\\ '."""
-    parts = re.split(r"(?<!\\)\s+", line.strip(), maxsplit=2)
-    cmd = parts[0] if parts else ""
-    path = _unescape(parts[1]) if len(parts) > 1 else ""
-    rest = parts[2] if len(parts) > 2 else ""
-    return cmd, _inside(path), rest
-
-
-def _inside(path: str) -> str:
-    """Dump paths start with the received subvolume's name; return the part inside it."""
-    parts = path.removeprefix("./").split("/", 1)
-    return parts[1] if len(parts) > 1 else ""
-
-
 def parse_dump(text: str) -> list[Change]:
     """Given `btrfs receive --dump` output of a --no-data send, return the changes, one per path."""
     changes: dict[str, Change] = {}
     orphans: dict[str, str] = {}
     for line in text.splitlines():
-        cmd, path, rest = _split(line)
+        cmd, path, rest = split_line(line)
         if cmd in ("snapshot", "subvol", "utimes", "end", ""):
             continue
         if cmd == "rename":
             m = re.search(r"dest=(.*)$", rest)
-            dest = _inside(_unescape(m.group(1))) if m else ""
+            dest = inside(unescape(m.group(1))) if m else ""
             if _ORPHAN.match(Path(path).name):
                 orphans.pop(path, None)
                 changes.pop(path, None)

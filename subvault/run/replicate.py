@@ -231,19 +231,45 @@ def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
 
 
 def tty_progress(stream=sys.stderr) -> ProgressFactory | None:
-    """Return a progress factory that draws bytes and rate on a terminal, or None when not a TTY."""
+    """Return a progress factory that draws bytes, rate and ETA on a terminal, or None when not a TTY."""
     if not stream.isatty():
         return None
-    import time
 
-    def factory(subject: str) -> Callable[[int], None]:
-        started = time.monotonic()
-
-        def report(n: int) -> None:
-            secs = max(time.monotonic() - started, 1e-6)
-            stream.write(f"\r{subject}: {n / 2**20:,.1f} MiB  {n / 2**20 / secs:,.1f} MiB/s   ")
-            stream.flush()
-
-        return report
+    def factory(subject: str) -> "TtyProgress":
+        return TtyProgress(subject, stream)
 
     return factory
+
+
+class TtyProgress:
+    """One transfer's progress line: called with the bytes moved; `expect` gives the expected total (for the ETA)."""
+
+    def __init__(self, subject: str, stream) -> None:
+        import time
+
+        self.subject = subject
+        self.stream = stream
+        self.clock = time.monotonic
+        self.started = self.clock()
+        self.expected: int | None = None
+
+    def expect(self, total: int) -> None:
+        self.expected = total
+
+    def __call__(self, n: int) -> None:
+        self.stream.write(f"\r{progress_line(self.subject, n, self.clock() - self.started, self.expected)}   ")
+        self.stream.flush()
+
+
+def progress_line(subject: str, moved: int, seconds: float, expected: int | None) -> str:
+    """Return "subject: 12.0 of ~40.0 MiB  6.0 MiB/s  ETA 0:05" (no total or ETA while the size is unknown)."""
+    mib = moved / 2**20
+    rate = mib / max(seconds, 1e-6)
+    if not expected:
+        return f"{subject}: {mib:,.1f} MiB  {rate:,.1f} MiB/s"
+    left = max(expected / 2**20 - mib, 0.0)
+    eta = "--"
+    if moved:
+        secs = int(left / rate)
+        eta = f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+    return f"{subject}: {mib:,.1f} of ~{expected / 2**20:,.1f} MiB  {rate:,.1f} MiB/s  ETA {eta}"
