@@ -16,7 +16,9 @@ outside the root.
 Modes:
 - default: list, show, mkdir, create container, receive (confined with --chroot),
   rename out of a receive, delete, send;
-- --append-only: the same without delete;
+- --append-only: the same, but delete only what is not a kept backup (a partial
+  receive, under a non-final name); pruning then runs on this host
+  (`subvault prune-received`);
 - --send-only: only stat, list, show, snapshots and send (a source for `subvault pull`).
 """
 
@@ -34,6 +36,7 @@ from subvault.plan.replication import parse_entry_time
 
 READ = "read"
 WRITE = "write"
+CLEAR = "clear"  # delete what is not a kept backup (a partial): allowed under --append-only
 DELETE = "delete"
 
 
@@ -74,7 +77,10 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
             resolved = _inside(root, path, must_exist=True)
             if resolved == str(root):
                 raise Rejected("refusing to delete the root")
-            return DELETE, C.delete(resolved)
+            # Only an entry under a final name is a kept backup; anything else in a
+            # container is a receive in progress or cut off, which the sender clears.
+            kind = DELETE if _is_final(resolved) else CLEAR
+            return kind, C.delete(resolved)
         raise Rejected(f"btrfs subvolume {verb} is not allowed")
     if argv[:2] == ["mkdir", "-p"] and n == 3:
         return WRITE, C.mkdirs(_inside(root, argv[2]))
@@ -90,6 +96,11 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
     if n == 3 and argv[:2] == ["subvault", "snapshots"]:
         return READ, C.snapshots(_inside(root, argv[2], must_exist=True))
     raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
+
+
+def _is_final(path: str) -> bool:
+    """True when path is named like a kept entry of its container (<sub>.<UTC time>)."""
+    return parse_entry_time(os.path.basename(os.path.dirname(path)), os.path.basename(path)) is not None
 
 
 def _check_rename(root: Path, src: str, dst: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""CLI commands of layer 3: `replicate`, `serve` (the restricted endpoint), `pull`.
+"""CLI commands of layer 3: `replicate`, `serve` (the restricted endpoint), `prune-received`, `pull`.
 
 Imported at the bottom of subvault.cli.main so that they join the `cli` group.
 """
@@ -43,6 +43,30 @@ def serve(root: str, append_only: bool, send_only: bool) -> int:
     from subvault.serve import serve_main
 
     return serve_main(root, append_only=append_only, send_only=send_only)
+
+
+@cli.command("prune-received")
+@click.option("--root", required=True, metavar="DIR", help="The directory `serve --append-only` receives into.")
+@click.option("--keep", required=True, metavar="POLICY", help='Retention, e.g. "24h 8d 5w" (the newest entry is always kept).')
+@click.option("--timezone", "tz_name", metavar="ZONE", help="Zone for the keep buckets (default: this host's).")
+@dry_run_option
+@json_option
+@_handle_errors
+def prune_received_cmd(root: str, keep: str, tz_name: str | None, dry_run: bool, as_json: bool) -> int:
+    """Prune what an append-only target received, on the target host itself (no config needed).
+
+    Example timer command: subvault prune-received --root /mnt/backup --keep "24h 8d 5w"
+    """
+    from subvault.cli.render import emit_outcome
+    from subvault.errors import UsageError
+    from subvault.run.prune_received import prune_received
+    from subvault.timeutil import local_zone, utcnow
+
+    try:
+        outcome = prune_received(root, keep, now=utcnow(), tz=local_zone(tz_name), dry_run=dry_run)
+    except ValueError as exc:
+        raise UsageError(f"--keep: {exc}") from None
+    return emit_outcome(outcome, as_json)
 
 
 @cli.command()

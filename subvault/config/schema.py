@@ -108,6 +108,7 @@ class TargetConf(Strict):
     url: Annotated[str, _doc("btrfs: /path or ssh://[user@]host[:port]/path; object: s3://bucket/prefix or file:///path")]
     keep: Annotated[str, _doc("retention on the target")] = "24h 8d 5w"
     compress: Annotated[Literal["none", "zstd"], _doc("btrfs over ssh: compress the stream on the wire")] = "none"
+    append_only: Annotated[bool, _doc("btrfs: the target's key is `subvault serve --append-only`; never prune there (run `subvault prune-received` on that host)")] = False
     ssh_identity: Annotated[str | None, _doc("ssh private key file (else ~/.ssh/config decides)")] = None
     ssh_cipher: Annotated[str | None, _doc('ssh cipher, e.g. "aes128-gcm@openssh.com"')] = None
     ssh_options: Annotated[list[str], _doc('extra "-o" options, e.g. "ConnectTimeout=10"')] = msgspec.field(default_factory=list)

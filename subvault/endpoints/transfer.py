@@ -28,7 +28,7 @@ from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import Step
 from subvault.errors import CommandFailed, PermanentError, TransientError
-from subvault.plan.replication import ReplicationPlan
+from subvault.plan.replication import Removal, ReplicationPlan
 
 Progress = Callable[[int], None]
 
@@ -138,9 +138,9 @@ def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
     return steps
 
 
-def prune_steps(container: str, plan: ReplicationPlan) -> list[Step]:
-    """Steps deleting the entries plan prunes from container."""
-    return [[C.delete(posixpath.join(container, r.name))] for r in plan.prune]
+def prune_steps(container: str, removals: Sequence[Removal]) -> list[Step]:
+    """Steps deleting these entries from container."""
+    return [[C.delete(posixpath.join(container, r.name))] for r in removals]
 
 
 def _parse_answer(text: str, dest: Endpoint, received: str) -> C.Shown:

@@ -262,6 +262,28 @@ def choose_parent(src: Source, srcs: Sequence[Source], shared: set[str]) -> tupl
     return None, ()
 
 
+def plan_received_prune(sub_name: str, entries: Iterable[Entry], keep: str, now: datetime, tz: tzinfo) -> ReplicationPlan:
+    """Plan pruning on an append-only target, by the host itself, without the source's view.
+
+    Only verified entries under final names are considered; the newest is always kept
+    (the base of the next incremental send, invariant 1). Partials are left to the
+    sender, which clears them before its next receive. Raise ValueError as plan_replication.
+    """
+    plan = ReplicationPlan()
+    timed = [(parse_entry_time(sub_name, e.name), e) for e in entries if is_verified(e)]
+    points = [Point(e.name, t) for t, e in timed if t is not None]
+    if not points:
+        return plan
+    newest = max(points, key=lambda pt: (pt.time, pt.key)).key
+    held = {newest: "newest: the base of the next incremental send (invariant 1)"}
+    for d in plan_retention(points, parse_policy(keep), now, tz, held=held):
+        if d.keep:
+            plan.kept[d.key] = "; ".join(d.reasons)
+        else:
+            plan.prune.append(Removal(d.key, False, "; ".join(d.reasons)))
+    return plan
+
+
 def holds_when_unreachable(sources: Sequence[Source], target: str) -> dict[str, str]:
     """Given the source snapshots and an unreachable target, hold every one (it may be the base or owed)."""
     return {s.uuid: f"target {target} unreachable: held until it can be listed" for s in sources}

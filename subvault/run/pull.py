@@ -94,7 +94,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
         )
         kind = "full" if send.full else "incremental"
         out.items.append(Item(subject, "pulled", f"#{snap.number} → {send.name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
-    dest.apply(prune_steps(container, plan), "prune")
+    dest.apply(prune_steps(container, plan.prune), "prune")
     out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
     if not (plan.sends or plan.prune or plan.partials or plan.adopt):
         out.items.append(Item(subject, "up-to-date", ""))

@@ -142,7 +142,8 @@ def _replicate_one(
         for send in plan.sends:
             kind = "full" if send.full else "incremental"
             out.items.append(Item(subject, "would-send", f"#{by_uuid[send.uuid].number} → {send.name} ({kind})", {"full": send.full}))
-        out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
+        if not tconf.append_only:
+            out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
         return
     if entries is None and plan.sends:
         ep.ensure_container(container, known_missing=True)
@@ -188,9 +189,11 @@ def _replicate_one(
         # so the prune of this same command releases what is no longer owed.
         after = plan_replication(sub.name, sources, [*(entries or []), *sent], tconf.keep, ctx.now, ctx.tz)
         ctx.cache[HOLDS_CACHE][(sub.name, tconf.name)] = after.local_holds
-    ep.apply([*owed, *prune_steps(container, plan)], "rename and prune")
-    out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
-    if not plan.sends and not plan.prune and not plan.partials and not plan.adopt:
+    # An append-only target prunes itself (`subvault prune-received` there): never asked to delete.
+    prune = [] if tconf.append_only else plan.prune
+    ep.apply([*owed, *prune_steps(container, prune)], "rename and prune")
+    out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in prune]
+    if not plan.sends and not prune and not plan.partials and not plan.adopt:
         out.items.append(Item(subject, "up-to-date", plan.base_before or ""))
 
 

@@ -12,8 +12,8 @@ from subvault.btrfs import adapter
 from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.run.replicate import replicate
 
-from replication_helpers import T0, context, dump, entries, make_sources, sent_items, snap
-from sshd import make_sshd, serve_command, sshd  # noqa: F401 - fixtures
+from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
+from sshd import REPO, make_sshd, serve_command, sshd  # noqa: F401 - fixtures
 
 
 def _target_extra(server, *, compress: str = "none") -> str:
@@ -132,7 +132,6 @@ def test_serve_refuses_outside_root_other_commands_and_delete_when_append_only(p
     ctx = context(paths, server.url(root), now=T0, state=state, extra_target=_target_extra(server))
     assert not replicate(ctx).errors
     (name,) = entries(root, "data")
-    from replication_helpers import container
 
     res = _client(server, f"btrfs subvolume delete {container(root, 'data') / name}")
     assert "--append-only" in res.stderr and adapter.is_subvolume(container(root, "data") / name)
@@ -146,3 +145,31 @@ def test_serve_send_only_refuses_writes(pair, make_sshd):  # noqa: F811
     res = _client(server, f"stat -f -c %T {root}")
     assert res.returncode == 0 and res.stdout.strip() == "btrfs"
     assert os.path.exists(root) and not os.path.exists(root / "x")
+
+
+def test_append_only_target_is_never_asked_to_delete_and_prunes_itself(pair, make_sshd):  # noqa: F811
+    """A target marked append_only gets no prune from the source; `prune-received` on its host prunes it."""
+    paths, root, state = pair
+    server = make_sshd(serve_command(root, "--append-only"))
+    extra = _target_extra(server) + "append_only = true\n"
+    for i in range(3):
+        snap("data", paths["data"], T0 + timedelta(hours=i))
+        ctx = context(paths, server.url(root), now=T0 + timedelta(hours=i, minutes=5), keep="latest", state=state, extra_target=extra)
+        out = replicate(ctx)
+        assert not out.errors, dump(out)
+        assert not any(i.action == "prune" for i in out.items)
+    names = sorted(n for n in entries(root, "data") if n.startswith("data."))
+    assert len(names) == 3, "keep = latest, but nothing was deleted from the append-only target"
+    # a partial (non-final name) may still be cleared through the append-only key
+    c = container(root, "data")
+    adapter.create_subvolume(c / "snapshot")
+    res = _client(server, f"btrfs subvolume delete {c / 'snapshot'}")
+    assert res.returncode == 0, res.stderr
+    # the target host prunes itself: the newest is always kept
+    cli = [str(REPO / ".venv" / "bin" / "subvault"), "prune-received", "--root", str(root), "--keep", "latest"]
+    dry = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True)
+    assert dry.returncode == 0 and "would-prune" in dry.stdout, dry.stdout
+    assert sorted(n for n in entries(root, "data") if n.startswith("data.")) == names, "--dry-run deletes nothing"
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(n for n in entries(root, "data") if n.startswith("data.")) == names[-1:]

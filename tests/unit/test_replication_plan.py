@@ -12,6 +12,7 @@ from subvault.plan.replication import (
     Source,
     entry_name,
     parse_entry_time,
+    plan_received_prune,
     plan_replication,
 )
 
@@ -213,3 +214,16 @@ def test_invariant_3_complete_receive_cut_off_before_its_rename_is_adopted_not_r
     # a second copy of what the target already holds → a partial too
     plan = plan_replication("sub", [a, b], [base, Entry("snapshot", "t-a2", "a", True, incoming=True)], "all", NOW, UTC)
     assert plan.adopt == [] and [r.name for r in plan.partials] == ["snapshot"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_invariant_1_received_prune_keeps_the_newest_and_touches_only_verified_entries(sc):
+    _, entries, keep = sc
+    plan = plan_received_prune("sub", entries, keep, NOW, UTC)
+    final = [e for e in entries if e.readonly and e.received_uuid and not e.incoming and parse_entry_time("sub", e.name)]
+    pruned = {r.name for r in plan.prune}
+    assert pruned <= {e.name for e in final}, "only verified entries under final names"
+    if final:
+        newest = max(final, key=lambda e: (parse_entry_time("sub", e.name), e.name))
+        assert newest.name not in pruned and newest.name in plan.kept
