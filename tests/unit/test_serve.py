@@ -50,9 +50,15 @@ def test_each_step_is_checked_against_the_root_and_the_mode(tmp_path: Path) -> N
         check_step([C.mkdirs(str(tmp_path / "x"))], root, append_only=False, send_only=False)
     with pytest.raises(Rejected, match="send-only"):
         check_step([C.mkdirs(str(root / "x"))], root, append_only=False, send_only=True)
-    (root / "old").mkdir()
+    kept = root / "vm" / "data" / "data.20261120T000000Z"
+    partial = root / "vm" / "data" / "snapshot"
+    kept.mkdir(parents=True)
+    partial.mkdir()
     with pytest.raises(Rejected, match="append-only"):
-        check_step([C.delete(str(root / "old"))], root, append_only=True, send_only=False)
+        check_step([C.delete(str(kept))], root, append_only=True, send_only=False)
+    assert check_step([C.delete(str(partial))], root, append_only=True, send_only=False) == [C.delete(str(partial))]
+    with pytest.raises(Rejected, match="send-only"):
+        check_step([C.delete(str(partial))], root, append_only=False, send_only=True)
 
 
 def test_steps_run_in_order_each_checked_just_before_it_runs(tmp_path: Path, monkeypatch, capsys) -> None:
