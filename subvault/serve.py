@@ -19,7 +19,8 @@ Modes:
 - --append-only: the same, but delete only what is not a kept backup (a partial
   receive, under a non-final name); pruning then runs on this host
   (`subvault prune-received`);
-- --send-only: only stat, list, show, snapshots and send (a source for `subvault pull`).
+- --send-only: only stat, list, show, snapshots and send (a source for `subvault pull`),
+  and, with --puller NAME, the record of NAME's incremental base (subvault.pullholds).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from subvault.plan.replication import parse_entry_time
 READ = "read"
 WRITE = "write"
 CLEAR = "clear"  # delete what is not a kept backup (a partial): allowed under --append-only
+HOLD = "hold"  # a puller records its base on its source (subvault.pullholds): allowed under --send-only
 DELETE = "delete"
 
 
@@ -95,6 +97,8 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
         return READ, list(argv)
     if n == 3 and argv[:2] == ["subvault", "snapshots"]:
         return READ, C.snapshots(_inside(root, argv[2], must_exist=True))
+    if n == 6 and argv[:3] == ["subvault", "pulled", "--puller"]:
+        return HOLD, C.pulled(argv[3], _inside(root, argv[4], must_exist=True), argv[5])
     raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
 
 
@@ -158,11 +162,18 @@ def split_steps(line: str) -> list[list[list[str]]]:
     return steps
 
 
-def check_step(stages: list[list[str]], root: Path, *, append_only: bool, send_only: bool) -> list[list[str]]:
+def check_step(
+    stages: list[list[str]], root: Path, *, append_only: bool, send_only: bool, puller: str | None = None
+) -> list[list[str]]:
     """Given one step's stages, return the argvs to run. Raise Rejected if any is not allowed."""
     checked = [_check_stage(root, s) for s in stages]
     kinds = {k for k, _ in checked}
-    if send_only and kinds - {READ}:
+    if HOLD in kinds:
+        if len(checked) != 1 or puller is None:
+            raise Rejected("this key records no pull holds (give its forced command --puller NAME)")
+        if checked[0][1][3] != puller:
+            raise Rejected(f"this key records holds for puller {puller} only")
+    if send_only and kinds - {READ, HOLD}:
         raise Rejected("this key may only list and send (--send-only)")
     if append_only and DELETE in kinds:
         raise Rejected("this key may not delete (--append-only); prune on the target host")
@@ -194,7 +205,7 @@ def snapshots_json(path: str) -> str:
     ]) + "\n"
 
 
-def serve_main(root: str, *, append_only: bool = False, send_only: bool = False) -> int:
+def serve_main(root: str, *, append_only: bool = False, send_only: bool = False, puller: str | None = None) -> int:
     """Run the steps in SSH_ORIGINAL_COMMAND, each if allowed; return the exit status of the last one run.
 
     Raise Rejected (exit 2) if the command is missing or a step is not allowed (steps
@@ -212,7 +223,7 @@ def serve_main(root: str, *, append_only: bool = False, send_only: bool = False)
         raise Rejected(f"subvault serve refused: {exc}") from None
     for step in steps:
         try:
-            cmds = check_step(step, base, append_only=append_only, send_only=send_only)
+            cmds = check_step(step, base, append_only=append_only, send_only=send_only, puller=puller)
         except Rejected as exc:
             raise Rejected(f"subvault serve refused: {exc}") from None
         status = _run_step(cmds)
@@ -227,6 +238,15 @@ def _run_step(cmds: list[list[str]]) -> int:
         # Answered here, not by a new process: the listing needs no privileges beyond reading.
         sys.stdout.write(snapshots_json(cmds[0][2]))
         sys.stdout.flush()
+        return 0
+    if cmds[0][:2] == ["subvault", "pulled"]:
+        from subvault import pullholds
+        from subvault.timeutil import utcnow
+
+        try:
+            pullholds.write_record(cmds[0][4], cmds[0][3], cmds[0][5], utcnow())
+        except ValueError as exc:
+            raise Rejected(f"subvault serve refused: {exc}") from None
         return 0
     if len(cmds) == 1 and cmds[0][:2] not in (["btrfs", "send"], ["btrfs", "receive"]):
         res = process.run(cmds[0], check=False, what=cmds[0][0], input="")

@@ -34,15 +34,17 @@ def replicate(env: Env, target: str | None, no_meter: bool, dry_run: bool, as_js
 @click.option("--root", required=True, metavar="DIR", help="The only directory this key may touch.")
 @click.option("--append-only", is_flag=True, help="Refuse deletes (prune then runs on this host).")
 @click.option("--send-only", is_flag=True, help="Only list and send (a source for `subvault pull`).")
+@click.option("--puller", metavar="NAME", help="Let this key record puller NAME's incremental base, which this host then keeps.")
 @_handle_errors
-def serve(root: str, append_only: bool, send_only: bool) -> int:
+def serve(root: str, append_only: bool, send_only: bool, puller: str | None) -> int:
     """Restricted endpoint for an authorized_keys forced command; reads SSH_ORIGINAL_COMMAND.
 
     Example: command="subvault serve --root /mnt/backup --append-only",restrict ssh-ed25519 AAAA…
+    A pull source: command="subvault serve --root / --send-only --puller pi",restrict ssh-ed25519 AAAA…
     """
     from subvault.serve import serve_main
 
-    return serve_main(root, append_only=append_only, send_only=send_only)
+    return serve_main(root, append_only=append_only, send_only=send_only, puller=puller)
 
 
 @cli.command("prune-received")
@@ -92,6 +94,24 @@ def snapshots(path: str) -> int:
     from subvault.serve import snapshots_json
 
     click.echo(snapshots_json(path), nl=False)
+    return 0
+
+
+@cli.command(hidden=True)
+@click.option("--puller", required=True, metavar="NAME")
+@click.argument("path")
+@click.argument("uuid")
+@_handle_errors
+def pulled(puller: str, path: str, uuid: str) -> int:
+    """Record that puller NAME's incremental base for the subvolume at PATH is UUID (kept by this host's prune)."""
+    from subvault import pullholds
+    from subvault.errors import UsageError
+    from subvault.timeutil import utcnow
+
+    try:
+        pullholds.write_record(path, puller, uuid, utcnow())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 

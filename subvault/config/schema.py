@@ -162,6 +162,7 @@ class SourceConf(Strict):
     ssh_cipher: Annotated[str | None, _doc('ssh cipher, e.g. "aes128-gcm@openssh.com"')] = None
     ssh_options: Annotated[list[str], _doc('extra "-o" options')] = msgspec.field(default_factory=list)
     stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0)] = 10.0
+    puller: Annotated[str | None, _doc("name this host's incremental bases are recorded under on the source (its key: `serve --send-only --puller NAME`); default: this host's short name")] = None
 
     def __post_init__(self) -> None:
         _name(self.name)

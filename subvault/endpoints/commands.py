@@ -19,6 +19,8 @@ Shapes (PATH always absolute):
   btrfs subvolume sync PATH                wait until deleted partials free their space
   btrfs receive PATH                       optionally after `zstd -d -c |`
   btrfs send -q [-p P] [-c C]... PATH      optionally before `| zstd -c -T0`
+  subvault snapshots PATH                  a pull source's snapshots, as JSON
+  subvault pulled --puller NAME PATH UUID  a puller's base on its source (subvault.pullholds)
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def receive(path: str) -> Argv:
 def snapshots(path: str) -> Argv:
     """List the snapper-layout snapshots of the subvolume at path, as JSON (needs subvault on that host)."""
     return ["subvault", "snapshots", path]
+
+
+def pulled(puller: str, path: str, uuid: str) -> Argv:
+    """Record on a pull source that `puller`'s incremental base for the subvolume at path is uuid (needs subvault there)."""
+    return ["subvault", "pulled", "--puller", puller, path, uuid]
 
 
 def send(path: str, parent: str | None = None, clones: tuple[str, ...] = ()) -> Argv:

@@ -26,6 +26,14 @@ def register(source: HoldSource) -> HoldSource:
     return source
 
 
+@register
+def pull_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
+    """Snapshots a puller recorded as its base (subvault.pullholds); read from the subvolume itself."""
+    from subvault import pullholds
+
+    return pullholds.holds(sub.path)
+
+
 def all_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Return every hold on sub's local snapshots, from every layer that has targets."""
     import importlib

@@ -4,6 +4,8 @@ The same endpoint protocol and the same pure planner as push: only the sides are
 swapped. The source's snapshots are listed by `subvault snapshots PATH` (answered by
 `serve` on the source), sent with `btrfs send` there, received and verified here.
 A compromised source holds no credential for this host and cannot delete its backups.
+After pulling, this host records on the source which snapshot each next pull builds on
+(subvault.pullholds), so the source's prune keeps it (invariant 1 on the source side).
 """
 
 from __future__ import annotations
@@ -57,15 +59,40 @@ def pull(ctx: Context, *, source: str | None = None) -> Outcome:
             out.fail(src.name, exc)
             continue
         with ep:
+            bases: list[tuple[SourceSubvolumeConf, str]] = []
             for sub in src.subvolume:
                 try:
-                    _pull_one(ctx, src, ep, dest, sub, out)
+                    base = _pull_one(ctx, src, ep, dest, sub, out)
                 except SubvaultError as exc:
                     out.fail(f"{src.name}:{sub.name}", exc)
+                    continue
+                if base:
+                    bases.append((sub, base))
+            if bases and not ctx.dry_run:
+                _record_bases(src, ep, bases, out)
     return out
 
 
-def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: SourceSubvolumeConf, out: Outcome) -> None:
+def _record_bases(src: SourceConf, ep: Endpoint, bases: list[tuple[SourceSubvolumeConf, str]], out: Outcome) -> None:
+    """Tell the source which snapshot each pulled subvolume's next pull builds on (subvault.pullholds), in one command.
+
+    A source whose key does not allow it gets a warning, not a failure: the pull itself
+    succeeded, but that source's prune may then delete the base (a full send follows).
+    """
+    from subvault.run.replicate import host_name
+
+    puller = src.puller or host_name()
+    try:
+        ep.apply([[C.pulled(puller, sub.path, base)] for sub, base in bases], "record the incremental bases")
+    except SubvaultError as exc:
+        out.warnings.append(
+            f"{src.name}: could not record this host's incremental bases there ({exc}); "
+            f"its prune may delete them: give its key `--puller {puller}`"
+        )
+
+
+def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: SourceSubvolumeConf, out: Outcome) -> str | None:
+    """Pull one subvolume; return the source uuid of its incremental base afterwards (None if none)."""
     subject = f"{src.name}:{sub.name}"
     sources = remote_snapshots(ep, sub)
     container = dest.container(src.name, sub.name)
@@ -77,7 +104,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
         out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final}") for a in plan.adopt]
         out.items += [Item(subject, "would-pull", f"#{by_uuid[s.uuid].number} ({'full' if s.full else 'incremental'})") for s in plan.sends]
         out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
-        return
+        return None
     dest.apply(settle_steps(container, plan), "delete partials")
     out.items += [Item(subject, "delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
     out.items += [Item(subject, "adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
@@ -98,3 +125,4 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
     out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
     if not (plan.sends or plan.prune or plan.partials or plan.adopt):
         out.items.append(Item(subject, "up-to-date", ""))
+    return plan.base_after

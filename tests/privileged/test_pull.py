@@ -12,7 +12,7 @@ from subvault.btrfs import adapter
 
 def test_pull_full_then_incremental_through_send_only_key(homelab, make_fs, make_sshd, tmp_path):
     homelab.cli("snapshot")
-    server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only"))
+    server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only", "--puller", "pi"))
     pi = make_fs("pi")
     opts = ", ".join(f'"{o}"' for o in server.ssh_options())
     puller = tmp_path / "pi.toml"
@@ -27,6 +27,7 @@ dest = "{pi.mountpoint}"
 keep = "24h 8d 5w"
 ssh_identity = "{server.client_key}"
 ssh_options = [{opts}]
+puller = "pi"
 
 [[source.subvolume]]
 name = "var_lib_pvc"
@@ -56,3 +57,79 @@ path = "{homelab.paths["home"]}"
     for cmd in (f"btrfs subvolume delete {homelab.paths['home']}", f"btrfs receive {homelab.paths['home']}", "rm -rf /"):
         proc = subprocess.run([*ssh, cmd], capture_output=True, text=True)
         assert proc.returncode != 0 and "refused" in proc.stderr
+
+
+def _record(path) -> dict:
+    return json.loads((path / ".snapshots" / "subvault-pulled-pi.json").read_text())
+
+
+def test_invariant_1_pull_source_keeps_the_pullers_base(homelab, make_fs, make_sshd, tmp_path):
+    """The puller records its base on the source; the source's own prune keeps it, and the next pull is incremental."""
+    homelab.cli("snapshot")
+    server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only", "--puller", "pi"))
+    pi = make_fs("pi")
+    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
+    puller = tmp_path / "pi.toml"
+    puller.write_text(f'''
+[defaults]
+state_dir = "{tmp_path}/pi-state"
+
+[[source]]
+name = "vps1"
+url = "ssh://root@127.0.0.1:{server.port}/"
+dest = "{pi.mountpoint}"
+ssh_identity = "{server.client_key}"
+ssh_options = [{opts}]
+puller = "pi"
+
+[[source.subvolume]]
+name = "home"
+path = "{homelab.paths["home"]}"
+''')
+    from conftest import run_cli
+
+    first = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]
+    assert not first["warnings"], first
+    home = homelab.paths["home"]
+    base = _record(home)["uuid"]
+    (base_snap,) = [p for p in (home / ".snapshots").iterdir() if p.name.isdigit()]
+    assert adapter.show(base_snap / "snapshot").uuid == base
+    # the source moves on and prunes hard: only its newest timeline snapshot is due to stay
+    for _ in range(2):
+        (home / "more.txt").write_text(str(_))
+        homelab.cli("snapshot", "--force")
+    homelab.config.write_text(homelab.config.read_text().replace('timeline = "24h 7d 4w"', 'timeline = "1h"'))
+    pruned = homelab.cli("prune", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert (base_snap / "snapshot").exists(), "the puller's base survives the source's prune"
+    assert "pulled by pi" in pruned.stdout
+    second = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]["items"]
+    pulls = [i for i in second if i["action"] == "pulled"]
+    assert pulls and not any(i["data"]["full"] for i in pulls), "zero forced full sends"
+    assert _record(home)["uuid"] != base, "the record moves to the new base"
+
+
+def test_a_source_key_without_puller_warns_that_the_base_is_not_held(homelab, make_fs, make_sshd, tmp_path):
+    homelab.cli("snapshot")
+    server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only"))
+    pi = make_fs("pi")
+    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
+    puller = tmp_path / "pi.toml"
+    puller.write_text(f'''
+[[source]]
+name = "vps1"
+url = "ssh://root@127.0.0.1:{server.port}/"
+dest = "{pi.mountpoint}"
+ssh_identity = "{server.client_key}"
+ssh_options = [{opts}]
+
+[[source.subvolume]]
+name = "home"
+path = "{homelab.paths["home"]}"
+''')
+    from conftest import run_cli
+
+    res = run_cli("--config", str(puller), "pull", "--json")
+    out = json.loads(res.stdout)["result"]
+    assert [i for i in out["items"] if i["action"] == "pulled"], out
+    assert any("--puller" in w for w in out["warnings"]), out
