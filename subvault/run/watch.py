@@ -31,7 +31,7 @@ from subvault.plan.coverage import (
 from subvault.plan.freshness import LayerFreshness, plan_freshness
 from subvault.plan.retention import parse_policy
 from subvault.run.context import Context
-from subvault.timeutil import parse_duration
+from subvault.timeutil import format_age, parse_duration
 
 UNIT_CADENCE = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), "m": timedelta(days=31), "y": timedelta(days=366)}
 
@@ -233,7 +233,23 @@ def check(ctx: Context) -> WatchReport:
     for source in _PROBLEM_SOURCES:
         report.problems += source(ctx)
     _drill_age(ctx, report)
+    report.warnings += stale_pull_records(ctx)
     return report
+
+
+def stale_pull_records(ctx: Context) -> list[str]:
+    """Warn about pullers that recorded a base here but have not pulled for pullholds.STALE: they pin a snapshot."""
+    from subvault import pullholds
+
+    out = []
+    for sub in ctx.config.subvolume:
+        for puller, _uuid, when in pullholds.read_records(sub.path):
+            if when is not None and ctx.now - when > pullholds.STALE:
+                out.append(
+                    f"{sub.name}: puller {puller} last pulled {format_age(ctx.now - when)} ago and still holds its base here; "
+                    f"if it is gone, delete {pullholds.record_path(sub.path, puller)}"
+                )
+    return out
 
 
 def _drill_age(ctx: Context, report: WatchReport) -> None:

@@ -133,3 +133,16 @@ path = "{homelab.paths["home"]}"
     out = json.loads(res.stdout)["result"]
     assert [i for i in out["items"] if i["action"] == "pulled"], out
     assert any("--puller" in w for w in out["warnings"]), out
+
+
+def test_check_warns_about_a_puller_that_stopped_pulling(homelab):
+    from datetime import timedelta
+
+    from subvault import pullholds
+    from subvault.timeutil import utcnow
+
+    homelab.cli("snapshot")
+    (snap,) = [p for p in (homelab.paths["home"] / ".snapshots").iterdir() if p.name.isdigit()]
+    pullholds.write_record(homelab.paths["home"], "pi", adapter.show(snap / "snapshot").uuid, utcnow() - timedelta(days=9))
+    res = homelab.cli("check")
+    assert "puller pi last pulled 9d" in res.stdout + res.stderr, res.stdout + res.stderr
