@@ -64,7 +64,10 @@ def _kill_child_on_first_bytes(match: str):
         def report(n: int) -> None:
             if n and not killed:
                 for pid in _children(match):
-                    os.kill(pid, signal.SIGKILL)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        continue  # ended between the listing and the kill
                     killed.append(pid)
 
         return report
@@ -98,7 +101,7 @@ def _first_then_big_change(paths, root, state, url, extra=""):
 def test_kill_receive_mid_stream_then_resume(pair):
     paths, root, state = pair
     ctx = _first_then_big_change(paths, root, state, str(root))
-    factory, killed = _kill_child_on_first_bytes("btrfs receive")
+    factory, killed = _kill_child_on_first_bytes("btrfs receive /")  # the stream, not the read-ahead scan (--dump)
     out = replicate(ctx, progress=factory)
     assert killed and out.errors and "receive" in out.errors[0], dump(out)
     _assert_resumes_incrementally(paths, root, state, str(root))
@@ -107,7 +110,7 @@ def test_kill_receive_mid_stream_then_resume(pair):
 def test_kill_send_mid_stream_then_resume(pair):
     paths, root, state = pair
     ctx = _first_then_big_change(paths, root, state, str(root))
-    factory, killed = _kill_child_on_first_bytes("btrfs send")
+    factory, killed = _kill_child_on_first_bytes("btrfs send -q")  # the stream, not the read-ahead scan (--no-data)
     out = replicate(ctx, progress=factory)
     assert killed and out.errors, dump(out)
     _assert_resumes_incrementally(paths, root, state, str(root))
@@ -118,7 +121,7 @@ def test_kill_ssh_mid_stream_then_resume(pair, sshd):  # noqa: F811
     opts = ", ".join(f'"{o}"' for o in sshd.ssh_options())
     extra = f'ssh_identity = "{sshd.client_key}"\nssh_options = [{opts}]\n'
     ctx = _first_then_big_change(paths, root, state, sshd.url(root), extra)
-    factory, killed = _kill_child_on_first_bytes("btrfs receive")  # the local ssh stage carries this command
+    factory, killed = _kill_child_on_first_bytes("btrfs receive /")  # the local ssh stage carries this command
     out = replicate(ctx, progress=factory)
     assert killed and out.errors, dump(out)
     _wait_remote_receivers_gone(root)
