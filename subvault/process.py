@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -183,7 +185,9 @@ class Pipeline:
     def _start(self, argv: list[str], stdin, stdout) -> _Stage:
         log.debug("pipeline stage %s", _describe(argv))
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.env)
+            if shutil.which(argv[0], path=(self.env or os.environ).get("PATH")) is None:
+                raise FileNotFoundError(argv[0])
+            proc = subprocess.Popen(_dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.env)
         except FileNotFoundError:
             self.kill()
             raise CommandFailed(argv, 127, f"{argv[0]}: command not found; install it", self.what) from None
@@ -209,23 +213,26 @@ class Pipeline:
     ) -> PipelineResult:
         """Run all stages to completion and check each one.
 
-        meter_after: index of the stage whose stdout is copied through Python to count
-        bytes (needed for progress and stall detection); None lets the kernel connect
-        every stage directly. progress is called at most twice a second; watch, if
-        given, after every move (it must be cheap).
+        meter_after: index of the stage whose output is counted (needed for progress and
+        stall detection); None counts nothing. The kernel connects every stage directly
+        either way: the count is that stage's write total, read from /proc/PID/io four
+        times a second. Only where the kernel keeps no such count are the bytes spliced
+        through this process instead. progress is called at most twice a second, watch
+        on every new count (it must be cheap).
         """
         started = time.monotonic()
         total = 0
         argvs = self.stages_argv
-        if meter_after is None:
-            prev_stdout = self.stdin
-            for i, argv in enumerate(argvs):
-                last = i == len(argvs) - 1
-                stage = self._start(argv, prev_stdout, self.stdout if last else subprocess.PIPE)
-                if i > 0 and self._stages[i - 1].proc.stdout is not None:
-                    self._stages[i - 1].proc.stdout.close()  # only the child holds it now
-                prev_stdout = stage.proc.stdout
-            self._wait_all()
+        if meter_after is None or _io_accounting():
+            self._start_direct()
+            meter = None
+            if meter_after is not None:
+                meter = _IoMeter(self, self._stages[meter_after], stall_seconds, progress, watch)
+            self._wait_all(meter)
+            if meter is not None:
+                total = meter.total
+                if progress:
+                    progress(total)
         else:
             head = argvs[: meter_after + 1]
             tail = argvs[meter_after + 1 :]
@@ -259,6 +266,16 @@ class Pipeline:
             sink_close()
             self._wait_all()
         return PipelineResult(total, time.monotonic() - started)
+
+    def _start_direct(self) -> None:
+        """Start every stage, each one's stdout the next one's stdin."""
+        prev_stdout = self.stdin
+        for i, argv in enumerate(self.stages_argv):
+            last = i == len(self.stages_argv) - 1
+            stage = self._start(argv, prev_stdout, self.stdout if last else subprocess.PIPE)
+            if i > 0 and self._stages[i - 1].proc.stdout is not None:
+                self._stages[i - 1].proc.stdout.close()  # only the child holds it now
+            prev_stdout = stage.proc.stdout
 
     def capture(self) -> str:
         """Run all stages, return the last stage's stdout as text; check every stage.
@@ -336,14 +353,22 @@ class Pipeline:
     def _any_failed(self) -> bool:
         return any(s.proc.poll() not in (None, 0) for s in self._stages)
 
-    def _wait_all(self) -> None:
-        """Wait for every stage; on the first failure stop the others and raise."""
+    def _wait_all(self, meter: "_IoMeter | None" = None) -> None:
+        """Wait for every stage; on the first failure stop the others and raise.
+
+        With a meter, it is read on every wake-up (and once more when its stage has
+        exited, before that stage is reaped); it raises StalledTransfer on a stall.
+        """
         pending = list(self._stages)
         failed: _Stage | None = None
-        exits = _ExitWatch(pending)
+        exits = _ExitWatch(pending, tick=_IoMeter.TICK if meter else None)
         try:
             while pending:
+                if meter is not None and meter.stage in pending:
+                    meter.sample()
                 for stage in list(pending):
+                    if meter is not None and stage is meter.stage and _exited(stage):
+                        meter.sample()  # the final count, read before the stage is reaped
                     rc = stage.proc.poll()
                     if rc is None:
                         continue
@@ -385,9 +410,10 @@ def _widen_pipe(fd: int) -> None:
 
 
 class _ExitWatch:
-    """Wait until some child exits, through pidfds (no polling loop with sleeps)."""
+    """Wait until some child exits, through pidfds (no polling loop with sleeps); with tick, at most that long."""
 
-    def __init__(self, stages: list[_Stage]) -> None:
+    def __init__(self, stages: list[_Stage], tick: float | None = None) -> None:
+        self.tick_ms = int(tick * 1000) if tick else None
         self.fds: dict[int, int] = {}  # pid -> pidfd
         self.poller = select.poll()
         for stage in stages:
@@ -405,7 +431,7 @@ class _ExitWatch:
             os.close(fd)
 
     def wait(self) -> None:
-        self.poller.poll(1000 if self.fds else 20)
+        self.poller.poll(self.tick_ms or (1000 if self.fds else 20))
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -456,6 +482,100 @@ class _Meter:
         if self.progress and now - self.last_report >= 0.5:
             self.progress(total)
             self.last_report = now
+
+
+def _dies_with_us(argv: list[str]) -> list[str]:
+    """Return argv run so that it is killed when the thread that started it ends (PR_SET_PDEATHSIG).
+
+    A stage's bytes never pass through this process, so nothing else would stop a send
+    | receive whose subvault was killed: it would finish unattended while the next run
+    may already be clearing its destination. Every Pipeline is waited for by the thread
+    that started it, so that thread ends only after its stages (util-linux's setpriv;
+    without it the stage runs as given).
+    """
+    setpriv = _setpriv()
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+class _IoMeter:
+    """Counts one stage's output from the kernel's I/O accounting (/proc/PID/io wchar): no byte passes through us.
+
+    For `btrfs send` the count is exactly the stream (the kernel's writes for its ioctl
+    are accounted to it); for ssh or zstd it is what they wrote, protocol chatter
+    included. No new bytes for stall_seconds kills the pipeline: a stall is judged by
+    progress, never by a wall-clock limit.
+    """
+
+    TICK = 0.25
+
+    def __init__(
+        self, pipe: "Pipeline", stage: _Stage, stall_seconds: float | None, progress: ProgressCallback | None, watch: ProgressCallback | None
+    ) -> None:
+        self.pipe = pipe
+        self.stage = stage
+        self.path = f"/proc/{stage.proc.pid}/io"
+        self.stall_seconds = stall_seconds
+        self.progress = progress
+        self.watch = watch
+        self.total = 0
+        self.last_move = time.monotonic()
+        self.last_report = 0.0
+
+    def sample(self) -> None:
+        """Read the count; report news; raise StalledTransfer (after stopping every stage) on a stall."""
+        now = time.monotonic()
+        count = _wchar(self.path)
+        if count is not None and count > self.total:
+            self.total = count
+            self.last_move = now
+            if self.watch:
+                self.watch(count)
+            if self.progress and now - self.last_report >= 0.5:
+                self.progress(count)
+                self.last_report = now
+            return
+        if self.stall_seconds and now - self.last_move > self.stall_seconds:
+            self.pipe.kill()
+            raise StalledTransfer(
+                f"{self.pipe.what or 'transfer'} stalled: no data for {int(self.stall_seconds)}s; "
+                "check the network and the target, then run again (it resumes)"
+            )
+
+
+def _exited(stage: _Stage) -> bool:
+    """True when the stage has exited but is not reaped yet (it stays readable in /proc)."""
+    try:
+        return os.waitid(os.P_PID, stage.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return False
+
+
+def _wchar(path: str) -> int | None:
+    """Return the wchar line of a /proc/PID/io file, or None once the process is gone."""
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if line.startswith(b"wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_IO_ACCOUNTING: bool | None = None
+
+
+def _io_accounting() -> bool:
+    """True when the kernel keeps per-process I/O counts this process may read (CONFIG_TASK_IO_ACCOUNTING)."""
+    global _IO_ACCOUNTING
+    if _IO_ACCOUNTING is None:
+        _IO_ACCOUNTING = _wchar(f"/proc/{os.getpid()}/io") is not None
+    return _IO_ACCOUNTING
 
 
 def _copy_chunk(src_fd: int, sink_fd: int) -> int:

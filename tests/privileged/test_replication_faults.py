@@ -57,7 +57,55 @@ def _children(match: str) -> list[int]:
     return out
 
 
-def _kill_child_on_first_bytes(match: str):
+# A stage after `btrfs send` that lets the first MiB through and then holds the stream
+# until the test releases it: the kill always lands mid-stream, whatever the speed.
+GATE = (
+    "import os, sys\n"
+    "hold = os.open(sys.argv[1], os.O_RDWR)\n"
+    "src, dst = sys.stdin.buffer, sys.stdout.buffer\n"
+    "dst.write(src.read(1 << 20)); dst.flush()\n"
+    "os.read(hold, 1)\n"
+    "while chunk := src.read(1 << 16): dst.write(chunk)\n"
+)
+
+
+class Gate:
+    """Holds every stream after its first MiB once armed; release() lets it go on."""
+
+    def __init__(self, monkeypatch, fifo: Path) -> None:
+        self.monkeypatch = monkeypatch
+        self.fifo = fifo
+        os.mkfifo(fifo)
+
+    def arm(self) -> None:
+        original = endpoint_mod.Endpoint.send_stages
+        fifo = str(self.fifo)
+
+        def gated(self, *a, **kw):
+            return [*original(self, *a, **kw), [sys.executable, "-c", GATE, fifo]]
+
+        self.monkeypatch.setattr(endpoint_mod.Endpoint, "send_stages", gated)
+
+    def disarm(self) -> None:
+        self.monkeypatch.undo()
+
+    def release(self) -> None:
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return  # the gate is gone already
+        os.write(fd, b"go")
+        os.close(fd)
+
+
+@pytest.fixture
+def gate(monkeypatch, tmp_path):
+    g = Gate(monkeypatch, tmp_path / "gate")
+    yield g
+    monkeypatch.undo()
+
+
+def _kill_child_on_first_bytes(match: str, release=lambda: None):
     killed: list[int] = []
 
     def factory(subject: str):
@@ -69,6 +117,7 @@ def _kill_child_on_first_bytes(match: str):
                     except ProcessLookupError:
                         continue  # ended between the listing and the kill
                     killed.append(pid)
+                release()
 
         return report
 
@@ -98,31 +147,37 @@ def _first_then_big_change(paths, root, state, url, extra=""):
     return context(paths, url, now=T0 + timedelta(hours=1, minutes=5), state=state, extra_target=extra)
 
 
-def test_kill_receive_mid_stream_then_resume(pair):
+def test_kill_receive_mid_stream_then_resume(pair, gate):
     paths, root, state = pair
     ctx = _first_then_big_change(paths, root, state, str(root))
-    factory, killed = _kill_child_on_first_bytes("btrfs receive /")  # the stream, not the read-ahead scan (--dump)
+    gate.arm()
+    factory, killed = _kill_child_on_first_bytes("btrfs receive /", gate.release)  # the stream, not the read-ahead scan (--dump)
     out = replicate(ctx, progress=factory)
+    gate.disarm()
     assert killed and out.errors and "receive" in out.errors[0], dump(out)
     _assert_resumes_incrementally(paths, root, state, str(root))
 
 
-def test_kill_send_mid_stream_then_resume(pair):
+def test_kill_send_mid_stream_then_resume(pair, gate):
     paths, root, state = pair
     ctx = _first_then_big_change(paths, root, state, str(root))
-    factory, killed = _kill_child_on_first_bytes("btrfs send -q")  # the stream, not the read-ahead scan (--no-data)
+    gate.arm()
+    factory, killed = _kill_child_on_first_bytes("btrfs send -q", gate.release)  # the stream, not the read-ahead scan (--no-data)
     out = replicate(ctx, progress=factory)
+    gate.disarm()
     assert killed and out.errors, dump(out)
     _assert_resumes_incrementally(paths, root, state, str(root))
 
 
-def test_kill_ssh_mid_stream_then_resume(pair, sshd):  # noqa: F811
+def test_kill_ssh_mid_stream_then_resume(pair, sshd, gate):  # noqa: F811
     paths, root, state = pair
     opts = ", ".join(f'"{o}"' for o in sshd.ssh_options())
     extra = f'ssh_identity = "{sshd.client_key}"\nssh_options = [{opts}]\n'
     ctx = _first_then_big_change(paths, root, state, sshd.url(root), extra)
-    factory, killed = _kill_child_on_first_bytes("btrfs receive /")  # the local ssh stage carries this command
+    gate.arm()
+    factory, killed = _kill_child_on_first_bytes("btrfs receive /", gate.release)  # the local ssh stage carries this command
     out = replicate(ctx, progress=factory)
+    gate.disarm()
     assert killed and out.errors, dump(out)
     _wait_remote_receivers_gone(root)
     _assert_resumes_incrementally(paths, root, state, sshd.url(root), extra)
@@ -172,6 +227,9 @@ KILL_SELF = textwrap.dedent(
     from subvault.config.load import parse_config
     from subvault.run.context import Context
     from subvault.run.replicate import replicate
+    from subvault.endpoints import endpoint as endpoint_mod
+    original = endpoint_mod.Endpoint.send_stages
+    endpoint_mod.Endpoint.send_stages = lambda self, *a, **kw: [*original(self, *a, **kw), [sys.executable, "-c", {gate!r}, {fifo!r}]]
     cfg = parse_config(open({cfg!r}).read())
     ctx = Context(cfg, now=datetime.fromisoformat({now!r}), tz=datetime.fromisoformat({now!r}).tzinfo)
     def factory(subject):
@@ -189,7 +247,9 @@ def test_kill_subvault_itself_then_resume(pair, tmp_path):
     ctx = _first_then_big_change(paths, root, state, str(root))
     cfg = tmp_path / "subvault.toml"
     cfg.write_text(config_text(paths, str(root), state=state))
-    script = KILL_SELF.format(here=str(HERE), cfg=str(cfg), now=ctx.now.isoformat())
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    script = KILL_SELF.format(here=str(HERE), cfg=str(cfg), now=ctx.now.isoformat(), gate=GATE, fifo=str(fifo))
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     _wait_remote_receivers_gone(root)
