@@ -140,10 +140,9 @@ ProgressCallback = Callable[[int], None]
 class Pipeline:
     """A chain of processes, stdout of each into stdin of the next.
 
-    Data never passes through Python unless `meter` is set, and then only through a
-    splice-free copy loop between the first stage and the rest, used to count bytes
-    for progress and stall detection. Use as a context manager: leaving it kills any
-    stage still alive.
+    Stream bytes never pass through Python: the kernel connects the stages, and the
+    meter (progress, stall detection) reads a stage's write count from /proc (see run).
+    Use as a context manager: leaving it kills any stage still alive.
     """
 
     def __init__(
