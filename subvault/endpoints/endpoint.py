@@ -24,6 +24,8 @@ from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
 from subvault.endpoints.runner import Argv, LocalRunner, Runner, SshRunner, Step, parse_ssh_url
 from subvault.errors import CommandFailed, NotBtrfs, NotFound, Refused
+
+SSH_CONNECTION_ERROR = 255  # ssh's own failure, never a remote command's answer
 from subvault.plan.replication import Entry, parse_entry_time
 
 
@@ -107,7 +109,7 @@ class Endpoint:
         res = self.runner.run_steps(steps, what=f"{self.name}: list {posixpath.basename(container)}", check=False)
         show, listed, readonly = C.split_listing(res.stdout)
         if res.returncode != 0:
-            if not show:
+            if not show.strip() and res.returncode != SSH_CONNECTION_ERROR:
                 return None  # `show` failed: no container (yet)
             raise CommandFailed(res.argv, res.returncode, res.stderr, f"{self.name}: list {container}")
         return [(c.name, c.uuid, c.received_uuid, c.name in readonly) for c in listed]

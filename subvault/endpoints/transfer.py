@@ -25,28 +25,21 @@ from typing import Callable, ContextManager, Sequence
 from subvault import process
 from subvault.btrfs.prefetch import Prefetch
 from subvault.endpoints import commands as C
-from subvault.endpoints.endpoint import Endpoint
+from subvault.endpoints.endpoint import SSH_CONNECTION_ERROR, Endpoint
 from subvault.endpoints.runner import Step
 from subvault.errors import CommandFailed, PermanentError, TransientError
 from subvault.plan.replication import Removal, ReplicationPlan
 
 Progress = Callable[[int], None]
 
-
 class TransferFailed(TransientError):
     """A stage of the send | receive pipeline failed; the partial is removed by the next run."""
-
 
 class LinkLost(TransferFailed):
     """The ssh connection itself failed (exit 255): the rest of this target's work would too."""
 
-
-SSH_CONNECTION_ERROR = 255
-
-
 class VerifyFailed(PermanentError):
     """A receive finished but its result is not the snapshot that was sent."""
-
 
 @dataclass(frozen=True)
 class Transferred:
@@ -54,7 +47,6 @@ class Transferred:
     seconds: float
     name: str
     owed: tuple[Step, ...] = ()  # the rename still to run on dest (when rename=False)
-
 
 def transfer(
     source: Endpoint,
@@ -128,7 +120,6 @@ def transfer(
         return Transferred(result.bytes, result.seconds, final_name)
     return Transferred(result.bytes, result.seconds, final_name, owed=([C.rename(received, final)],))
 
-
 def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
     """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives."""
     steps: list[Step] = [[C.delete(posixpath.join(container, r.name))] for r in plan.partials]
@@ -137,18 +128,15 @@ def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
     steps += [[C.rename(posixpath.join(container, a.name), posixpath.join(container, a.final))] for a in plan.adopt]
     return steps
 
-
 def prune_steps(container: str, removals: Sequence[Removal]) -> list[Step]:
     """Steps deleting these entries from container."""
     return [[C.delete(posixpath.join(container, r.name))] for r in removals]
-
 
 def _parse_answer(text: str, dest: Endpoint, received: str) -> C.Shown:
     try:
         return C.parse_show(text)
     except ValueError:
         raise VerifyFailed(f"{dest.name}: no `btrfs subvolume show` answer for {received} after the receive; run again") from None
-
 
 def _verify(dest: Endpoint, received: str, uuid: str, shown: C.Shown) -> None:
     """Raise VerifyFailed, after removing it, unless received is read-only with received_uuid == uuid."""
@@ -163,13 +151,11 @@ def _verify(dest: Endpoint, received: str, uuid: str, shown: C.Shown) -> None:
         f"(read-only={shown.readonly}, received_uuid={shown.received_uuid}, expected {uuid}); removed, run again"
     )
 
-
 def _stage_name(argv: list[str]) -> str:
     """Name a failed stage by what it did: "btrfs receive", "btrfs send", "ssh (…)", "zstd"."""
     if argv and argv[0] == "ssh":
         return f"ssh ({argv[-1].split('|')[-1].strip().split(' /')[0]} on the remote)"
     return " ".join(argv[:2]) if argv[:1] == ["btrfs"] else (argv[0] if argv else "?")
-
 
 def _how(exc: CommandFailed) -> str:
     if exc.returncode < 0:
