@@ -222,11 +222,13 @@ class Pipeline:
         started = time.monotonic()
         total = 0
         argvs = self.stages_argv
-        if meter_after is None or _io_accounting():
+        counted = _counted_stage(argvs, meter_after) if meter_after is not None and _io_accounting() else None
+        if meter_after is None or counted is not None:
             self._start_direct()
             meter = None
-            if meter_after is not None:
-                meter = _IoMeter(self, self._stages[meter_after], stall_seconds, progress, watch)
+            if counted is not None:
+                index, field = counted
+                meter = _IoMeter(self, self._stages[index], field, stall_seconds, progress, watch)
             self._wait_all(meter)
             if meter is not None:
                 total = meter.total
@@ -363,10 +365,14 @@ class Pipeline:
         exits = _ExitWatch(pending, tick=_IoMeter.TICK if meter else None)
         try:
             while pending:
-                if meter is not None and meter.stage in pending:
-                    meter.sample()
+                if meter is not None:
+                    # Once the counted stage is reaped its pid may be reused: then only
+                    # the stall timer runs on (a receiver stuck after the sender ended).
+                    meter.sample(alive=meter.stage in pending)
                 for stage in list(pending):
-                    if meter is not None and stage is meter.stage and _exited(stage):
+                    if meter is not None and stage is meter.stage and stage.proc.returncode is None:
+                        if not _exited(stage):
+                            continue  # never reap it between two readings: its last count would be lost
                         meter.sample()  # the final count, read before the stage is reaped
                     rc = stage.proc.poll()
                     if rc is None:
@@ -502,21 +508,28 @@ def _setpriv() -> str | None:
 
 
 class _IoMeter:
-    """Counts one stage's output from the kernel's I/O accounting (/proc/PID/io wchar): no byte passes through us.
+    """Counts the stream from the kernel's I/O accounting (/proc/PID/io): no byte passes through us.
 
-    For `btrfs send` the count is exactly the stream (the kernel's writes for its ioctl
-    are accounted to it); for ssh or zstd it is what they wrote, protocol chatter
-    included. No new bytes for stall_seconds kills the pipeline: a stall is judged by
+    The count is a stage's writes (wchar) or, after an ssh stage, the next stage's reads
+    (rchar; see _counted_stage). For `btrfs send` it is exactly the stream (the kernel's
+    writes for its ioctl are accounted to it); for zstd what it wrote. No new bytes for stall_seconds kills the pipeline: a stall is judged by
     progress, never by a wall-clock limit.
     """
 
     TICK = 0.25
 
     def __init__(
-        self, pipe: "Pipeline", stage: _Stage, stall_seconds: float | None, progress: ProgressCallback | None, watch: ProgressCallback | None
+        self,
+        pipe: "Pipeline",
+        stage: _Stage,
+        field: str,
+        stall_seconds: float | None,
+        progress: ProgressCallback | None,
+        watch: ProgressCallback | None,
     ) -> None:
         self.pipe = pipe
         self.stage = stage
+        self.field = field.encode() + b":"
         self.path = f"/proc/{stage.proc.pid}/io"
         self.stall_seconds = stall_seconds
         self.progress = progress
@@ -525,10 +538,10 @@ class _IoMeter:
         self.last_move = time.monotonic()
         self.last_report = 0.0
 
-    def sample(self) -> None:
-        """Read the count; report news; raise StalledTransfer (after stopping every stage) on a stall."""
+    def sample(self, alive: bool = True) -> None:
+        """Read the count (while the stage is alive); report news; raise StalledTransfer (after stopping every stage) on a stall."""
         now = time.monotonic()
-        count = _wchar(self.path)
+        count = _io_count(self.path, self.field) if alive else None
         if count is not None and count > self.total:
             self.total = count
             self.last_move = now
@@ -547,19 +560,33 @@ class _IoMeter:
 
 
 def _exited(stage: _Stage) -> bool:
-    """True when the stage has exited but is not reaped yet (it stays readable in /proc)."""
+    """True when the stage has exited (a zombie stays readable in /proc until reaped), or is no child of ours any more."""
     try:
         return os.waitid(os.P_PID, stage.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
-        return False
+        return True
 
 
-def _wchar(path: str) -> int | None:
-    """Return the wchar line of a /proc/PID/io file, or None once the process is gone."""
+def _counted_stage(argvs: list[list[str]], after: int) -> tuple[int, str] | None:
+    """Return (stage index, /proc/PID/io field) whose count is the stream leaving stage `after`.
+
+    Normally that stage's writes (wchar). An ssh client, though, may be a ControlMaster
+    client that hands its pipes to the master: then count what the next stage reads
+    (rchar). None when neither can be counted (ssh is the last stage): splice instead.
+    """
+    if argvs[after][:1] != ["ssh"]:
+        return after, "wchar"
+    if after + 1 < len(argvs):
+        return after + 1, "rchar"
+    return None
+
+
+def _io_count(path: str, field: bytes = b"wchar:") -> int | None:
+    """Return one field (b"wchar:", b"rchar:") of a /proc/PID/io file, or None once the process is gone."""
     try:
         with open(path, "rb") as fh:
             for line in fh:
-                if line.startswith(b"wchar:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None
@@ -573,7 +600,7 @@ def _io_accounting() -> bool:
     """True when the kernel keeps per-process I/O counts this process may read (CONFIG_TASK_IO_ACCOUNTING)."""
     global _IO_ACCOUNTING
     if _IO_ACCOUNTING is None:
-        _IO_ACCOUNTING = _wchar(f"/proc/{os.getpid()}/io") is not None
+        _IO_ACCOUNTING = _io_count(f"/proc/{os.getpid()}/io") is not None
     return _IO_ACCOUNTING
 
 

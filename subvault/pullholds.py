@@ -13,7 +13,8 @@ long as the record names it. Rules:
 - NAME comes from the forced command, never from the client, so a puller can only move
   its own record; the worst a compromised puller can do is pin one snapshot per
   subvolume.
-- The record is written atomically (temporary file, fsync, rename) and is only a hint
+- The record is written atomically (temporary file, fsync, rename), only into a real
+  `.snapshots` directory of a subvolume (never through a symlink), and is only a hint
   for holding: a missing or unreadable record holds nothing, it never deletes.
 - `check` reports records older than STALE, so a puller that stopped pulling does not
   pin a snapshot unnoticed.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -38,21 +40,34 @@ def record_path(sub_path: str | Path, puller: str) -> Path:
 
 
 def write_record(sub_path: str | Path, puller: str, uuid: str, now: datetime) -> None:
-    """Record that puller's base for the subvolume at sub_path is uuid. Raise ValueError for a bad name or uuid, or if it cannot be written."""
+    """Record that puller's base for the subvolume at sub_path is uuid.
+
+    The record goes only into a real `.snapshots` directory owned by this user (never
+    through a symlink: the temporary file is created exclusively, relative to that
+    directory). Raise ValueError for a bad name or uuid, or if it cannot be written.
+    """
     if not NAME_RE.match(puller) or not UUID_RE.match(uuid):
         raise ValueError(f"bad puller name {puller!r} or uuid {uuid!r}")
-    path = record_path(sub_path, puller)
-    if not path.parent.is_dir():
-        raise ValueError(f"{sub_path} has no .snapshots directory: not a subvolume subvault snapshots")
-    tmp = path.with_name(f".{path.name}.tmp")
+    name = record_path(sub_path, puller).name
     try:
-        with open(tmp, "w") as fh:
-            json.dump({"puller": puller, "uuid": uuid, "at": now.isoformat()}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror}") from None
+        dfd = os.open(Path(sub_path) / ".snapshots", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise ValueError(f"{sub_path} has no .snapshots directory: not a subvolume subvault snapshots") from None
+    try:
+        if os.fstat(dfd).st_uid != os.geteuid():
+            raise ValueError(f"{sub_path}/.snapshots is not owned by this user; refusing to write there")
+        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"puller": puller, "uuid": uuid, "at": now.isoformat()}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            raise ValueError(f"cannot write {sub_path}/.snapshots/{name}: {exc.strerror}") from None
+    finally:
+        os.close(dfd)
 
 
 def read_records(sub_path: str | Path) -> list[tuple[str, str, datetime | None]]:

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from subvault import process
+from subvault.btrfs import adapter
 from subvault.endpoints import commands as C
 from subvault.errors import EXIT_USAGE, SubvaultError
 from subvault.plan.replication import parse_entry_time
@@ -79,9 +80,10 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
             resolved = _inside(root, path, must_exist=True)
             if resolved == str(root):
                 raise Rejected("refusing to delete the root")
-            # Only an entry under a final name is a kept backup; anything else in a
-            # container is a receive in progress or cut off, which the sender clears.
-            kind = DELETE if _is_final(resolved) else CLEAR
+            # Only an entry of a container (<root>/<host>/<sub>/<name>) that is not under
+            # a final name is a receive in progress or cut off, which the sender clears;
+            # everything else may be, or may hold, a kept backup.
+            kind = CLEAR if _is_entry(root, resolved) and not _is_final(resolved) else DELETE
             return kind, C.delete(resolved)
         raise Rejected(f"btrfs subvolume {verb} is not allowed")
     if argv[:2] == ["mkdir", "-p"] and n == 3:
@@ -98,8 +100,16 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
     if n == 3 and argv[:2] == ["subvault", "snapshots"]:
         return READ, C.snapshots(_inside(root, argv[2], must_exist=True))
     if n == 6 and argv[:3] == ["subvault", "pulled", "--puller"]:
-        return HOLD, C.pulled(argv[3], _inside(root, argv[4], must_exist=True), argv[5])
+        path = _inside(root, argv[4], must_exist=True)
+        if not adapter.is_subvolume(path):
+            raise Rejected(f"{argv[4]} is not a subvolume")
+        return HOLD, C.pulled(argv[3], path, argv[5])
     raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
+
+
+def _is_entry(root: Path, path: str) -> bool:
+    """True when path is an entry of a container: exactly <root>/<host>/<sub>/<name>."""
+    return len(Path(path).relative_to(root).parts) == 3
 
 
 def _is_final(path: str) -> bool:
@@ -112,6 +122,8 @@ def _check_rename(root: Path, src: str, dst: str) -> list[str]:
     src_r, dst_r = _inside(root, src, must_exist=True), _inside(root, dst)
     if os.path.dirname(src_r) != os.path.dirname(dst_r):
         raise Rejected("rename must stay in one directory")
+    if not _is_entry(root, src_r):
+        raise Rejected("only an entry of a container (<root>/<host>/<subvolume>/<name>) may be renamed")
     sub_name = os.path.basename(os.path.dirname(dst_r))
     if parse_entry_time(sub_name, os.path.basename(src_r)) is not None:
         raise Rejected("only a fresh receive may be renamed")

@@ -12,7 +12,7 @@ Rules:
 - Never more than `window` bytes ahead of what the stream has moved (moved() is fed
   by the pipeline's meter), so a large change never floods the page cache.
 - Best effort, read-only: an extent whose file cannot be opened (a path the stream
-  renames later) is skipped; a failing scan only loses the head start. The send
+  renames later, or one through a symlink, or not a regular file) is skipped; a failing scan only loses the head start. The send
   itself never depends on it.
 - The extents' total is the stream's expected size (data; headers and metadata add a
   little): progress uses it for an ETA once the scan has ended.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections import deque
 from typing import Callable
@@ -132,7 +133,7 @@ class Prefetch:
                 if current is None or current[0] != path:
                     if current is not None and current[1] is not None:
                         os.close(current[1])
-                    current = (path, _open(os.path.join(self.snapshot, path)))
+                    current = (path, _open(self.snapshot, path))
                 if current[1] is not None:
                     os.posix_fadvise(current[1], offset, length, os.POSIX_FADV_WILLNEED)
                 self.advised += length
@@ -141,8 +142,33 @@ class Prefetch:
                 os.close(current[1])
 
 
-def _open(path: str) -> int | None:
+def _open(snapshot: str, rel: str) -> int | None:
+    """Open the regular file rel inside snapshot for reading, or return None.
+
+    Never through a symlink, and never opening anything but a regular file (opening a
+    device can have effects): each directory is opened without following links, the
+    file first as an O_PATH handle that is checked before it is opened for real.
+    """
+    parts = rel.split("/")
+    if not rel or any(part in ("", ".", "..") for part in parts):
+        return None
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(snapshot, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        handle = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                return None
+            return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NOCTTY)
+        finally:
+            os.close(handle)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -42,6 +42,7 @@ path = "{homelab.paths["home"]}"
     first = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]["items"]
     pulled = [i for i in first if i["action"] == "pulled"]
     assert len(pulled) == 2 and all(i["data"]["full"] for i in pulled)
+    assert all(i["data"]["bytes"] > 10_000 for i in pulled), "the stream is counted through a multiplexed ssh too"
     (homelab.paths["var_lib_pvc"] / "nextcloud" / "new.txt").write_text("pulled later\n")
     homelab.cli("snapshot", "--force")
     second = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]["items"]

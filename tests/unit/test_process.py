@@ -60,3 +60,17 @@ def test_invariant_11_registered_secrets_are_masked():
 def test_capture_returns_last_stage_output():
     with process.pipeline([["printf", "a\\nb\\n"], ["sort", "-r"]]) as pipe:
         assert pipe.capture() == "b\na\n"
+
+
+def test_after_an_ssh_stage_the_next_stage_reads_are_counted(tmp_path, monkeypatch):
+    """A ControlMaster client hands its pipes to the master, so its own writes say nothing: count the reader."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text("#!/bin/sh\nexec head -c 3000000 /dev/zero\n")
+    (fake / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{__import__('os').environ['PATH']}")
+    out = tmp_path / "out"
+    with open(out, "wb") as fh, process.pipeline([["ssh", "host", "btrfs send"], ["cat"]], stdout=fh) as pipe:
+        result = pipe.run(meter_after=0)
+    assert out.stat().st_size == 3_000_000
+    assert 3_000_000 <= result.bytes < 3_100_000, "the reader's count: the stream plus its own few library reads"

@@ -98,3 +98,16 @@ def test_split_listing_separates_show_children_and_readonly() -> None:
     assert C.parse_show(show).uuid == "11111111-1111-1111-1111-111111111111"
     assert [(c.name, c.received_uuid) for c in children] == [("data.20261120T000000Z", "aaaa"), ("snapshot", None)]
     assert readonly == {"data.20261120T000000Z"}
+
+
+def test_invariant_8_append_only_key_cannot_rename_a_container_to_unmask_kept_backups(tmp_path: Path) -> None:
+    """Renaming the container would make its kept entries look like partials: refused."""
+    root = tmp_path / "root"
+    kept = root / "vm" / "data" / "data.20261120T000000Z"
+    kept.mkdir(parents=True)
+    with pytest.raises(Rejected, match="only an entry"):
+        check_step([C.rename(str(root / "vm" / "data"), str(root / "vm" / "vm.20240101T000000Z"))], root, append_only=True, send_only=False)
+    with pytest.raises(Rejected, match="append-only"):
+        check_step([C.delete(str(root / "vm" / "data"))], root, append_only=True, send_only=False)
+    with pytest.raises(Rejected, match="append-only"):
+        check_step([C.delete(str(root / "vm"))], root, append_only=True, send_only=False)
