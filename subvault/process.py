@@ -469,17 +469,22 @@ class _Meter:
             poller = self.pollers[key] = select.poll()
             poller.register(fd, event | select.POLLERR | select.POLLHUP)
         while not poller.poll(1000):
-            if self.stall_seconds and time.monotonic() - self.last_move > self.stall_seconds:
-                self.pipe.kill()
-                raise StalledTransfer(
-                    f"{self.pipe.what or 'transfer'} stalled: no data for {int(self.stall_seconds)}s; "
-                    "check the network and the target, then run again (it resumes)"
-                )
+            self.check_stall(time.monotonic())
             if self.pipe._any_failed():
                 return False
         return True
 
+    def check_stall(self, now: float) -> None:
+        """Raise StalledTransfer, after stopping every stage, when no byte moved for stall_seconds."""
+        if self.stall_seconds and now - self.last_move > self.stall_seconds:
+            self.pipe.kill()
+            raise StalledTransfer(
+                f"{self.pipe.what or 'transfer'} stalled: no data for {int(self.stall_seconds)}s; "
+                "check the network and the target, then run again (it resumes)"
+            )
+
     def moved(self, total: int) -> None:
+        """total bytes have moved so far: restart the stall clock, tell watch, and progress at most twice a second."""
         now = time.monotonic()
         self.last_move = now
         if self.watch:
@@ -507,13 +512,14 @@ def _setpriv() -> str | None:
     return shutil.which("setpriv")
 
 
-class _IoMeter:
+class _IoMeter(_Meter):
     """Counts the stream from the kernel's I/O accounting (/proc/PID/io): no byte passes through us.
 
     The count is a stage's writes (wchar) or, after an ssh stage, the next stage's reads
     (rchar; see _counted_stage). For `btrfs send` it is exactly the stream (the kernel's
-    writes for its ioctl are accounted to it); for zstd what it wrote. No new bytes for stall_seconds kills the pipeline: a stall is judged by
-    progress, never by a wall-clock limit.
+    writes for its ioctl are accounted to it); for zstd what it wrote. No new bytes for
+    stall_seconds kills the pipeline: a stall is judged by progress, never by a
+    wall-clock limit.
     """
 
     TICK = 0.25
@@ -527,36 +533,20 @@ class _IoMeter:
         progress: ProgressCallback | None,
         watch: ProgressCallback | None,
     ) -> None:
-        self.pipe = pipe
+        super().__init__(pipe, stall_seconds, progress, watch)
         self.stage = stage
         self.field = field.encode() + b":"
         self.path = f"/proc/{stage.proc.pid}/io"
-        self.stall_seconds = stall_seconds
-        self.progress = progress
-        self.watch = watch
         self.total = 0
-        self.last_move = time.monotonic()
-        self.last_report = 0.0
 
     def sample(self, alive: bool = True) -> None:
         """Read the count (while the stage is alive); report news; raise StalledTransfer (after stopping every stage) on a stall."""
-        now = time.monotonic()
         count = _io_count(self.path, self.field) if alive else None
         if count is not None and count > self.total:
             self.total = count
-            self.last_move = now
-            if self.watch:
-                self.watch(count)
-            if self.progress and now - self.last_report >= 0.5:
-                self.progress(count)
-                self.last_report = now
+            self.moved(count)
             return
-        if self.stall_seconds and now - self.last_move > self.stall_seconds:
-            self.pipe.kill()
-            raise StalledTransfer(
-                f"{self.pipe.what or 'transfer'} stalled: no data for {int(self.stall_seconds)}s; "
-                "check the network and the target, then run again (it resumes)"
-            )
+        self.check_stall(time.monotonic())
 
 
 def _exited(stage: _Stage) -> bool:

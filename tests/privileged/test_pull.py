@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 
 from sshd import make_sshd, serve_command  # noqa: F401 - fixture
@@ -10,33 +11,26 @@ from sshd import make_sshd, serve_command  # noqa: F401 - fixture
 from subvault.btrfs import adapter
 
 
+def _puller_config(tmp_path, server, pi, homelab, subvolumes, *, puller: str | None = "pi", keep: str | None = None) -> Path:
+    """Write the Pi's config: one [[source]] (this sshd) with the given homelab subvolumes."""
+    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
+    lines = ["[defaults]", f'state_dir = "{tmp_path}/pi-state"', "", "[[source]]", 'name = "vps1"',
+             f'url = "ssh://root@127.0.0.1:{server.port}/"', f'dest = "{pi.mountpoint}"',
+             f'ssh_identity = "{server.client_key}"', f"ssh_options = [{opts}]"]
+    lines += [f'keep = "{keep}"'] if keep else []
+    lines += [f'puller = "{puller}"'] if puller else []
+    for name in subvolumes:
+        lines += ["", "[[source.subvolume]]", f'name = "{name}"', f'path = "{homelab.paths[name]}"']
+    path = tmp_path / "pi.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_pull_full_then_incremental_through_send_only_key(homelab, make_fs, make_sshd, tmp_path):
     homelab.cli("snapshot")
     server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only", "--puller", "pi"))
     pi = make_fs("pi")
-    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
-    puller = tmp_path / "pi.toml"
-    puller.write_text(f'''
-[defaults]
-state_dir = "{tmp_path}/pi-state"
-
-[[source]]
-name = "vps1"
-url = "ssh://root@127.0.0.1:{server.port}/"
-dest = "{pi.mountpoint}"
-keep = "24h 8d 5w"
-ssh_identity = "{server.client_key}"
-ssh_options = [{opts}]
-puller = "pi"
-
-[[source.subvolume]]
-name = "var_lib_pvc"
-path = "{homelab.paths["var_lib_pvc"]}"
-
-[[source.subvolume]]
-name = "home"
-path = "{homelab.paths["home"]}"
-''')
+    puller = _puller_config(tmp_path, server, pi, homelab, ["var_lib_pvc", "home"], keep="24h 8d 5w")
     from conftest import run_cli
 
     first = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]["items"]
@@ -69,24 +63,7 @@ def test_invariant_1_pull_source_keeps_the_pullers_base(homelab, make_fs, make_s
     homelab.cli("snapshot")
     server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only", "--puller", "pi"))
     pi = make_fs("pi")
-    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
-    puller = tmp_path / "pi.toml"
-    puller.write_text(f'''
-[defaults]
-state_dir = "{tmp_path}/pi-state"
-
-[[source]]
-name = "vps1"
-url = "ssh://root@127.0.0.1:{server.port}/"
-dest = "{pi.mountpoint}"
-ssh_identity = "{server.client_key}"
-ssh_options = [{opts}]
-puller = "pi"
-
-[[source.subvolume]]
-name = "home"
-path = "{homelab.paths["home"]}"
-''')
+    puller = _puller_config(tmp_path, server, pi, homelab, ["home"])
     from conftest import run_cli
 
     first = json.loads(run_cli("--config", str(puller), "pull", "--json").stdout)["result"]
@@ -114,20 +91,7 @@ def test_a_source_key_without_puller_warns_that_the_base_is_not_held(homelab, ma
     homelab.cli("snapshot")
     server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only"))
     pi = make_fs("pi")
-    opts = ", ".join(f'"{o}"' for o in server.ssh_options())
-    puller = tmp_path / "pi.toml"
-    puller.write_text(f'''
-[[source]]
-name = "vps1"
-url = "ssh://root@127.0.0.1:{server.port}/"
-dest = "{pi.mountpoint}"
-ssh_identity = "{server.client_key}"
-ssh_options = [{opts}]
-
-[[source.subvolume]]
-name = "home"
-path = "{homelab.paths["home"]}"
-''')
+    puller = _puller_config(tmp_path, server, pi, homelab, ["home"], puller=None)
     from conftest import run_cli
 
     res = run_cli("--config", str(puller), "pull", "--json")
