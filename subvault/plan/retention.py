@@ -330,7 +330,9 @@ def plan_keep_newest(
     now_i = instant(now) if now is not None else None
     future = {p.key for p in ordered if now_i is not None and instant(p.time) > now_i}
     countable = [p for p in ordered if p.key not in future]
-    newest = {p.key for p in countable[len(countable) - count :]} if count else set()
+    # Rule: the newest `count` of the countable points; max() because a negative start
+    # would wrap around and keep fewer than `count` when there are fewer points than that.
+    newest = {p.key for p in countable[max(0, len(countable) - count) :]}
     decisions = []
     for p in ordered:
         reasons = []

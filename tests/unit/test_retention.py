@@ -664,3 +664,69 @@ def test_ten_thousand_points_plan_in_one_pass() -> None:
     assert all(d.keep for d in plan_retention(survivors, policy, now, BERLIN))
     newest_ten = sorted(points, key=lambda p: (p.time, p.key))[-10:]
     assert kept(plan_keep_newest(points, 10)) == [p.key for p in newest_ten]
+
+
+# --------------------------------------------------------------------------- count policies against a reference
+
+
+def reference_keep_newest(points: list[Point], count: int, held: dict[str, str], now: datetime | None) -> set[str]:
+    """Brute force: a point is kept when held, dated after now, or fewer than `count`
+    countable points are newer than it (ties broken by key)."""
+    kept_keys = set(held)
+    countable = [p for p in points if now is None or p.time <= now]
+    kept_keys |= {p.key for p in points if now is not None and p.time > now}
+    for p in countable:
+        newer = sum(1 for q in countable if (q.time, q.key) > (p.time, p.key))
+        if newer < count:
+            kept_keys.add(p.key)
+    return kept_keys
+
+
+def test_keep_newest_every_size_against_reference_exhaustively() -> None:
+    # Every size from 0 up, every count around it: fewer points than the count was the
+    # case that deleted pre-change snapshots (9 snapshots, prechange_keep = 10).
+    for size in range(0, 25):
+        points = pts(*(at(2026, 11, 1) + timedelta(hours=h) for h in range(size)))
+        for count in range(0, 2 * size + 3):
+            got = set(kept(plan_keep_newest(points, count)))
+            assert got == reference_keep_newest(points, count, {}, None), (size, count)
+            assert len(got) == min(size, count), (size, count)
+
+
+def test_nine_prechange_snapshots_with_keep_ten_are_all_kept() -> None:
+    points = pts(*(at(2026, 11, d) for d in range(1, 10)))
+    assert kept(plan_keep_newest(points, 10)) == [p.key for p in points]
+    assert kept(plan_keep_newest(points[:2], 3)) == [p.key for p in points[:2]]
+
+
+@PROPERTY
+@given(
+    st.lists(st.integers(0, 40), max_size=30),
+    st.integers(0, 40),
+    st.one_of(st.none(), st.integers(0, 40)),
+    st.data(),
+)
+def test_keep_newest_matches_reference(hours: list[int], count: int, now_hour: int | None, data: st.DataObject) -> None:
+    points = [Point(f"k{i:02d}", at(2026, 11, 1) + timedelta(hours=h)) for i, h in enumerate(hours)]
+    held = {k: "held" for k in data.draw(st.lists(st.sampled_from([p.key for p in points]), max_size=3))} if points else {}
+    now = None if now_hour is None else at(2026, 11, 1) + timedelta(hours=now_hour)
+    got = set(kept(plan_keep_newest(points, count, held=held, now=now)))
+    assert got == reference_keep_newest(points, count, held, now)
+
+
+@PROPERTY
+@given(st.integers(0, 30), st.sampled_from(["latest", "all", "1h", "3d", "2w", "1m", "1y", "5h 2d"]))
+def test_calendar_latest_all_every_size(size: int, text: str) -> None:
+    # Sizes from 0 up for every policy shape, against the brute-force reference.
+    policy = parse_policy(text)
+    now = at(2026, 11, 20, 12)
+    points = pts(*(now - timedelta(hours=7 * h) for h in range(size)))
+    decisions = plan_retention(points, policy, now, UTC)
+    got = set(kept(decisions))
+    if text == "all":
+        assert got == {p.key for p in points}
+    elif text == "latest":
+        assert got == ({max(points, key=lambda p: (p.time, p.key)).key} if points else set())
+    assert got == reference_keep(points, policy, now, UTC, {}, 6)
+    if points:
+        assert max(points, key=lambda p: (p.time, p.key)).key in got  # the newest is always kept
