@@ -69,6 +69,23 @@ def test_prechange_kept_by_count(homelab):
     assert sorted(os.listdir(homelab.paths["home"] / ".snapshots")) == ["3", "4"]
 
 
+def test_prechange_fewer_than_keep_are_never_pruned(homelab):
+    # The exact steps: nine snap-alls under the default prechange_keep = 10,
+    # then `run` and `prune`; then keep = 3 with two snapshots. Nothing may be deleted.
+    for i in range(9):
+        homelab.cli("snap-all", f"change-{i}")
+    run = json.loads(homelab.cli("run", "--json", check=False).stdout)
+    assert run["version"] == 1
+    homelab.cli("prune")
+    left = [s for s in local.scan("home", homelab.paths["home"]) if s.kind == "prechange"]
+    assert [s.description for s in left] == [f"change-{i}" for i in range(9)]
+    cfg = load_config(homelab.config)
+    ctx = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=3)))
+    out = prune(ctx, names=["home"])
+    left = [s for s in local.scan("home", homelab.paths["home"]) if s.kind == "prechange"]
+    assert [s.description for s in left] == ["change-6", "change-7", "change-8"], [i.action for i in out.items]
+
+
 def test_timeline_prune_follows_policy(homelab):
     cfg = load_config(homelab.config)
     now = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
