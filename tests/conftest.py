@@ -2,8 +2,10 @@
 
 Tiers: tests/unit (pure), tests/integration (real servers and CLIs, no root),
 tests/privileged (root, loop devices, real btrfs). With SUBVAULT_REQUIRE_PRIVILEGED=1
-(set by .ci/run) the session fails when zero privileged tests ran, so a machine
-without loop devices can never turn the suite green by skipping them.
+(set by ./dev test, so by CI) the session fails when zero privileged tests ran, so a
+machine without loop devices can never turn the suite green by skipping them; and any
+skip whose reason is not on ALLOWED_SKIPS below fails the session too, so a missing
+tool (jq, openssl, journalctl, …) is an install bug in ./dev, never a silent skip.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ import os
 import pytest
 
 _privileged_ran = 0
+_unexpected_skips: list[str] = []
+
+# The only skips this machine (or CI) cannot avoid, each with why. A reason must start
+# with one of these prefixes.
+ALLOWED_SKIPS = {
+    "would arm a real timer on a systemd host": "runs only where systemd is not PID 1; CI here has no systemd",
+    "tmp is on btrfs": "the case needs a non-btrfs temp directory; CI's is ext4/overlay",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,6 +37,16 @@ def pytest_runtest_logreport(report):
     global _privileged_ran
     if report.when == "call" and "privileged" in report.keywords and not report.skipped:
         _privileged_ran += 1
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not any(reason.startswith(prefix) for prefix in ALLOWED_SKIPS):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -34,4 +54,10 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             "FAILED: the privileged tier executed zero tests (root, loop devices and btrfs are required)", red=True
         )
+        session.exitstatus = 1
+    if os.environ.get("SUBVAULT_REQUIRE_PRIVILEGED") == "1" and _unexpected_skips:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line("FAILED: skips not on tests/conftest.py ALLOWED_SKIPS (install what they need in ./dev):", red=True)
+        for line in _unexpected_skips:
+            reporter.write_line(f"  {line}", red=True)
         session.exitstatus = 1
