@@ -286,7 +286,7 @@ def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: s
 @_handle_errors
 def diff(env: Env, subvolume: str, old: str, new: str, as_json: bool) -> int:
     """List the paths changed between snapshots OLD and NEW (numbers, or 'current')."""
-    from subvault.cli.render import emit_json
+    from subvault.cli.render import emit_json, printable
     from subvault.run.diff import diff_snapshots
 
     changes = diff_snapshots(env.context(quiet=True), subvolume, old, new)
@@ -294,7 +294,8 @@ def diff(env: Env, subvolume: str, old: str, new: str, as_json: bool) -> int:
         emit_json("diff", changes)
     else:
         for change in changes:
-            click.echo(f"{change.kind:<8} {change.path}")
+            detail = f" ({printable(change.detail)})" if change.detail else ""
+            click.echo(f"{change.kind:<8} {printable(change.path)}{detail}")
     return 0
 
 

@@ -59,3 +59,15 @@ def error(message: str) -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f", ord("\\"): "\\\\"}
+
+
+def printable(text: str) -> str:
+    """Return text safe for one line of a terminal: control characters and backslashes
+    escaped as in C (`new\\nline`), bytes that are not UTF-8 as \\xNN."""
+    out = text.translate(_CONTROL)
+    if any("\udc80" <= ch <= "\udcff" for ch in out):
+        out = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else ch for ch in out)
+    return out

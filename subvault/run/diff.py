@@ -16,7 +16,7 @@ from typing import Iterator
 
 from subvault import process
 from subvault.btrfs import adapter, local
-from subvault.btrfs.dump import inside, split_line, unescape
+from subvault.btrfs.dump import inside, metadata_dump, split_line, unescape
 from subvault.run.context import Context
 from subvault.run.local import find_snapshot
 
@@ -39,34 +39,63 @@ class Change:
 
 
 def parse_dump(text: str) -> list[Change]:
-    """Given `btrfs receive --dump` output of a --no-data send, return the changes, one per path."""
+    """Given `btrfs receive --dump` output of a --no-data send, return the changes, one per path.
+
+    Rule: no internal name reaches the result. A send stream moves inodes through
+    orphan names (o<ino>-<gen>-<n>): an existing inode renamed to one stands for its old
+    path until it is removed or renamed again; a new inode created under one gets its
+    real name by a later rename, and everything recorded under it moves with it.
+    """
     changes: dict[str, Change] = {}
-    orphans: dict[str, str] = {}
-    for line in text.splitlines():
-        cmd, path, rest = split_line(line)
-        if cmd in ("snapshot", "subvol", "utimes", "end", ""):
-            continue
-        if cmd == "rename":
-            m = re.search(r"dest=(.*)$", rest)
-            dest = inside(unescape(m.group(1))) if m else ""
-            if _ORPHAN.match(Path(path).name):
-                orphans.pop(path, None)
-                changes.pop(path, None)
-                changes[dest] = Change("added", dest)
-            else:
-                changes[dest] = Change("renamed", dest, f"from {path}")
-            continue
-        kind = _KINDS.get(cmd)
-        if kind is None:
-            continue
-        if _ORPHAN.match(Path(path).name):
-            orphans[path] = kind
-            if kind == "deleted":
-                continue
+    aliases: dict[str, str] = {}  # orphan path -> the real (old) path it stands for
+
+    def real(path: str) -> str:
+        parts = path.split("/")
+        for i in range(len(parts), 0, -1):
+            head = "/".join(parts[:i])
+            if head in aliases:
+                return "/".join([aliases[head], *parts[i:]])
+        return path
+
+    def record(path: str, kind: str) -> None:
         old = changes.get(path)
         if old is None or _RANK[kind] < _RANK[old.kind]:
             changes[path] = Change(kind, path)
-    return sorted((c for p, c in changes.items() if not _ORPHAN.match(Path(p).name)), key=lambda c: c.path)
+
+    for line in text.splitlines():
+        cmd, path, rest = split_line(line)
+        if cmd == "rename":
+            m = re.search(r"dest=(.*)$", rest)
+            _rename(changes, aliases, real, path, inside(unescape(m.group(1))) if m else "")
+            continue
+        kind = _KINDS.get(cmd)
+        if kind is not None and path:
+            record(real(path), kind)
+    return sorted((c for c in changes.values() if not _is_internal(c.path)), key=lambda c: c.path)
+
+
+def _rename(changes: dict[str, Change], aliases: dict[str, str], real, src: str, dest: str) -> None:
+    if _ORPHAN.match(Path(dest).name):
+        aliases[dest] = real(src)  # moved out of the way: it keeps standing for its old path
+        return
+    if src in aliases:
+        old = aliases.pop(src)
+        if old != dest:
+            changes[dest] = Change("renamed", dest, f"from {old}")
+        return
+    if _is_internal(src):
+        # A new inode gets its real name: what was recorded under the orphan moves with it.
+        for key in [k for k in changes if k == src or k.startswith(src + "/")]:
+            change = changes.pop(key)
+            moved = dest + key[len(src) :]
+            changes[moved] = Change(change.kind if key != src else "added", moved, change.detail)
+        changes.setdefault(dest, Change("added", dest))
+        return
+    changes[dest] = Change("renamed", dest, f"from {src}")
+
+
+def _is_internal(path: str) -> bool:
+    return any(_ORPHAN.match(part) for part in path.split("/"))
 
 
 @contextmanager
@@ -88,9 +117,4 @@ def diff_snapshots(ctx: Context, subvolume: str, old: str, new: str) -> list[Cha
     """Return the paths changed from snapshot OLD to NEW ("current" = the live subvolume)."""
     sub = ctx.config.get_subvolume(subvolume)
     with _readonly_view(ctx, sub, old) as a, _readonly_view(ctx, sub, new) as b:
-        with process.pipeline(
-            [["btrfs", "send", "--no-data", "-q", "-p", str(a), str(b)], ["btrfs", "receive", "--dump"]],
-            what="btrfs send --no-data",
-        ) as pipe:
-            text = pipe.capture()
-    return parse_dump(text)
+        return parse_dump(metadata_dump(str(a), str(b)))
