@@ -10,7 +10,8 @@ on_error = "fail"                      # or "continue", optional
 
 Rules:
 - `run` is an argv executed through subvault.process (no shell); a hook that runs
-  longer than its timeout is killed and counts as failed.
+  longer than its timeout is killed and counts as failed. Only a bounded tail of its
+  output is kept, and what it leaves running in the background is stopped when it exits.
 - A failed hook with on_error "fail" stops the pre stage; "continue" only warns.
 - Never fsfreeze in a hook: a frozen filesystem blocks btrfs snapshot creation.
 """
@@ -69,12 +70,16 @@ def run_hook(hook: Hook, log: Log) -> HookOutcome:
     """Run one hook; return its outcome. Never raises CommandFailed."""
     log(f"running {hook.name}")
     try:
-        process.run(list(hook.run), what=hook.name, timeout=hook.timeout)
+        res = process.run_tail(list(hook.run), what=hook.name, timeout=hook.timeout)
+        if res.returncode != 0:
+            raise CommandFailed(res.argv, res.returncode, res.stdout, hook.name)
     except CommandFailed as e:
         fatal = hook.on_error == "fail"
         log(f"{hook.name} failed ({'fatal' if fatal else 'continuing'}): {e}")
         return HookOutcome(hook.name, False, str(e), fatal)
-    return HookOutcome(hook.name, True)
+    if res.stderr:
+        log(f"{hook.name}: {res.stderr}")
+    return HookOutcome(hook.name, True, res.stderr)
 
 
 def select(hooks: Sequence[Hook], when: HookWhen) -> list[Hook]:

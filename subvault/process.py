@@ -110,6 +110,73 @@ def run(
     return Result(argv, proc.returncode, proc.stdout, proc.stderr)
 
 
+TAIL_BYTES = 64 * 1024
+_GRACE_SECONDS = 2.0
+
+
+def run_tail(argv: Sequence[str], *, what: str, timeout: float | None = None, tail_bytes: int = TAIL_BYTES) -> Result:
+    """Run a user's command (a hook, pre-change's COMMAND) and return its exit and output tail.
+
+    Rules, because the command is not ours:
+    - Output (stdout and stderr together) is kept as a bounded tail of `tail_bytes`:
+      a command printing gigabytes costs no memory.
+    - It runs in a process group of its own. Its result is its own exit status; once it
+      has exited, whatever it left running in that group (a background child holding
+      the output open) is stopped, and `stderr` says so. It never turns into a timeout.
+    - Past `timeout` seconds the whole group is stopped (TERM, then KILL) and
+      CommandFailed says it timed out. stdin is inherited, so a command may still ask.
+    Never raises for a non-zero exit: the caller reads `returncode`.
+    """
+    argv = [str(a) for a in argv]
+    log.debug("run (tail) %s", _describe(argv))
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise CommandFailed(argv, 127, f"{argv[0]}: cannot run it ({exc.strerror}); check the path", what) from None
+    tail = bytearray()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            tail.extend(chunk)
+            if len(tail) > 2 * tail_bytes:
+                del tail[: len(tail) - tail_bytes]
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc.pid)
+        proc.wait()
+        reader.join()
+        raise CommandFailed(argv, -1, f"timed out after {timeout:g}s and was stopped", what) from None
+    reader.join(_GRACE_SECONDS)
+    note = ""
+    if reader.is_alive():  # something it started still holds the output open
+        _stop_group(proc.pid)
+        reader.join()
+        note = "it left processes running in the background; they were stopped"
+    text = redact(bytes(tail[-tail_bytes:]).decode(errors="replace"))
+    return Result(argv, returncode, text, note)
+
+
+def _stop_group(pgid: int) -> None:
+    """TERM a process group, then KILL what is left of it after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + _GRACE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
 def spawn(argv: Sequence[str], *, stderr_text: bool = True) -> subprocess.Popen:
     """Start a long-running server (the demo's sshd) and return it; the caller stops it.
 

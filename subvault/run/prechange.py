@@ -301,14 +301,19 @@ class _Run:
         if not argv:
             return
         self.say(f"running {' '.join(argv)}")
-        res = process.run(list(argv), check=False, what="COMMAND")
+        res = process.run_tail(list(argv), what="COMMAND")
         self.result.command_exit = res.returncode
-        output = (res.stdout + res.stderr).splitlines()[-OUTPUT_TAIL_LINES:]
+        output = res.stdout.splitlines()[-OUTPUT_TAIL_LINES:]
         self.result.command_output = "\n".join(output)
         for line in output:
             self.say(f"| {line}")
+        if res.stderr:
+            self.warn(f"COMMAND: {res.stderr}")
         if res.returncode != 0:
-            raise CommandFailed(list(argv), res.returncode, res.stderr, "COMMAND")
+            failed = CommandFailed(list(argv), res.returncode, res.stdout, "COMMAND")
+            # pre-change exits with COMMAND's own status, as a wrapper should (`exit 7` -> 7).
+            failed.exit_code = res.returncode if 0 < res.returncode < 256 else EXIT_FAILED
+            raise failed
 
     def cleanup(self, hooks: Sequence[Hook]) -> None:
         """Step 9 and the abort form of step 7. Raises nothing on purpose."""

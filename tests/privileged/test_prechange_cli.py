@@ -78,3 +78,10 @@ def test_prechange_flux_required_but_unreachable_aborts_before_snapshot(homelab,
     assert proc.returncode == 0, proc.stderr
     assert "Flux NOT suspended, snapshotting anyway: cannot reach the Kubernetes API" in proc.stderr
     assert [s.number for s in local.scan("root", homelab.paths["root"])] == [1, 2]
+
+
+def test_prechange_exits_with_commands_own_status(homelab, tmp_path):
+    proc = homelab.cli("pre-change", "--flux", "off", "--desc", "exit-seven", "--", "sh", "-c", "echo out; exit 7", check=False)
+    assert proc.returncode == 7, proc.stderr
+    assert "COMMAND failed" in proc.stderr
+    assert local.scan("home", homelab.paths["home"])[-1].description == "exit-seven"  # the snapshot was still taken

@@ -1,0 +1,66 @@
+"""Hooks and pre-change's COMMAND run as real processes: bounded output, own exit, no leftovers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from subvault.hooks import Hook, run_hook
+
+REPO = Path(__file__).resolve().parents[2]
+
+MEASURE = r"""
+import json, resource, sys
+from subvault import process
+res = process.run_tail([sys.executable, "-c", "import sys\nblock = b'x' * 1048576\nfor _ in range(400): sys.stdout.buffer.write(block)"], what="loud hook")
+print(json.dumps({"rc": res.returncode, "tail": len(res.stdout), "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_hook_output_is_a_bounded_tail():
+    # A hook printing 400 MB once took subvault to 1.2 GB RSS: only a tail is kept.
+    proc = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, cwd=REPO, check=True)
+    got = json.loads(proc.stdout)
+    assert got["rc"] == 0
+    assert 0 < got["tail"] <= 64 * 1024
+    assert got["maxrss_kib"] < 120 * 1024, got
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_hook_leaving_a_background_child_is_judged_by_its_own_exit_and_the_child_is_stopped(tmp_path):
+    pidfile = tmp_path / "pid"
+    hook = Hook(when="pre-snapshot", run=("sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo started"), timeout=20)
+    lines: list[str] = []
+    outcome = run_hook(hook, lines.append)
+    assert outcome.ok, outcome
+    assert "background" in outcome.detail
+    assert _state(int(pidfile.read_text())) in ("gone", "Z")
+
+
+def test_hook_timeout_stops_the_whole_group(tmp_path):
+    pidfile = tmp_path / "pid"
+    hook = Hook(when="pre-snapshot", run=("sh", "-c", f"sleep 300 & echo $! > {pidfile}; sleep 300"), timeout=1)
+    outcome = run_hook(hook, lambda m: None)
+    assert not outcome.ok and outcome.fatal
+    assert "timed out" in outcome.detail
+    assert _state(int(pidfile.read_text())) in ("gone", "Z")
+
+
+def test_hook_failure_shows_its_last_output_line():
+    hook = Hook(when="pre-snapshot", run=("sh", "-c", "echo first; echo 'database is locked' >&2; exit 3"), on_error="continue")
+    outcome = run_hook(hook, lambda m: None)
+    assert not outcome.ok and not outcome.fatal
+    assert "database is locked" in outcome.detail
+
+
+def test_missing_hook_program_is_one_line():
+    outcome = run_hook(Hook(when="pre-snapshot", run=("/nonexistent/flush",)), lambda m: None)
+    assert not outcome.ok and "cannot run it" in outcome.detail and "\n" not in outcome.detail
