@@ -1,8 +1,11 @@
 """Prometheus metrics for the node_exporter textfile collector.
 
 Rules:
-- One file per command (`run` writes layer metrics, `check` writes problem counts):
-  the collector refuses the same series from two files.
+- One file per command, and no series in both: `run` writes the layer series and
+  `subvault_last_run_timestamp_seconds`, `check` writes the problem counts and
+  `subvault_last_check_timestamp_seconds` (the collector refuses a series from two files).
+- `last_success` is when a job completed that layer for that subvolume (the job's
+  clock, not the snapshot's date); a layer that failed this time keeps its old value.
 - The file is written atomically: a hidden temp file in the same directory (the
   collector reads only `*.prom`), fsync, then rename over the target.
 - Labels are `subvolume` and `layer` (`local`, `replica:<target>`, `offsite:<target>`).
@@ -51,10 +54,12 @@ def build_registry(
     problems: Mapping[str, int] | None = None,
     *,
     generated_at: datetime | None = None,
+    command: str = "run",
 ) -> CollectorRegistry:
     """Given layer statuses and problem counts by kind, return a filled registry.
 
     problems=None leaves the problem gauges out (for `run`); {} reports zero problems.
+    generated_at sets subvault_last_<command>_timestamp_seconds.
     """
     registry = CollectorRegistry()
     if layers:
@@ -66,7 +71,7 @@ def build_registry(
         for kind, n in sorted(problems.items()):
             by_kind.labels(kind=kind).set(n)
     if generated_at is not None:
-        stamp = Gauge("subvault_metrics_generated_timestamp_seconds", "When this file was written", registry=registry)
+        stamp = Gauge(f"subvault_last_{command}_timestamp_seconds", f"When subvault {command} last wrote this file", registry=registry)
         stamp.set(generated_at.timestamp())
     return registry
 
@@ -117,3 +122,22 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def previous_successes(path: Path) -> dict[tuple[str, str], float]:
+    """Return {(subvolume, layer): last success timestamp} from an earlier file at path ({} if none or unreadable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    out: dict[tuple[str, str], float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "subvault_last_success_timestamp_seconds":
+                    out[(sample.labels.get("subvolume", ""), sample.labels.get("layer", ""))] = sample.value
+    except ValueError:
+        return {}
+    return out

@@ -30,5 +30,5 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
     if metrics_file:
         from subvault.run.watch import gather_rows, write_metrics
 
-        write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None)
+        write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None, job=outcome)
     return outcome

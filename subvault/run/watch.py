@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,7 @@ from subvault.plan.coverage import (
 from subvault.plan.freshness import LayerFreshness, plan_freshness
 from subvault.plan.retention import parse_policy
 from subvault.run.context import Context
+from subvault.run.results import Outcome
 from subvault.timeutil import format_age, parse_duration
 
 UNIT_CADENCE = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), "m": timedelta(days=31), "y": timedelta(days=366)}
@@ -275,15 +276,38 @@ def problem_counts(report: WatchReport) -> dict[str, int]:
     return dict(Counter(str(p.kind) for p in report.problems))
 
 
-def write_metrics(path: str, rows: list[LayerRow], ctx: Context, problems: dict[str, int] | None) -> None:
-    """Write the node_exporter textfile for rows (and problem counts, for `check`)."""
-    from subvault.notify.metrics import LayerStatus, build_registry, write_textfile
+def write_metrics(path: str, rows: list[LayerRow], ctx: Context, problems: dict[str, int] | None, job: Outcome | None = None) -> None:
+    """Write the node_exporter textfile: `run`'s layer series (rows, and what job did), or `check`'s problem counts."""
+    from subvault.notify.metrics import LayerStatus, build_registry, previous_successes, write_textfile
 
-    layers = [
-        LayerStatus(r.subvolume, r.layer, r.newest, (ctx.now - r.newest).total_seconds() if r.newest else None, 0, r.count)
-        for r in rows
-    ]
-    write_textfile(Path(path), build_registry(layers, problems, generated_at=ctx.now))
+    if problems is not None:
+        write_textfile(Path(path), build_registry(problems=problems, generated_at=ctx.now, command="check"))
+        return
+    finished = datetime.now(timezone.utc)
+    done = job_layers(ctx, job) if job is not None else {}
+    before = previous_successes(Path(path))
+    layers = []
+    for r in rows:
+        ok, sent = done.get((r.subvolume, r.layer), (False, 0))
+        last = finished if ok else (datetime.fromtimestamp(before[(r.subvolume, r.layer)], timezone.utc) if (r.subvolume, r.layer) in before else None)
+        age = (ctx.now - r.newest).total_seconds() if r.newest else None
+        layers.append(LayerStatus(r.subvolume, r.layer, last, age, sent, r.count))
+    write_textfile(Path(path), build_registry(layers, None, generated_at=finished, command="run"))
+
+
+def job_layers(ctx: Context, job: Outcome) -> dict[tuple[str, str], tuple[bool, int]]:
+    """Given a run's outcome, return {(subvolume, layer): (completed without failure, bytes sent)}."""
+    kind = {t.name: ("replica" if t.type == "btrfs" else "offsite") for t in ctx.config.target}
+    names = {s.name for s in ctx.config.subvolume}
+    out: dict[tuple[str, str], tuple[bool, int]] = {}
+    for item in job.items:
+        sub, _, target = item.subject.partition("→")
+        if sub not in names or (target and target not in kind):
+            continue
+        key = (sub, f"{kind[target]}:{target}" if target else "local")
+        ok, sent = out.get(key, (True, 0))
+        out[key] = (ok and item.action != "failed", sent + int(item.data.get("bytes", 0) or 0))
+    return out
 
 
 def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], list[str]]:

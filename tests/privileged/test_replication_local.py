@@ -165,3 +165,34 @@ def test_restore_from_target_is_a_writable_snapshot_of_the_received(two, make_fs
     (restored / "new.txt").write_text("writable\n")
     with pytest.raises(NotFound):
         restore_from_target(ctx, "pi", "data", "2026-11-19T00:00+00:00", str(scratch.mountpoint))
+
+
+def test_run_metrics_report_bytes_sent_and_the_jobs_own_time(two, tmp_path):
+    from datetime import datetime, timezone
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from replication_helpers import config_text
+    from conftest import run_cli
+
+    paths, root, state = two
+    cfg = tmp_path / "subvault.toml"
+    cfg.write_text(config_text(paths, str(root), state=state))
+    metrics = tmp_path / "run.prom"
+    run_cli("--config", str(cfg), "run", "--metrics-file", str(metrics))
+
+    def read() -> dict:
+        return {
+            (s.name, s.labels.get("subvolume"), s.labels.get("layer")): s.value
+            for f in text_string_to_metric_families(metrics.read_text()) for s in f.samples
+        }
+
+    got = read()
+    assert got[("subvault_sent_bytes", "data", "replica:pi")] >= 2 << 20  # the 2 MiB file went over
+    between = datetime.now(timezone.utc).timestamp()
+    run_cli("--config", str(cfg), "run", "--metrics-file", str(metrics))  # nothing due, all up to date
+    got = read()
+    # The job's clock, not the newest snapshot's date (which is from the first run).
+    assert got[("subvault_last_success_timestamp_seconds", "data", "replica:pi")] >= between
+    assert got[("subvault_last_success_timestamp_seconds", "data", "local")] >= between
+    assert got[("subvault_sent_bytes", "data", "replica:pi")] == 0

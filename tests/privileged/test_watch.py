@@ -77,8 +77,14 @@ def test_status_table_and_metrics(homelab, tmp_path):
     homelab.cli("check", "--metrics-file", str(metrics))
     families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
     assert families["subvault_check_problems"].samples[0].value == 0
-    counts = {s.labels["subvolume"]: s.value for s in families["subvault_snapshots"].samples}
+    run_metrics = tmp_path / "subvault-run.prom"
+    homelab.cli("run", "--metrics-file", str(run_metrics))
+    run_families = {f.name: f for f in text_string_to_metric_families(run_metrics.read_text())}
+    counts = {s.labels["subvolume"]: s.value for s in run_families["subvault_snapshots"].samples}
     assert counts["var_lib_pvc"] == 1
+    # The collector refuses a series written by two files: run's and check's share none.
+    series = lambda fams: {(s.name, tuple(sorted(s.labels.items()))) for f in fams.values() for s in f.samples}  # noqa: E731
+    assert not series(families) & series(run_families)
 
 
 def test_run_pings_start_and_success(homelab):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from subvault.notify.metrics import LayerStatus, MetricsWriteFailed, build_registry, render, write_textfile
+from subvault.notify.metrics import LayerStatus, MetricsWriteFailed, build_registry, previous_successes, render, write_textfile
 
 WHEN = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
 
@@ -54,9 +54,18 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
     write_textfile(path, build_registry(problems={}, generated_at=WHEN))
     assert os.listdir(tmp_path) == ["subvault.prom"]
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert "subvault_metrics_generated_timestamp_seconds" in path.read_text()
+    assert "subvault_last_run_timestamp_seconds" in path.read_text()
 
 
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MetricsWriteFailed, match="cannot write metrics file .*--metrics-file"):
         write_textfile(tmp_path / "nope" / "subvault.prom", build_registry(problems={}))
+
+
+def test_previous_successes_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "subvault.prom"
+    write_textfile(path, build_registry([LayerStatus("root", "replica:pi", WHEN, 1.0, 0, 1)], generated_at=WHEN))
+    assert previous_successes(path) == {("root", "replica:pi"): WHEN.timestamp()}
+    assert previous_successes(tmp_path / "missing.prom") == {}
+    (tmp_path / "junk.prom").write_text("not { metrics\n")
+    assert previous_successes(tmp_path / "junk.prom") == {}
