@@ -9,7 +9,10 @@ Every ping carries the same `rid` (run id) so the service can pair start and end
 The request body is a short log (the problems), which healthchecks.io shows.
 
 Rules:
-- Short timeouts and one retry: a ping must not delay or block the job.
+- Short timeouts, and a retry only after a quick failure (refused, HTTP error): a ping
+  must not delay or block the job. A URL that timed out once is not tried again in the
+  same job; its later pings are reported as skipped. So a dead service costs one
+  timeout (TIMEOUT_SECONDS) per job, not one per ping and attempt.
 - A failed ping is a warning (returned and logged), never an exception.
 - The ping URL is a secret (anyone holding it can report success) and is masked.
 """
@@ -27,7 +30,7 @@ from subvault.process import mask, redact
 
 log = logging.getLogger("subvault.notify")
 
-TIMEOUT_SECONDS = 10.0
+TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 2
 BODY_LIMIT = 10_000
 
@@ -55,6 +58,7 @@ class Pinger:
     url: str
     timeout: float = TIMEOUT_SECONDS
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    unresponsive: bool = False
 
     def __post_init__(self) -> None:
         register_ping_secret(self.url)
@@ -89,12 +93,17 @@ class Pinger:
         error = validate_ping_url(self.url)
         if error:
             return self._warn(suffix, error)
+        if self.unresponsive:
+            return self._warn(suffix, "skipped: the URL did not answer earlier in this job")
         data = redact(body)[-BODY_LIMIT:].encode()
         problem = ""
         for _ in range(ATTEMPTS):
-            problem = _post(self.endpoint(suffix), data, self.timeout)
+            problem, timed_out = _post(self.endpoint(suffix), data, self.timeout)
             if not problem:
                 return None
+            if timed_out:
+                self.unresponsive = True
+                break
         return self._warn(suffix, problem)
 
     def _warn(self, suffix: str, problem: str) -> str:
@@ -103,15 +112,16 @@ class Pinger:
         return warning
 
 
-def _post(url: str, data: bytes, timeout: float) -> str:
-    """POST data to url; return '' on a 2xx answer, else why not."""
+def _post(url: str, data: bytes, timeout: float) -> tuple[str, bool]:
+    """POST data to url; return ('', False) on a 2xx answer, else (why not, whether it timed out)."""
     request = urllib.request.Request(url, data=data, method="POST", headers={"User-Agent": "subvault"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
             response.read(1024)
-            return ""
+            return "", False
     except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code} {exc.reason}"
+        return f"HTTP {exc.code} {exc.reason}", False
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        return f"{type(exc).__name__}: {reason}"
+        timed_out = isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError)
+        return (f"no answer within {timeout:g}s" if timed_out else f"{type(exc).__name__}: {reason}"), timed_out

@@ -64,3 +64,34 @@ def test_hook_failure_shows_its_last_output_line():
 def test_missing_hook_program_is_one_line():
     outcome = run_hook(Hook(when="pre-snapshot", run=("/nonexistent/flush",)), lambda m: None)
     assert not outcome.ok and "cannot run it" in outcome.detail and "\n" not in outcome.detail
+
+
+def test_ping_url_that_never_answers_costs_one_timeout_per_job():
+    # A listener that accepts and never answers: once cost ~40 s (2 pings x 2 attempts x 10 s).
+    import socket
+
+    from subvault.notify.ping import Pinger
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    try:
+        pinger = Pinger(f"http://127.0.0.1:{port}/ping/abcd-1234", timeout=0.5)
+        first = pinger.start()
+        second = pinger.success("ok")
+        server.setblocking(False)
+        accepted = 0
+        while True:
+            try:
+                conn, _ = server.accept()
+            except BlockingIOError:
+                break
+            accepted += 1
+            conn.close()
+        assert accepted == 1  # one attempt, then the URL is known dead for this job
+        assert first and "no answer" in first
+        assert second and "skipped" in second
+        assert "abcd-1234" not in first + second  # the URL is a secret
+    finally:
+        server.close()
