@@ -18,11 +18,14 @@ def parse_duration(text: str) -> timedelta:
 
 
 def local_zone(name: str | None = None) -> tzinfo:
-    """Return the configured zone, else the system's local zone."""
+    """Return the named IANA zone, else the system's local zone. Raise ValueError for an unknown name."""
     if name:
-        from zoneinfo import ZoneInfo
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        return ZoneInfo(name)
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'"{name}" is not a time zone (expected an IANA name such as "Europe/Berlin" or "UTC")') from None
     return datetime.now().astimezone().tzinfo or timezone.utc
 
 

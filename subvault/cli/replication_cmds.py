@@ -65,7 +65,11 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, dry_run: bool,
     from subvault.timeutil import local_zone, utcnow
 
     try:
-        outcome = prune_received(root, keep, now=utcnow(), tz=local_zone(tz_name), dry_run=dry_run)
+        tz = local_zone(tz_name)
+    except ValueError as exc:
+        raise UsageError(f"--timezone: {exc}") from None
+    try:
+        outcome = prune_received(root, keep, now=utcnow(), tz=tz, dry_run=dry_run)
     except ValueError as exc:
         raise UsageError(f"--keep: {exc}") from None
     return emit_outcome(outcome, as_json)

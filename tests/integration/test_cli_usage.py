@@ -1,0 +1,21 @@
+"""CLI usage errors that need no btrfs: one line, exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "subvault.cli.main", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_unknown_timezone_is_a_usage_error(tmp_path):
+    for zone in ("Mars/Olympus", "../../etc/passwd"):
+        proc = cli("prune-received", "--root", str(tmp_path), "--keep", "1d", "--timezone", zone)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert "--timezone" in proc.stderr
