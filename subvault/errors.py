@@ -17,6 +17,21 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
+# Rule: a message is for a person, so it is bounded. Past this many characters it is
+# cut, and says how much was cut (one refusal once printed a single 150 KB line).
+MAX_MESSAGE = 1000
+
+# Lines a tool prints after its real error that say nothing about the cause; the
+# detail of CommandFailed is the last line that is not one of these.
+_TRAILERS = ("age: report unexpected or unhelpful errors",)
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Return text cut to about `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
 
 class SubvaultError(Exception):
     """Root of every error subvault raises on purpose."""
@@ -24,6 +39,7 @@ class SubvaultError(Exception):
     exit_code = EXIT_FAILED
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
 
@@ -63,8 +79,14 @@ class CommandFailed(SubvaultError):
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         head = what or " ".join(argv[:3])
-        detail = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else f"exit {returncode}"
-        super().__init__(f"{head} failed: {detail}")
+        super().__init__(f"{head} failed: {cause_line(stderr_tail) or f'exit {returncode}'}")
+
+
+def cause_line(stderr: str) -> str:
+    """Return the line of a tool's stderr that names the cause: the last one that is not a known trailer."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(_TRAILERS)]
+    return bounded((causes or lines or [""])[-1], 300)
 
 
 class NoSpace(PermanentError):

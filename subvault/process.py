@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator, IO, Callable, Iterable, Sequence
 
-from subvault.errors import CommandFailed, NoSpace, StalledTransfer
+from subvault.errors import CommandFailed, NoSpace, StalledTransfer, bounded
 
 log = logging.getLogger("subvault.process")
 
@@ -267,7 +267,7 @@ class Pipeline:
     def _drain_stderr(stage: _Stage) -> None:
         assert stage.proc.stderr is not None
         for raw in stage.proc.stderr:
-            stage.stderr_tail.append(raw.decode(errors="replace").rstrip())
+            stage.stderr_tail.append(bounded(raw.decode(errors="replace").rstrip(), 500))
 
     def run(
         self,

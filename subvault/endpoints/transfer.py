@@ -27,7 +27,7 @@ from subvault.btrfs.prefetch import Prefetch
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import SSH_CONNECTION_ERROR, Endpoint
 from subvault.endpoints.runner import Step
-from subvault.errors import CommandFailed, PermanentError, TransientError
+from subvault.errors import CommandFailed, PermanentError, TransientError, cause_line
 from subvault.plan.replication import Removal, ReplicationPlan
 
 Progress = Callable[[int], None]
@@ -160,5 +160,5 @@ def _stage_name(argv: list[str]) -> str:
 def _how(exc: CommandFailed) -> str:
     if exc.returncode < 0:
         return f"was killed by signal {-exc.returncode}"
-    tail = exc.stderr_tail.strip().splitlines()
-    return f"failed: {tail[-1]}" if tail else f"exited {exc.returncode}"
+    cause = cause_line(exc.stderr_tail)
+    return f"failed: {cause}" if cause else f"exited {exc.returncode}"

@@ -95,3 +95,18 @@ def test_ping_url_that_never_answers_costs_one_timeout_per_job():
         assert "abcd-1234" not in first + second  # the URL is a secret
     finally:
         server.close()
+
+
+def test_age_failure_shows_ages_cause_not_its_report_line(tmp_path):
+    import pytest
+
+    from subvault import process
+    from subvault.errors import CommandFailed
+
+    with pytest.raises(CommandFailed) as err:
+        with process.pipeline([["printf", "data"], ["age", "-r", "age1notakey"]], what="age encrypt") as pipe:
+            pipe.capture()
+    assert "recipient" in str(err.value) and "report unexpected" not in str(err.value)
+    with pytest.raises(CommandFailed) as err:
+        process.run(["age", "-d", "-i", str(tmp_path / "missing-identity")], what="age decrypt", input="")
+    assert "missing-identity" in str(err.value) and "report unexpected" not in str(err.value)

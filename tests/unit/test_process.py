@@ -74,3 +74,18 @@ def test_after_an_ssh_stage_the_next_stage_reads_are_counted(tmp_path, monkeypat
         result = pipe.run(meter_after=0)
     assert out.stat().st_size == 3_000_000
     assert 3_000_000 <= result.bytes < 3_100_000, "the reader's count: the stream plus its own few library reads"
+
+
+def test_command_failed_names_the_cause_not_a_tools_trailer() -> None:
+    from subvault.errors import CommandFailed
+
+    stderr = 'age: error: unknown recipient type: "badrecipient"\nage: report unexpected or unhelpful errors at https://filippo.io/age/report\n'
+    assert str(CommandFailed(["age"], 1, stderr, "age")) == 'age failed: age: error: unknown recipient type: "badrecipient"'
+
+
+def test_every_message_is_bounded() -> None:
+    from subvault.errors import MAX_MESSAGE, CommandFailed, Refused
+
+    huge = "x" * 150_000
+    assert len(str(Refused(huge))) < MAX_MESSAGE + 50 and "more characters" in str(Refused(huge))
+    assert len(str(CommandFailed(["tool"], 1, huge, "tool"))) < 400
