@@ -119,21 +119,22 @@ def config_sample() -> int:
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("--output", "-o", metavar="PATH", help="Where to write (default: the config path). '-' prints it.")
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
 @pass_env
 @_handle_errors
-def init(env: Env, output: str | None, force: bool) -> int:
-    """Scan the btrfs filesystems and write a starter config covering every subvolume."""
+def init(env: Env, paths: tuple[str, ...], output: str | None, force: bool) -> int:
+    """Scan the btrfs filesystems (or only those holding PATHs) and write a starter config covering every subvolume."""
     from subvault.config.load import config_path
     from subvault.run.init import scan_host, write_config
 
-    text = scan_host()
+    text = scan_host(list(paths) or None)
     if output == "-":
         click.echo(text, nl=False)
         return 0
     dest = write_config(text, output or str(config_path(env.config_path)), force=force)
-    click.echo(f"wrote {dest}; review the entries marked \"review me\", then run `subvault config check`")
+    click.echo(f"wrote {dest} (mode 0600); review what it protects and excludes, add a [[target]], then `subvault config check`")
     return 0
 
 

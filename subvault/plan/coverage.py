@@ -103,6 +103,15 @@ class MountPoint:
     mount_path: str
 
 
+# Placeholders that say nothing about why (an older `init` wrote "review me").
+_PLACEHOLDERS = {"", "review me", "todo", "tbd", "fixme", "?", "xxx", "reason"}
+
+
+def is_reason(text: str) -> bool:
+    """Whether an [[exclude]] reason says something, not a placeholder."""
+    return text.strip().lower().rstrip(".!") not in _PLACEHOLDERS
+
+
 def norm_path(path: str) -> str:
     """Return an absolute path without trailing slashes or dot segments."""
     # POSIX keeps a leading "//", so strip every leading slash first.
@@ -173,7 +182,7 @@ def plan_coverage(
     """
     problems = _config_problems(found, protected, excluded)
     protected_by_path = {norm_path(p.path): p for p in protected if p.layers}
-    reasons = [norm_path(e.path) for e in excluded if e.reason.strip()]
+    reasons = [norm_path(e.path) for e in excluded if is_reason(e.reason)]
     live = [s for s in found if not is_snapshot(s)]
     covered = {s: _protection(s, protected_by_path) for s in live}
     for sub in sorted(live, key=lambda s: (describe(s), s.fs_uuid, s.subvol_id)):
@@ -205,11 +214,12 @@ def _config_problems(
                 "give it a timeline or a target",
             ))
     for entry in excluded:
-        if not entry.reason.strip():
+        if not is_reason(entry.reason):
             path = norm_path(entry.path)
+            placeholder = f" ({entry.reason.strip()!r} is a placeholder)" if entry.reason.strip() else ""
             problems.append(Problem(
                 ProblemKind.NO_REASON, path,
-                f"{path}: [[exclude]] has no reason; add reason = \"…\" saying why it needs no backup",
+                f"{path}: [[exclude]] has no reason{placeholder}; add reason = \"…\" saying why it needs no backup",
             ))
     return problems
 

@@ -1,9 +1,17 @@
 """`subvault init`: scan the mounted btrfs filesystems, write a starter config.
 
-Every subvolume ends up covered: subvolumes that are mounted somewhere are protected;
-subvolumes reachable only inside another one are excluded with reason "review me";
-snapshots (read-only, received, or under .snapshots) are not data and are skipped.
-Subvolumes that are not reachable from any mount are listed as comments.
+Rule: the config it writes passes `subvault check` as written (after a first `run`),
+so every subvolume ends up covered, and every exclude carries a real reason:
+- a subvolume that is mounted somewhere, or reachable inside another one, is data
+  and is protected;
+- except well-known rebuildable places, excluded with the reason why (caches and temp
+  directories; container runtimes' image layers; the kubelet's state);
+- a filesystem's top level is protected only when it holds files of its own; a top
+  level that only holds subvolumes is excluded ("holds only subvolumes"), because
+  snapshotting it would copy nothing but empty placeholders;
+- snapshots (read-only, received, or under .snapshots) are not data and are skipped;
+- subvolumes not reachable from any mount are listed as comments.
+With paths given, only the filesystems holding those paths are scanned.
 """
 
 from __future__ import annotations
@@ -20,8 +28,18 @@ from subvault.btrfs.snapper import SNAPSHOTS_DIR
 from subvault.errors import SubvaultError
 from subvault.model import SubvolInfo
 
-REVIEW = "review me"
 MAX_NAME = 48
+TOP_LEVEL_REASON = "filesystem top level: holds only subvolumes, each covered on its own"
+
+# Rebuildable places on a live system: (absolute path, reason); it covers what lies under it.
+REBUILDABLE = (
+    ("/var/cache", "ephemeral: a cache"),
+    ("/var/tmp", "ephemeral: temporary files"),
+    ("/var/lib/kubelet", "rebuilt by the kubelet"),
+    ("/var/lib/containers/storage/btrfs/subvolumes", "container image layers: rebuilt by pulling the images"),
+    ("/var/lib/docker/btrfs/subvolumes", "container image layers: rebuilt by pulling the images"),
+    ("/var/lib/machines", "machine images: rebuilt by importing them"),
+)
 
 
 @dataclass(frozen=True)
@@ -78,11 +96,20 @@ def config_name(path: str, taken: set[str]) -> str:
     return name
 
 
-def render_config(protected: list[str], excluded: list[str], unreachable: list[str]) -> str:
+def rebuildable(path: str) -> tuple[str, str] | None:
+    """Return (exclude path, reason) when path is or lies under a rebuildable place. Pure."""
+    norm = "/" + path.strip("/")
+    for place, reason in REBUILDABLE:
+        if norm == place or norm.startswith(place + "/"):
+            return place, reason
+    return None
+
+
+def render_config(protected: list[str], excluded: dict[str, str], unreachable: list[str]) -> str:
     """Return the starter TOML. Pure."""
     lines = [
-        "# Written by `subvault init`. Every subvolume is protected or excluded:",
-        "# review the excludes marked \"review me\", add targets, then `subvault config check`.",
+        "# Written by `subvault init`. Every subvolume is protected or excluded with a reason:",
+        "# review both lists, add a [[target]], then `subvault config check` and `subvault check`.",
         "",
         "[defaults]",
         'timeline = "24h 7d 4w"',
@@ -93,53 +120,69 @@ def render_config(protected: list[str], excluded: list[str], unreachable: list[s
     taken: set[str] = set()
     for path in protected:
         lines += ["[[subvolume]]", f"name = {json.dumps(config_name(path, taken))}", f"path = {json.dumps(path)}", ""]
-    for path in excluded:
-        lines += ["[[exclude]]", f"path = {json.dumps(path)}", f'reason = "{REVIEW}"', ""]
+    for path, reason in sorted(excluded.items()):
+        lines += ["[[exclude]]", f"path = {json.dumps(path)}", f"reason = {json.dumps(reason)}", ""]
     for desc in unreachable:
         lines.append(f"# not reachable from any mount (mount it to protect it): {desc}")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def scan_host() -> str:
-    """Scan every mounted btrfs filesystem and return a starter config covering each subvolume."""
+def scan_host(only: list[str] | None = None) -> str:
+    """Scan the mounted btrfs filesystems (only those holding `only`'s paths, if given) and
+    return a starter config covering each subvolume."""
     mounts = btrfs_mounts()
     if not mounts:
         raise SubvaultError("no btrfs filesystem is mounted; subvault protects btrfs subvolumes only")
     by_fs: dict[str, list[Mount]] = {}
     for m in mounts:
         by_fs.setdefault(m.uuid or m.target, []).append(m)
+    if only:
+        wanted = {_fs_of(p, mounts) for p in only}
+        by_fs = {k: v for k, v in by_fs.items() if k in wanted}
     protected: list[str] = []
-    excluded: list[str] = []
+    excluded: dict[str, str] = {}
     unreachable: list[str] = []
     for fs_mounts in by_fs.values():
-        subs = adapter.list_subvolumes(fs_mounts[0].target)
-        top = [s for s in fs_mounts if s.fsroot == ""]
-        if top and top[0].target not in protected:
-            protected.append(top[0].target)
-        for sub in subs:
+        for top in (m for m in fs_mounts if m.fsroot == ""):
+            if adapter.holds_files_of_its_own(top.target):
+                protected.append(top.target)
+            else:
+                excluded[top.target] = TOP_LEVEL_REASON
+            break
+        for sub in adapter.list_subvolumes(fs_mounts[0].target):
             if is_snapshot_like(sub):
                 continue
-            path, mounted = reachable_path(sub, fs_mounts)
+            path, _mounted = reachable_path(sub, fs_mounts)
             if path is None:
                 unreachable.append(f"{sub.path} (id {sub.id})")
-            elif mounted:
-                if path not in protected:
-                    protected.append(path)
-            elif path not in excluded:
-                excluded.append(path)
-    for m in mounts:
-        if m.fsroot and m.target not in protected:
-            protected.append(m.target)
-    return render_config(sorted(protected), sorted(excluded), unreachable)
+            elif (skip := rebuildable(path)) is not None:
+                excluded.setdefault(*skip)
+            elif path not in protected:
+                protected.append(path)
+        for m in fs_mounts:
+            if m.fsroot and m.target not in protected and rebuildable(m.target) is None:
+                protected.append(m.target)
+    # An exclude covers everything under it: drop protected paths it would contradict.
+    protected = [p for p in protected if not any(p == e or p.startswith(e.rstrip("/") + "/") for e in excluded if excluded[e] != TOP_LEVEL_REASON)]
+    return render_config(sorted(set(protected)), excluded, unreachable)
+
+
+def _fs_of(path: str, mounts: list[Mount]) -> str:
+    """Return the filesystem key (uuid) of the mount holding path; raise if none is btrfs."""
+    real = os.path.realpath(path)
+    best = max((m for m in mounts if real == m.target or real.startswith(m.target.rstrip("/") + "/")), key=lambda m: len(m.target), default=None)
+    if best is None:
+        raise SubvaultError(f"{path} is not on a mounted btrfs filesystem; give a path on one")
+    return best.uuid or best.target
 
 
 def write_config(text: str, dest: str, *, force: bool) -> Path:
-    """Write the config to dest (mode 0644); refuse to replace an existing one without force."""
+    """Write the config to dest (mode 0600: it may come to hold secrets); refuse to replace an existing one without force."""
     from subvault.btrfs.snapper import write_atomic
 
     path = Path(dest)
     if path.exists() and not force:
         raise SubvaultError(f"{path} exists; pass --force to replace it, or --output - to print the starter config")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text, 0o644)
+    write_atomic(path, text, 0o600)
     return path

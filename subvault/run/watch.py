@@ -20,6 +20,7 @@ from subvault.config.schema import SubvolumeConf
 from subvault.errors import SubvaultError
 from subvault.plan.coverage import (
     ExcludedPath,
+    FoundSubvolume,
     Problem,
     ProblemKind,
     ProtectedPath,
@@ -27,6 +28,7 @@ from subvault.plan.coverage import (
     found_from_info,
     parse_mountinfo,
     plan_coverage,
+    reachable_paths,
 )
 from subvault.plan.freshness import LayerFreshness, plan_freshness
 from subvault.plan.retention import parse_policy
@@ -182,11 +184,20 @@ def coverage_problems(ctx: Context) -> list[Problem]:
         for info in adapter.list_subvolumes(path):
             managed = "/.snapshots/" in f"/{info.path}/" or info.path.endswith(".snapshots")
             found.append(found_from_info(fs_uuid, info, fs_mounts, managed_snapshot=managed))
+        found += _top_level(fs_uuid, fs_mounts)
     protected = [ProtectedPath(s.name, s.path, ("local", *ctx.config.targets_of(s))) for s in ctx.config.subvolume]
     excluded = [ExcludedPath(e.path, e.reason) for e in ctx.config.exclude]
     excluded += _target_dirs(ctx)
     problems = [p for p in plan_coverage(found, protected, excluded) if not (p.kind == ProblemKind.MISSING and any(m.subject == p.subject for m in missing))]
     return missing + problems
+
+
+def _top_level(fs_uuid: str, fs_mounts) -> list[FoundSubvolume]:
+    """The top level counts as data to cover only when it is mounted and holds files of its own."""
+    paths = reachable_paths(fs_uuid, "", fs_mounts)
+    if not paths or not adapter.holds_files_of_its_own(paths[0]):
+        return []
+    return [FoundSubvolume(fs_uuid=fs_uuid, subvol_id=5, path="", mount_paths=paths, uuid=f"{fs_uuid}:top-level")]
 
 
 def _fs_uuid_of(path: str, mounts) -> str | None:

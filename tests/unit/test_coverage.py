@@ -216,3 +216,13 @@ def test_found_from_adapter_info() -> None:
     info = SubvolInfo(258, "root/var/lib/pvc", "u258", None, None, False, 10, 256)
     found = found_from_info(FS, info, MOUNTS)
     assert found.mount_paths == ("/var/lib/pvc",) and found.subvol_id == 258 and not found.readonly
+
+
+def test_placeholder_reason_is_no_reason() -> None:
+    from subvault.plan.coverage import ExcludedPath, ProblemKind, is_reason, plan_coverage
+
+    assert not is_reason("review me") and not is_reason("  TODO ") and not is_reason("")
+    assert is_reason("ephemeral: a cache")
+    problems = plan_coverage([], [], [ExcludedPath("/var/cache", "review me")])
+    assert [p.kind for p in problems] == [ProblemKind.NO_REASON]
+    assert "placeholder" in problems[0].message
