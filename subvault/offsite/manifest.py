@@ -5,7 +5,7 @@ Rules:
   (invariant 4); the uploader writes the manifest last.
 - The manifest carries an HMAC-SHA256 over its canonical JSON (sorted keys, no spaces,
   the `mac` field left out) with a key only the backup side holds (`MacKey`, a local
-  file, 0600, made on first use). age proves nothing about who wrote a file: anyone
+  file, 0600, made while the bucket holds no restore point; missing later, it is an error). age proves nothing about who wrote a file: anyone
   with the public recipients can encrypt. The MAC binds subvolume, uuid, parent, chain
   and every part's size and ciphertext SHA-256, so a forged manifest, a swapped part,
   a missing part or a manifest moved to another snapshot's place is detected.
@@ -38,6 +38,10 @@ DEFAULT_MAC_KEY = Path("/etc/subvault/offsite.mac")
 
 class ManifestError(PermanentError):
     """A manifest is malformed, forged, or does not match its objects."""
+
+
+class MacKeyMissing(PermanentError):
+    """The manifest key is gone while the bucket holds points signed with it."""
 
 
 @dataclass(frozen=True)
