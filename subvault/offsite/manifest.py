@@ -130,12 +130,19 @@ class MacKey:
         path = Path(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            log.warning("created the offsite manifest key %s; back it up: restores verify with it", path)
+            try:
+                os.link(tmp, path)  # whole or absent; a second run making one at once keeps the first
+                log.warning("created the offsite manifest key %s; back it up: restores verify with it", path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return cls.load(path)
 
     @classmethod

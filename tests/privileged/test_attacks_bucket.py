@@ -197,24 +197,22 @@ def _spawn(config: Path, *args: str) -> subprocess.Popen:
 
 
 def test_attack_second_writer_while_one_is_writing_is_refused(lab, tmp_path):
+    """This test process is the first writer (it holds the claim, as a running offsite does)."""
+    from subvault.offsite.lease import WriterLease
+    from subvault.offsite.manifest import MacKey
+
     lab.cli("snapshot")
-    first = _spawn(lab.config, "offsite")
-    try:
-        # wait for the first writer's claim to appear, then freeze it mid-run
-        while not lab.bucket.keys("_subvault/writers/"):
-            assert first.poll() is None, first.communicate()
-        os.kill(first.pid, signal.SIGSTOP)
-        second = subprocess.run([sys.executable, "-m", "subvault.cli.main", "--config", str(_second_writer(lab, tmp_path)), "offsite"],
-                                capture_output=True, text=True, cwd=REPO)
-        assert second.returncode == 1 and "another offsite run" in second.stderr
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-        out, err = first.communicate()
-    assert first.returncode == 0, err
-    assert not lab.bucket.keys("_subvault/writers/")  # released
+    lab.cli("offsite")
     (lab.paths[SUB] / "nextcloud" / "later.txt").write_text("second point\n")
     lab.cli("snapshot", "--force")
+    with WriterLease(lab.bucket.store, MacKey.load(lab.mac)):
+        for config in (lab.config, _second_writer(lab, tmp_path)):
+            proc = _spawn(config, "offsite")
+            _out, err = proc.communicate()
+            assert proc.returncode == 1 and "another offsite run" in err
+        assert len(lab.bucket.points()) == 1
     lab.cli("offsite")
+    assert not lab.bucket.keys("_subvault/writers/")  # released
     _assert_all_kept_restore(lab)
 
 
