@@ -52,7 +52,7 @@ from datetime import datetime
 
 from subvault.errors import PermanentError
 from subvault.offsite import layout
-from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, from_json, to_json
+from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, authenticate, from_json, to_json
 from subvault.offsite.streams import CHUNK, FdFilter, Filter, PipelineReader
 from subvault.stores.base import ObjectNotFound, Store
 
@@ -433,7 +433,7 @@ def _existing_manifest(store: Store, key: str, mac_key: MacKey) -> Manifest | No
         return None
     try:
         manifest = from_json(raw, key)
-        mac_key.check(manifest)
+        authenticate(manifest, mac_key, expected_key=key)  # a genuine manifest moved here is not this one's
     except ManifestError as exc:
         raise ManifestError(f"{exc}; refusing to overwrite it: inspect or delete {key} by hand") from None
     return manifest
