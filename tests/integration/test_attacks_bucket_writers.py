@@ -103,7 +103,7 @@ def test_attack_forged_or_lapsed_claims_do_not_block(target: dict, tmp_path: Pat
     assert [o.key for o in store.list(layout.WRITERS)] == [layout.WRITERS + "20990101T000000000000Z-forged.json"]
 
 
-def test_ledger_names_gone_points_and_a_replayed_generation(target: dict, tmp_path: Path) -> None:
+def test_attack_ledger_replayed_or_emptied_is_detected_with_the_cache(target: dict, tmp_path: Path) -> None:
     store = _store(target)
     key = mac_key(tmp_path)
     cache = tmp_path / "state" / "ledger.json"
@@ -134,6 +134,12 @@ def test_ledger_names_gone_points_and_a_replayed_generation(target: dict, tmp_pa
                              {"a": T0, "c": T0 + timedelta(days=40)}, (), parse_policy("1d"),
                              T0 + timedelta(days=40), T0.tzinfo)
     assert set(nxt.points) == {"a", "c"}
+    # the whole subvolume emptied, ledger and all: this host's cache still knows
+    for info in list(store.list("pvc/")):
+        store.delete(info.key)
+    found, why = ledger.load(store, key, "pvc")
+    j = ledger.judge("pvc", found, why, second, set())
+    assert found is None and set(j.gone) == {"a", "b"} and any("rolled back or emptied" in p for p in j.problems)
     store.put(layout.ledger_key("pvc"), old.replace(b'"generation": 1', b'"generation": 9'))
     found, why = ledger.load(store, key, "pvc")
     assert found is None and "fails authentication" in str(why)
