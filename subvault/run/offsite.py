@@ -320,7 +320,7 @@ def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume
     found, distrust = ledgers.load(store, key, subvolume)
     j = ledgers.judge(subvolume, found, distrust, ledgers.read_cache(ledger_cache(ctx, target, subvolume)),
                       {m.uuid for m in manifests})
-    lost = sorted((t, u) for u, t in j.gone.items() if chosen.created < t <= when)
+    lost = sorted((t, u) for u, t in j.gone.items() if chosen.created <= t <= when)  # same second: cannot be ordered, so refused
     if lost:
         t, u = lost[-1]
         raise Refused(
