@@ -44,10 +44,12 @@ class Ledger:
     subvolume: str
     generation: int
     points: Mapping[str, datetime] = field(default_factory=dict)
+    order: Mapping[str, int] = field(default_factory=dict)  # chain length: orders points of the same second
 
     def payload(self) -> bytes:
         data = {"format": FORMAT, "subvolume": self.subvolume, "generation": self.generation,
-                "points": {u: t.isoformat() for u, t in sorted(self.points.items())}}
+                "points": {u: t.isoformat() for u, t in sorted(self.points.items())},
+                "order": {u: n for u, n in sorted(self.order.items()) if u in self.points}}
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -55,7 +57,8 @@ def _parse(data: dict) -> Ledger:
     if data.get("format") != FORMAT:
         raise ValueError(f"format {data.get('format')!r}")
     points = {str(u): datetime.fromisoformat(t) for u, t in data["points"].items()}
-    return Ledger(str(data["subvolume"]), int(data["generation"]), points)
+    order = {str(u): int(n) for u, n in data.get("order", {}).items()}
+    return Ledger(str(data["subvolume"]), int(data["generation"]), points, order)
 
 
 def load(store: Store, key: MacKey | None, subvolume: str) -> tuple[Ledger | None, str | None]:
@@ -141,8 +144,15 @@ def judge(subvolume: str, ledger: Ledger | None, distrust: str | None, cached: L
     return Judgement(reference, gone, tuple(problems), tuple(warnings))
 
 
+def newer_gone(judgement: Judgement, created: datetime, order: int, when: datetime) -> list[tuple[datetime, str]]:
+    """Return (time, uuid) of gone points newer than a point (created, chain length) and not after `when`, oldest first."""
+    known = judgement.reference.order if judgement.reference else {}
+    return sorted((t, u) for u, t in judgement.gone.items() if (t, known.get(u, 0)) > (created, order) and t <= when)
+
+
 def next_ledger(subvolume: str, judgement: Judgement, ledger: Ledger | None, present: Mapping[str, datetime],
-                dropped: Iterable[str], policy: Policy, now: datetime, tz: tzinfo) -> Ledger:
+                dropped: Iterable[str], policy: Policy, now: datetime, tz: tzinfo,
+                order: Mapping[str, int] | None = None) -> Ledger:
     """Return the ledger to write: the present points (minus those being deleted) and the gone ones still kept.
 
     A gone point is listed until the keep policy, applied to every point the ledger
@@ -155,4 +165,5 @@ def next_ledger(subvolume: str, judgement: Judgement, ledger: Ledger | None, pre
         kept = {d.key for d in plan_retention([Point(u, t) for u, t in every.items()], policy, now, tz) if d.keep}
         points.update({u: t for u, t in judgement.gone.items() if u in kept and u not in dropped})
     base = max((judgement.reference.generation if judgement.reference else 0), (ledger.generation if ledger else 0))
-    return Ledger(subvolume, base + 1, points)
+    known = {**(judgement.reference.order if judgement.reference else {}), **(order or {})}
+    return Ledger(subvolume, base + 1, points, {u: n for u, n in known.items() if u in points})

@@ -153,6 +153,7 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
         out.items.append(Item(subject, "not-due", f"newest restore point {newest:%Y-%m-%d %H:%M} is within {policy.describe()}"))
         step = None
     present = {m.uuid: m.created for m in state.manifests}
+    order = {m.uuid: len(m.chain) for m in state.manifests}
     deletions = list(plan.delete) + _damaged_dropped(state, plan, step, policy, ctx)
     if step is not None:
         snap = locals_.by_uuid[step.uuid]
@@ -174,13 +175,14 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
             done = upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain,
                           replace=step.uuid in state.damaged)
             present[step.uuid] = snap.date
+            order[step.uuid] = len(step.chain)
             data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused}
             out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed){again}", data))
     elif not deletions:
         out.items.append(Item(subject, "up-to-date" if not state.damaged else "damaged",
                               "" if not state.damaged else f"{len(state.damaged)} restore points cannot be restored; see `subvault check`"))
     if not ctx.dry_run:
-        _write_ledger(ctx, store, key, tconf, sub.name, state, present, {d.uuid for d in deletions if d.manifest}, policy)
+        _write_ledger(ctx, store, key, tconf, sub.name, state, present, order, {d.uuid for d in deletions if d.manifest}, policy)
     for d in deletions:
         if ctx.dry_run:
             out.items.append(Item(subject, "would-delete", f"{d.uuid} ({d.reason})"))
@@ -202,15 +204,16 @@ def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
             for m in damaged if m.uuid not in kept and m.uuid not in needed]
 
 
-def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, state, present, dropped, policy) -> None:
+def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, state, present, order, dropped, policy) -> None:
     """Write the ledger when it would change (before any deletion); never over one that fails authentication."""
     from subvault.offsite import ledger as ledgers
 
     j = state.judgement
     if j is None or any("fails authentication" in p or "unreadable ledger" in p for p in j.problems):
         return
-    new = ledgers.next_ledger(subvolume, j, state.ledger, present, dropped, policy, ctx.now, ctx.tz)
-    if state.ledger is not None and j.reference is state.ledger and dict(new.points) == dict(state.ledger.points):
+    new = ledgers.next_ledger(subvolume, j, state.ledger, present, dropped, policy, ctx.now, ctx.tz, order)
+    if state.ledger is not None and j.reference is state.ledger and dict(new.points) == dict(state.ledger.points) \
+            and dict(new.order) == dict(state.ledger.order):
         return
     ledgers.save(store, key, new)
     ledgers.remember(ledger_cache(ctx, tconf.name, subvolume), new)
@@ -320,7 +323,7 @@ def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume
     found, distrust = ledgers.load(store, key, subvolume)
     j = ledgers.judge(subvolume, found, distrust, ledgers.read_cache(ledger_cache(ctx, target, subvolume)),
                       {m.uuid for m in manifests})
-    lost = sorted((t, u) for u, t in j.gone.items() if chosen.created <= t <= when)  # same second: cannot be ordered, so refused
+    lost = ledgers.newer_gone(j, chosen.created, len(chosen.chain), when)
     if lost:
         t, u = lost[-1]
         raise Refused(

@@ -185,3 +185,13 @@ def test_attack_new_key_with_a_leftover_journal_deletes_nothing(target: dict, tm
                         parse_duration("30d"), T0 + timedelta(days=2), T0.tzinfo, {"b": "a"})
     apply_deletions(store, "pvc", plan.delete)  # even if asked to, an abandoned upload with a manifest stays
     assert sorted(o.key for o in store.list()) == before
+
+
+def test_restore_of_an_older_point_by_its_time_is_not_refused() -> None:
+    """Item 7: a gone newer point refuses `--at latest`, never `--at` the older point's own time."""
+    reference = ledger.Ledger("pvc", 2, {"a": T0, "b": T0 + timedelta(hours=1), "c": T0}, {"a": 1, "b": 2, "c": 2})
+    j = ledger.judge("pvc", reference, None, None, {"a"})
+    latest = T0 + timedelta(days=1)
+    assert ledger.newer_gone(j, T0, 1, latest) == [(T0, "c"), (T0 + timedelta(hours=1), "b")]
+    assert ledger.newer_gone(j, T0, 2, T0) == []  # nothing gone is ordered after (T0, chain 2) up to T0
+    assert ledger.newer_gone(j, T0, 1, T0) == [(T0, "c")]  # same second, longer chain: newer

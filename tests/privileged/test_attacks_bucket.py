@@ -249,10 +249,8 @@ def test_attack_newest_manifest_deleted_is_detected_and_never_silently_restored(
     into.mkdir()
     proc = lab.cli("restore", SUB, "--from", "offsite", "--at", "latest", "--into", str(into), "--identity", str(lab.identity), check=False)
     assert proc.returncode == 1 and newer in proc.stderr and not (into / SUB).exists()
-    # the older point is restored when asked for by its time
-    when = lab.bucket.manifest(older)["created"]
-    restored = _restores(lab, at=when, name="older")
-    assert not (restored / "nextcloud" / "later.txt").exists()
+    # (asking for the older point by its own time restores it: test_restore_of_an_older_point_by_its_time_is_not_refused;
+    # here both points may be of the same second, which --at cannot tell apart)
     # the next offsite re-sends the lost point (its snapshot is still local); the alarm clears
     _proc, actions = _offsite(lab)
     assert "uploaded" in actions
