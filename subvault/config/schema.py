@@ -121,7 +121,7 @@ class TargetConf(Strict):
     recipients: Annotated[list[str], _doc("age public keys; the identity stays offline")] = msgspec.field(default_factory=list)
     full_every: Annotated[str, _doc("a full send at least this often, bounding chain length")] = "30d"
     part_size_mib: Annotated[int, _doc("size of each uploaded part", ge=1, le=4096)] = 64
-    mac_key: Annotated[str, _doc("key file that authenticates offsite manifests (0600, made on first use; keep a copy with the age identity)")] = "/etc/subvault/offsite.mac"
+    mac_key: Annotated[str, _doc("key file that authenticates offsite manifests (0600, made while the bucket is empty; keep a copy with the age identity: once restore points exist, a missing key is an error)")] = "/etc/subvault/offsite.mac"
     object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock: lock each object while its chain may be kept, plus this many days")] = None
 
     def __post_init__(self) -> None:
@@ -223,10 +223,12 @@ class CheckConf(Strict):
     slack: Annotated[str, _doc("tolerated lateness beyond each layer's cadence")] = "1h"
     drill_max_age: Annotated[str, _doc("warn when the last successful drill is older")] = "30d"
     min_free_percent: Annotated[float, _doc("warn below this much free space", ge=0, le=100)] = 10.0
+    verify_max_age: Annotated[str, _doc("warn when an object target's last `subvault verify` is older")] = "30d"
 
     def __post_init__(self) -> None:
         _duration("slack", self.slack)
         _duration("drill_max_age", self.drill_max_age)
+        _duration("verify_max_age", self.verify_max_age)
 
 
 class Config(Strict):

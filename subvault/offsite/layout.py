@@ -3,6 +3,10 @@
     SUBVOL/SNAPSHOT_UUID/part-000000.zst.age   the stream's parts, in order
     SUBVOL/SNAPSHOT_UUID/upload.json           the journal of an unfinished upload
     SUBVOL/SNAPSHOT_UUID/manifest.json         written last: the snapshot exists offsite
+    SUBVOL/ledger.json                         the restore points that should exist (offsite/ledger.py)
+    _subvault/writers/STAMP-RANDOM.json        a running writer's claim (offsite/lease.py)
+
+`_subvault/` cannot collide with a subvolume: those start with a letter or digit.
 
 Each part is a complete age file whose plaintext is the next slice of the zstd stream;
 decrypting the parts in order and concatenating gives `btrfs send | zstd`.
@@ -15,6 +19,8 @@ import re
 PART_SUFFIX = ".zst.age"
 MANIFEST = "manifest.json"
 JOURNAL = "upload.json"
+LEDGER = "ledger.json"
+WRITERS = "_subvault/writers/"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 
@@ -40,3 +46,7 @@ def manifest_key(subvolume: str, uuid: str) -> str:
 
 def journal_key(subvolume: str, uuid: str) -> str:
     return f"{snapshot_dir(subvolume, uuid)}/{JOURNAL}"
+
+
+def ledger_key(subvolume: str) -> str:
+    return f"{check_name('subvolume', subvolume)}/{LEDGER}"

@@ -5,7 +5,7 @@ Rules:
   (invariant 4); the uploader writes the manifest last.
 - The manifest carries an HMAC-SHA256 over its canonical JSON (sorted keys, no spaces,
   the `mac` field left out) with a key only the backup side holds (`MacKey`, a local
-  file, 0600, made on first use). age proves nothing about who wrote a file: anyone
+  file, 0600, made while the bucket holds no restore point; missing later, it is an error). age proves nothing about who wrote a file: anyone
   with the public recipients can encrypt. The MAC binds subvolume, uuid, parent, chain
   and every part's size and ciphertext SHA-256, so a forged manifest, a swapped part,
   a missing part or a manifest moved to another snapshot's place is detected.
@@ -38,6 +38,10 @@ DEFAULT_MAC_KEY = Path("/etc/subvault/offsite.mac")
 
 class ManifestError(PermanentError):
     """A manifest is malformed, forged, or does not match its objects."""
+
+
+class MacKeyMissing(PermanentError):
+    """The manifest key is gone while the bucket holds points signed with it."""
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,19 @@ class MacKey:
         path = Path(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            log.warning("created the offsite manifest key %s; back it up: restores verify with it", path)
+            try:
+                os.link(tmp, path)  # whole or absent; a second run making one at once keeps the first
+                log.warning("created the offsite manifest key %s; back it up: restores verify with it", path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return cls.load(path)
 
     @classmethod

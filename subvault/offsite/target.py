@@ -2,6 +2,16 @@
 
 - `scan` reads what is offsite for one subvolume: the restore points (manifests that
   authenticate), the unfinished uploads (journals without a manifest), and problems.
+  From the one listing it makes it also checks every part a manifest names: present
+  and of the recorded size. A point with a part missing or of the wrong size, or one
+  the last `verify` found with a wrong SHA-256 (`suspect`, until its manifest is
+  written anew), is *damaged*; a point whose chain holds a damaged or absent link
+  cannot be restored either. Only whole points are restore points: they are what
+  `status` counts, what the planner builds on, and so a damaged newest point is sent
+  again (or a new full started) instead of being called up to date.
+  The ledger (offsite/ledger.py) adds the points that should exist and do not.
+- Nothing is deleted because it fails to authenticate: a snapshot folder holding a
+  manifest, authentic or not, is never an "unfinished upload".
 - `apply_deletions` carries out the planner's deletions in the safe order: the
   manifest first (from then on the snapshot no longer exists offsite, invariant 4),
   then its parts, then any journal.
@@ -17,11 +27,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from subvault.offsite import layout
+from subvault.offsite import ledger as ledgers
 from subvault.offsite.manifest import MacKey, Manifest
 from subvault.offsite.plan import Deletion, LocalSnapshot, RestorePoint, local_holds
 from subvault.offsite.restore import Problem, list_manifests
@@ -35,33 +46,88 @@ class TargetState:
     manifests: tuple[Manifest, ...]
     in_progress: dict[str, str | None]
     problems: tuple[Problem, ...]
+    damaged: Mapping[str, str] = field(default_factory=dict)  # uuid -> why it cannot be restored
+    ledger: ledgers.Ledger | None = None
+    judgement: ledgers.Judgement | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def whole(self) -> list[Manifest]:
+        return [m for m in self.manifests if m.uuid not in self.damaged]
 
     @property
     def points(self) -> list[RestorePoint]:
-        return [RestorePoint(m.uuid, m.created, m.parent_uuid, m.chain) for m in self.manifests]
+        """The restore points that can be restored: manifest, parts and every chain link whole."""
+        return [RestorePoint(m.uuid, m.created, m.parent_uuid, m.chain) for m in self.whole]
 
 
-def scan(store: Store, mac_key: MacKey | None, subvolume: str) -> TargetState:
-    """Return what is offsite for subvolume. Raise StoreUnreachable/StoreAuthError from the store."""
+def scan(store: Store, mac_key: MacKey | None, subvolume: str, *, cache: Path | None = None,
+         suspect: Mapping[str, str] | None = None) -> TargetState:
+    """Return what is offsite for subvolume. Raise StoreUnreachable/StoreAuthError from the store.
+
+    `cache` is this host's copy of the newest ledger seen (read, and moved forward);
+    `suspect` maps uuid -> manifest MAC of points the last `verify` found corrupt.
+    """
     manifests, problems = list_manifests(store, mac_key, subvolume)
-    have = {m.uuid for m in manifests}
+    listing = {info.key: info.size for info in store.list(f"{layout.check_name('subvolume', subvolume)}/")}
+    damaged: dict[str, str] = {}
+    for m in manifests:
+        for part in m.parts:
+            size = listing.get(part.key)
+            if size is None:
+                problems.append(Problem(part.key, "missing"))
+            elif size != part.size:
+                problems.append(Problem(part.key, f"size {size}, manifest says {part.size}"))
+            else:
+                continue
+            damaged.setdefault(m.uuid, f"part {part.key} is missing or of the wrong size")
+        if (suspect or {}).get(m.uuid) == m.mac and m.uuid not in damaged:
+            damaged[m.uuid] = "the last verify found a part with the wrong SHA-256"
+            problems.append(Problem(m.key, "the last `subvault verify` found a corrupt part; the next offsite sends it again if it can"))
+    have = {m.uuid: m for m in manifests}
+    changed = True
+    while changed:  # a point is whole only when every link of its chain is
+        changed = False
+        for m in manifests:
+            if m.uuid not in damaged and any(link not in have or link in damaged for link in m.chain[:-1]):
+                damaged[m.uuid] = "a link of its chain is damaged or missing"
+                problems.append(Problem(m.key, "cannot be restored: a link of its chain is damaged or missing"))
+                changed = True
     in_progress: dict[str, str | None] = {}
-    for info in store.list(f"{layout.check_name('subvolume', subvolume)}/"):
-        parts = info.key.split("/")
-        if len(parts) == 3 and parts[2] == layout.JOURNAL and parts[1] not in have:
+    folders_with_manifest = {k.split("/")[1] for k in listing if k.count("/") == 2 and k.endswith("/" + layout.MANIFEST)}
+    for key in listing:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == layout.JOURNAL and parts[1] not in folders_with_manifest:
             try:
-                in_progress[parts[1]] = json.loads(store.get(info.key))["journal"]["parent_uuid"]
+                in_progress[parts[1]] = json.loads(store.get(key))["journal"]["parent_uuid"]
             except (ObjectNotFound, ValueError, KeyError, TypeError):
                 in_progress[parts[1]] = None
-    return TargetState(tuple(manifests), in_progress, tuple(problems))
+    ledger, distrust = ledgers.load(store, mac_key, subvolume)
+    cached = ledgers.read_cache(cache) if cache is not None else None
+    judgement = ledgers.judge(subvolume, ledger, distrust, cached, have)
+    problems += [Problem(layout.ledger_key(subvolume), p) for p in judgement.problems]
+    if cache is not None and distrust is None:
+        ledgers.remember(cache, ledger)
+    return TargetState(tuple(manifests), in_progress, tuple(problems), damaged, ledger, judgement, judgement.warnings)
 
 
 def apply_deletions(store: Store, subvolume: str, deletions: Iterable[Deletion]) -> list[str]:
-    """Delete each planned snapshot's objects, manifest first; return the keys deleted."""
+    """Delete each planned snapshot's objects, manifest first; return the keys deleted.
+
+    An abandoned upload (no manifest planned) whose folder holds a manifest after all
+    is left alone: that snapshot may be complete, under a key this host cannot verify.
+    """
     deleted: list[str] = []
     for d in deletions:
         base = layout.snapshot_dir(subvolume, d.uuid)
         mkey = layout.manifest_key(subvolume, d.uuid)
+        if not d.manifest:
+            try:
+                store.stat(mkey)
+                log.warning("%s exists: not deleting %s/ as an abandoned upload", mkey, base)
+                continue
+            except ObjectNotFound:
+                pass
         store.delete(mkey)
         deleted.append(mkey)
         for info in list(store.list(base + "/")):

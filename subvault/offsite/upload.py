@@ -52,7 +52,7 @@ from datetime import datetime
 
 from subvault.errors import PermanentError
 from subvault.offsite import layout
-from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, from_json, to_json
+from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, authenticate, from_json, to_json
 from subvault.offsite.streams import CHUNK, FdFilter, Filter, PipelineReader
 from subvault.stores.base import ObjectNotFound, Store
 
@@ -122,11 +122,13 @@ def upload(
     compress: Sequence[str] = COMPRESS,
     retain_until: datetime | None = None,
     progress: ProgressCallback | None = None,
+    replace: bool = False,
 ) -> UploadResult:
     """Upload one snapshot's stream as parts and a manifest; resume an unfinished one.
 
     Return the signed manifest. If the manifest already exists and authenticates,
-    return it without running the source. Raise CommandFailed if a stage fails,
+    return it without running the source, unless `replace` (the point is damaged:
+    a part is missing, short or corrupt): then its parts and manifest are written anew. Raise CommandFailed if a stage fails,
     StoreError/StoreUnreachable if the store does; in both cases no manifest is written
     and the journal lets the next call resume.
     """
@@ -134,7 +136,7 @@ def upload(
         raise PermanentError(f"offsite upload of {request.subvolume}: no age recipients configured")
     mkey = layout.manifest_key(request.subvolume, request.uuid)
     existing = _existing_manifest(store, mkey, mac_key)
-    if existing is not None:
+    if existing is not None and not replace:
         return UploadResult(existing, 0, 0, 0, already_done=True)
     journal = _load_journal(store, request, mac_key, part_size, list(compress))
     age = ["age", *(a for r in request.recipients for a in ("-r", r))]
@@ -431,7 +433,7 @@ def _existing_manifest(store: Store, key: str, mac_key: MacKey) -> Manifest | No
         return None
     try:
         manifest = from_json(raw, key)
-        mac_key.check(manifest)
+        authenticate(manifest, mac_key, expected_key=key)  # a genuine manifest moved here is not this one's
     except ManifestError as exc:
         raise ManifestError(f"{exc}; refusing to overwrite it: inspect or delete {key} by hand") from None
     return manifest

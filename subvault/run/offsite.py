@@ -5,6 +5,12 @@ plan (offsite/plan.py: one upload, incremental unless a full is due; deletions t
 kept chain needs), upload parts then the manifest (invariant 4), then delete. Holds for
 the local pruner come from the same plan, or from the target when it is read afresh,
 or from the cache of the last successful read when the bucket is unreachable.
+
+Against anyone with write access to the bucket (docs/design.md, threat model): one
+writer per prefix (offsite/lease.py); damaged points are not up to date and are sent
+again (offsite/target.py); the ledger names points that are gone (offsite/ledger.py);
+a missing MAC key is an error, never silently a new one, and nothing is deleted
+because it fails to authenticate.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from pathlib import Path
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.errors import NotFound, SubvaultError, UsageError
+from subvault.offsite import layout
 from subvault.offsite import plan as oplan
+from subvault.offsite.manifest import ManifestError
 from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
 from subvault.plan.retention import is_due, parse_policy
 from subvault.run import holds
@@ -43,10 +51,40 @@ def open_target_store(tconf: TargetConf):
     return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style)
 
 
-def mac_key(tconf: TargetConf):
-    from subvault.offsite.manifest import MacKey
+def mac_key(tconf: TargetConf, store=None):
+    """Return the target's manifest key; make one only while the bucket holds no restore point.
 
-    return MacKey.load_or_create(tconf.mac_key)
+    Raise MacKeyMissing if the key file is gone but the bucket holds manifests or a
+    ledger: a new key would make every one of them fail authentication.
+    """
+    from subvault.offsite import layout
+    from subvault.offsite.manifest import MacKey, MacKeyMissing
+
+    path = Path(tconf.mac_key)
+    if not path.exists():
+        store = store if store is not None else open_target_store(tconf)
+        signed = next((i.key for i in store.list("") if i.key.endswith(("/" + layout.MANIFEST, "/" + layout.LEDGER))), None)
+        if signed is not None:
+            raise MacKeyMissing(
+                f"the manifest key {path} is missing but {store.url} holds restore points signed with it ({signed}); "
+                f"copy it back from the backup copy kept with the age identity (mode 0600) and run again; "
+                "no new key is made, since every restore point would then fail authentication"
+            )
+    return MacKey.load_or_create(path)
+
+
+def ledger_cache(ctx: Context, target: str, subvolume: str) -> Path:
+    from subvault.offsite.ledger import cache_path
+
+    return cache_path(ctx.state_dir, target, subvolume)
+
+
+def scan_target(ctx: Context, store, key, tconf: TargetConf, subvolume: str):
+    """scan() with this host's ledger cache and the last verify's findings."""
+    from subvault.offsite import verified
+
+    suspect = verified.last(ctx.state_dir, tconf.name)[1].get(subvolume, {})
+    return scan(store, key, subvolume, cache=None if ctx.dry_run else ledger_cache(ctx, tconf.name, subvolume), suspect=suspect)
 
 
 @dataclass(frozen=True)
@@ -69,21 +107,28 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
     only_due (inside `run`): a subvolume is skipped while its newest restore point is
     within the cadence of the target's keep (the finest unit, e.g. daily for "8d 5w 12m").
     """
+    from contextlib import nullcontext
+
+    from subvault.offsite.lease import WriterLease
+
     out = Outcome("offsite", dry_run=ctx.dry_run)
     for tconf in object_targets(ctx, target):
         subs = [s for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)]
         if not subs:
             continue
         try:
-            store, key = open_target_store(tconf), mac_key(tconf)
+            store = open_target_store(tconf)
+            key = mac_key(tconf, store)
+            lease = nullcontext() if ctx.dry_run else WriterLease(store, key)
+            with lease:
+                for sub in subs:
+                    try:
+                        _offsite_one(ctx, store, key, sub, tconf, out, only_due)
+                    except SubvaultError as exc:
+                        out.fail(f"{sub.name}→{tconf.name}", exc)
+            out.warnings.extend(getattr(lease, "warnings", []))
         except SubvaultError as exc:
             out.fail(tconf.name, exc)
-            continue
-        for sub in subs:
-            try:
-                _offsite_one(ctx, store, key, sub, tconf, out, only_due)
-            except SubvaultError as exc:
-                out.fail(f"{sub.name}→{tconf.name}", exc)
     return out
 
 
@@ -92,7 +137,13 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
 
     subject = f"{sub.name}→{tconf.name}"
     locals_ = _locals(sub)
-    state = scan(store, key, sub.name)
+    state = scan_target(ctx, store, key, tconf, sub.name)
+    if not state.manifests and any(p.key.endswith("/" + layout.MANIFEST) for p in state.problems):
+        raise ManifestError(
+            f"{store.url}: no restore point of {sub.name} authenticates with the key {tconf.mac_key} "
+            "(a new or wrong key?); refusing to write there: put the original key back"
+        )
+    out.warnings.extend(f"{subject}: {p}" for p in state.problems)
     policy = parse_policy(tconf.keep)
     plan = oplan.plan_offsite(state.points, locals_.points, policy, parse_duration(tconf.full_every), ctx.now, ctx.tz, state.in_progress)
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = dict(plan.hold_local)
@@ -101,33 +152,84 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
     if only_due and step and not step.resume and not is_due(newest, policy, ctx.now, ctx.tz):
         out.items.append(Item(subject, "not-due", f"newest restore point {newest:%Y-%m-%d %H:%M} is within {policy.describe()}"))
         step = None
+    present = {m.uuid: m.created for m in state.manifests}
+    order = {m.uuid: len(m.chain) for m in state.manifests}
+    deletions = list(plan.delete) + _damaged_dropped(state, plan, step, policy, ctx)
     if step is not None:
         snap = locals_.by_uuid[step.uuid]
         kind = "full" if step.parent_uuid is None else "incremental"
+        again = " again: the offsite copy is damaged" if step.uuid in state.damaged else ""
         if ctx.dry_run:
-            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {step.reason})"))
+            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {step.reason}){again}"))
         else:
             argv = ["btrfs", "send", "-q"]
             if step.parent_uuid:
                 argv += ["-p", str(locals_.by_uuid[step.parent_uuid].path)]
-            ctx.say(f"{subject}: uploading #{snap.number} ({kind})")
+            ctx.say(f"{subject}: uploading #{snap.number} ({kind}){again}")
             request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)], tuple(tconf.recipients))
             retain = None
             if tconf.object_lock_days:
                 # Locked while any link of its chain may still be kept, plus the margin.
                 covers = oplan.lock_until(snap.date, policy, parse_duration(tconf.full_every)) or ctx.now
                 retain = covers + timedelta(days=tconf.object_lock_days)
-            done = upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain)
+            done = upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain,
+                          replace=step.uuid in state.damaged)
+            present[step.uuid] = snap.date
+            order[step.uuid] = len(step.chain)
             data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused}
-            out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed)", data))
-    elif not plan.delete:
-        out.items.append(Item(subject, "up-to-date", ""))
-    for d in plan.delete:
+            out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed){again}", data))
+    elif not deletions:
+        out.items.append(Item(subject, "up-to-date" if not state.damaged else "damaged",
+                              "" if not state.damaged else f"{len(state.damaged)} restore points cannot be restored; see `subvault check`"))
+    if not ctx.dry_run:
+        _write_ledger(ctx, store, key, tconf, sub.name, state, present, order, {d.uuid for d in deletions if d.manifest}, policy)
+    for d in deletions:
         if ctx.dry_run:
             out.items.append(Item(subject, "would-delete", f"{d.uuid} ({d.reason})"))
             continue
         apply_deletions(store, sub.name, [d])
         out.items.append(Item(subject, "deleted", f"{d.uuid} ({d.reason})"))
+
+
+def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
+    """Damaged points the keep policy no longer keeps and no kept chain needs: deleted like any other."""
+    from subvault.plan.retention import Point, plan_retention
+
+    damaged = [m for m in state.manifests if m.uuid in state.damaged and (step is None or m.uuid != step.uuid)]
+    if not damaged:
+        return []
+    kept = {d.key for d in plan_retention([Point(m.uuid, m.created) for m in state.manifests], policy, ctx.now, ctx.tz) if d.keep}
+    needed = {link for m in state.manifests if m.uuid in kept or m.uuid in plan.keep for link in m.chain}
+    return [oplan.Deletion(m.uuid, f"damaged ({state.damaged[m.uuid]}) and no longer kept")
+            for m in damaged if m.uuid not in kept and m.uuid not in needed]
+
+
+def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, state, present, order, dropped, policy) -> None:
+    """Write the ledger when it would change (before any deletion); never over one that fails authentication."""
+    from subvault.offsite import ledger as ledgers
+
+    j = state.judgement
+    if j is None or any("fails authentication" in p or "unreadable ledger" in p for p in j.problems):
+        return
+    new = ledgers.next_ledger(subvolume, j, state.ledger, present, dropped, policy, ctx.now, ctx.tz, order)
+    if state.ledger is not None and j.reference is state.ledger and dict(new.points) == dict(state.ledger.points) \
+            and dict(new.order) == dict(state.ledger.order):
+        return
+    ledgers.save(store, key, new)
+    ledgers.remember(ledger_cache(ctx, tconf.name, subvolume), new)
+
+
+def _record_verify(ctx: Context, target: str, manifests, problems) -> None:
+    """Remember when this verify ran and which points it found corrupt (by their manifest MAC)."""
+    from subvault.offsite import verified
+
+    mac = {(m.subvolume, m.uuid): m.mac for m in manifests}
+    suspect: dict[str, dict[str, str]] = {}
+    for p in problems:
+        parts = str(getattr(p, "key", "")).split("/")
+        if len(parts) == 3 and parts[2].startswith("part-") and (parts[0], parts[1]) in mac:
+            suspect.setdefault(parts[0], {})[parts[1]] = mac[(parts[0], parts[1])]
+    verified.record(ctx.state_dir, target, ctx.now, suspect)
 
 
 @holds.register
@@ -142,7 +244,8 @@ def offsite_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
             snaps = list(_locals(sub).points)
             cache = ctx.state_dir / f"offsite-holds-{tconf.name}-{sub.name}.json"
             try:
-                store, key = open_target_store(tconf), mac_key(tconf)
+                store = open_target_store(tconf)
+                key = mac_key(tconf, store)
                 found, warning = holds_for_pruner(store, key, sub.name, snaps, cache)
             except SubvaultError as exc:
                 found, warning = {s.uuid: "offsite target unusable" for s in snaps}, str(exc)
@@ -166,13 +269,14 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     tconf = ctx.config.get_target(target)
     when = parse_at(at, ctx.now, ctx.tz)
     store = open_target_store(tconf)
-    key = mac_key(tconf) if verify_mac else None
+    key = mac_key(tconf, store) if verify_mac else None
     manifests, problems = list_manifests(store, key, subvolume)
     candidates = [m for m in manifests if m.created <= when]
     if not candidates:
         extra = f" ({'; '.join(map(str, problems))})" if problems else ""
         raise NotFound(f"{target} has no restore point of {subvolume} at or before {when:%Y-%m-%d %H:%M}{extra}")
     chosen = max(candidates, key=lambda m: (m.created, len(m.chain)))
+    _refuse_if_newer_point_gone(ctx, store, key, target, subvolume, manifests, chosen, when)
     dest = Path(into)
     if not dest.is_dir() or not adapter.is_btrfs(dest):
         raise UsageError(f"--into {into}: must be an existing directory on btrfs")
@@ -211,6 +315,23 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     return out
 
 
+def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume: str, manifests, chosen, when) -> None:
+    """Never restore an older point silently when the ledger says a newer one (at or before `when`) is gone."""
+    from subvault.errors import Refused
+    from subvault.offsite import ledger as ledgers
+
+    found, distrust = ledgers.load(store, key, subvolume)
+    j = ledgers.judge(subvolume, found, distrust, ledgers.read_cache(ledger_cache(ctx, target, subvolume)),
+                      {m.uuid for m in manifests})
+    lost = ledgers.newer_gone(j, chosen.created, len(chosen.chain), when)
+    if lost:
+        t, u = lost[-1]
+        raise Refused(
+            f"restore point {subvolume} {u} of {t:%Y-%m-%d %H:%M} is gone from {target} (deleted, or the bucket rolled back); "
+            f"not restoring the older {chosen.uuid} in its place silently: to restore that one, pass --at {chosen.created.isoformat()}"
+        )
+
+
 def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | None = None) -> Outcome:
     """Check every object's presence and hash; with deep, decrypt the newest chain per subvolume through `btrfs receive --dump`."""
     import subprocess
@@ -218,12 +339,17 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
     from subvault.offsite.restore import list_manifests, restore_chain, verify_target
 
     tconf = object_targets(ctx, target)[0]
-    store, key = open_target_store(tconf), mac_key(tconf)
+    store = open_target_store(tconf)
+    key = mac_key(tconf, store)
     out = Outcome("verify")
     problems = verify_target(store, key)
+    manifests, _ = list_manifests(store, key)
+    subs = {m.subvolume for m in manifests} | {s.name for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)}
+    for sub in sorted(subs):  # points the ledger lists that are gone, a rolled-back ledger
+        problems += scan(store, key, sub, cache=ledger_cache(ctx, tconf.name, sub)).judgement.problems  # type: ignore[union-attr]
     for p in problems:
         out.errors.append(str(p))
-    manifests, _ = list_manifests(store, key)
+    _record_verify(ctx, tconf.name, manifests, problems)
     out.items.append(Item(target, "verified", f"{len(manifests)} restore points, {len(problems)} problems"))
     if deep:
         if not identity:

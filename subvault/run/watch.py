@@ -127,8 +127,7 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
 
 @register_layer
 def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
-    from subvault.offsite.target import scan
-    from subvault.run.offsite import mac_key, open_target_store
+    from subvault.run.offsite import mac_key, open_target_store, scan_target
 
     rows = []
     for tconf in ctx.config.target:
@@ -136,16 +135,15 @@ def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             continue
         layer, cadence = f"offsite:{tconf.name}", cadence_of(tconf.keep)
         try:
-            state = scan(open_target_store(tconf), mac_key(tconf), sub.name)
+            store = open_target_store(tconf)
+            state = scan_target(ctx, store, mac_key(tconf, store), tconf, sub.name)
         except SubvaultError as exc:
             rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=str(exc)))
             continue
         newest = max((p.created for p in state.points), default=None)
         row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests))
-        have = {m.uuid for m in state.manifests}
-        broken = [f"{m.uuid}: chain link missing" for m in state.manifests if any(link not in have for link in m.chain[:-1])]
-        if state.problems or broken:
-            row.error = "; ".join([*map(str, state.problems), *broken])[:300]
+        if state.problems:  # damaged or gone points, failed authentication, a rolled-back ledger
+            row.error = "; ".join(map(str, state.problems))[:600]
         rows.append(row)
     return rows
 
@@ -245,8 +243,29 @@ def check(ctx: Context) -> WatchReport:
     for source in _PROBLEM_SOURCES:
         report.problems += source(ctx)
     _drill_age(ctx, report)
+    report.warnings += verify_age(ctx)
     report.warnings += stale_pull_records(ctx)
     return report
+
+
+def verify_age(ctx: Context) -> list[str]:
+    """Warn per object target whose last `subvault verify` (every part's SHA-256) is older than check.verify_max_age.
+
+    A listing sees a missing or resized part; only a verify sees a flipped byte.
+    """
+    from subvault.offsite import verified
+
+    limit = parse_duration(ctx.config.check.verify_max_age)
+    out = []
+    for tconf in ctx.config.target:
+        if tconf.type != "object":
+            continue
+        at, _ = verified.last(ctx.state_dir, tconf.name)
+        if at is None or ctx.now - at > limit:
+            when = "has never been verified here" if at is None else f"was last verified {format_age(ctx.now - at)} ago"
+            out.append(f"offsite target {tconf.name} {when}; run `subvault verify --target {tconf.name}` at least every "
+                       f"{ctx.config.check.verify_max_age} (it reads every part: a flipped byte is found only so)")
+    return out
 
 
 def stale_pull_records(ctx: Context) -> list[str]:
@@ -339,7 +358,8 @@ def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], lis
                 with open_target(tconf) as ep:
                     uuids = [e.received_uuid for e in ep.list(ep.container(host_name(), sub.name), sub.name) if is_verified(e)]
             else:
-                uuids = [p.uuid for p in scan(open_target_store(tconf), mac_key(tconf), sub.name).points]
+                store = open_target_store(tconf)
+                uuids = [p.uuid for p in scan(store, mac_key(tconf, store), sub.name).points]
         except SubvaultError as exc:
             errors.append(f"{tconf.name}: {exc}")
             continue

@@ -91,7 +91,7 @@ def test_unreachable_bucket_keeps_what_the_chain_needs_locally(homelab, offsite,
     bucket.rename(tmp_path / "bucket-gone")  # the NAS is not mounted
     proc = homelab.cli("offsite", check=False)
     assert proc.returncode == 1
-    assert "data→offsite: " in proc.stderr and "directory does not exist (is the disk mounted?)" in proc.stderr
+    assert "offsite: " in proc.stderr and "directory does not exist (is the disk mounted?)" in proc.stderr
     # a tight timeline would delete the base; the offsite chain holds it
     homelab.config.write_text(homelab.config.read_text().replace('timeline = "24h 7d 4w"', 'timeline = "latest"'))
     homelab.cli("snapshot", "--force")
