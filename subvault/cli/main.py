@@ -61,8 +61,14 @@ class Env:
         return Context(self.config, dry_run=dry_run, say=say)
 
     def lock(self):
+        """The one-subvault-at-a-time lock; a dry run takes none (it writes nothing, not even the lock file)."""
+        from contextlib import nullcontext
+
         from subvault.lock import exclusive
 
+        current = click.get_current_context(silent=True)
+        if current is not None and current.params.get("dry_run"):
+            return nullcontext()
         return exclusive(self.config.defaults.state_dir, wait=self.wait)
 
 
@@ -122,15 +128,16 @@ def config_sample() -> int:
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("--output", "-o", metavar="PATH", help="Where to write (default: the config path). '-' prints it.")
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
+@click.option("--dry-run", is_flag=True, help="Print the starter config; write nothing (as --output -).")
 @pass_env
 @_handle_errors
-def init(env: Env, paths: tuple[str, ...], output: str | None, force: bool) -> int:
+def init(env: Env, paths: tuple[str, ...], output: str | None, force: bool, dry_run: bool) -> int:
     """Scan the btrfs filesystems (or only those holding PATHs) and write a starter config covering every subvolume."""
     from subvault.config.load import config_path
     from subvault.run.init import scan_host, write_config
 
     text = scan_host(list(paths) or None)
-    if output == "-":
+    if output == "-" or dry_run:
         click.echo(text, nl=False)
         return 0
     dest = write_config(text, output or str(config_path(env.config_path)), force=force)

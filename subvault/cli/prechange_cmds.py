@@ -21,11 +21,14 @@ from subvault.cli.main import Env, _handle_errors, cli, json_option, pass_env
               help="auto: suspend Flux if reachable, else warn and snapshot anyway; required: abort if not.")
 @click.option("--resume", is_flag=True, help="Resume what an interrupted pre-change suspended, then exit.")
 @click.option("--run-id", metavar="ID", help="With --resume: only this run's objects.")
+@click.option("--dry-run", is_flag=True, help="Show each step it would take (Flux is only read); change nothing, run nothing.")
 @json_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_env
 @_handle_errors
-def pre_change(env: Env, description: str | None, flux_mode: str, resume: bool, run_id: str | None, as_json: bool, command: tuple[str, ...]) -> int:
+def pre_change(
+    env: Env, description: str | None, flux_mode: str, resume: bool, run_id: str | None, dry_run: bool, as_json: bool, command: tuple[str, ...]
+) -> int:
     """Suspend Flux, run quiesce hooks, snapshot everything, run post hooks, run COMMAND, resume Flux.
 
     Flux is resumed on every path out: success, error, SIGTERM, SIGINT, SIGHUP, and by a
@@ -34,12 +37,14 @@ def pre_change(env: Env, description: str | None, flux_mode: str, resume: bool, 
     from datetime import datetime
 
     from subvault.cli.render import emit_json
-    from subvault.errors import ConfigError
+    from subvault.errors import ConfigError, UsageError
     from subvault.run.prechange import PrechangeFailed, resume_recorded, run_prechange
 
     cfg = env.config
     log = (lambda m: click.echo(m, err=True)) if not as_json else (lambda m: None)
     kube = _kube(cfg) if cfg.flux and flux_mode != "off" else None
+    if resume and dry_run:
+        raise UsageError("--dry-run with --resume: `subvault check` lists what is left suspended, without changing it")
     if resume:
         if cfg.flux is None:
             raise ConfigError("pre-change --resume needs a [flux] section with kubeconfig")
@@ -65,7 +70,8 @@ def pre_change(env: Env, description: str | None, flux_mode: str, resume: bool, 
             selection=_selection(cfg),
             node=(cfg.flux.node if cfg.flux and cfg.flux.node else socket.gethostname()),
             pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
-            arm_timer=_arm_timer(env, cfg, log) if kube is not None else None,
+            arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
+            dry_run=dry_run,
         )
     except PrechangeFailed as exc:
         if as_json:
@@ -73,6 +79,10 @@ def pre_change(env: Env, description: str | None, flux_mode: str, resume: bool, 
         raise
     if as_json:
         emit_json("pre-change", result.to_dict())
+    elif dry_run:
+        click.echo("\n".join(result.planned))
+        for w in result.warnings:
+            click.echo(f"warning: {w}", err=True)
     else:
         click.echo(f"ok: {result.description}; flux {result.flux}; {len(result.suspended)} suspended, {len(result.resumed)} resumed")
         for w in result.warnings:

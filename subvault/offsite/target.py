@@ -142,10 +142,12 @@ def holds_for_pruner(
     subvolume: str,
     local: Iterable[LocalSnapshot],
     cache: Path,
+    *,
+    write_cache: bool = True,
 ) -> tuple[dict[str, str], str | None]:
     """Return {uuid: why} of local snapshots the pruner must keep for this target, and a warning or None.
 
-    On a successful scan the answer is written to `cache`. If the store is unreachable,
+    On a successful scan the answer is written to `cache` (unless write_cache is false: a dry run). If the store is unreachable,
     return the cached holds (those still local), or every local snapshot if there is
     no cache, with a warning saying so.
     """
@@ -166,7 +168,8 @@ def holds_for_pruner(
         if parent:
             holds.setdefault(parent, "parent of an unfinished offsite upload")
     holds = {u: why for u, why in holds.items() if u in present}
-    _write_cache(cache, holds)
+    if write_cache:
+        _write_cache(cache, holds)
     return holds, None
 
 

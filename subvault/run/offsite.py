@@ -15,6 +15,7 @@ because it fails to authenticate.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -51,11 +52,14 @@ def open_target_store(tconf: TargetConf):
     return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style)
 
 
-def mac_key(tconf: TargetConf, store=None):
-    """Return the target's manifest key; make one only while the bucket holds no restore point.
+def mac_key(tconf: TargetConf, store=None, *, create: bool = False):
+    """Return the target's manifest key; make one only with `create` (a real upload) and
+    only while the bucket holds no restore point.
 
-    Raise MacKeyMissing if the key file is gone but the bucket holds manifests or a
-    ledger: a new key would make every one of them fail authentication.
+    Without `create` (check, status, prune's holds, every dry run) a missing key over an
+    empty bucket is a throwaway key in memory: nothing signed exists to verify, and
+    nothing is written. Raise MacKeyMissing if the key file is gone but the bucket holds
+    manifests or a ledger: a new key would make every one of them fail authentication.
     """
     from subvault.offsite import layout
     from subvault.offsite.manifest import MacKey, MacKeyMissing
@@ -70,6 +74,8 @@ def mac_key(tconf: TargetConf, store=None):
                 f"copy it back from the backup copy kept with the age identity (mode 0600) and run again; "
                 "no new key is made, since every restore point would then fail authentication"
             )
+        if not create:
+            return MacKey(secrets.token_bytes(32))
     return MacKey.load_or_create(path)
 
 
@@ -118,7 +124,7 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
             continue
         try:
             store = open_target_store(tconf)
-            key = mac_key(tconf, store)
+            key = mac_key(tconf, store, create=not ctx.dry_run)
             lease = nullcontext() if ctx.dry_run else WriterLease(store, key)
             with lease:
                 for sub in subs:
@@ -246,7 +252,7 @@ def offsite_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
             try:
                 store = open_target_store(tconf)
                 key = mac_key(tconf, store)
-                found, warning = holds_for_pruner(store, key, sub.name, snaps, cache)
+                found, warning = holds_for_pruner(store, key, sub.name, snaps, cache, write_cache=not ctx.dry_run)
             except SubvaultError as exc:
                 found, warning = {s.uuid: "offsite target unusable" for s in snaps}, str(exc)
             if warning:

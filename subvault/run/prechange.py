@@ -92,9 +92,13 @@ class PrechangeResult:
     error: str | None = None
     signals: list[str] = field(default_factory=list)
     auto_resume_unit: str | None = None
+    dry_run: bool = False
+    planned: list[str] = field(default_factory=list)  # with dry_run: each step it would take
 
     @property
     def ok(self) -> bool:
+        if self.dry_run:
+            return self.error is None
         return self.snapshot_taken and self.error is None and not self.resume_failed
 
     def to_dict(self) -> dict[str, Any]:
@@ -352,8 +356,12 @@ def run_prechange(
     run_id: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    dry_run: bool = False,
 ) -> PrechangeResult:
     """Run one pre-change (see the module docstring for the order) and return what it did.
+
+    With dry_run, only read what Flux and the pods look like (GET requests) and return
+    the steps it would take in `planned`: nothing is suspended, run or snapshotted.
 
     `flux` serves both Flux and the Velero pod hooks of `node` (None: neither);
     `arm_timer(run_id)` arms the auto-resume timer. Raise PrechangeFailed (carrying
@@ -361,8 +369,12 @@ def run_prechange(
     signal arrived, or resume failed; Flux has been resumed before it is raised.
     """
     run_id = run_id or new_run_id(now)
-    result = PrechangeResult(run_id, description or default_description(now))
+    result = PrechangeResult(run_id, description or default_description(now), dry_run=dry_run)
     run = _Run(flux, result, _safe(log), sleep, clock)
+    if dry_run:
+        run.read(flux_mode, selection, node, pod_hooks)
+        result.planned = _planned_steps(run, hooks, result.description, command)
+        return result
     failure: SubvaultError | None = None
     with SignalGuard() as guard:
         try:
@@ -391,6 +403,22 @@ def run_prechange(
     if failure is not None:
         raise PrechangeFailed(result, failure) from failure
     return result
+
+
+def _planned_steps(run: _Run, hooks: Sequence[Hook], description: str, command: Sequence[str] | None) -> list[str]:
+    """What a real run would do, in order, from what `read` found."""
+    steps = [f"would suspend {ref}" for ref in run.plan.suspend]
+    steps += [f"would adopt {ref} (left suspended by an earlier pre-change)" for ref in run.plan.adopt]
+    steps += [f"would leave alone {ref} (suspended by someone else)" for ref in run.plan.user_suspended]
+    steps += [f"would run pod hook {hook.pod.namespace}/{hook.pod.name} (pre)" for hook in run.pod_plan.pre]
+    steps += [f"would run {h.name} (pre-snapshot)" for h in select(hooks, "pre-snapshot")]
+    steps.append(f"would snapshot every subvolume: {description}")
+    steps += [f"would run {h.name} (post-snapshot)" for h in select(hooks, "post-snapshot")]
+    steps += [f"would run pod hook {hook.pod.namespace}/{hook.pod.name} (post)" for hook in run.pod_plan.post]
+    if command:
+        steps.append(f"would run COMMAND: {' '.join(command)}")
+    steps += [f"would resume {ref}" for ref in run.plan.ours]
+    return steps
 
 
 def resume_recorded(flux: KubeClient, log: Log = lambda _m: None, run_id: str | None = None) -> list[str]:

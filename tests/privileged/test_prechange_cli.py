@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -85,3 +86,24 @@ def test_prechange_exits_with_commands_own_status(homelab, tmp_path):
     assert proc.returncode == 7, proc.stderr
     assert "COMMAND failed" in proc.stderr
     assert local.scan("home", homelab.paths["home"])[-1].description == "exit-seven"  # the snapshot was still taken
+
+
+def test_prechange_dry_run_changes_nothing(homelab, tmp_path):
+    with FakeKube() as fake:
+        fake.add(flux_obj("Kustomization", "flux-system", "apps"))
+        fake.add(flux_obj("Kustomization", "flux-system", "mine", suspend=True))
+        log, argv = _setup(homelab, tmp_path, fake)
+        marker = tmp_path / "command-ran"
+        before = sorted(os.listdir(homelab.paths["home"] / ".snapshots"))
+        out = homelab.cli("pre-change", "--dry-run", "--json", "--", "touch", str(marker))
+        result = json.loads(out.stdout)["result"]
+        assert result["dry_run"] and result["ok"]
+        assert "would suspend Kustomization/flux-system/apps" in result["planned"]
+        assert any("would leave alone" in step and "mine" in step for step in result["planned"])
+        assert any(step.startswith("would run COMMAND: touch") for step in result["planned"])
+        assert fake.patches() == []  # Flux only read
+        assert not log.exists() and not marker.exists()  # no hook, no COMMAND
+        assert sorted(os.listdir(homelab.paths["home"] / ".snapshots")) == before
+        text = homelab.cli("pre-change", "--dry-run", "--", "true").stdout
+        assert "would snapshot every subvolume" in text
+        assert homelab.cli("pre-change", "--dry-run", "--resume", check=False).returncode == 2
