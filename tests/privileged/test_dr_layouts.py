@@ -52,9 +52,17 @@ def _pi_entry(pi, sub: str) -> Path:
 
 @pytest.fixture
 def machine(tmp_path):
+    """The GPT machine, its first partition made swap: [dr] boot_dirs names directories only, and
+    an ESP left out would (rightly) be a plan warning that fails every drill here."""
     m = Machine(tmp_path)
     try:
-        yield m.build()
+        m.build()
+        process.run(["mkswap", "-q", m.esp], env=NO_CACHE)
+        swap = m.uuid(m.esp)
+        m.fstab.write_text("\n".join(
+            f"UUID={swap} none swap defaults 0 0" if "/boot/efi" in line else line for line in m.fstab.read_text().splitlines()
+        ) + "\n")
+        yield m
     finally:
         m.close()
 
@@ -86,6 +94,8 @@ def test_drill_right_after_the_first_run_passes(machine, make_fs, tmp_path):
         return run_cli("--config", str(cfg), *args, check=check)
 
     cli("run")
+    captured = json.loads((machine.capture_dir / "latest" / "manifest.json").read_text())["btrfs"][0]["subvolumes"]
+    assert {f"{n}/.snapshots" for n in PROTECTED} <= {s["path"] for s in captured}  # the layout this run leaves
     report = _drill(cli, tmp_path)
     assert report["ok"], _failed(report)
     assert {f"content {n}" for n in PROTECTED} <= {c["name"] for c in report["checks"]}
@@ -158,7 +168,8 @@ class WholeDisk:
         adapter.set_default(adapter.show(self.paths["root"]).id, self.top)
         self.uuid = adapter.filesystem_uuid(self.top)
         self.fstab = self.paths["root"] / "etc" / "fstab"
-        self.fstab.write_text(f"UUID={self.uuid} / btrfs subvol=root 0 0\nUUID={self.uuid} /var btrfs subvol=var 0 0\n")
+        # A data disk: the machine's root is elsewhere, on a disk this capture does not hold.
+        self.fstab.write_text(f"UUID={self.uuid} /srv btrfs subvol=data 0 0\nUUID={self.uuid} /var/lib/pvc btrfs subvol=var_lib_pvc 0 0\n")
         return self
 
     def mount(self) -> None:
@@ -199,6 +210,8 @@ def test_whole_disk_btrfs_is_captured_drilled_and_restored(whole, make_fs, tmp_p
 
     report = _drill(cli, tmp_path)
     assert report["ok"], _failed(report)
+    names = {c["name"] for c in report["checks"]}
+    assert {f"content {n}" for n in PROTECTED} | {f"partition table {manifest['disks'][0]['name']}"} <= names
 
     expected = {}
     for n in PROTECTED:
