@@ -284,3 +284,26 @@ def test_multi_device_btrfs_is_refused_in_one_line_and_run_is_not_partial(multi,
     done = run_cli("--config", str(cfg), "run", check=False)
     assert done.returncode == 0, done.stdout + done.stderr  # snapshots and replication are done; the capture is a warning
     assert "2 devices" in done.stdout + done.stderr
+
+
+def test_multi_device_btrfs_beside_a_captured_disk_is_left_out_and_the_rest_drills(whole, multi, make_fs, tmp_path):
+    _, top, _ = multi
+    adapter.create_subvolume(top / "pool")
+    (top / "pool" / "photo.jpg").write_bytes(b"\xff\xd8 photo")
+    pi = make_fs("pi", size="2G")
+    cfg = tmp_path / "subvault.toml"
+    cfg.write_text(machine_config(whole, pi.mountpoint, tmp_path / "state")
+                   + f'\n[[subvolume]]\nname = "pool"\npath = "{top / "pool"}"\n' + _dr_table(whole, tmp_path / "drill", []))
+
+    def cli(*args, check=True):
+        return run_cli("--config", str(cfg), *args, check=check)
+
+    done = cli("run", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "spans 2 devices" in done.stdout + done.stderr
+    manifest = json.loads((whole.capture_dir / "latest" / "manifest.json").read_text())
+    assert [f["uuid"] for f in manifest["filesystems"]] == [whole.uuid]
+    assert "pool" not in {p["name"] for p in manifest["protected"]}
+    assert _pi_entry(pi, "pool").is_dir()  # the pool is still replicated: only the capture leaves it out
+    report = _drill(cli, tmp_path)
+    assert report["ok"], _failed(report)
