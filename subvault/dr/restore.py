@@ -257,14 +257,6 @@ class Executor:
         return "touched /.autorelabel"
 
 
-def _no_table(disk: str) -> str:
-    """Leave disk without a partition table (the captured disk had none); filesystems are left to mkfs."""
-    if process.run(["sfdisk", "--dump", disk], check=False).returncode != 0:
-        return "already without a partition table"
-    process.run(["wipefs", "-q", "--force", "-a", "-t", "gpt,PMBR,dos", disk], what=f"wipefs {disk}")
-    return "removed the partition table"
-
-
 SUBVOLUME_STEPS = ("receive", "create")
 
 
@@ -292,6 +284,14 @@ def _prepare(dest: Path) -> bool:
             raise SubvaultError(f"{dest} exists and is not a subvolume; the restore cannot put one there")
     dest.parent.mkdir(parents=True, exist_ok=True)
     return True
+
+
+def _no_table(disk: str) -> str:
+    """Leave disk without a partition table (the captured disk had none); filesystems are left to mkfs."""
+    if process.run(["sfdisk", "--dump", disk], check=False).returncode != 0:
+        return "already without a partition table"
+    process.run(["wipefs", "-q", "--force", "-a", "-t", "gpt,PMBR,dos", disk], what=f"wipefs {disk}")
+    return "removed the partition table"
 
 
 def mkfs_argv(fstype: str, uuid: str, label: str, version: str, dev: str) -> list[str]:
