@@ -4,6 +4,14 @@ Gathering (commands, no writes) is separate from storing, so that `capture_if_ch
 can compare the layout's fingerprint with the stored capture and write only on change.
 Partitions are probed through their disk at their offset (`blkid -p -O`), which works the
 same on a disk and on an image file and needs no partition device nodes.
+
+Rules:
+- A disk without a partition table whose filesystem fills it (common for data disks) is
+  recorded with the table `none` and that filesystem as partition 0 (parse.WHOLE_DISK).
+- A btrfs on several devices is left out (with its subvolumes), with one line saying how
+  to recreate it by hand: `dr restore` makes single-device filesystems only. The rest is
+  captured; when nothing is left, the capture is refused (UnsupportedLayout), which `run`
+  reports as a warning, not a failure, so that it does not end partial on every run.
 """
 
 from __future__ import annotations
@@ -21,14 +29,20 @@ from subvault import process
 from subvault.btrfs import adapter
 from subvault.config.schema import Config
 from subvault.dr import manifest as M
-from subvault.dr.parse import Mount, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
+from subvault.dr.parse import WHOLE_DISK, Mount, no_table, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
 from subvault.dr.settings import DrSettings
-from subvault.errors import NotFound, SubvaultError
+from subvault.errors import NotFound, PermanentError, SubvaultError
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
 
 FINDMNT_COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS,UUID,FSROOT"
 KEEP_CAPTURES = 2
+SYS_BTRFS = Path("/sys/fs/btrfs")
+NO_CACHE = {"BLKID_FILE": "/dev/null"}
+
+
+class UnsupportedLayout(PermanentError):
+    """Nothing on this machine is a layout `dr capture` records (every filesystem spans several devices)."""
 
 
 @dataclass
@@ -38,6 +52,7 @@ class Gathered:
     manifest: M.Manifest
     files: dict[str, bytes]
     boot_sources: dict[str, str]  # archive name -> directory to tar
+    left_out: list[str] = field(default_factory=list)  # one line per filesystem not captured, saying what to do
 
 
 @dataclass
@@ -96,15 +111,49 @@ def device_size(path: str) -> int:
         os.close(fd)
 
 
-def _detect_disks(config: Config, boot_dirs: dict[str, str]) -> list[str]:
+def btrfs_devices(fs_uuid: str) -> list[str]:
+    """The devices of a mounted btrfs (from sysfs); [] when the kernel does not know it."""
+    try:
+        return sorted(f"/dev/{n}" for n in os.listdir(SYS_BTRFS / fs_uuid / "devices"))
+    except OSError:
+        return []
+
+
+def _profile(fs_uuid: str, kind: str) -> str:
+    try:
+        found = sorted(p.name for p in (SYS_BTRFS / fs_uuid / "allocation" / kind).iterdir() if p.is_dir())
+    except OSError:
+        found = []
+    return found[0] if found else "PROFILE"
+
+
+def multi_device_line(fs_uuid: str, devices: list[str]) -> str:
+    """The one line that says a multi-device btrfs is left out, and what to do about it."""
+    data, meta = _profile(fs_uuid, "data"), _profile(fs_uuid, "metadata")
+    return (
+        f"btrfs {fs_uuid} spans {len(devices)} devices ({', '.join(devices)}): dr capture leaves it out, since dr restore "
+        f"recreates single-device filesystems only; after a disaster make it by hand with `mkfs.btrfs -U {fs_uuid} -d {data} -m {meta} "
+        f"DEVICE…` and bring its subvolumes back with `subvault restore`"
+    )
+
+
+def _detect_disks(config: Config, boot_dirs: dict[str, str], left_out: dict[str, str]) -> list[str]:
+    """The disks under the configured subvolumes and boot dirs; a multi-device btrfs goes into left_out instead."""
     disks: list[str] = []
     for path in [s.path for s in config.subvolume] + list(boot_dirs.values()):
-        source = mount_of(path).source.split("[", 1)[0]
+        m = mount_of(path)
+        devices = btrfs_devices(m.uuid) if m.fstype == "btrfs" and m.uuid else []
+        if len(devices) > 1:
+            left_out.setdefault(m.uuid or "", multi_device_line(m.uuid or "", devices))
+            continue
+        source = m.source.split("[", 1)[0]
         if source.startswith("/dev/"):
             disk = disk_of(source)
             if disk not in disks:
                 disks.append(disk)
     if not disks:
+        if left_out:
+            raise UnsupportedLayout("; ".join(left_out.values()))
         raise NotFound("found no disk under the configured subvolumes; name them in [dr] disks")
     return disks
 
@@ -114,9 +163,11 @@ def gather(config: Config, spec: CaptureSpec, now: datetime) -> Gathered:
 
     Raise NotFound if a disk, the fstab or a boot dir is missing, CommandFailed if a tool fails.
     """
-    disks = spec.disks or _detect_disks(config, spec.boot_dirs)
+    left_out: dict[str, str] = {}  # fs uuid -> the line saying what to do
+    disks = spec.disks or _detect_disks(config, spec.boot_dirs, left_out)
     files: dict[str, bytes] = {}
     disk_records, fs_records, blkid_text = _gather_disks(disks, files)
+    fs_records = _without_multi_device(fs_records, left_out)
     files["blkid.export"] = blkid_text.encode()
     files["findmnt.json"] = process.run(["findmnt", "-J", "-o", FINDMNT_COLUMNS], what="findmnt").stdout.encode()
     try:
@@ -125,7 +176,7 @@ def gather(config: Config, spec: CaptureSpec, now: datetime) -> Gathered:
         raise NotFound(f"fstab {spec.fstab}: {exc.strerror}") from None
     fs_uuids = {f.uuid for f in fs_records if f.type == "btrfs" and f.uuid}
     btrfs = tuple(_gather_btrfs(u) for u in sorted(fs_uuids))
-    protected = tuple(_gather_protected(config))
+    protected = tuple(p for p in _gather_protected(config) if p.fs_uuid in fs_uuids)
     boot, sources = _gather_boot(spec.boot_dirs)
     dr_sub, dr_rel = _owner(config, str(spec.dest))
     firmware = spec.firmware or detect_firmware()
@@ -142,7 +193,19 @@ def gather(config: Config, spec: CaptureSpec, now: datetime) -> Gathered:
         btrfs=btrfs, protected=protected, boot_dirs=tuple(boot), fingerprint=fingerprint,
         dr_subvolume=dr_sub, dr_relpath=dr_rel,
     )
-    return Gathered(manifest, files, sources)
+    return Gathered(manifest, files, sources, list(left_out.values()))
+
+
+def _without_multi_device(records: list[M.FsRecord], left_out: dict[str, str]) -> list[M.FsRecord]:
+    """Drop the btrfs filesystems that span several devices, noting each in left_out."""
+    kept = []
+    for f in records:
+        devices = btrfs_devices(f.uuid) if f.type == "btrfs" and f.uuid else []
+        if len(devices) > 1:
+            left_out.setdefault(f.uuid or "", multi_device_line(f.uuid or "", devices))
+        elif f.uuid not in left_out:
+            kept.append(f)
+    return kept
 
 
 def _hostname() -> str:
@@ -157,6 +220,12 @@ def _gather_disks(disks: list[str], files: dict[str, bytes]) -> tuple[list[M.Dis
         if not os.path.exists(disk):
             raise NotFound(f"disk {disk} does not exist")
         name = _disk_name(disk, i, [r.name for r in records])
+        whole = _whole_disk_fs(disk)
+        if whole is not None:
+            records.append(M.DiskRecord(name, disk, device_size(disk), "", "", no_table()))
+            blkid_lines.append(f"DEVNAME={disk}\n" + "".join(f"{k}={v}\n" for k, v in whole.items()))
+            filesystems.append(_fs_record(name, WHOLE_DISK, whole))
+            continue
         dump = process.run(["sfdisk", "--dump", disk], what=f"sfdisk --dump {disk}").stdout
         as_json = process.run(["sfdisk", "--json", disk], what=f"sfdisk --json {disk}").stdout
         table = parse_sfdisk_dump(dump)
@@ -172,8 +241,21 @@ def _gather_disks(disks: list[str], files: dict[str, bytes]) -> tuple[list[M.Dis
                 continue
             f = probes[0].fields
             blkid_lines.append(f"DEVNAME={disk}:{p.number}\n" + "".join(f"{k}={v}\n" for k, v in f.items()))
-            filesystems.append(M.FsRecord(name, p.number, f["TYPE"], f.get("UUID"), f.get("LABEL"), f.get("UUID_SUB"), f.get("VERSION")))
+            filesystems.append(_fs_record(name, p.number, f))
     return records, filesystems, "\n".join(blkid_lines)
+
+
+def _whole_disk_fs(disk: str) -> dict[str, str] | None:
+    """blkid's fields when a filesystem (not a partition table) starts at byte 0 of disk, else None."""
+    res = process.run(["blkid", "-p", "-o", "export", disk], check=False, env=NO_CACHE, what="blkid")
+    probes = parse_blkid_export(res.stdout) if res.returncode == 0 and res.stdout.strip() else []
+    if not probes or not probes[0].type or "PTTYPE" in probes[0].fields:
+        return None
+    return probes[0].fields
+
+
+def _fs_record(disk: str, number: int, f: dict[str, str]) -> M.FsRecord:
+    return M.FsRecord(disk, number, f["TYPE"], f.get("UUID"), f.get("LABEL"), f.get("UUID_SUB"), f.get("VERSION"))
 
 
 def _disk_name(disk: str, index: int, taken: list[str]) -> str:
@@ -351,9 +433,16 @@ def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True
     spec = spec or CaptureSpec.from_settings(DrSettings.from_config(ctx.config))
     try:
         gathered = gather(ctx.config, spec, ctx.now)
+    except UnsupportedLayout as exc:
+        if force:
+            out.fail("dr", exc)
+        else:  # `run`: a layout the capture cannot record is said every time, but is no failure of the run
+            out.warnings.append(f"dr: {exc}")
+        return out
     except SubvaultError as exc:
         out.fail("dr", exc)
         return out
+    out.warnings += [f"dr: {line}" for line in gathered.left_out]
     m = gathered.manifest
     if m.dr_subvolume is None:
         out.warnings.append(f"{spec.dest} is in no configured subvolume, so the capture does not travel to any target")

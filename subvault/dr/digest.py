@@ -3,10 +3,12 @@
 Rules:
 - Times are not part of the digest (a restore may touch directory times; content and
   metadata that matter are compared).
-- The walk stays inside one subvolume: a nested subvolume (another st_dev) or the empty
-  placeholder a snapshot keeps for one (btrfs inode 2) is recorded by name only, since a
-  restore recreates it as a fresh, empty subvolume. Paths the caller names as nested
-  subvolumes are recorded the same way, present or not.
+- The walk stays inside one subvolume, and a nested subvolume's mount point is left out
+  altogether: neither a nested subvolume (another st_dev) nor the empty placeholder a
+  snapshot keeps for one (btrfs inode 2) is recorded. A send stream carries no
+  placeholder, so a received copy has no entry where its source snapshot has one; a
+  nested subvolume is never part of its parent's backup (see docs/design.md, "How the
+  drill treats nested subvolumes").
 - Entries are visited in sorted byte order, so two equal trees give equal digests.
 """
 
@@ -17,6 +19,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from subvault.btrfs import adapter
 
 BTRFS_EMPTY_SUBVOL_DIR_INO = 2
 CHUNK = 1 << 20
@@ -56,9 +60,7 @@ def _content(path: str) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _record(rel: str, full: str, st: os.stat_result, boundary: bool) -> str:
-    if boundary:
-        return f"{rel}\tsubvolume"
+def _record(rel: str, full: str, st: os.stat_result) -> str:
     mode = stat.S_IMODE(st.st_mode)
     head = f"{rel}\t{mode:o}\t{st.st_uid}:{st.st_gid}\t{_xattrs(full)}"
     if stat.S_ISREG(st.st_mode):
@@ -73,19 +75,21 @@ def _record(rel: str, full: str, st: os.stat_result, boundary: bool) -> str:
     return f"{head}\t{'p' if stat.S_ISFIFO(st.st_mode) else 's'}"
 
 
-def _nested_here(nested: frozenset[str], rel: str) -> set[str]:
-    return {os.path.basename(n) for n in nested if os.path.dirname(n) == rel}
+def is_nested_subvolume(st: os.stat_result, root_st: os.stat_result, on_btrfs: bool) -> bool:
+    """True for a directory that is a nested subvolume (or, on btrfs, a snapshot's placeholder for one)."""
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    return st.st_dev != root_st.st_dev or (on_btrfs and st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO)
 
 
-def tree_digest(root: str | Path, *, keep_records: bool = False, nested: frozenset[str] = frozenset()) -> TreeDigest:
+def tree_digest(root: str | Path, *, keep_records: bool = False) -> TreeDigest:
     """Given a directory, return the digest of everything below it (the root's own metadata included).
 
-    nested names paths (relative to root) of nested subvolumes, recorded by name only
-    whether or not anything is there: a send stream carries no placeholder, so a
-    received copy lacks the entry that its source snapshot shows. Raise OSError if root cannot be read.
+    Nested subvolumes and their placeholders are left out (module rule). Raise OSError if root cannot be read.
     """
     root = os.fspath(root)
     root_st = os.lstat(root)
+    on_btrfs = adapter.is_btrfs(root)
     h = hashlib.sha256()
     kept: list[str] = []
     count = total = 0
@@ -93,20 +97,17 @@ def tree_digest(root: str | Path, *, keep_records: bool = False, nested: frozens
     while stack:
         rel = stack.pop()
         full = os.path.join(root, rel) if rel else root
-        if rel in nested:
-            rec, is_dir, boundary, st = f"{rel}\tsubvolume", True, True, None
-        else:
-            st = root_st if not rel else os.lstat(full)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            boundary = bool(rel) and is_dir and (st.st_dev != root_st.st_dev or st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO)
-            rec = _record(rel or ".", full, st, boundary)
+        st = root_st if not rel else os.lstat(full)
+        if rel and is_nested_subvolume(st, root_st, on_btrfs):
+            continue
+        rec = _record(rel or ".", full, st)
         h.update(rec.encode("utf-8", "surrogateescape") + b"\n")
         count += 1
-        if st is not None and stat.S_ISREG(st.st_mode):
+        if stat.S_ISREG(st.st_mode):
             total += st.st_size
         if keep_records:
             kept.append(rec)
-        if is_dir and not boundary:
-            names = sorted(set(os.listdir(full)) | _nested_here(nested, rel), key=os.fsencode)
+        if stat.S_ISDIR(st.st_mode):
+            names = sorted(os.listdir(full), key=os.fsencode)
             stack.extend(os.path.join(rel, n) if rel else n for n in reversed(names))
     return TreeDigest(h.hexdigest(), count, total, tuple(kept))

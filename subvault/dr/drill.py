@@ -6,7 +6,8 @@ Verification (each a Check in the report):
   from (the local snapshot with that uuid; else the target's copy when it is local).
   What is digested is the verified received copy, as soon as it arrives (overlapping the
   remaining restore): the writable copy under the original name is a kernel snapshot of
-  it. Nested subvolumes are recorded by name on both sides (see digest.py);
+  it. Nested subvolumes are left out on both sides: each is its own backup or none
+  (see digest.py and docs/design.md, "How the drill treats nested subvolumes");
 - the partition tables and filesystems carry the captured ids;
 - every fstab entry resolves to a restored filesystem (and subvolume).
 RTO is the wall time from start to verified; RPO the age of the oldest restore point.
@@ -26,10 +27,10 @@ from subvault import process
 from subvault.btrfs import adapter, local
 from subvault.dr.digest import tree_digest
 from subvault.dr.manifest import Manifest
-from subvault.dr.parse import parse_blkid_export, parse_fstab, parse_sfdisk_dump
+from subvault.dr.parse import PartitionTable, parse_blkid_export, parse_fstab, parse_sfdisk_dump
 from subvault.dr.plan import Choice, DiskFacts, plan_restore
 from subvault.dr.report import Check, DrillReport, RestoredFs, compare_ids, resolve_fstab, rpo
-from subvault.dr.restore import NO_CACHE, Executor, Restored, nested_subvolumes
+from subvault.dr.restore import NO_CACHE, Executor, Restored
 from subvault.dr.settings import DrSettings
 from subvault.dr.source import TargetSource, find_capture
 from subvault.dr.state import record_drill
@@ -93,26 +94,31 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     digests: dict[str, tuple[Future, Future | None]] = {}
     with ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
         # Source digests run while the receives run; each received copy's digest as soon as it is verified.
-        nested = {s.subject: nested_subvolumes(plan.steps, s) for s in plan.of_kind("receive")}
-        early = {n: pool.submit(tree_digest, p, nested=nested.get(n, frozenset())) for n, p in sources.items()}
+        early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
 
-        restored_at: dict[str, tuple[Path, frozenset[str]]] = {}
+        restored_at: dict[str, Path] = {}
 
-        def on_received(name: str, path: Path, nested: frozenset[str]) -> None:
+        def on_received(name: str, path: Path, _nested: frozenset[str]) -> None:
             # The writable copy is a kernel snapshot of this received one: same tree, digested while the rest restores.
-            restored_at[name] = (path, nested)
-            digests[name] = (pool.submit(tree_digest, path, nested=nested), early.get(name))
+            restored_at[name] = path
+            digests[name] = (pool.submit(tree_digest, path), early.get(name))
 
         done = Executor(plan, m, here, src, ws, ctx.say, on_received).run()
         report.bytes_received = done.bytes
         report.checks += _subvolume_checks(m, done)
         report.checks += _digest_checks(m, digests, sources, restored_at)
         restored = _restored_filesystems(m, done)
-        tables = {d.name: parse_sfdisk_dump(process.run(["sfdisk", "--dump", img.path]).stdout) for d, img in zip(m.disks, images)}
+        tables = {d.name: _table_of(img.path) for d, img in zip(m.disks, images)}
         report.checks += compare_ids(m, tables, restored)
         report.checks += resolve_fstab(fstab, restored)
     report.checks.append(Check("plan", not plan.warnings, "; ".join(plan.warnings)))
     return report
+
+
+def _table_of(image: str) -> PartitionTable | None:
+    """The image's partition table, or None when it has none (sfdisk finds no table)."""
+    res = process.run(["sfdisk", "--dump", image], check=False)
+    return parse_sfdisk_dump(res.stdout) if res.returncode == 0 else None
 
 
 def _source_paths(ctx: Context, src: TargetSource, choices: dict[str, Choice]) -> dict[str, Path]:
@@ -143,16 +149,16 @@ def _subvolume_checks(m: Manifest, done: Restored) -> list[Check]:
     return checks
 
 
-def _first_difference(source: Path | None, restored: tuple[Path, frozenset[str]] | None) -> str:
+def _first_difference(source: Path | None, restored: Path | None) -> str:
     """Name the first record that differs between two trees (a second walk, keeping records)."""
     if source is None or restored is None:
         return "no path to compare"
-    theirs = tree_digest(restored[0], keep_records=True, nested=restored[1])
-    diff = tree_digest(source, keep_records=True, nested=restored[1]).first_difference(theirs)
+    theirs = tree_digest(restored, keep_records=True)
+    diff = tree_digest(source, keep_records=True).first_difference(theirs)
     return f"first difference: {diff!r}" if diff else "the trees changed while they were read"
 
 
-def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]], sources: dict[str, Path], restored_at: dict[str, tuple[Path, frozenset[str]]]) -> list[Check]:
+def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]], sources: dict[str, Path], restored_at: dict[str, Path]) -> list[Check]:
     checks = []
     for p in m.protected:
         pair = digests.get(p.name)
@@ -181,11 +187,11 @@ def _restored_filesystems(m: Manifest, done: Restored) -> list[RestoredFs]:
         res = process.run(["blkid", "-p", "-o", "export", dev], check=False, env=NO_CACHE)
         probe = parse_blkid_export(res.stdout)[0] if res.returncode == 0 and res.stdout.strip() else None
         table = next(d.table for d in m.disks if d.name == fs.disk)
-        part = table.partition(fs.partition)
+        part = None if table.whole_disk else table.partition(fs.partition)
         subs: frozenset[str] = frozenset()
         top = done.tops.get(fs.uuid or "")
         if fs.type == "btrfs" and top is not None:
             subs = frozenset(s.path for s in adapter.list_subvolumes(top))
         out.append(RestoredFs(fs.disk, fs.partition, probe.type if probe else None, probe.uuid if probe else None,
-                              probe.label if probe else None, part.uuid, part.name, subs))
+                              probe.label if probe else None, part.uuid if part else None, part.name if part else None, subs))
     return out

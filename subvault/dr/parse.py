@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 GPT_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 MBR_ESP = "EF"
+NO_TABLE = "none"  # the label of a disk without a partition table: one filesystem fills it
+WHOLE_DISK = 0  # the partition number of that filesystem
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ class PartitionTable:
     partitions: tuple[Partition, ...]
     first_lba: int | None = None
     last_lba: int | None = None
+
+    @property
+    def whole_disk(self) -> bool:
+        """True for a disk without a partition table, whose one filesystem fills it (partition WHOLE_DISK)."""
+        return self.label == NO_TABLE
 
     def partition(self, number: int) -> Partition:
         for p in self.partitions:
@@ -137,6 +144,11 @@ def _split_fields(rest: str) -> list[str]:
     if "".join(buf).strip():
         out.append("".join(buf).strip())
     return out
+
+
+def no_table(sector_size: int = 512) -> PartitionTable:
+    """The table of a disk that has none: its filesystem starts at byte 0 and fills it."""
+    return PartitionTable(label=NO_TABLE, id=None, sector_size=sector_size, partitions=())
 
 
 def parse_sfdisk_json(text: str) -> PartitionTable:

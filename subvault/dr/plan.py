@@ -8,6 +8,8 @@ Rules:
 - Every step is idempotent: the executor checks whether it is already done (table as
   captured, filesystem with the captured UUID, subvolume present) and skips it, so an
   interrupted restore is resumed by running the same command again.
+- A disk captured without a partition table (its filesystem fills it) gets none: its
+  partition step removes any table the new disk has, and the filesystem is made at byte 0.
 - Order: partition table, filesystems, subvolumes (depth first: each parent, then the
   subvolumes beneath it, so a subtree is complete before the next begins; protected
   ones received from the target, then a writable snapshot under the original name;
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from subvault.dr.manifest import BtrfsRecord, Manifest
-from subvault.dr.parse import FstabEntry, PartitionTable
+from subvault.dr.parse import WHOLE_DISK, FstabEntry, PartitionTable
 from subvault.errors import PermanentError, Refused, UsageError
 
 MKFS_TYPES = ("btrfs", "vfat", "ext2", "ext3", "ext4", "xfs", "swap")
@@ -132,6 +134,13 @@ def plan_restore(
 def _partition_steps(manifest: Manifest, plan: RestorePlan) -> None:
     for disk in manifest.disks:
         t = disk.table
+        if t.whole_disk:
+            plan.steps.append(Step(
+                "partition", disk.name, f"{plan.disks[disk.name]}: no partition table (the filesystem fills the whole disk)",
+                "the original disk had none; a table left on the new disk would hide the filesystem",
+                {"disk": plan.disks[disk.name], "dump": "", "whole": "1"},
+            ))
+            continue
         plan.steps.append(Step(
             "partition", disk.name,
             f"{plan.disks[disk.name]}: {t.label} table {t.id or ''}, {len(t.partitions)} partition(s) from {disk.dump_file}",
@@ -142,7 +151,7 @@ def _partition_steps(manifest: Manifest, plan: RestorePlan) -> None:
 
 def _mkfs_steps(manifest: Manifest, plan: RestorePlan) -> None:
     for fs in manifest.filesystems:
-        where = f"{fs.disk} partition {fs.partition}"
+        where = f"{fs.disk} (whole disk)" if fs.partition == WHOLE_DISK else f"{fs.disk} partition {fs.partition}"
         if fs.type not in MKFS_TYPES or not fs.uuid:
             plan.warnings.append(f"{where}: {fs.type} is not recreated (subvault makes {', '.join(MKFS_TYPES)})")
             continue
@@ -200,6 +209,14 @@ def root_location(manifest: Manifest, fstab: list[FstabEntry]) -> tuple[str, str
     return None
 
 
+def _root_disk(manifest: Manifest, root: tuple[str, str] | None):
+    """The captured disk holding the root filesystem, or None when the capture does not hold it."""
+    if root is None:
+        return None
+    fs = next((f for f in manifest.filesystems if f.uuid == root[0]), None)
+    return next((d for d in manifest.disks if fs is not None and d.name == fs.disk), None)
+
+
 def _boot_steps(manifest: Manifest, fstab: list[FstabEntry], plan: RestorePlan, drill: bool) -> None:
     for b in manifest.boot_dirs:
         plan.steps.append(Step(
@@ -208,8 +225,15 @@ def _boot_steps(manifest: Manifest, fstab: list[FstabEntry], plan: RestorePlan, 
             {"fs_uuid": b.fs_uuid or "", "fs_type": b.fs_type, "dest": b.dest, "archive": b.archive},
         ))
     root = root_location(manifest, fstab)
-    if manifest.firmware == "bios":
-        disk = manifest.disks[0].name if manifest.disks else ""
+    boot_disk = _root_disk(manifest, root)
+    if manifest.firmware == "bios" and (boot_disk is None or boot_disk.table.whole_disk):
+        why = ("the capture holds no root filesystem (fstab's / is on a disk not captured)" if boot_disk is None
+               else "the root filesystem fills a disk without a partition table, where grub-install has no room")
+        plan.steps.append(Step("bootloader", "grub", "none: " + why, why, {"skip": "1"}))
+        if not drill:
+            plan.warnings.append(f"no bootloader is installed: {why}; install one by hand if the machine boots from these disks")
+    elif manifest.firmware == "bios":
+        disk = boot_disk.name if boot_disk else ""
         plan.steps.append(Step(
             "bootloader", "grub", f"grub-install {plan.disks.get(disk, '')} in a chroot of the restored root",
             "BIOS boots from code in the disk's first sectors, which is not a file" + ("; skipped in a drill (an image is never booted)" if drill else ""),

@@ -106,11 +106,14 @@ def resolve_fstab(entries: list[FstabEntry], restored: list[RestoredFs]) -> list
     return checks
 
 
-def compare_ids(manifest: Manifest, tables: dict[str, PartitionTable], restored: list[RestoredFs]) -> list[Check]:
-    """Check the restored partition tables and filesystems carry the captured ids."""
+def compare_ids(manifest: Manifest, tables: dict[str, PartitionTable | None], restored: list[RestoredFs]) -> list[Check]:
+    """Check the restored partition tables (None: no table) and filesystems carry the captured ids."""
     checks = []
     for disk in manifest.disks:
         got = tables.get(disk.name)
+        if disk.table.whole_disk:
+            checks.append(Check(f"partition table {disk.name}", got is None, "none, as captured" if got is None else f"{got.label} table where the capture has none"))
+            continue
         ok = got is not None and (got.id or "").lower() == (disk.table.id or "").lower() and [
             (p.number, p.start, p.size, p.type.lower(), (p.uuid or "").lower()) for p in got.partitions
         ] == [(p.number, p.start, p.size, p.type.lower(), (p.uuid or "").lower()) for p in disk.table.partitions]

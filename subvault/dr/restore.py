@@ -97,6 +97,9 @@ class Executor:
         key = (disk, number)
         if key not in self.out.devices:
             rec = next(d for d in self.m.disks if d.name == disk)
+            if rec.table.whole_disk:  # the filesystem fills the disk: the original's size from byte 0
+                self.out.devices[key] = self.ws.attach(self.plan.disks[disk], 0, rec.size_bytes)
+                return self.out.devices[key]
             p = rec.table.partition(number)
             ss = rec.table.sector_size
             self.out.devices[key] = self.ws.attach(self.plan.disks[disk], p.start * ss, p.size * ss)
@@ -115,6 +118,8 @@ class Executor:
     # ---- steps
     def _partition(self, step: Step) -> str:
         disk = step.args["disk"]
+        if step.args.get("whole"):
+            return _no_table(disk)
         table = next(d for d in self.m.disks if d.name == step.subject).table
         res = process.run(["sfdisk", "--dump", disk], check=False)
         if res.returncode == 0:
@@ -279,6 +284,14 @@ def _prepare(dest: Path) -> bool:
             raise SubvaultError(f"{dest} exists and is not a subvolume; the restore cannot put one there")
     dest.parent.mkdir(parents=True, exist_ok=True)
     return True
+
+
+def _no_table(disk: str) -> str:
+    """Leave disk without a partition table (the captured disk had none); filesystems are left to mkfs."""
+    if process.run(["sfdisk", "--dump", disk], check=False).returncode != 0:
+        return "already without a partition table"
+    process.run(["wipefs", "-q", "--force", "-a", "-t", "gpt,PMBR,dos", disk], what=f"wipefs {disk}")
+    return "removed the partition table"
 
 
 def mkfs_argv(fstype: str, uuid: str, label: str, version: str, dev: str) -> list[str]:

@@ -12,9 +12,11 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
     """Run each due layer; one layer's failure does not stop the next (exit 3, partial)."""
     outcome = Outcome("run", dry_run=ctx.dry_run)
     if ctx.config.dr is not None and not ctx.dry_run:
-        # Before the snapshots, so that a new capture travels in this run's snapshot.
+        # Before the snapshots, so that a new capture travels in this run's snapshot; after the
+        # .snapshots containers exist, so that it records the layout this run leaves behind.
         from subvault.dr.capture import capture_if_changed
 
+        _ensure_containers(ctx)
         outcome.merge(capture_if_changed(ctx))
     outcome.merge(take_timeline(ctx))
     kinds = {t.type for t in ctx.config.target if any(t.name in ctx.config.targets_of(s) for s in ctx.config.subvolume)}
@@ -32,3 +34,15 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
 
         write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None, job=outcome)
     return outcome
+
+
+def _ensure_containers(ctx: Context) -> None:
+    """Create each configured subvolume's .snapshots now; a failure is reported by the snapshot step."""
+    from subvault.btrfs.local import ensure_snapshots_dir
+    from subvault.errors import SubvaultError
+
+    for sub in ctx.config.subvolume:
+        try:
+            ensure_snapshots_dir(sub.path)
+        except SubvaultError:
+            continue

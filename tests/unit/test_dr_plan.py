@@ -134,3 +134,39 @@ def test_every_step_has_a_reason_and_renders():
     assert all(s.reason for s in p.steps)
     text = "\n".join(render_plan(p))
     assert "why:" in text and "partition" in text
+
+
+def _with_data_disk(m, *, first: bool = False):
+    """m plus a whole, unpartitioned data disk holding a second btrfs (listed first when first)."""
+    from subvault.dr import manifest as M
+    from subvault.dr.parse import WHOLE_DISK, no_table
+
+    data = M.DiskRecord("vdb", "/dev/vdb", DISK_BYTES, "", "", no_table())
+    fs = M.FsRecord("vdb", WHOLE_DISK, "btrfs", "data-fs", "data")
+    disks = (data, *m.disks) if first else (*m.disks, data)
+    return replace(m, disks=disks, filesystems=m.filesystems + (fs,), btrfs=m.btrfs + (M.BtrfsRecord("data-fs", "", ()),))
+
+
+def test_whole_disk_gets_no_partition_table_and_its_filesystem_at_byte_0():
+    p = plan(manifest=_with_data_disk(sample_manifest()), facts=[disk(), DiskFacts("/dev/sdc", DISK_BYTES)])
+    whole = [s for s in p.of_kind("partition") if s.subject == "vdb"]
+    assert len(whole) == 1 and whole[0].args["whole"] == "1" and "no partition table" in whole[0].detail
+    assert [s.args["partition"] for s in p.of_kind("mkfs") if s.args["uuid"] == "data-fs"] == ["0"]
+    assert not p.warnings
+
+
+def test_bios_grub_goes_on_the_disk_holding_the_root_not_the_first_disk():
+    m = _with_data_disk(sample_manifest(firmware="bios"), first=True)
+    (boot,) = plan(manifest=m, facts=[DiskFacts("/dev/sdc", DISK_BYTES), disk()]).of_kind("bootloader")
+    assert boot.args["disk"] == "/dev/sdb" and not boot.args["skip"]
+
+
+def test_bios_without_the_root_in_the_capture_installs_nothing_and_says_so():
+    from subvault.dr.parse import parse_fstab
+
+    m = sample_manifest(firmware="bios", selinux=False)
+    p = plan_restore(m, [disk()], choices(), parse_fstab("/dev/md0 / ext4 defaults 0 0\n"), source="pi")
+    (boot,) = p.of_kind("bootloader")
+    assert boot.args["skip"] == "1" and any("no bootloader is installed" in w for w in p.warnings)
+    drill = plan_restore(m, [disk()], choices(), parse_fstab("/dev/md0 / ext4 defaults 0 0\n"), source="pi", drill=True)
+    assert not drill.warnings  # a drill never installs one: nothing to warn about

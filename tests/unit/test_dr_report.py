@@ -61,3 +61,15 @@ def test_report_json_and_text():
 
 def test_a_report_without_checks_is_not_ok():
     assert not DrillReport("pi", "latest", 1, 1, {}).ok
+
+
+def test_a_disk_captured_without_a_table_must_have_none():
+    from dataclasses import replace
+
+    from subvault.dr.parse import no_table
+
+    m = sample_manifest()
+    m = replace(m, disks=(replace(m.disks[0], table=no_table()),))
+    assert compare_ids(m, {"vda": None}, restored())[0].ok
+    stale = compare_ids(m, {"vda": table()}, restored())[0]
+    assert not stale.ok and "where the capture has none" in stale.detail
