@@ -56,7 +56,10 @@ def _xattrs(path: str) -> str:
 
 
 def _content(path: str) -> str:
-    with open(path, "rb", buffering=0) as fh:
+    # Rule: never follow a symlink out of the tree (a file swapped for a link after
+    # the lstat would otherwise be read through it): O_NOFOLLOW refuses the last part.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
