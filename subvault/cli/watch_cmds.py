@@ -25,7 +25,7 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
     from subvault.run.watch import problem_counts, write_metrics
 
     cfg = env.config
-    warnings = _validate_notify(cfg)
+    warnings = _validate_notify(cfg, env.config_file)
     with monitored("check", notify_urls(cfg), None, Path(cfg.defaults.state_dir)) as job:
         report = do_check(env.context(quiet=True))
         job.report(report.exit_code, [p.message for p in report.problems])
@@ -120,23 +120,17 @@ def notify_failure(env: Env, unit: str) -> int:
 
 def notify_urls(cfg) -> list[str]:
     """The Apprise URLs: notify.urls plus the lines of notify.urls_file (refused unless mode 0600)."""
-    from subvault.secrets import read_private
+    from subvault.config.verify import notify_urls as urls
 
-    urls = list(cfg.notify.urls)
-    if cfg.notify.urls_file:
-        text = read_private(cfg.notify.urls_file, "notify.urls_file")
-        urls += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return urls
+    return urls(cfg)
 
 
-def _validate_notify(cfg) -> list[str]:
-    """Apprise checks each URL; a malformed one is a config error naming its key."""
+def _validate_notify(cfg, name: str) -> list[str]:
+    """Apprise checks each URL (a malformed one is a config error naming its key); return warnings about the file."""
+    from subvault.config.verify import exposure_warnings, notify_errors
     from subvault.errors import ConfigError
-    from subvault.notify.apprise_notify import validate_url
 
-    for i, url in enumerate(notify_urls(cfg)):
-        err = validate_url(url)
-        if err:
-            where = f"urls[{i}]" if i < len(cfg.notify.urls) else f"urls_file line {i - len(cfg.notify.urls) + 1}"
-            raise ConfigError(f"subvault.toml: notify: {where}: {err}")
-    return []
+    errors = notify_errors(cfg)
+    if errors:
+        raise ConfigError("\n".join(f"{name}: {e}" for e in errors))
+    return exposure_warnings(cfg, name)
