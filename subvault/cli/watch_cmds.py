@@ -72,10 +72,11 @@ def status(env: Env, as_json: bool) -> int:
 @click.option("--uninstall", is_flag=True, help="Stop and remove the units subvault installed.")
 @click.option("--dest", default="/etc/systemd/system", show_default=True, help="Unit directory.")
 @click.option("--metrics-dir", metavar="DIR", help="node_exporter textfile directory for --metrics-file.")
+@click.option("--run-timeout", default="1d", show_default=True, metavar="DURATION", help="Stop a `run` still going after this long (TimeoutStartSec=).")
 @dry_run_option
 @pass_env
 @_handle_errors
-def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | None, dry_run: bool) -> int:
+def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | None, run_timeout: str, dry_run: bool) -> int:
     """Install the hourly `run` and daily `check` timers, each with OnFailure= notification."""
     from subvault import systemd
     from subvault.config.load import config_path
@@ -88,8 +89,17 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
         if not dry_run:
             systemd.run_commands([["systemctl", "daemon-reload"]], check=False)
         return 0
+    from subvault.errors import UsageError
+    from subvault.timeutil import parse_duration
+
+    try:
+        limit = parse_duration(run_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--run-timeout: {exc}") from None
+    if not limit:
+        raise UsageError('--run-timeout: must be longer than zero (expected e.g. "1d")')
     exe = os.path.abspath(shutil.which("subvault") or sys.argv[0])
-    written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir)
+    written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir, limit)
     for path, text in written:
         if dry_run:
             click.echo(f"# {path}\n{text}")
