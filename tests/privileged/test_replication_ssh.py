@@ -84,7 +84,7 @@ def _client(server, command: str) -> subprocess.CompletedProcess:
     argv = ["ssh", "-p", str(server.port), "-i", str(server.client_key), "-o", "BatchMode=yes"]
     for o in server.ssh_options():
         argv += ["-o", o]
-    return subprocess.run([*argv, "root@127.0.0.1", command], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run([*argv, "--", "root@127.0.0.1", command], capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
 def test_serve_push_through_forced_command(pair, make_sshd):  # noqa: F811
