@@ -64,7 +64,10 @@ def limit_options(effective: dict[str, str]) -> Argv:
 @functools.lru_cache(maxsize=64)
 def effective_options(argv: tuple[str, ...], host: str) -> dict[str, str]:
     """Return what ssh makes of its config files and argv for host (`ssh -G`), or {} if it cannot say."""
-    res = process.run([*argv, "-G", "--", host], check=False, timeout=30)
+    try:
+        res = process.run([*argv, "-G", "--", host], check=False, timeout=30)
+    except CommandFailed:
+        return {}  # no ssh, or it hung: the real call reports it
     if res.returncode != 0:
         return {}  # a bad option: the real call reports it
     return dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
