@@ -1,7 +1,8 @@
-"""Secrets files: read only when nobody but the owner can read them (invariant 11)."""
+"""Secrets files: read only when nobody but root or the running user can read or change them (invariant 11)."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -9,21 +10,33 @@ from subvault.errors import PermanentError
 
 
 class SecretsFileExposed(PermanentError):
-    """A secrets file is missing, unreadable, or readable by group or others."""
+    """A secrets file is missing, unreadable, readable by group or others, or owned by another user."""
+
+
+def exposure(st: os.stat_result, path: str | Path, what: str) -> str | None:
+    """Return why a secrets file with this stat is refused, or None when it is private.
+
+    Private: owned by root or the running user (an owner can read it, and rewrite it),
+    and no access for group or others.
+    """
+    if st.st_uid not in (0, os.geteuid()):
+        return f"{what} {path} is owned by uid {st.st_uid}, not by root or this user; run: chown {os.geteuid()} {path}"
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{what} {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
+    return None
 
 
 def read_private(path: str | Path, what: str) -> str:
-    """Return the text of a secrets file. Raise SecretsFileExposed unless only its owner can access it."""
+    """Return the text of a secrets file. Raise SecretsFileExposed unless it is private (see `exposure`).
+
+    The checks are made on the open file, so the file read is the file checked.
+    """
     path = Path(path)
     try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise SecretsFileExposed(f"{what} {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SecretsFileExposed(
-            f"{what} {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-        )
-    try:
-        return path.read_text()
+        with open(path, "rb") as f:
+            problem = exposure(os.fstat(f.fileno()), path, what)
+            if problem:
+                raise SecretsFileExposed(problem)
+            return f.read().decode("utf-8", errors="replace")
     except OSError as exc:
         raise SecretsFileExposed(f"{what} {path}: {exc.strerror}") from None

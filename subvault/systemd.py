@@ -6,6 +6,11 @@ Rules:
 - The config path reaches the commands through `SUBVAULT_CONFIG` (the public
   contract), so the units do not depend on where the CLI puts `--config`.
 - subvault removes only unit files that carry its marker line (invariant 8).
+- Every service has `TimeoutStartSec=` (a oneshot has no start timeout by default, and
+  a hung run would hold back every later timer): `run` a day by default (a first full
+  send of a big subvolume may take hours; transfers are also stopped when they stall),
+  `check` an hour, the notification five minutes. systemd then stops the unit and
+  OnFailure= reports it.
 - Enabling and starting are separate (`activate_commands`), so `install` can be
   tested without a running systemd.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from subvault import process
@@ -24,6 +30,20 @@ MARKER = "# Written by subvault install-systemd, which also removes it on uninst
 TIMERS = ("subvault-run.timer", "subvault-check.timer")
 NOTIFY_TEMPLATE = "subvault-notify@.service"
 UNIT_NAMES = ("subvault-run.service", "subvault-run.timer", "subvault-check.service", "subvault-check.timer", NOTIFY_TEMPLATE)
+
+
+RUN_TIMEOUT = timedelta(days=1)
+CHECK_TIMEOUT = timedelta(hours=1)
+NOTIFY_TIMEOUT = timedelta(minutes=5)
+
+
+def time_span(length: timedelta) -> str:
+    """Return length in systemd's time span syntax, in its largest exact unit ("1d", "90min")."""
+    seconds = int(length.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class NotOwned(Refused):
@@ -40,6 +60,7 @@ class UnitOptions:
     exe_path: str
     config_path: str
     metrics_dir: str | None = None
+    run_timeout: timedelta = RUN_TIMEOUT
 
 
 def quote_exec_arg(arg: str) -> str:
@@ -58,7 +79,7 @@ def _env_line(opts: UnitOptions) -> str:
     return f"Environment={quote_exec_arg('SUBVAULT_CONFIG=' + opts.config_path)}"
 
 
-def _service(opts: UnitOptions, command: str, description: str) -> str:
+def _service(opts: UnitOptions, command: str, description: str, timeout: timedelta) -> str:
     args = [command]
     if opts.metrics_dir:
         args += ["--metrics-file", str(Path(opts.metrics_dir) / f"subvault-{command}.prom")]
@@ -73,6 +94,7 @@ OnFailure=subvault-notify@%n.service
 Type=oneshot
 {_env_line(opts)}
 ExecStart={_exec(opts, *args)}
+TimeoutStartSec={time_span(timeout)}
 Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
@@ -104,15 +126,16 @@ Description=subvault: notify that %i failed
 Type=oneshot
 {_env_line(opts)}
 ExecStart={_exec(opts, "notify-failure")} %i
+TimeoutStartSec={time_span(NOTIFY_TIMEOUT)}
 """
 
 
 def render(opts: UnitOptions) -> dict[str, str]:
     """Return the unit files by name: run hourly, check daily, and the notify template."""
     return {
-        "subvault-run.service": _service(opts, "run", "subvault: snapshot, replicate, offsite and prune what is due"),
+        "subvault-run.service": _service(opts, "run", "subvault: snapshot, replicate, offsite and prune what is due", opts.run_timeout),
         "subvault-run.timer": _timer("run", "hourly", "0"),
-        "subvault-check.service": _service(opts, "check", "subvault: check coverage, freshness and chains"),
+        "subvault-check.service": _service(opts, "check", "subvault: check coverage, freshness and chains", CHECK_TIMEOUT),
         "subvault-check.timer": _timer("check", "daily", "30min"),
         NOTIFY_TEMPLATE: _notify_template(opts),
     }
@@ -124,12 +147,13 @@ def install(
     config_path: str,
     dry_run: bool,
     metrics_dir: str | None = None,
+    run_timeout: timedelta = RUN_TIMEOUT,
 ) -> list[tuple[Path, str]]:
     """Write the units into dest_dir (unless dry_run); return (path, content) for each.
 
     Refuse (NotOwned) to overwrite a file of the same name that subvault did not write.
     """
-    opts = UnitOptions(str(exe_path), str(config_path), metrics_dir)
+    opts = UnitOptions(str(exe_path), str(config_path), metrics_dir, run_timeout)
     units = [(Path(dest_dir) / name, text) for name, text in render(opts).items()]
     for path, _ in units:
         _refuse_foreign(path)

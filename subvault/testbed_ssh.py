@@ -4,6 +4,12 @@
 `sshd -D -e` on a free loopback port and returns once sshd reports it is listening
 (read from its log, no sleeps). `stop()` terminates exactly the process it started.
 Only 127.0.0.1 is ever used.
+
+`HungListener(banner=False)` stands in for a hung Pi: it accepts every TCP connection
+and never sends a byte (a wedged sshd, or a port forward to nothing); with banner=True
+it sends an SSH banner and then nothing (a server stuck in key exchange). It counts
+the connections it accepted and closes them all on `close()`. `refused_port()` is a
+loopback port where connecting is refused.
 """
 
 from __future__ import annotations
@@ -126,3 +132,48 @@ class Sshd:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class HungListener:
+    def __init__(self, *, banner: bool = False) -> None:
+        self.banner = banner
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(conn)
+            if self.banner:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._thread.join()
+        for conn in self.accepted:
+            conn.close()
+
+    def __enter__(self) -> "HungListener":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on (bound, then closed: connecting is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

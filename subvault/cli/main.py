@@ -46,6 +46,15 @@ class Env:
         self._config = None
 
     @property
+    def config_file(self) -> str:
+        """The config's real path, as errors and warnings name it."""
+        import os
+
+        from subvault.config.load import config_path
+
+        return os.path.realpath(config_path(self.config_path))
+
+    @property
     def config(self):
         if self._config is None:
             from subvault.config.load import config_path, load_config
@@ -105,11 +114,22 @@ def config_group() -> None:
 @pass_env
 @_handle_errors
 def config_check(env: Env) -> int:
-    """Validate the config file; print every problem with its key."""
-    from subvault.cli.watch_cmds import _validate_notify
+    """Validate the config file; print every problem with its key (and warnings about this host)."""
+    from subvault.config.load import read_config, validate
+    from subvault.config.verify import deep_errors, exposure_warnings, host_warnings
+    from subvault.errors import ConfigError
 
-    cfg = env.config
-    _validate_notify(cfg)
+    text, name = read_config(env.config_file)
+    checked = validate(text, name=name)
+    cfg, errors = checked.config, checked.errors
+    try:
+        errors += [f"{name}: {e}" for e in deep_errors(cfg, checked.data)]
+    except SubvaultError as exc:  # notify.urls_file unreadable or exposed
+        errors.append(f"{name}: notify: urls_file: {exc}")
+    for warning in host_warnings(cfg) + exposure_warnings(cfg, name):
+        click.echo(f"warning: {name}: {warning}" if not warning.startswith(name) else f"warning: {warning}", err=True)
+    if errors:
+        raise ConfigError("\n".join(errors))
     click.echo(f"ok: {len(cfg.subvolume)} subvolumes, {len(cfg.exclude)} excludes, {len(cfg.target)} targets")
     return 0
 

@@ -25,7 +25,7 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
     from subvault.run.watch import problem_counts, write_metrics
 
     cfg = env.config
-    warnings = _validate_notify(cfg)
+    warnings = _validate_notify(cfg, env.config_file)
     with monitored("check", notify_urls(cfg), None, Path(cfg.defaults.state_dir)) as job:
         report = do_check(env.context(quiet=True))
         job.report(report.exit_code, [p.message for p in report.problems])
@@ -72,10 +72,11 @@ def status(env: Env, as_json: bool) -> int:
 @click.option("--uninstall", is_flag=True, help="Stop and remove the units subvault installed.")
 @click.option("--dest", default="/etc/systemd/system", show_default=True, help="Unit directory.")
 @click.option("--metrics-dir", metavar="DIR", help="node_exporter textfile directory for --metrics-file.")
+@click.option("--run-timeout", default="1d", show_default=True, metavar="DURATION", help="Stop a `run` still going after this long (TimeoutStartSec=).")
 @dry_run_option
 @pass_env
 @_handle_errors
-def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | None, dry_run: bool) -> int:
+def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | None, run_timeout: str, dry_run: bool) -> int:
     """Install the hourly `run` and daily `check` timers, each with OnFailure= notification."""
     from subvault import systemd
     from subvault.config.load import config_path
@@ -88,8 +89,17 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
         if not dry_run:
             systemd.run_commands([["systemctl", "daemon-reload"]], check=False)
         return 0
+    from subvault.errors import UsageError
+    from subvault.timeutil import parse_duration
+
+    try:
+        limit = parse_duration(run_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--run-timeout: {exc}") from None
+    if not limit:
+        raise UsageError('--run-timeout: must be longer than zero (expected e.g. "1d")')
     exe = os.path.abspath(shutil.which("subvault") or sys.argv[0])
-    written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir)
+    written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir, limit)
     for path, text in written:
         if dry_run:
             click.echo(f"# {path}\n{text}")
@@ -120,23 +130,17 @@ def notify_failure(env: Env, unit: str) -> int:
 
 def notify_urls(cfg) -> list[str]:
     """The Apprise URLs: notify.urls plus the lines of notify.urls_file (refused unless mode 0600)."""
-    from subvault.secrets import read_private
+    from subvault.config.verify import notify_urls as urls
 
-    urls = list(cfg.notify.urls)
-    if cfg.notify.urls_file:
-        text = read_private(cfg.notify.urls_file, "notify.urls_file")
-        urls += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return urls
+    return urls(cfg)
 
 
-def _validate_notify(cfg) -> list[str]:
-    """Apprise checks each URL; a malformed one is a config error naming its key."""
+def _validate_notify(cfg, name: str) -> list[str]:
+    """Apprise checks each URL (a malformed one is a config error naming its key); return warnings about the file."""
+    from subvault.config.verify import exposure_warnings, notify_errors
     from subvault.errors import ConfigError
-    from subvault.notify.apprise_notify import validate_url
 
-    for i, url in enumerate(notify_urls(cfg)):
-        err = validate_url(url)
-        if err:
-            where = f"urls[{i}]" if i < len(cfg.notify.urls) else f"urls_file line {i - len(cfg.notify.urls) + 1}"
-            raise ConfigError(f"subvault.toml: notify: {where}: {err}")
-    return []
+    errors = notify_errors(cfg)
+    if errors:
+        raise ConfigError("\n".join(f"{name}: {e}" for e in errors))
+    return exposure_warnings(cfg, name)

@@ -26,27 +26,69 @@ def _doc(text: str, **constraints) -> Meta:
     return Meta(description=text, **constraints)
 
 
-def _retention(key: str, value: str) -> None:
+# Rules return a problem ("key: what is wrong (expected …)") or None; `_fail` raises them
+# all at once, so one table reports every one of its problems, not only the first.
+
+
+def _fail(*problems: str | None) -> None:
+    """Raise one ValueError listing every problem given (one a line); return if there are none."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("\n".join(found))
+
+
+def _retention(key: str, value: str) -> str | None:
     from subvault.plan.retention import RetentionSyntaxError, parse_policy
 
     try:
         parse_policy(value)
     except RetentionSyntaxError as exc:
-        raise ValueError(f"{key}: {exc}") from None
+        return f"{key}: {exc}"
+    return None
 
 
-def _duration(key: str, value: str) -> None:
+def _duration(key: str, value: str, *, positive: bool = False) -> str | None:
     from subvault.timeutil import parse_duration
 
     try:
-        parse_duration(value)
+        length = parse_duration(value)
     except ValueError as exc:
-        raise ValueError(f"{key}: {exc}") from None
+        return f"{key}: {exc}"
+    if positive and not length:
+        return f'{key}: "{value}" must be longer than zero (expected e.g. "30d")'
+    return None
 
 
-def _name(value: str) -> None:
+def _name(value: str) -> str | None:
     if not NAME_RE.match(value):
-        raise ValueError(f'name: "{value}" is not a valid name (expected letters, digits, "_", "-" or ".")')
+        return f'name: "{value}" is not a valid name (expected letters, digits, "_", "-" or ".")'
+    return None
+
+
+def _listed_once(key: str, names: list[str] | None) -> list[str]:
+    seen: set[str] = set()
+    twice = []
+    for n in names or []:
+        if n in seen:
+            twice.append(f'{key}: "{n}" is listed twice (expected each target once)')
+        seen.add(n)
+    return twice
+
+
+def _ssh_url(value: str, expected: str) -> str | None:
+    """Check an ssh:// URL's shape; a host starting with "-" would reach ssh as an option."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme != "ssh" or not parts.hostname or not parts.path.startswith("/"):
+        return f'url: "{value}" is not an ssh URL (expected "{expected}")'
+    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        return f'url: "{value}": the host and user must not start with "-" (expected "{expected}")'
+    try:
+        parts.port
+    except ValueError:
+        return f'url: "{value}": the port is not a number (expected "{expected}")'
+    return None
 
 
 def _abs_path(key: str, value: str) -> str:
@@ -67,15 +109,19 @@ class Defaults(Strict):
     timezone: Annotated[str | None, _doc("IANA zone for retention periods; default: the system's local time")] = None
 
     def __post_init__(self) -> None:
-        _retention("timeline", self.timeline)
-        self.state_dir = _abs_path("state_dir", self.state_dir)
+        problems = [_retention("timeline", self.timeline), *_listed_once("targets", self.targets)]
+        try:
+            self.state_dir = _abs_path("state_dir", self.state_dir)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.timezone is not None:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
             try:
                 ZoneInfo(self.timezone)
             except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f'timezone: "{self.timezone}" is not a known time zone (expected e.g. "Europe/Berlin")') from None
+                problems.append(f'timezone: "{self.timezone}" is not a known time zone (expected e.g. "Europe/Berlin")')
+        _fail(*problems)
 
 
 class SubvolumeConf(Strict):
@@ -86,10 +132,14 @@ class SubvolumeConf(Strict):
     prechange_keep: Annotated[Annotated[int, Meta(ge=0)] | None, _doc("overrides defaults.prechange_keep")] = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
-        self.path = _abs_path("path", self.path)
+        problems = [_name(self.name), *_listed_once("targets", self.targets)]
         if self.timeline is not None:
-            _retention("timeline", self.timeline)
+            problems.append(_retention("timeline", self.timeline))
+        try:
+            self.path = _abs_path("path", self.path)
+        except ValueError as exc:
+            problems.append(str(exc))
+        _fail(*problems)
 
 
 class ExcludeConf(Strict):
@@ -125,19 +175,44 @@ class TargetConf(Strict):
     object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock: lock each object while its chain may be kept, plus this many days")] = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
-        _retention("keep", self.keep)
-        _duration("full_every", self.full_every)
+        _fail(_name(self.name), self._reserved(), _retention("keep", self.keep), *self._type_problems())
+
+    def _reserved(self) -> str | None:
+        if self.name == "local":
+            return 'name: "local" is reserved: `--from local` means this host (expected another name)'
+        return None
+
+    def _type_problems(self) -> list[str | None]:
         url = self.url
         if self.type == "btrfs":
-            if not (url.startswith("/") or url.startswith("ssh://")):
-                raise ValueError(f'url: "{url}" is not a btrfs target (expected "/mnt/usb/backup" or "ssh://user@host:22/path")')
-            return
+            if url.startswith("ssh://"):
+                return [_ssh_url(url, "ssh://user@host:22/path")]
+            if not url.startswith("/"):
+                return [f'url: "{url}" is not a btrfs target (expected "/mnt/usb/backup" or "ssh://user@host:22/path")']
+            return []
+        problems = [_duration("full_every", self.full_every, positive=True)]
         if not (url.startswith("s3://") or url.startswith("file:///")):
-            raise ValueError(f'url: "{url}" is not an object target (expected "s3://bucket/prefix" or "file:///path")')
-        for r in self.recipients:
+            problems.append(f'url: "{url}" is not an object target (expected "s3://bucket/prefix" or "file:///path")')
+        if not self.recipients:
+            problems.append('recipients: none given (expected at least one age public key, "age1…")')
+        for i, r in enumerate(self.recipients):
             if not r.startswith("age1"):
-                raise ValueError(f'recipients: "{r[:10]}…" is not an age public key (expected "age1…"); never put the identity here')
+                problems.append(f'recipients[{i}]: "{r[:10]}…" is not an age public key (expected "age1…"); never put the identity here')
+        return problems
+
+    def storage(self) -> tuple[str, ...]:
+        """Where this target's data lives, normalised: two targets with the same storage would prune each other."""
+        from urllib.parse import urlsplit
+
+        if self.url.startswith("/"):
+            return ("local", _norm(self.url))
+        parts = urlsplit(self.url)
+        if parts.scheme == "ssh":
+            # the user does not matter (same disk); a URL without a port means ssh's default
+            return ("ssh", (parts.hostname or "").lower(), str(_port(parts) or 22), _norm(parts.path))
+        if parts.scheme == "file":
+            return ("file", _norm(parts.path))
+        return (parts.scheme, (self.endpoint or "").rstrip("/").lower(), parts.netloc, _norm("/" + parts.path))
 
 
 class SourceSubvolumeConf(Strict):
@@ -145,7 +220,7 @@ class SourceSubvolumeConf(Strict):
     path: Annotated[str, _doc("its path on the source host (snapshots are read from <path>/.snapshots)")]
 
     def __post_init__(self) -> None:
-        _name(self.name)
+        _fail(_name(self.name))
         self.path = _abs_path("path", self.path)
 
 
@@ -165,11 +240,12 @@ class SourceConf(Strict):
     puller: Annotated[str | None, _doc("name this host's incremental bases are recorded under on the source (its key: `serve --send-only --puller NAME`); default: this host's short name")] = None
 
     def __post_init__(self) -> None:
-        _name(self.name)
-        _retention("keep", self.keep)
-        self.dest = _abs_path("dest", self.dest)
-        if not self.url.startswith("ssh://"):
-            raise ValueError(f'url: "{self.url}" is not a source (expected "ssh://user@host:22/")')
+        problems = [_name(self.name), _retention("keep", self.keep), _ssh_url(self.url, "ssh://user@host:22/")]
+        try:
+            self.dest = _abs_path("dest", self.dest)
+        except ValueError as exc:
+            problems.append(str(exc))
+        _fail(*problems)
 
 
 class DrConf(Strict):
@@ -192,11 +268,10 @@ class NotifyConf(Strict):
     def __post_init__(self) -> None:
         # The shape is checked here; Apprise itself checks each URL in `config check`,
         # `check` and before notifying (importing it here would slow every command).
-        for i, url in enumerate(self.urls):
-            if "://" not in url:
-                raise ValueError(f'urls[{i}]: not an Apprise URL (expected e.g. "tgram://BOT_TOKEN/CHAT_ID")')
+        problems = [f'urls[{i}]: not an Apprise URL (expected e.g. "tgram://BOT_TOKEN/CHAT_ID")' for i, url in enumerate(self.urls) if "://" not in url]
         if self.ping is not None and not self.ping.startswith(("http://", "https://")):
-            raise ValueError('ping: not an http(s) URL (expected e.g. "https://hc-ping.com/UUID")')
+            problems.append('ping: not an http(s) URL (expected e.g. "https://hc-ping.com/UUID")')
+        _fail(*problems)
 
 
 class FluxConf(Strict):
@@ -226,9 +301,11 @@ class CheckConf(Strict):
     verify_max_age: Annotated[str, _doc("warn when an object target's last `subvault verify` is older")] = "30d"
 
     def __post_init__(self) -> None:
-        _duration("slack", self.slack)
-        _duration("drill_max_age", self.drill_max_age)
-        _duration("verify_max_age", self.verify_max_age)
+        _fail(
+            _duration("slack", self.slack),
+            _duration("drill_max_age", self.drill_max_age),
+            _duration("verify_max_age", self.verify_max_age),
+        )
 
 
 class Config(Strict):
@@ -243,22 +320,38 @@ class Config(Strict):
     source: list[SourceConf] = msgspec.field(default_factory=list)
     dr: DrConf | None = None
 
-    def __post_init__(self) -> None:
-        _unique("subvolume", [s.name for s in self.subvolume])
-        _unique("subvolume path", [s.path for s in self.subvolume])
-        _unique("target", [t.name for t in self.target])
+    def problems(self, declared_targets: set[str] = frozenset()) -> list[str]:
+        """Return the rules that span tables, each "where: what is wrong (expected …)".
+
+        `load.py` runs them after every table validated on its own (tables that failed are
+        left out; their names are in declared_targets, so they are not reported again
+        as unknown).
+        """
+        problems = _unique("subvolume", [s.name for s in self.subvolume])
+        problems += _unique("subvolume path", [s.path for s in self.subvolume])
+        problems += _unique("target", [t.name for t in self.target])
         known = {t.name for t in self.target}
+        declared = known | set(declared_targets)
         for t in self.defaults.targets:
-            if t not in known:
-                raise ValueError(f'defaults: targets: "{t}" is not a configured [[target]] (known: {", ".join(sorted(known)) or "none"})')
+            if t not in declared:
+                problems.append(f'defaults: targets: "{t}" is not a configured [[target]] (known: {", ".join(sorted(known)) or "none"})')
         for s in self.subvolume:
             for t in s.targets or []:
-                if t not in known:
-                    raise ValueError(f'subvolume "{s.name}": targets: "{t}" is not a configured [[target]]')
+                if t not in declared:
+                    problems.append(f'subvolume "{s.name}": targets: "{t}" is not a configured [[target]]')
         protected = {s.path for s in self.subvolume}
         for e in self.exclude:
             if e.path in protected:
-                raise ValueError(f'exclude "{e.path}" is also a [[subvolume]]; keep one of them')
+                problems.append(f'exclude "{e.path}" is also a [[subvolume]]; keep one of them')
+        first: dict[tuple[str, ...], TargetConf] = {}
+        for t in self.target:
+            other = first.setdefault(t.storage(), t)
+            if other is not t:
+                problems.append(
+                    f'target "{t.name}": url: "{t.url}" is the same storage as target "{other.name}" ("{other.url}"), '
+                    "and their retentions would prune each other (expected one target per storage)"
+                )
+        return problems
 
     # ---- derived views (no I/O) ----
     def targets_of(self, sub: SubvolumeConf) -> list[str]:
@@ -287,9 +380,25 @@ class Config(Strict):
         raise NotFound(f'no target named "{name}" in the config (known: {", ".join(t.name for t in self.target) or "none"})')
 
 
-def _unique(what: str, names: list[str]) -> None:
+def _unique(what: str, names: list[str]) -> list[str]:
     seen: set[str] = set()
+    twice = []
     for n in names:
         if n in seen:
-            raise ValueError(f'{what} "{n}" is defined twice')
+            twice.append(f'{what} "{n}" is defined twice')
         seen.add(n)
+    return twice
+
+
+def _norm(path: str) -> str:
+    """A path as the filesystem sees it: no trailing "/", no "//", ".", or ".."."""
+    import posixpath
+
+    return "/" + posixpath.normpath(path or "/").lstrip("/")
+
+
+def _port(parts) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None

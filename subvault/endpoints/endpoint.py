@@ -22,10 +22,10 @@ from typing import Sequence
 from subvault.btrfs import adapter
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
-from subvault.endpoints.runner import Argv, LocalRunner, Runner, SshRunner, Step, parse_ssh_url
+from subvault.endpoints.runner import SSH_FAILED, Argv, LocalRunner, Runner, SshRunner, Step, parse_ssh_url
 from subvault.errors import CommandFailed, NotBtrfs, NotFound, Refused
 
-SSH_CONNECTION_ERROR = 255  # ssh's own failure, never a remote command's answer
+SSH_CONNECTION_ERROR = SSH_FAILED
 from subvault.plan.replication import Entry, parse_entry_time
 
 
@@ -54,7 +54,10 @@ class Endpoint:
         return self.runner.run([cmd], what=f"{self.name}: {what}", check=check)
 
     def check(self) -> None:
-        """Raise NotFound if the root is missing (disk not mounted?), NotBtrfs if it is not on btrfs."""
+        """Raise NotFound if the root is missing (disk not mounted?), NotBtrfs if it is not on btrfs.
+
+        Raise runner.Unreachable (saying refused, timed out, …) when ssh cannot connect.
+        """
         res = self._run(C.fs_type(self.root), "stat", check=False)
         if res.returncode != 0:
             raise NotFound(
@@ -176,8 +179,11 @@ class Endpoint:
         return self.runner.stages(cmds, bulk=bulk, before=before, after=after)
 
 
-def open_target(target: TargetConf) -> Endpoint:
+def open_target(target: TargetConf, *, unreachable: dict | None = None) -> Endpoint:
     """Given a btrfs target's config, return its endpoint (not yet checked).
+
+    unreachable: the hosts ssh could not reach so far in this command (see runner.SshRunner);
+    pass the same dict for every target opened by one command.
 
     Raise ConfigError for a malformed ssh URL, Refused for a non-btrfs target.
     """
@@ -185,6 +191,8 @@ def open_target(target: TargetConf) -> Endpoint:
         raise Refused(f"target {target.name} is an object store, not a btrfs target")
     if target.url.startswith("ssh://"):
         url = parse_ssh_url(target.url)
-        runner = SshRunner(url, identity=target.ssh_identity, cipher=target.ssh_cipher, options=target.ssh_options)
+        runner = SshRunner(
+            url, identity=target.ssh_identity, cipher=target.ssh_cipher, options=target.ssh_options, unreachable=unreachable
+        )
         return Endpoint(runner, url.path, target.name)
     return Endpoint(LocalRunner(), target.url, target.name)

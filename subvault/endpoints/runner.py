@@ -10,10 +10,19 @@ Rules:
   directory and a short ControlPersist; `close()` stops the master. Options the user
   gives (`ssh_options`) come first, so they win over ours (ssh keeps the first value).
 - A URL without user or port leaves them to ~/.ssh/config.
+- Every ssh call has time limits (`limit_options`): ConnectTimeout bounds the TCP
+  connect and the banner exchange, ServerAliveInterval x ServerAliveCountMax bounds key
+  exchange, authentication and a dead link. Each is added only where `ssh -G` shows
+  OpenSSH's default, so a value from ~/.ssh/config or ssh_options wins.
+- The host always follows `--`: it can never be read as an option.
+- ssh's own failure (exit 255) on a command is `Unreachable`, with ssh's reason, never
+  an answer of the remote command; a host that failed so is not asked again in the
+  same command (the `unreachable` dict the caller keeps for that command).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import tempfile
@@ -23,12 +32,61 @@ from typing import Protocol, Sequence
 from urllib.parse import urlsplit
 
 from subvault import process
-from subvault.errors import ConfigError, Refused
+from subvault.errors import CommandFailed, ConfigError, Refused, TransientError
 from subvault.process import Result
 
 Argv = list[str]
 Step = Sequence[Argv]  # one pipeline: its stages, stdout of each into the next
 CONTROL_PERSIST_SECONDS = 60
+SSH_FAILED = 255  # ssh's own failure, never a remote command's answer
+# Time limits (docs/design.md, "ssh time limits"), used where the user set none.
+CONNECT_TIMEOUT = 10  # seconds for the TCP connect and the server's banner
+SERVER_ALIVE_INTERVAL = 15  # a keep-alive after this many silent seconds ...
+SERVER_ALIVE_COUNT_MAX = 4  # ... and this many unanswered end it: 60 s for key exchange, login, or a dead link
+
+
+class Unreachable(TransientError):
+    """ssh could not connect, or its connection failed (exit 255): nothing was asked of the remote."""
+
+
+def limit_options(effective: dict[str, str]) -> Argv:
+    """Given `ssh -G` output as a dict, return the -o options for the limits still at OpenSSH's default. Pure."""
+    out: Argv = []
+    if effective.get("connecttimeout", "none") == "none":
+        out += ["-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
+    if effective.get("serveraliveinterval", "0") == "0":
+        out += ["-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}"]
+        if effective.get("serveralivecountmax", "3") == "3":
+            out += ["-o", f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}"]
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def effective_options(argv: tuple[str, ...], host: str) -> dict[str, str]:
+    """Return what ssh makes of its config files and argv for host (`ssh -G`), or {} if it cannot say."""
+    try:
+        res = process.run([*argv, "-G", "--", host], check=False, timeout=30)
+    except CommandFailed:
+        return {}  # no ssh, or it hung: the real call reports it
+    if res.returncode != 0:
+        return {}  # a bad option: the real call reports it
+    return dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+
+
+def ssh_headline(reason: str) -> str:
+    """Say first what happened to the connection: refused, timed out, or failed."""
+    low = reason.lower()
+    if "refused" in low:
+        return "connection refused"
+    if "timed out" in low or "timeout" in low:
+        return "connection timed out"
+    return "ssh connection failed"
+
+
+def ssh_reason(stderr: str) -> str:
+    """The line of ssh's stderr that says why it failed (the last one that is not a warning)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("Warning:", "Pseudo-terminal"))]
+    return lines[-1][:300] if lines else "ssh exited 255 without a reason"
 
 
 class Runner(Protocol):
@@ -98,6 +156,8 @@ def parse_ssh_url(url: str) -> SshUrl:
         port = parts.port
     except ValueError:
         raise ConfigError(f'"{url}": the port is not a number') from None
+    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        raise ConfigError(f'"{url}": the host and user must not start with "-"')
     return SshUrl(host=parts.hostname, path=parts.path.rstrip("/") or "/", user=parts.username, port=port)
 
 
@@ -139,10 +199,12 @@ class SshRunner:
         cipher: str | None = None,
         options: Sequence[str] = (),
         multiplex: bool = True,
+        config_file: str | None = None,
+        unreachable: dict[tuple, str] | None = None,
     ) -> None:
         self.url = url
         self.label = f"{url.user + '@' if url.user else ''}{url.host}"
-        argv = ["ssh"]
+        argv = ["ssh", *(["-F", config_file] if config_file else [])]
         for opt in options:
             argv += ["-o", opt]
 
@@ -154,9 +216,6 @@ class SshRunner:
             ]
 
         tail: list[str] = []
-        # A dead link must end the connection, not hang every later command on it
-        # (user options come first, so ~/.ssh/config-style overrides still win).
-        tail += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if url.port:
             tail += ["-p", str(url.port)]
         if url.user:
@@ -165,6 +224,9 @@ class SshRunner:
             tail += ["-i", identity]
         if cipher:
             tail += ["-c", cipher]
+        # Never prompt. A dead or silent host must end the call, not hang every later
+        # one: limits only where nobody set one (see limit_options).
+        tail += ["-o", "BatchMode=yes", *limit_options(effective_options(tuple(argv + tail), url.host))]
         # Bulk streams (full sends, one at a time) get a master connection of their own:
         # a master encrypts all its channels in one process, and a big stream there would
         # starve the small commands. The stream's pipe is handed to the master (fd
@@ -173,24 +235,48 @@ class SshRunner:
         self.base = [*argv, *(master("") if multiplex else []), *tail]
         self.bulk_base = [*argv, *(master("-bulk") if multiplex else []), *tail]
         self.multiplex = multiplex
+        self._key = (tuple(argv + tail), url.host)
+        self._unreachable = unreachable if unreachable is not None else {}
 
     def argv(self, cmds: Sequence[Argv]) -> Argv:
-        return [*self.base, self.url.host, command_line(cmds)]
+        return [*self.base, "--", self.url.host, command_line(cmds)]
 
     def run(self, cmds: Sequence[Argv], *, what: str, check: bool = True) -> Result:
-        return process.run(self.argv(cmds), what=f"{what} on {self.label}", check=check)
+        return self._run(self.argv(cmds), what=what, check=check)
 
     def run_steps(self, steps: Sequence[Step], *, what: str, check: bool = True) -> Result:
         """Run the steps as one remote `a && b && …` command: one round trip."""
-        return process.run([*self.base, self.url.host, steps_line(steps)], what=f"{what} on {self.label}", check=check)
+        return self._run([*self.base, "--", self.url.host, steps_line(steps)], what=what, check=check)
+
+    def _run(self, argv: Argv, *, what: str, check: bool) -> Result:
+        """Run one ssh call. Raise Unreachable when ssh itself failed (now, or earlier in this command)."""
+        known = self._unreachable.get(self._key)
+        if known is None:
+            try:
+                res = process.run(argv, what=f"{what} on {self.label}", check=check)
+            except CommandFailed as exc:
+                if exc.returncode != SSH_FAILED:
+                    raise
+                stderr = exc.stderr_tail
+            else:
+                if res.returncode != SSH_FAILED:
+                    return res
+                stderr = res.stderr
+            known = self._unreachable[self._key] = ssh_reason(stderr)
+        where = f"{self.label}:{self.url.port}" if self.url.port else self.label
+        raise Unreachable(f"{ssh_headline(known)}: {where} over ssh ({known}); check that the host is up and its sshd answers, then run again")
 
     def stages(self, cmds: Sequence[Argv], *, bulk: bool = False, before: Sequence[Step] = (), after: Sequence[Step] = ()) -> list[Argv]:
         """Return the one ssh stage running cmds remotely, with `before` steps ahead of it and `after` ones behind."""
         line = steps_line([*before, cmds, *after])
-        return [[*(self.bulk_base if bulk else self.base), self.url.host, line]]
+        return [[*(self.bulk_base if bulk else self.base), "--", self.url.host, line]]
+
+    def exit_argv(self, *, bulk: bool) -> Argv:
+        """The call that stops a shared connection."""
+        return [*(self.bulk_base if bulk else self.base), "-O", "exit", "--", self.url.host]
 
     def close(self) -> None:
         """Stop the shared connections, if running."""
         if self.multiplex:
-            for base in (self.base, self.bulk_base):
-                process.run([*base, "-O", "exit", self.url.host], check=False)
+            for bulk in (False, True):
+                process.run(self.exit_argv(bulk=bulk), check=False)

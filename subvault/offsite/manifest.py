@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import stat
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -148,14 +147,13 @@ class MacKey:
     @classmethod
     def load(cls, path: str | Path) -> "MacKey":
         """Return the key in path. Raise StoreAuthError if it is missing, too open or malformed."""
+        from subvault.secrets import SecretsFileExposed, read_private
+
         path = Path(path)
         try:
-            mode = path.stat().st_mode
-            text = path.read_text().strip()
-        except OSError as exc:
-            raise StoreAuthError(f"manifest key {path}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise StoreAuthError(f"manifest key {path} is accessible by group or others; run: chmod 600 {path}")
+            text = read_private(path, "manifest key").strip()
+        except SecretsFileExposed as exc:
+            raise StoreAuthError(str(exc)) from None
         try:
             return cls(bytes.fromhex(text), path)
         except ValueError:

@@ -27,5 +27,10 @@ class Context:
             self.tz = local_zone(self.config.defaults.timezone)
 
     @property
+    def unreachable(self) -> dict:
+        """ssh hosts that could not be reached in this command: not asked again (endpoints.runner)."""
+        return self.cache.setdefault("ssh-unreachable", {})
+
+    @property
     def state_dir(self) -> Path:
         return Path(self.config.defaults.state_dir)

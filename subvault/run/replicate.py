@@ -21,7 +21,7 @@ from typing import Callable
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.endpoints.endpoint import Endpoint, open_target
-from subvault.endpoints.runner import LocalRunner, Step
+from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
 from subvault.errors import StalledTransfer, SubvaultError
 from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when_unreachable, plan_replication
@@ -72,7 +72,7 @@ def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFact
         if not subs:
             continue
         try:
-            ep = open_target(tconf)
+            ep = open_target(tconf, unreachable=ctx.unreachable)
         except SubvaultError as exc:
             out.fail(tconf.name, exc)
             continue
@@ -109,7 +109,7 @@ def _replicate_target(
             return part
         try:
             _replicate_one(ctx, ep, sub, tconf, part, progress, meter)
-        except (StalledTransfer, LinkLost) as exc:
+        except (StalledTransfer, LinkLost, Unreachable) as exc:
             link_down.append(exc)
             part.fail(subject, exc)
         except SubvaultError as exc:
@@ -222,7 +222,7 @@ def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
             continue
         sources = sources if sources is not None else sources_of(sub)
         try:
-            with open_target(tconf) as ep:
+            with open_target(tconf, unreachable=ctx.unreachable) as ep:
                 ep.check()
                 _, plan = plan_for(ctx, ep, sub, tconf, sources)
                 found = {u: f"{tconf.name}: {why}" for u, why in plan.local_holds.items()}

@@ -110,7 +110,7 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
         layer, cadence = f"replica:{tconf.name}", cadence_of(tconf.keep)
         try:
             sources = sources if sources is not None else sources_of(sub)
-            with open_target(tconf) as ep:
+            with open_target(tconf, unreachable=ctx.unreachable) as ep:
                 ep.check()
                 entries = ep.list(ep.container(host_name(), sub.name), sub.name)
         except SubvaultError as exc:
@@ -355,7 +355,7 @@ def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], lis
             continue
         try:
             if tconf.type == "btrfs":
-                with open_target(tconf) as ep:
+                with open_target(tconf, unreachable=ctx.unreachable) as ep:
                     uuids = [e.received_uuid for e in ep.list(ep.container(host_name(), sub.name), sub.name) if is_verified(e)]
             else:
                 store = open_target_store(tconf)

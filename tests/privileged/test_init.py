@@ -81,3 +81,13 @@ def test_top_level_with_files_of_its_own_is_data(make_fs, tmp_path):
     proc = run_cli("--config", str(cfg_path), "check", "--json", check=False)
     problems = json.loads(proc.stdout)["result"]["problems"]
     assert any(p["kind"] == "unprotected" and p["subject"] == str(other.mountpoint) for p in problems), problems
+
+
+def test_invariant_11_init_writes_the_config_0600(homelab, tmp_path):
+    """The config may come to hold notify tokens: nobody but its owner reads it, from the start."""
+    out = tmp_path / "etc" / "subvault.toml"
+    run_cli("init", "--output", str(out))
+    assert out.stat().st_mode & 0o777 == 0o600
+    out.chmod(0o644)
+    run_cli("init", "--output", str(out), "--force")
+    assert out.stat().st_mode & 0o777 == 0o600

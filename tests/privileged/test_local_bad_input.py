@@ -29,7 +29,7 @@ def test_malformed_toml_is_exit_2_with_one_line(homelab):
     homelab.config.write_text("[defaults\n")
     proc = homelab.cli("snapshot", check=False)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: subvault.toml: not valid TOML")
+    assert proc.stderr.startswith(f"error: {os.path.realpath(homelab.config)}: not valid TOML")
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -48,7 +48,7 @@ def test_pull_full_then_incremental_through_send_only_key(homelab, make_fs, make
     info = adapter.show(newest)
     assert info.readonly and info.received_uuid
     # the source's key cannot write or delete anything, even with a full ssh command line
-    ssh = ["ssh", "-p", str(server.port), "-i", str(server.client_key), *sum((["-o", o] for o in server.ssh_options()), []), "root@127.0.0.1"]
+    ssh = ["ssh", "-p", str(server.port), "-i", str(server.client_key), *sum((["-o", o] for o in server.ssh_options()), []), "--", "root@127.0.0.1"]
     for cmd in (f"btrfs subvolume delete {homelab.paths['home']}", f"btrfs receive {homelab.paths['home']}", "rm -rf /"):
         proc = subprocess.run([*ssh, cmd], capture_output=True, text=True)
         assert proc.returncode != 0 and "refused" in proc.stderr

@@ -11,6 +11,7 @@ import pytest
 from subvault.btrfs import adapter
 from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.run.replicate import replicate
+from subvault.testbed_ssh import HungListener, refused_port
 
 from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
 from sshd import REPO, make_sshd, serve_command, sshd  # noqa: F401 - fixtures
@@ -83,7 +84,7 @@ def _client(server, command: str) -> subprocess.CompletedProcess:
     argv = ["ssh", "-p", str(server.port), "-i", str(server.client_key), "-o", "BatchMode=yes"]
     for o in server.ssh_options():
         argv += ["-o", o]
-    return subprocess.run([*argv, "root@127.0.0.1", command], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run([*argv, "--", "root@127.0.0.1", command], capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
 def test_serve_push_through_forced_command(pair, make_sshd):  # noqa: F811
@@ -173,3 +174,36 @@ def test_append_only_target_is_never_asked_to_delete_and_prunes_itself(pair, mak
     done = subprocess.run(cli, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sorted(n for n in entries(root, "data") if n.startswith("data.")) == names[-1:]
+
+
+def _hung_target_config(homelab, port: int) -> None:
+    text = homelab.config.read_text().replace("prechange_keep = 10\n", 'prechange_keep = 10\ntargets = ["advpi"]\n', 1)
+    text += (
+        f'\n[[target]]\nname = "advpi"\ntype = "btrfs"\nurl = "ssh://root@127.0.0.1:{port}/mnt/backup"\n'
+        'ssh_options = ["StrictHostKeyChecking=yes", "UserKnownHostsFile=/dev/null"]\n'
+    )
+    homelab.config.write_text(text)
+
+
+@pytest.mark.timeout(300)  # a hang guard, not a timing assert: before the limits these never returned
+def test_a_target_that_accepts_and_never_answers_ends_every_command_and_says_so(homelab):
+    homelab.cli("snapshot")
+    with HungListener() as hung:
+        _hung_target_config(homelab, hung.port)
+        for command, code in (("status", 0), ("check", 1), ("replicate", 1), ("run", 3)):
+            before = len(hung.accepted)
+            proc = homelab.cli(command, check=False)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode == code, (command, out)
+            assert "timed out" in out and "does not exist" not in out, (command, out)
+            # asked once per command, however many subvolumes go there
+            assert len(hung.accepted) - before == 1, (command, len(hung.accepted) - before)
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_target_says_refused(homelab):
+    homelab.cli("snapshot")
+    _hung_target_config(homelab, refused_port())
+    proc = homelab.cli("replicate", check=False)
+    assert proc.returncode == 1 and "connection refused: root@127.0.0.1:" in proc.stderr, proc
+    assert "does not exist" not in proc.stderr + proc.stdout

@@ -121,3 +121,13 @@ def test_invariant_11_group_readable_notify_secrets_file_refused(homelab, tmp_pa
     secrets.chmod(0o600)
     proc = homelab.cli("check", check=False)
     assert "AAAAAAAA" not in proc.stderr + proc.stdout
+
+
+def test_invariant_11_check_warns_when_inline_notify_tokens_are_readable_by_others(homelab):
+    homelab.config.write_text(homelab.config.read_text() + '\n[notify]\nurls = ["json://127.0.0.1:9/hook"]\n')
+    homelab.config.chmod(0o644)
+    proc = homelab.cli("check", check=False)
+    assert f"warning: {homelab.config} holds notify tokens" in proc.stderr and f"chmod 600 {homelab.config}" in proc.stderr
+    homelab.config.chmod(0o600)
+    proc = homelab.cli("check", check=False)
+    assert "holds notify tokens" not in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,18 @@ def test_units_have_timers_and_on_failure(tmp_path: Path, exe: Path) -> None:
     assert "OnCalendar=hourly" in units["subvault-run.timer"]
     assert "OnCalendar=daily" in units["subvault-check.timer"]
     assert f"ExecStart={exe} notify-failure %i" in units["subvault-notify@.service"]
+
+
+def test_every_service_has_a_start_timeout(tmp_path: Path, exe: Path) -> None:
+    """A oneshot service has no start timeout by default: a hung run would block every later timer for ever."""
+    units = dict((p.name, t) for p, t in systemd.install(tmp_path / "units", str(exe), "/etc/subvault/subvault.toml", True))
+    for name in ("subvault-run.service", "subvault-check.service", "subvault-notify@.service"):
+        lines = [line for line in units[name].splitlines() if line.startswith("TimeoutStartSec=")]
+        assert len(lines) == 1 and lines[0] not in ("TimeoutStartSec=infinity", "TimeoutStartSec=0"), (name, lines)
+    assert "TimeoutStartSec=1d\n" in units["subvault-run.service"]
+    assert "TimeoutStartSec=1h\n" in units["subvault-check.service"]
+    longer = dict((p.name, t) for p, t in systemd.install(tmp_path, str(exe), "/x.toml", True, run_timeout=timedelta(hours=36)))
+    assert "TimeoutStartSec=36h\n" in longer["subvault-run.service"]
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, exe: Path) -> None:
