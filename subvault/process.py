@@ -112,6 +112,7 @@ def run(
 
 TAIL_BYTES = 64 * 1024
 _GRACE_SECONDS = 2.0
+_ORPHAN_OUTPUT_SECONDS = 30.0
 
 
 def run_tail(argv: Sequence[str], *, what: str, timeout: float | None = None, tail_bytes: int = TAIL_BYTES) -> Result:
@@ -151,14 +152,28 @@ def run_tail(argv: Sequence[str], *, what: str, timeout: float | None = None, ta
         proc.wait()
         reader.join()
         raise CommandFailed(argv, -1, f"timed out after {timeout:g}s and was stopped", what) from None
-    reader.join(_GRACE_SECONDS)
     note = ""
-    if reader.is_alive():  # something it started still holds the output open
+    if _group_alive(proc.pid):  # something it started is still running in its group
         _stop_group(proc.pid)
-        reader.join()
         note = "it left processes running in the background; they were stopped"
+    reader.join(_ORPHAN_OUTPUT_SECONDS)  # only a process that left the group can hold it longer
     text = redact(bytes(tail[-tail_bytes:]).decode(errors="replace"))
     return Result(argv, returncode, text, note)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is in process group pgid."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _stop_group(pgid: int) -> None:
@@ -169,12 +184,10 @@ def _stop_group(pgid: int) -> None:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + _GRACE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for processes that are not our children to exit
+        if not _group_alive(pgid):
+            return
 
 
 def spawn(argv: Sequence[str], *, stderr_text: bool = True) -> subprocess.Popen:
