@@ -9,6 +9,7 @@ without changing this module.
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -19,16 +20,18 @@ from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
 from subvault.errors import SubvaultError
 from subvault.plan.coverage import (
+    ExcludedFilesystem,
     ExcludedPath,
     FoundSubvolume,
+    MountPoint,
     Problem,
     ProblemKind,
     ProtectedPath,
     btrfs_mount_sources,
     found_from_info,
+    norm_path,
     parse_mountinfo,
     plan_coverage,
-    reachable_paths,
 )
 from subvault.plan.freshness import LayerFreshness, plan_freshness
 from subvault.plan.retention import parse_policy
@@ -36,6 +39,8 @@ from subvault.run.context import Context
 from subvault.run.results import Outcome
 from subvault.timeutil import format_age, parse_duration
 
+TOP_LEVEL_ID = 5
+SUBVOLUME_ROOT_INO = 256  # btrfs gives every subvolume's root directory this inode number
 UNIT_CADENCE = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), "m": timedelta(days=31), "y": timedelta(days=366)}
 
 
@@ -157,59 +162,110 @@ def gather_rows(ctx: Context) -> list[LayerRow]:
 
 
 def coverage_problems(ctx: Context) -> list[Problem]:
-    """Invariant 5 over every btrfs filesystem that holds a configured path."""
+    """Invariant 5 over every mounted btrfs filesystem, whether or not the config names it."""
     text = Path("/proc/self/mountinfo").read_text()
-    sources = btrfs_mount_sources(text)
     uuid_of: dict[str, str] = {}
-    for source, mount in sources.items():
+    for source, mount in btrfs_mount_sources(text).items():
         try:
             uuid_of[source] = adapter.filesystem_uuid(mount)
         except SubvaultError:
             continue
     mounts = parse_mountinfo(text, uuid_of)
-    configured_fs: dict[str, str] = {}  # fs uuid -> a path on it
     missing: list[Problem] = []
     for sub in ctx.config.subvolume:
         if not os.path.exists(sub.path):
             missing.append(Problem(ProblemKind.MISSING, sub.path, f"{sub.name}: {sub.path} does not exist; fix the path or remove the [[subvolume]]"))
-            continue
-        fs = _fs_uuid_of(sub.path, mounts)
-        if fs:
-            configured_fs.setdefault(fs, sub.path)
-    found = []
-    for fs_uuid, path in configured_fs.items():
+    excluded = [ExcludedPath(e.path, e.reason) for e in ctx.config.exclude if e.path is not None]
+    excluded += _owned_dirs(ctx)
+    excluded_fs = [ExcludedFilesystem(e.filesystem, e.subvolume or "", e.reason) for e in ctx.config.exclude if e.filesystem]
+    found: list[FoundSubvolume] = []
+    unreadable: list[Problem] = []
+    for fs_uuid in sorted({m.fs_uuid for m in mounts}):
         fs_mounts = [m for m in mounts if m.fs_uuid == fs_uuid]
-        for info in adapter.list_subvolumes(path):
+        try:
+            infos = _list_any(fs_mounts)
+        except SubvaultError as exc:
+            where = fs_mounts[0].mount_path
+            unreadable.append(Problem(ProblemKind.UNPROTECTED, where, f"{where}: cannot list the subvolumes of btrfs filesystem {fs_uuid} ({exc}); check cannot vouch for it"))
+            continue
+        for info in infos:
             managed = "/.snapshots/" in f"/{info.path}/" or info.path.endswith(".snapshots")
             found.append(found_from_info(fs_uuid, info, fs_mounts, managed_snapshot=managed))
-        found += _top_level(fs_uuid, fs_mounts)
+        top = _top_level(fs_uuid, fs_mounts, [e.path for e in excluded], {norm_path(s.path) for s in ctx.config.subvolume})
+        if top is not None:
+            found.append(top)
     protected = [ProtectedPath(s.name, s.path, ("local", *ctx.config.targets_of(s))) for s in ctx.config.subvolume]
-    excluded = [ExcludedPath(e.path, e.reason) for e in ctx.config.exclude]
-    excluded += _target_dirs(ctx)
-    problems = [p for p in plan_coverage(found, protected, excluded) if not (p.kind == ProblemKind.MISSING and any(m.subject == p.subject for m in missing))]
-    return missing + problems
+    problems = [
+        p for p in plan_coverage(found, protected, excluded, excluded_fs)
+        if not (p.kind == ProblemKind.MISSING and any(m.subject == p.subject for m in missing))
+    ]
+    return missing + unreadable + problems
 
 
-def _top_level(fs_uuid: str, fs_mounts) -> list[FoundSubvolume]:
-    """The top level counts as data to cover only when it is mounted and holds files of its own."""
-    paths = reachable_paths(fs_uuid, "", fs_mounts)
-    if not paths or not adapter.holds_files_of_its_own(paths[0]):
-        return []
-    return [FoundSubvolume(fs_uuid=fs_uuid, subvol_id=5, path="", mount_paths=paths, uuid=f"{fs_uuid}:top-level")]
+def _list_any(fs_mounts: list[MountPoint]) -> list:
+    """List a filesystem's subvolumes through the first of its mounts that answers."""
+    error: SubvaultError | None = None
+    for m in sorted(fs_mounts, key=lambda m: (len(m.subvol_path), m.mount_path)):
+        try:
+            return adapter.list_subvolumes(m.mount_path)
+        except SubvaultError as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
-def _fs_uuid_of(path: str, mounts) -> str | None:
-    best = None
-    for m in mounts:
-        if path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/"):
-            if best is None or len(m.mount_path) > len(best.mount_path):
-                best = m
-    return best.fs_uuid if best else None
+def _top_level(fs_uuid: str, fs_mounts: list[MountPoint], skip: list[str], configured: set[str]) -> FoundSubvolume | None:
+    """The top level as coverage input when it is mounted and configured, or holds a file outside every subvolume."""
+    tops = sorted((m.mount_path for m in fs_mounts if m.subvol_path == ""), key=lambda p: (len(p), p))
+    if not tops:
+        return None
+    loose = _loose_file(tops[0], skip)
+    if loose is None and not configured.intersection(tops):
+        return None
+    return FoundSubvolume(fs_uuid, TOP_LEVEL_ID, "", tuple(tops), f"{fs_uuid}:top-level", loose_file=loose)
 
 
-def _target_dirs(ctx: Context) -> list[ExcludedPath]:
-    """Local btrfs targets on a configured filesystem hold replicas, not data to protect."""
-    return [ExcludedPath(t.url, f"subvault target {t.name}") for t in ctx.config.target if t.type == "btrfs" and t.url.startswith("/")]
+def _loose_file(root: str, skip: list[str]) -> str | None:
+    """Return a file under root that lies in no subvolume, no other mount and no skipped dir; None if none.
+
+    Walks directories only until the first such file: a top level that only holds
+    subvolumes (the usual layout) costs one listing per directory leading to them.
+    """
+    skipped = {norm_path(p) for p in skip}
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        try:
+            with os.scandir(here) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            if norm_path(entry.path) in skipped or entry.name == ".snapshots":
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                return entry.path
+            if st.st_ino == SUBVOLUME_ROOT_INO or os.path.ismount(entry.path):
+                continue
+            stack.append(entry.path)
+    return None
+
+
+def _owned_dirs(ctx: Context) -> list[ExcludedPath]:
+    """Directories whose subvolumes are subvault's own copies, not data to protect.
+
+    Local btrfs targets and pull destinations hold replicas (and their containers);
+    the drill's scratch disk holds a restore being verified.
+    """
+    owned = [ExcludedPath(t.url, f"subvault target {t.name}") for t in ctx.config.target if t.type == "btrfs" and t.url.startswith("/")]
+    owned += [ExcludedPath(s.dest, f"subvault pull destination of {s.name}") for s in ctx.config.source]
+    if ctx.config.dr is not None:
+        owned.append(ExcludedPath(ctx.config.dr.drill_dir, "subvault drill scratch"))
+    return owned
 
 
 def space_problems(ctx: Context) -> list[Problem]:
