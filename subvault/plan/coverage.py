@@ -49,6 +49,7 @@ class ProblemKind(StrEnum):
     DRILL = "drill"
     CHAIN = "chain"
     SPACE = "space"
+    FLUX = "flux-suspended"
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class LayerRow:
     size: int | None = None
     error: str | None = None
     next_due: datetime | None = None
+    error_kind: str | None = None  # "space" when the error is a full disk
 
 
 @dataclass
@@ -107,8 +108,11 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
     from subvault.run.replicate import host_name, sources_of
 
+    from subvault.run import lasterror
+
     rows = []
     sources = None
+    failures = lasterror.load(ctx.state_dir)
     for tconf in ctx.config.target:
         if tconf.type != "btrfs" or tconf.name not in ctx.config.targets_of(sub):
             continue
@@ -126,6 +130,11 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
         row = LayerRow(sub.name, layer, max(times, default=None), len(verified), cadence)
         if verified and plan_replication(sub.name, sources, entries, tconf.keep, ctx.now, ctx.tz).base_before is None:
             row.error = "no snapshot in common with the target: the chain is broken and the next send will be full"
+        last = failures.get(lasterror.key(sub.name, tconf.name))
+        if last is not None:
+            what = "no space" if last.kind == lasterror.SPACE else "failed"
+            row.error = f"{what} ({format_age(ctx.now - last.at)} ago): {last.message}"
+            row.error_kind = last.kind
         rows.append(row)
     return rows
 
@@ -294,12 +303,13 @@ def check(ctx: Context) -> WatchReport:
     report.problems += plan_freshness(
         [LayerFreshness(r.subvolume, r.layer, r.newest, r.cadence, slack) for r in report.rows if not r.error], ctx.now
     )
-    report.problems += [Problem(ProblemKind.CHAIN if r.layer != "local" else ProblemKind.STALE, r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
+    report.problems += [Problem(_error_kind(r), r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
     report.problems += space_problems(ctx)
     for source in _PROBLEM_SOURCES:
         report.problems += source(ctx)
     _drill_age(ctx, report)
     report.warnings += verify_age(ctx)
+    _flux_left_suspended(ctx, report)
     report.warnings += stale_pull_records(ctx)
     return report
 
@@ -322,6 +332,23 @@ def verify_age(ctx: Context) -> list[str]:
             out.append(f"offsite target {tconf.name} {when}; run `subvault verify --target {tconf.name}` at least every "
                        f"{ctx.config.check.verify_max_age} (it reads every part: a flipped byte is found only so)")
     return out
+
+
+def _error_kind(row: LayerRow) -> ProblemKind:
+    if row.error_kind == "space":
+        return ProblemKind.SPACE
+    return ProblemKind.CHAIN if row.layer != "local" else ProblemKind.STALE
+
+
+def _flux_left_suspended(ctx: Context, report: WatchReport) -> None:
+    """Invariant 6 after a death no handler saw: objects subvault suspended and nobody resumed."""
+    if ctx.config.flux is None:
+        return
+    from subvault.run.flux_leftovers import overdue
+
+    problems, warnings = overdue(ctx)
+    report.problems += [Problem(ProblemKind.FLUX, "flux", message) for message in problems]
+    report.warnings += warnings
 
 
 def stale_pull_records(ctx: Context) -> list[str]:
