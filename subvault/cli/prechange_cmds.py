@@ -59,7 +59,7 @@ def pre_change(
     from contextlib import nullcontext
     from pathlib import Path
 
-    from subvault.run.flux_leftovers import holding
+    from subvault.run.flux_leftovers import Owner, holding, owner_of
     from subvault.run.prechange import new_run_id
 
     now = datetime.now()
@@ -83,6 +83,7 @@ def pre_change(
                 pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
                 arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
                 dry_run=dry_run,
+                live_run=lambda other: owner_of(Path(cfg.defaults.state_dir), other) == Owner.ALIVE,
             )
     except PrechangeFailed as exc:
         if as_json:

@@ -8,7 +8,8 @@ Rules:
 - An object already suspended without that annotation was suspended by someone else:
   it is never patched, neither suspended nor resumed.
 - An object already suspended *with* that annotation is a leftover of an earlier run
-  that did not finish: a new run adopts it and resumes it at its end.
+  that did not finish: a new run adopts it and resumes it at its end (the caller
+  leaves out the objects of a run that is still alive).
 - Resume patches spec.suspend=false and deletes both annotations; one failure does not
   stop the resume of the others.
 - `plan_suspend` and `in_flight` are pure; the other functions call the client only.
