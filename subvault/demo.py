@@ -14,7 +14,7 @@ from typing import Callable
 
 from subvault import process
 from subvault.errors import SubvaultError
-from subvault.testbed import LoopFs, build_homelab, homelab_config, remove_tree, scratch_dir
+from subvault.testbed import LoopFs, build_homelab, exclude_foreign, homelab_config, remove_tree, scratch_dir
 from subvault.testbed_ssh import Sshd
 
 
@@ -53,7 +53,8 @@ def run_demo(*, keep: bool = False, workdir: str | None = None, say: Callable[[s
         pi.create()
         say(f"built the server's btrfs on {src.device} at {src.mountpoint} in the homelab layout")
         paths = build_homelab(src.mountpoint, data_mib=8)
-        demo.config.write_text(homelab_config(paths, state_dir=base / "state"))
+        pi_disk = f'[[exclude]]\npath = "{pi.mountpoint}"\nreason = "the Pi\'s disk in this demo: replicas, checked on the Pi"\n'
+        demo.config.write_text(homelab_config(paths, state_dir=base / "state", extra="\n" + exclude_foreign(base) + "\n" + pi_disk))
         _local_layers(demo, paths)
         sshd.start()
         (pi.mountpoint / "backup").mkdir()

@@ -86,6 +86,8 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
             kind = CLEAR if _is_entry(root, resolved) and not _is_final(resolved) else DELETE
             return kind, C.delete(resolved)
         raise Rejected(f"btrfs subvolume {verb} is not allowed")
+    if n == 4 and argv == C.commit(argv[3]):
+        return WRITE, C.commit(_inside(root, argv[3]))
     if argv[:2] == ["mkdir", "-p"] and n == 3:
         return WRITE, C.mkdirs(_inside(root, argv[2]))
     if argv[:2] == ["mv", "-T"] and n == 4:

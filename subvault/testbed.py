@@ -133,6 +133,36 @@ def homelab_config(paths: dict[str, Path], *, state_dir: Path, timeline: str = "
     return "\n".join(lines) + extra
 
 
+def foreign_filesystems(own: Path) -> dict[str, str]:
+    """Return {uuid: a mount path} of every btrfs filesystem mounted now with no mount under `own`."""
+    from subvault.btrfs import adapter
+    from subvault.errors import SubvaultError
+    from subvault.plan.coverage import btrfs_mount_sources, is_at_or_under, norm_path, parse_mountinfo
+
+    text = Path("/proc/self/mountinfo").read_text()
+    uuid_of: dict[str, str] = {}
+    for source, mount in btrfs_mount_sources(text).items():
+        try:
+            uuid_of[source] = adapter.filesystem_uuid(mount)
+        except SubvaultError:
+            continue
+    mounts = parse_mountinfo(text, uuid_of)
+    mine = {m.fs_uuid for m in mounts if is_at_or_under(m.mount_path, norm_path(str(own)))}
+    return {m.fs_uuid: m.mount_path for m in mounts if m.fs_uuid not in mine}
+
+
+def exclude_foreign(own: Path) -> str:
+    """Config text excluding every btrfs filesystem mounted outside `own` now.
+
+    A demo or a test checks only what it made: the machine's own filesystems, and
+    other tests' on a shared machine, are not its business.
+    """
+    lines = []
+    for uuid, mount in sorted(foreign_filesystems(own).items()):
+        lines += ["[[exclude]]", f'filesystem = "{uuid}"', f'reason = "not part of this test bed (mounted at {mount})"', ""]
+    return "\n".join(lines)
+
+
 def scratch_dir(prefix: str = "subvault-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 

@@ -56,23 +56,35 @@ def pre_change(
         return 0
     if flux_mode == "required" and cfg.flux is None:
         raise ConfigError("--flux required needs a [flux] section with kubeconfig")
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from subvault.run.flux_leftovers import Owner, holding, owner_of
+    from subvault.run.prechange import new_run_id
+
+    now = datetime.now()
+    run_id = new_run_id(now)
     try:
-        result = run_prechange(
-            flux=kube,
-            flux_mode=flux_mode,  # type: ignore[arg-type]
-            hooks=_hooks(cfg),
-            snap_all=lambda d: _snap_all(env, d),
-            description=description,
-            command=list(command) or None,
-            now=datetime.now(),
-            wait_timeout=cfg.flux.wait_seconds if cfg.flux else 0,
-            log=log,
-            selection=_selection(cfg),
-            node=(cfg.flux.node if cfg.flux and cfg.flux.node else socket.gethostname()),
-            pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
-            arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
-            dry_run=dry_run,
-        )
+        # The liveness lock: while it is held, `run` never resumes this run's objects (a dry run writes nothing).
+        with holding(Path(cfg.defaults.state_dir), run_id) if not dry_run else nullcontext():
+            result = run_prechange(
+                flux=kube,
+                flux_mode=flux_mode,  # type: ignore[arg-type]
+                hooks=_hooks(cfg),
+                snap_all=lambda d: _snap_all(env, d),
+                description=description,
+                command=list(command) or None,
+                now=now,
+                run_id=run_id,
+                wait_timeout=cfg.flux.wait_seconds if cfg.flux else 0,
+                log=log,
+                selection=_selection(cfg),
+                node=(cfg.flux.node if cfg.flux and cfg.flux.node else socket.gethostname()),
+                pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
+                arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
+                dry_run=dry_run,
+                live_run=lambda other: owner_of(Path(cfg.defaults.state_dir), other) == Owner.ALIVE,
+            )
     except PrechangeFailed as exc:
         if as_json:
             emit_json("pre-change", exc.result.to_dict())

@@ -53,7 +53,7 @@ def _render_model(model: type, examples: dict[str, Any]) -> list[str]:
     for field in msgspec.structs.fields(model):
         name = field.name
         desc = _description(field.type)
-        if field.required:
+        if field.required or name in examples:
             value = examples[name]
             lines.append(f"{name} = {_toml_value(value)}" + (f"    # {desc}" if desc else ""))
             continue

@@ -143,11 +143,24 @@ class SubvolumeConf(Strict):
 
 
 class ExcludeConf(Strict):
-    path: Annotated[str, _doc("a subvolume deliberately not protected")]
     reason: Annotated[str, _doc("why it is safe to lose; shown by check")]
+    path: Annotated[str | None, _doc("a subvolume deliberately not protected (and everything beneath it)")] = None
+    filesystem: Annotated[str | None, _doc("instead of path: a btrfs filesystem UUID, excluded whole (or only `subvolume` on it)")] = None
+    subvolume: Annotated[str | None, _doc("with filesystem: a subvolume path from its top level (and everything beneath it), e.g. one mounted nowhere")] = None
 
     def __post_init__(self) -> None:
-        self.path = _abs_path("path", self.path)
+        if (self.path is None) == (self.filesystem is None):
+            raise ValueError('an exclude names either path = "/var/cache" or filesystem = "<btrfs UUID>", not both')
+        if self.path is not None:
+            self.path = _abs_path("path", self.path)
+        if self.subvolume is not None and self.filesystem is None:
+            raise ValueError('subvolume: needs filesystem = "<btrfs UUID>" beside it')
+        if self.filesystem is not None:
+            if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", self.filesystem):
+                raise ValueError(f'filesystem: "{self.filesystem}" is not a btrfs filesystem UUID (see `btrfs filesystem show`)')
+            self.filesystem = self.filesystem.lower()
+            if self.subvolume is not None:
+                self.subvolume = str(PurePosixPath("/" + self.subvolume.strip().lstrip("/"))).strip("/")
         if not self.reason.strip():
             raise ValueError("reason: an exclude needs a reason (e.g. \"ephemeral\")")
 

@@ -71,6 +71,11 @@ def sync(path: str) -> Argv:
     return ["btrfs", "subvolume", "sync", path]
 
 
+def commit(path: str) -> Argv:
+    """Commit the filesystem's transaction: space freed by deletions shows as free at once."""
+    return ["btrfs", "filesystem", "sync", path]
+
+
 def receive(path: str) -> Argv:
     return ["btrfs", "receive", path]
 

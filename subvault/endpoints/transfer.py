@@ -27,7 +27,7 @@ from subvault.btrfs.prefetch import Prefetch
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import SSH_CONNECTION_ERROR, Endpoint
 from subvault.endpoints.runner import Step
-from subvault.errors import CommandFailed, PermanentError, TransientError, cause_line
+from subvault.errors import CommandFailed, NoSpace, PermanentError, StalledTransfer, SubvaultError, TransientError, cause_line
 from subvault.plan.replication import Removal, ReplicationPlan
 
 Progress = Callable[[int], None]
@@ -110,7 +110,15 @@ def transfer(
     except CommandFailed as exc:
         if exc.argv[:1] == ["ssh"] and exc.returncode == SSH_CONNECTION_ERROR:
             raise LinkLost(f"{what}: the connection to {dest.name if not dest.is_local else source.name} was lost ({_how(exc)}); run again, it resumes from the last verified snapshot") from None
+        _discard_partial(dest, received, final_name)
         raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
+    except NoSpace:
+        _discard_partial(dest, received, final_name)
+        raise
+    except StalledTransfer:
+        if dest.is_local:  # a stalled remote may not answer the delete either
+            _discard_partial(dest, received, final_name)
+        raise
     _verify(dest, received, uuid, _parse_answer(shown_text, dest, received) if joined else dest.show(received))
     final = posixpath.join(container, final_name)
     if final == received:
@@ -119,6 +127,23 @@ def transfer(
         dest.rename(received, final)
         return Transferred(result.bytes, result.seconds, final_name)
     return Transferred(result.bytes, result.seconds, final_name, owed=([C.rename(received, final)],))
+
+def _discard_partial(dest: Endpoint, received: str, final_name: str) -> None:
+    """Delete what a failed receive left under its stream name, and wait until its space is back.
+
+    At once, not at the next run: a receive that hit ENOSPC would otherwise keep the
+    target full until then. Only a non-final name is deleted (it was made by this
+    receive: partials were settled before it); where the stream name is the final
+    name, or the endpoint refuses, the next run's plan decides (invariant 3).
+    """
+    if posixpath.basename(received) == final_name:
+        return
+    try:
+        container = posixpath.dirname(received)
+        dest.apply([[C.delete(received)], [C.sync(container)], [C.commit(container)]], "remove the partial receive")
+    except SubvaultError:
+        pass  # nothing was received yet, or the endpoint would not: the next run removes it
+
 
 def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
     """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives."""

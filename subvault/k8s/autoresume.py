@@ -12,7 +12,8 @@ resume failed, the timer stays armed and tries again later.
 
 Rules:
 - Arming is best effort: without systemd (a container, a test machine) it returns None
-  and the caller warns; it never stops a pre-change.
+  and the caller warns; it never stops a pre-change. `run` and `check` are the backstop
+  where no timer exists (run/flux_leftovers.py).
 - Commands go through subvault.process; the unit name is derived from the run id.
 """
 

@@ -1,14 +1,16 @@
 """Suspending and resuming Flux Kustomizations and HelmReleases (invariant 6).
 
 Rules:
-- subvault marks every object it suspends with ANNOTATION = its run id, in the same
-  merge patch that sets spec.suspend, so after a crash `resume_recorded` finds exactly
-  the objects subvault suspended.
+- subvault marks every object it suspends with ANNOTATION = its run id, and
+  SUSPENDED_AT = when (UTC, ISO 8601), in the same merge patch that sets spec.suspend,
+  so after a crash `resume_recorded` finds exactly the objects subvault suspended, and
+  `check` knows how long they have been suspended.
 - An object already suspended without that annotation was suspended by someone else:
   it is never patched, neither suspended nor resumed.
 - An object already suspended *with* that annotation is a leftover of an earlier run
-  that did not finish: a new run adopts it and resumes it at its end.
-- Resume patches spec.suspend=false and deletes the annotation; one failure does not
+  that did not finish: a new run adopts it and resumes it at its end (the caller
+  leaves out the objects of a run that is still alive).
+- Resume patches spec.suspend=false and deletes both annotations; one failure does not
   stop the resume of the others.
 - `plan_suspend` and `in_flight` are pure; the other functions call the client only.
 """
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Sequence
 
 from subvault.k8s.client import FLUX_KINDS, FluxKind, FluxObject, KubeAuthError, KubeClient, KubeError, ObjRef
 
 ANNOTATION = "subvault.io/suspended-by"
+SUSPENDED_AT = "subvault.io/suspended-at"
 RUN_PREFIX = "pre-change-"
 POLL_SECONDS = 2.0
 RESUME_ATTEMPTS = 3
@@ -84,6 +88,22 @@ def plan_suspend(objects: Iterable[FluxObject], selection: FluxSelection) -> Sus
     return SuspendPlan(tuple(suspend), tuple(adopt), tuple(user))
 
 
+def suspended_since(obj: FluxObject) -> datetime | None:
+    """Return when subvault suspended obj: SUSPENDED_AT, else the time in its run id (local time); None if neither reads."""
+    text = obj.annotations.get(SUSPENDED_AT)
+    if text:
+        try:
+            at = datetime.fromisoformat(text)
+            return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    run_id = obj.annotations.get(ANNOTATION, "")
+    try:
+        return datetime.strptime(run_id[len(RUN_PREFIX):].split("-", 1)[0], "%Y%m%dT%H%M%S").astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
 def in_flight(obj: FluxObject) -> bool:
     """Return whether a reconcile of obj is running: Reconciling=True or Ready=Unknown."""
     for cond in obj.conditions:
@@ -109,7 +129,8 @@ def suspend(client: KubeClient, refs: Sequence[ObjRef], run_id: str, done: list[
     even when this raises part-way.
     """
     for ref in refs:
-        client.patch_flux(ref, suspend=True, annotations={ANNOTATION: run_id})
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        client.patch_flux(ref, suspend=True, annotations={ANNOTATION: run_id, SUSPENDED_AT: at})
         done.append(ref)
         log(f"suspended {ref}")
 
@@ -145,7 +166,7 @@ def _resume_one(client: KubeClient, ref: ObjRef, sleep: Callable[[float], None])
     error = ""
     for attempt in range(RESUME_ATTEMPTS):
         try:
-            client.patch_flux(ref, suspend=False, annotations={ANNOTATION: None})
+            client.patch_flux(ref, suspend=False, annotations={ANNOTATION: None, SUSPENDED_AT: None})
             return None
         except (KubeError, KubeAuthError) as e:
             if getattr(e, "code", 0) == 404:

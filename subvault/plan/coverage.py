@@ -8,7 +8,11 @@ Rules (invariant 5):
   of a configured [[subvolume]] that has at least one layer.
 - A subvolume is excluded when one of its paths equals or lies under an [[exclude]]
   path that has a reason. An exclude covers everything beneath it (e.g. the
-  subvolumes container runtimes create under /var/lib/containers).
+  subvolumes container runtimes create under /var/lib/containers). An exclude by
+  filesystem UUID covers that whole filesystem, or one subvolume path on it and
+  everything beneath (the way to exclude a subvolume that is mounted nowhere).
+- Every mounted btrfs filesystem counts, configured or not. Its top level (subvolume
+  5) counts only when the caller found files in it outside any subvolume.
 - Snapshots and replicas are not data to protect: a subvolume under a `.snapshots`
   directory (or the `.snapshots` subvolume itself), a read-only subvolume, or one
   marked as subvault's/snapper's snapshot. A received subvolume that was made
@@ -45,6 +49,7 @@ class ProblemKind(StrEnum):
     DRILL = "drill"
     CHAIN = "chain"
     SPACE = "space"
+    FLUX = "flux-suspended"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class FoundSubvolume:
     received_uuid: str | None = None
     readonly: bool = False
     managed_snapshot: bool = False
+    loose_file: str | None = None  # top level only: a file found outside every subvolume
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,15 @@ class ExcludedPath:
     """A configured [[exclude]]: absolute path and the reason it needs no backup."""
 
     path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExcludedFilesystem:
+    """A configured [[exclude]] by filesystem UUID: the whole of it, or one subvolume path ("" = whole)."""
+
+    fs_uuid: str
+    subvolume: str
     reason: str
 
 
@@ -175,6 +190,7 @@ def plan_coverage(
     found: Sequence[FoundSubvolume],
     protected: Sequence[ProtectedPath],
     excluded: Sequence[ExcludedPath],
+    excluded_fs: Sequence[ExcludedFilesystem] = (),
 ) -> list[Problem]:
     """Given the subvolumes found and the configuration, return every coverage problem.
 
@@ -183,12 +199,14 @@ def plan_coverage(
     problems = _config_problems(found, protected, excluded)
     protected_by_path = {norm_path(p.path): p for p in protected if p.layers}
     reasons = [norm_path(e.path) for e in excluded if is_reason(e.reason)]
+    fs_reasons = [e for e in excluded_fs if is_reason(e.reason)]
     live = [s for s in found if not is_snapshot(s)]
     covered = {s: _protection(s, protected_by_path) for s in live}
+    guarded_fs = {s.fs_uuid for s in live if covered[s] is not None}
     for sub in sorted(live, key=lambda s: (describe(s), s.fs_uuid, s.subvol_id)):
-        if covered[sub] is not None or _excluded(sub, reasons):
+        if covered[sub] is not None or _excluded(sub, reasons) or _excluded_fs(sub, fs_reasons):
             continue
-        problems.append(_uncovered_problem(sub, live, covered))
+        problems.append(_uncovered_problem(sub, live, covered, whole_fs_hint=sub.fs_uuid not in guarded_fs))
     return problems
 
 
@@ -236,12 +254,31 @@ def _excluded(sub: FoundSubvolume, exclude_paths: list[str]) -> bool:
     return any(is_at_or_under(norm_path(p), root) for p in sub.mount_paths for root in exclude_paths)
 
 
+def _excluded_fs(sub: FoundSubvolume, excluded: Sequence[ExcludedFilesystem]) -> bool:
+    path = norm_subvol_path(sub.path)
+    for e in excluded:
+        root = norm_subvol_path(e.subvolume)
+        if e.fs_uuid.lower() == sub.fs_uuid.lower() and (root == "" or path == root or is_under(path, root)):
+            return True
+    return False
+
+
 def _uncovered_problem(
     sub: FoundSubvolume,
     live: Sequence[FoundSubvolume],
     covered: dict[FoundSubvolume, ProtectedPath | None],
+    whole_fs_hint: bool = False,
 ) -> Problem:
     name = describe(sub)
+    path = norm_subvol_path(sub.path)
+    whole = f'; or, if nothing on it needs a backup, [[exclude]] filesystem = "{sub.fs_uuid}" with a reason' if whole_fs_hint else ""
+    if path == "":
+        example = f" (e.g. {sub.loose_file})" if sub.loose_file else ""
+        return Problem(
+            ProblemKind.UNPROTECTED, name,
+            f"{name}: the top level of btrfs filesystem {sub.fs_uuid} holds files outside any subvolume{example}, "
+            f"and nothing protects them; {FIX}{whole}",
+        )
     parent = _nearest_protected_ancestor(sub, live, covered)
     if parent is not None:
         return Problem(
@@ -253,9 +290,10 @@ def _uncovered_problem(
         return Problem(
             ProblemKind.UNPROTECTED, name,
             f"{name} is not mounted, so nothing protects it; delete it if it is left over, "
-            f"or mount it and {FIX}",
+            f"or mount it and add it as [[subvolume]], or add [[exclude]] filesystem = \"{sub.fs_uuid}\" "
+            f"subvolume = \"{path}\" with a reason",
         )
-    return Problem(ProblemKind.UNPROTECTED, name, f"{name}: subvolume is not protected; {FIX}")
+    return Problem(ProblemKind.UNPROTECTED, name, f"{name}: subvolume is not protected; {FIX}{whole}")
 
 
 def _nearest_protected_ancestor(

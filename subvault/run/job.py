@@ -11,6 +11,11 @@ from subvault.run.results import Outcome
 def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
     """Run each due layer; one layer's failure does not stop the next (exit 3, partial)."""
     outcome = Outcome("run", dry_run=ctx.dry_run)
+    if ctx.config.flux is not None:
+        # First: Flux left suspended by a pre-change that died should reconcile again soon.
+        from subvault.run.flux_leftovers import resume_leftovers
+
+        outcome.merge(resume_leftovers(ctx))
     if ctx.config.dr is not None and not ctx.dry_run:
         # Before the snapshots, so that a new capture travels in this run's snapshot; after the
         # .snapshots containers exist, so that it records the layout this run leaves behind.

@@ -199,6 +199,7 @@ class _Run:
     generic_started: bool = False
     post_done: bool = False
     timer: AutoResume | None = None
+    live_run: Callable[[str], bool] = lambda run_id: False
 
     def warn(self, message: str) -> None:
         self.result.warnings.append(message)
@@ -234,7 +235,11 @@ class _Run:
             self.result.flux = "unavailable"
             self.warn(f"Flux NOT suspended, snapshotting anyway: {e}")
             return
-        self.plan = fluxops.plan_suspend(objects, selection)
+        # Another pre-change that is still running keeps its own objects: never adopted here.
+        busy = {o.ref: o.annotations[fluxops.ANNOTATION] for o in objects if fluxops.is_ours(o) and self.live_run(o.annotations[fluxops.ANNOTATION])}
+        for ref, other in sorted(busy.items()):
+            self.say(f"left alone (suspended by {other}, which is still running): {ref}")
+        self.plan = fluxops.plan_suspend([o for o in objects if o.ref not in busy], selection)
         self.result.flux = "suspended"
         self.result.user_suspended = [str(r) for r in self.plan.user_suspended]
         for ref in self.plan.user_suspended:
@@ -357,6 +362,7 @@ def run_prechange(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     dry_run: bool = False,
+    live_run: Callable[[str], bool] | None = None,
 ) -> PrechangeResult:
     """Run one pre-change (see the module docstring for the order) and return what it did.
 
@@ -364,13 +370,16 @@ def run_prechange(
     the steps it would take in `planned`: nothing is suspended, run or snapshotted.
 
     `flux` serves both Flux and the Velero pod hooks of `node` (None: neither);
-    `arm_timer(run_id)` arms the auto-resume timer. Raise PrechangeFailed (carrying
+    `arm_timer(run_id)` arms the auto-resume timer. `live_run(run_id)` says whether
+    another pre-change that marked objects is still running (its objects are left to it). Raise PrechangeFailed (carrying
     the result) if the run stopped early, a fatal hook failed, COMMAND failed, a
     signal arrived, or resume failed; Flux has been resumed before it is raised.
     """
     run_id = run_id or new_run_id(now)
     result = PrechangeResult(run_id, description or default_description(now), dry_run=dry_run)
     run = _Run(flux, result, _safe(log), sleep, clock)
+    if live_run is not None:
+        run.live_run = live_run
     if dry_run:
         run.read(flux_mode, selection, node, pod_hooks)
         result.planned = _planned_steps(run, hooks, result.description, command)

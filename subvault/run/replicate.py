@@ -25,7 +25,7 @@ from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
 from subvault.errors import StalledTransfer, SubvaultError
 from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when_unreachable, plan_replication
-from subvault.run import holds
+from subvault.run import holds, lasterror
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
 
@@ -100,6 +100,7 @@ def _replicate_target(
     from concurrent.futures import ThreadPoolExecutor
 
     link_down: list[BaseException] = []
+    errors: dict[str, SubvaultError] = {}
 
     def one(sub: SubvolumeConf) -> Outcome:
         part = Outcome("replicate", dry_run=ctx.dry_run)
@@ -111,8 +112,10 @@ def _replicate_target(
             _replicate_one(ctx, ep, sub, tconf, part, progress, meter)
         except (StalledTransfer, LinkLost, Unreachable) as exc:
             link_down.append(exc)
+            errors[sub.name] = exc
             part.fail(subject, exc)
         except SubvaultError as exc:
+            errors[sub.name] = exc
             part.fail(subject, exc)
         return part
 
@@ -120,6 +123,12 @@ def _replicate_target(
     with ThreadPoolExecutor(max_workers=max(1, tconf.parallel)) as pool:
         for part in pool.map(one, subs):
             out.merge(part)
+    if not ctx.dry_run:
+        failed = {lasterror.key(n, tconf.name): lasterror.LastError(lasterror.kind_of(e), str(e), ctx.now) for n, e in errors.items()}
+        done = [lasterror.key(s.name, tconf.name) for s in subs if s.name not in errors and not link_down]
+        warning = lasterror.update(ctx.state_dir, failed, done)
+        if warning:
+            out.warnings.append(warning)
     return out
 
 

@@ -9,6 +9,7 @@ without changing this module.
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -19,16 +20,18 @@ from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
 from subvault.errors import SubvaultError
 from subvault.plan.coverage import (
+    ExcludedFilesystem,
     ExcludedPath,
     FoundSubvolume,
+    MountPoint,
     Problem,
     ProblemKind,
     ProtectedPath,
     btrfs_mount_sources,
     found_from_info,
+    norm_path,
     parse_mountinfo,
     plan_coverage,
-    reachable_paths,
 )
 from subvault.plan.freshness import LayerFreshness, plan_freshness
 from subvault.plan.retention import parse_policy
@@ -36,6 +39,8 @@ from subvault.run.context import Context
 from subvault.run.results import Outcome
 from subvault.timeutil import format_age, parse_duration
 
+TOP_LEVEL_ID = 5
+SUBVOLUME_ROOT_INO = 256  # btrfs gives every subvolume's root directory this inode number
 UNIT_CADENCE = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), "m": timedelta(days=31), "y": timedelta(days=366)}
 
 
@@ -51,6 +56,7 @@ class LayerRow:
     size: int | None = None
     error: str | None = None
     next_due: datetime | None = None
+    error_kind: str | None = None  # "space" when the error is a full disk
 
 
 @dataclass
@@ -102,8 +108,11 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
     from subvault.run.replicate import host_name, sources_of
 
+    from subvault.run import lasterror
+
     rows = []
     sources = None
+    failures = lasterror.load(ctx.state_dir)
     for tconf in ctx.config.target:
         if tconf.type != "btrfs" or tconf.name not in ctx.config.targets_of(sub):
             continue
@@ -121,6 +130,11 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
         row = LayerRow(sub.name, layer, max(times, default=None), len(verified), cadence)
         if verified and plan_replication(sub.name, sources, entries, tconf.keep, ctx.now, ctx.tz).base_before is None:
             row.error = "no snapshot in common with the target: the chain is broken and the next send will be full"
+        last = failures.get(lasterror.key(sub.name, tconf.name))
+        if last is not None:
+            what = "no space" if last.kind == lasterror.SPACE else "failed"
+            row.error = f"{what} ({format_age(ctx.now - last.at)} ago): {last.message}"
+            row.error_kind = last.kind
         rows.append(row)
     return rows
 
@@ -157,59 +171,110 @@ def gather_rows(ctx: Context) -> list[LayerRow]:
 
 
 def coverage_problems(ctx: Context) -> list[Problem]:
-    """Invariant 5 over every btrfs filesystem that holds a configured path."""
+    """Invariant 5 over every mounted btrfs filesystem, whether or not the config names it."""
     text = Path("/proc/self/mountinfo").read_text()
-    sources = btrfs_mount_sources(text)
     uuid_of: dict[str, str] = {}
-    for source, mount in sources.items():
+    for source, mount in btrfs_mount_sources(text).items():
         try:
             uuid_of[source] = adapter.filesystem_uuid(mount)
         except SubvaultError:
             continue
     mounts = parse_mountinfo(text, uuid_of)
-    configured_fs: dict[str, str] = {}  # fs uuid -> a path on it
     missing: list[Problem] = []
     for sub in ctx.config.subvolume:
         if not os.path.exists(sub.path):
             missing.append(Problem(ProblemKind.MISSING, sub.path, f"{sub.name}: {sub.path} does not exist; fix the path or remove the [[subvolume]]"))
-            continue
-        fs = _fs_uuid_of(sub.path, mounts)
-        if fs:
-            configured_fs.setdefault(fs, sub.path)
-    found = []
-    for fs_uuid, path in configured_fs.items():
+    excluded = [ExcludedPath(e.path, e.reason) for e in ctx.config.exclude if e.path is not None]
+    excluded += _owned_dirs(ctx)
+    excluded_fs = [ExcludedFilesystem(e.filesystem, e.subvolume or "", e.reason) for e in ctx.config.exclude if e.filesystem]
+    found: list[FoundSubvolume] = []
+    unreadable: list[Problem] = []
+    for fs_uuid in sorted({m.fs_uuid for m in mounts}):
         fs_mounts = [m for m in mounts if m.fs_uuid == fs_uuid]
-        for info in adapter.list_subvolumes(path):
+        try:
+            infos = _list_any(fs_mounts)
+        except SubvaultError as exc:
+            where = fs_mounts[0].mount_path
+            unreadable.append(Problem(ProblemKind.UNPROTECTED, where, f"{where}: cannot list the subvolumes of btrfs filesystem {fs_uuid} ({exc}); check cannot vouch for it"))
+            continue
+        for info in infos:
             managed = "/.snapshots/" in f"/{info.path}/" or info.path.endswith(".snapshots")
             found.append(found_from_info(fs_uuid, info, fs_mounts, managed_snapshot=managed))
-        found += _top_level(fs_uuid, fs_mounts)
+        top = _top_level(fs_uuid, fs_mounts, [e.path for e in excluded], {norm_path(s.path) for s in ctx.config.subvolume})
+        if top is not None:
+            found.append(top)
     protected = [ProtectedPath(s.name, s.path, ("local", *ctx.config.targets_of(s))) for s in ctx.config.subvolume]
-    excluded = [ExcludedPath(e.path, e.reason) for e in ctx.config.exclude]
-    excluded += _target_dirs(ctx)
-    problems = [p for p in plan_coverage(found, protected, excluded) if not (p.kind == ProblemKind.MISSING and any(m.subject == p.subject for m in missing))]
-    return missing + problems
+    problems = [
+        p for p in plan_coverage(found, protected, excluded, excluded_fs)
+        if not (p.kind == ProblemKind.MISSING and any(m.subject == p.subject for m in missing))
+    ]
+    return missing + unreadable + problems
 
 
-def _top_level(fs_uuid: str, fs_mounts) -> list[FoundSubvolume]:
-    """The top level counts as data to cover only when it is mounted and holds files of its own."""
-    paths = reachable_paths(fs_uuid, "", fs_mounts)
-    if not paths or not adapter.holds_files_of_its_own(paths[0]):
-        return []
-    return [FoundSubvolume(fs_uuid=fs_uuid, subvol_id=5, path="", mount_paths=paths, uuid=f"{fs_uuid}:top-level")]
+def _list_any(fs_mounts: list[MountPoint]) -> list:
+    """List a filesystem's subvolumes through the first of its mounts that answers."""
+    error: SubvaultError | None = None
+    for m in sorted(fs_mounts, key=lambda m: (len(m.subvol_path), m.mount_path)):
+        try:
+            return adapter.list_subvolumes(m.mount_path)
+        except SubvaultError as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
-def _fs_uuid_of(path: str, mounts) -> str | None:
-    best = None
-    for m in mounts:
-        if path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/"):
-            if best is None or len(m.mount_path) > len(best.mount_path):
-                best = m
-    return best.fs_uuid if best else None
+def _top_level(fs_uuid: str, fs_mounts: list[MountPoint], skip: list[str], configured: set[str]) -> FoundSubvolume | None:
+    """The top level as coverage input when it is mounted and configured, or holds a file outside every subvolume."""
+    tops = sorted((m.mount_path for m in fs_mounts if m.subvol_path == ""), key=lambda p: (len(p), p))
+    if not tops:
+        return None
+    loose = _loose_file(tops[0], skip)
+    if loose is None and not configured.intersection(tops):
+        return None
+    return FoundSubvolume(fs_uuid, TOP_LEVEL_ID, "", tuple(tops), f"{fs_uuid}:top-level", loose_file=loose)
 
 
-def _target_dirs(ctx: Context) -> list[ExcludedPath]:
-    """Local btrfs targets on a configured filesystem hold replicas, not data to protect."""
-    return [ExcludedPath(t.url, f"subvault target {t.name}") for t in ctx.config.target if t.type == "btrfs" and t.url.startswith("/")]
+def _loose_file(root: str, skip: list[str]) -> str | None:
+    """Return a file under root that lies in no subvolume, no other mount and no skipped dir; None if none.
+
+    Walks directories only until the first such file: a top level that only holds
+    subvolumes (the usual layout) costs one listing per directory leading to them.
+    """
+    skipped = {norm_path(p) for p in skip}
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        try:
+            with os.scandir(here) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            if norm_path(entry.path) in skipped or entry.name == ".snapshots":
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                return entry.path
+            if st.st_ino == SUBVOLUME_ROOT_INO or os.path.ismount(entry.path):
+                continue
+            stack.append(entry.path)
+    return None
+
+
+def _owned_dirs(ctx: Context) -> list[ExcludedPath]:
+    """Directories whose subvolumes are subvault's own copies, not data to protect.
+
+    Local btrfs targets and pull destinations hold replicas (and their containers);
+    the drill's scratch disk holds a restore being verified.
+    """
+    owned = [ExcludedPath(t.url, f"subvault target {t.name}") for t in ctx.config.target if t.type == "btrfs" and t.url.startswith("/")]
+    owned += [ExcludedPath(s.dest, f"subvault pull destination of {s.name}") for s in ctx.config.source]
+    if ctx.config.dr is not None:
+        owned.append(ExcludedPath(ctx.config.dr.drill_dir, "subvault drill scratch"))
+    return owned
 
 
 def space_problems(ctx: Context) -> list[Problem]:
@@ -238,12 +303,13 @@ def check(ctx: Context) -> WatchReport:
     report.problems += plan_freshness(
         [LayerFreshness(r.subvolume, r.layer, r.newest, r.cadence, slack) for r in report.rows if not r.error], ctx.now
     )
-    report.problems += [Problem(ProblemKind.CHAIN if r.layer != "local" else ProblemKind.STALE, r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
+    report.problems += [Problem(_error_kind(r), r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
     report.problems += space_problems(ctx)
     for source in _PROBLEM_SOURCES:
         report.problems += source(ctx)
     _drill_age(ctx, report)
     report.warnings += verify_age(ctx)
+    _flux_left_suspended(ctx, report)
     report.warnings += stale_pull_records(ctx)
     return report
 
@@ -266,6 +332,23 @@ def verify_age(ctx: Context) -> list[str]:
             out.append(f"offsite target {tconf.name} {when}; run `subvault verify --target {tconf.name}` at least every "
                        f"{ctx.config.check.verify_max_age} (it reads every part: a flipped byte is found only so)")
     return out
+
+
+def _error_kind(row: LayerRow) -> ProblemKind:
+    if row.error_kind == "space":
+        return ProblemKind.SPACE
+    return ProblemKind.CHAIN if row.layer != "local" else ProblemKind.STALE
+
+
+def _flux_left_suspended(ctx: Context, report: WatchReport) -> None:
+    """Invariant 6 after a death no handler saw: objects subvault suspended and nobody resumed."""
+    if ctx.config.flux is None:
+        return
+    from subvault.run.flux_leftovers import overdue
+
+    problems, warnings = overdue(ctx)
+    report.problems += [Problem(ProblemKind.FLUX, "flux", message) for message in problems]
+    report.warnings += warnings
 
 
 def stale_pull_records(ctx: Context) -> list[str]:

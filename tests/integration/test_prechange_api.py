@@ -15,7 +15,7 @@ except ImportError:  # tests/ is not a package: pytest put this directory on sys
 
 from subvault.errors import CommandFailed
 from subvault.k8s.client import FIELD_MANAGER, KubeAuthError
-from subvault.k8s.flux import ANNOTATION
+from subvault.k8s.flux import ANNOTATION, SUSPENDED_AT
 from subvault.k8s.lightkube_client import LightkubeClient
 from subvault.k8s.velero import MalformedAnnotation
 from subvault.run.prechange import PrechangeFailed, resume_recorded, run_prechange
@@ -75,9 +75,13 @@ def test_order_suspend_then_snapshot_then_resume(client, fake):
     assert result.ok and result.snapshot == "snap-42"
     assert all(c.field_manager == FIELD_MANAGER and not c.field_manager.startswith("kubectl") for c in fake.patches())
     assert all(c.content_type == "application/merge-patch+json" for c in fake.patches())
-    assert fake.patches()[0].body == {"metadata": {"annotations": {ANNOTATION: result.run_id}}, "spec": {"suspend": True}}
+    first = fake.patches()[0].body
+    at = first["metadata"]["annotations"].pop(SUSPENDED_AT)
+    assert datetime.fromisoformat(at).tzinfo is not None
+    assert first == {"metadata": {"annotations": {ANNOTATION: result.run_id}}, "spec": {"suspend": True}}
     after = fake.get("Kustomization", "flux-system", "apps")
-    assert after["spec"]["suspend"] is False and ANNOTATION not in after["metadata"].get("annotations", {})
+    assert after["spec"]["suspend"] is False
+    assert not {ANNOTATION, SUSPENDED_AT} & set(after["metadata"].get("annotations", {}))
 
 
 def test_objects_the_user_suspended_are_left_alone(client, fake):

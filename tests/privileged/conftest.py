@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from subvault.testbed import LoopFs, build_homelab, homelab_config
+from subvault.testbed import LoopFs, build_homelab, exclude_foreign, homelab_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def homelab(fs, tmp_path):
     paths = build_homelab(fs.mountpoint)
     state = tmp_path / "state"
     cfg = tmp_path / "subvault.toml"
-    cfg.write_text(homelab_config(paths, state_dir=state))
+    cfg.write_text(homelab_config(paths, state_dir=state, extra="\n" + exclude_foreign(tmp_path)))
     return Homelab(fs=fs, paths=paths, config=cfg, state=state)
 
 

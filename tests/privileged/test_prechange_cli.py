@@ -107,3 +107,83 @@ def test_prechange_dry_run_changes_nothing(homelab, tmp_path):
         text = homelab.cli("pre-change", "--dry-run", "--", "true").stdout
         assert "would snapshot every subvolume" in text
         assert homelab.cli("pre-change", "--dry-run", "--resume", check=False).returncode == 2
+
+
+# -- invariant 6 after SIGKILL (issue 11, item 7) ------------------------------------
+
+HOLD = "import sys\nopen(sys.argv[1], 'w').write('in COMMAND')\nimport time\ntime.sleep(20)\n"
+SUSPENDED_AT = "subvault.io/suspended-at"
+
+
+def _start_prechange(homelab, tmp_path):
+    """Start a real `subvault pre-change -- <hold>`; return it once its COMMAND runs (Flux suspended)."""
+    import os
+    import subprocess
+
+    fifo = tmp_path / "in-command"
+    os.mkfifo(fifo)
+    hold = tmp_path / "hold.py"
+    hold.write_text(HOLD)
+    env = {**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "subvault.cli.main", "--config", str(homelab.config), "pre-change", "--", sys.executable, str(hold), str(fifo)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[2],
+    )
+    with open(fifo) as fh:
+        assert fh.read() == "in COMMAND"
+    return proc
+
+
+def _backdate(fake, kind, ns, name, hours: float):
+    from datetime import datetime, timedelta, timezone
+
+    with fake.lock:
+        meta = fake.objects[(kind, ns, name)]["metadata"]
+        assert SUSPENDED_AT in meta["annotations"], meta
+        meta["annotations"][SUSPENDED_AT] = (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat()
+
+
+def test_invariant_6_flux_left_suspended_by_killed_prechange_is_flagged_and_resumed_by_run(homelab, tmp_path):
+    import signal
+
+    with FakeKube() as fake:
+        fake.add(flux_obj("Kustomization", "flux-system", "apps"))
+        fake.add(flux_obj("HelmRelease", "db", "postgres"))
+        fake.add(flux_obj("Kustomization", "flux-system", "mine", suspend=True))  # the user's own
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        homelab.config.write_text(homelab.config.read_text() + f'\n[flux]\nkubeconfig = "{kubeconfig}"\nwait_seconds = 0\npod_hooks = false\nauto_resume_seconds = 600\n')
+        homelab.cli("run")
+        proc = _start_prechange(homelab, tmp_path)
+        try:
+            assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is True
+            # a live pre-change: `run` leaves its suspension alone, `check` is quiet within the delay
+            homelab.cli("run")
+            assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is True
+            assert homelab.cli("check", check=False).returncode == 0
+            # longer than the auto-resume delay: check fails even while pre-change lives
+            _backdate(fake, "Kustomization", "flux-system", "apps", hours=2)
+            proc_check = homelab.cli("check", check=False)
+            assert proc_check.returncode == 1
+            assert "Kustomization/flux-system/apps" in proc_check.stdout and "subvault pre-change --resume" in proc_check.stdout
+            homelab.cli("run")
+            assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is True, "never under a live pre-change"
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        # dead: check names every object it left suspended and the command that resumes it
+        check = homelab.cli("check", check=False)
+        assert check.returncode == 1
+        for ref in ("Kustomization/flux-system/apps", "HelmRelease/db/postgres"):
+            assert any(ref in line and "subvault pre-change --resume" in line for line in check.stdout.splitlines()), check.stdout
+        assert "flux-system/mine" not in check.stdout
+        # the next run resumes what the dead pre-change suspended, and only that
+        out = homelab.cli("run")
+        assert "resumed" in out.stdout + out.stderr
+        assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is False
+        assert fake.get("HelmRelease", "db", "postgres")["spec"]["suspend"] is False
+        assert SUSPENDED_AT not in fake.get("Kustomization", "flux-system", "apps")["metadata"].get("annotations", {})
+        assert fake.get("Kustomization", "flux-system", "mine")["spec"]["suspend"] is True
+        assert homelab.cli("check").returncode == 0

@@ -7,6 +7,7 @@ first bytes moved: deterministic, no sleeps.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from subvault.btrfs import adapter
 from subvault.endpoints import endpoint as endpoint_mod
 from subvault.run import replicate as replicate_mod
 from subvault.run.replicate import replicate, replication_holds
+from subvault.testbed import exclude_foreign
 
 from replication_helpers import T0, config_text, container, context, dump, entries, make_sources, sent_items, snap
 from sshd import sshd  # noqa: F401 - fixture
@@ -246,7 +248,7 @@ def test_kill_subvault_itself_then_resume(pair, tmp_path):
     paths, root, state = pair
     ctx = _first_then_big_change(paths, root, state, str(root))
     cfg = tmp_path / "subvault.toml"
-    cfg.write_text(config_text(paths, str(root), state=state))
+    cfg.write_text(config_text(paths, str(root), state=state) + exclude_foreign(tmp_path))
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
     script = KILL_SELF.format(here=str(HERE), cfg=str(cfg), now=ctx.now.isoformat(), gate=GATE, fifo=str(fifo))
@@ -346,5 +348,42 @@ def test_enospc_on_target_is_clear_and_loses_nothing(make_fs, tmp_path):
     ctx = context(paths, str(root), now=T0 + timedelta(hours=1, minutes=5), keep="latest", state=state)
     out = replicate(ctx)
     assert not [e for e in out.errors], dump(out)
-    assert any(i.action == "delete-partial" for i in out.items)
     assert replicate_mod  # module under test
+
+
+def test_enospc_partial_removed_at_once_and_error_shown_in_status_and_check(make_fs, tmp_path):
+    src = make_fs("src", size="1G")
+    tgt = make_fs("tgt", size="150M")
+    paths = make_sources(src.mountpoint, names=("data",), mib=1)
+    (paths["data"] / "big.bin").write_bytes(os.urandom(300 << 20))
+    root = tgt.mountpoint / "backup"
+    root.mkdir()
+    state = tmp_path / "state"
+    snap("data", paths["data"], T0)
+    ctx = context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)
+    out = replicate(ctx)
+    assert out.errors and "no space left" in out.errors[0], dump(out)
+    assert entries(root, "data") == {}, "the partial receive is removed at once, not at the next run"
+    df = subprocess.run(["btrfs", "filesystem", "df", "-b", str(root)], capture_output=True, text=True, check=True).stdout
+    data_used = int(df.split("Data,", 1)[1].split("used=", 1)[1].split()[0])
+    assert data_used < 8 << 20, f"the partial's space is given back at once:\n{df}"
+    cfg = tmp_path / "subvault.toml"
+    cfg.write_text(config_text(paths, str(root), state=state) + exclude_foreign(tmp_path))
+    status = subprocess.run([sys.executable, "-m", "subvault.cli.main", "--config", str(cfg), "status"],
+                            capture_output=True, text=True, cwd=REPO)
+    [row] = [line for line in status.stdout.splitlines() if "replica:pi" in line]
+    assert "no space" in row, status.stdout + status.stderr
+    check = subprocess.run([sys.executable, "-m", "subvault.cli.main", "--config", str(cfg), "check"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert check.returncode == 1
+    [line] = [l for l in check.stdout.splitlines() if "replica:pi" in l]
+    assert line.startswith("space:") and "data" in line and "no space left" in line, check.stdout
+    # once a replication to that target succeeds, the error is gone
+    (paths["data"] / "big.bin").unlink()
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    out = replicate(context(paths, str(root), now=T0 + timedelta(hours=1, minutes=5), keep="latest", state=state))
+    assert not out.errors, dump(out)
+    status = subprocess.run([sys.executable, "-m", "subvault.cli.main", "--config", str(cfg), "status"],
+                            capture_output=True, text=True, cwd=REPO)
+    [row] = [line for line in status.stdout.splitlines() if "replica:pi" in line]
+    assert "no space" not in row, status.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -131,3 +132,87 @@ def test_invariant_11_check_warns_when_inline_notify_tokens_are_readable_by_othe
     homelab.config.chmod(0o600)
     proc = homelab.cli("check", check=False)
     assert "holds notify tokens" not in proc.stderr
+
+
+# -- invariant 5 over every mounted btrfs filesystem (issue 11, item 4) --------------
+
+
+def _add(homelab, text: str) -> None:
+    homelab.config.write_text(homelab.config.read_text() + "\n" + text + "\n")
+
+
+def _mount(argv: list[str], where: Path) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", *argv, str(where)], check=True)
+    return where
+
+
+def _umount(*paths: Path) -> None:
+    for path in paths:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_invariant_5_btrfs_filesystem_with_no_configured_subvolume_fails_check(homelab, make_fs):
+    homelab.cli("run")
+    assert homelab.cli("check").returncode == 0
+    other = make_fs("other", size="256M")
+    adapter.create_subvolume(other.mountpoint / "appdata")
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert f"unprotected: {other.mountpoint}/appdata" in proc.stdout
+    uuid = adapter.filesystem_uuid(other.mountpoint)
+    assert f'filesystem = "{uuid}"' in proc.stdout, "says how to exclude the whole filesystem"
+    _add(homelab, f'[[exclude]]\nfilesystem = "{uuid}"\nreason = "scratch disk"')
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_invariant_5_files_at_the_top_level_of_a_data_disk_fail_check(homelab, make_fs):
+    homelab.cli("run")
+    disk = make_fs("disk", size="256M")
+    (disk.mountpoint / "photos").mkdir()
+    (disk.mountpoint / "photos" / "a.jpg").write_bytes(b"\xff\xd8 not much of a photo")
+    proc = homelab.cli("check", check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert f"unprotected: {disk.mountpoint}" in proc.stdout and "top level" in proc.stdout
+    _add(homelab, f'[[subvolume]]\nname = "disk"\npath = "{disk.mountpoint}"')
+    homelab.cli("run")
+    assert homelab.cli("check").returncode == 0
+    assert [s.kind for s in local.scan("disk", disk.mountpoint)] == ["timeline"]
+
+
+def test_invariant_5_bind_mount_and_second_mount_of_one_filesystem(homelab, tmp_path):
+    homelab.cli("run")
+    bind = _mount(["--bind", str(homelab.paths["var_lib_pvc"])], tmp_path / "bind")
+    again = _mount(["-t", "btrfs", "-o", "subvol=/data", homelab.fs.device], tmp_path / "again")
+    try:
+        proc = homelab.cli("check", check=False)
+        assert proc.returncode == 0, proc.stdout
+        adapter.create_subvolume(homelab.paths["data"] / "nested")
+        proc = homelab.cli("check", check=False)
+        assert proc.returncode == 1
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("nested:")]
+        assert len(lines) == 1, proc.stdout
+    finally:
+        _umount(bind, again)
+
+
+def test_invariant_5_subvolume_mounted_nowhere_is_flagged_and_can_be_excluded(homelab, make_fs, tmp_path):
+    disk = make_fs("sys", size="256M")
+    adapter.create_subvolume(disk.mountpoint / "root")
+    adapter.create_subvolume(disk.mountpoint / "root.old")
+    uuid = adapter.filesystem_uuid(disk.mountpoint)
+    _umount(disk.mountpoint)
+    sysroot = _mount(["-t", "btrfs", "-o", "subvol=/root", disk.device], tmp_path / "sysroot")
+    try:
+        _add(homelab, f'[[subvolume]]\nname = "sysroot"\npath = "{sysroot}"')
+        homelab.cli("run")
+        proc = homelab.cli("check", check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert "'root.old'" in proc.stdout and "not mounted" in proc.stdout
+        assert f'filesystem = "{uuid}"' in proc.stdout and 'subvolume = "root.old"' in proc.stdout
+        _add(homelab, f'[[exclude]]\nfilesystem = "{uuid}"\nsubvolume = "root.old"\nreason = "rollback leftover"')
+        proc = homelab.cli("check", check=False)
+        assert proc.returncode == 0, proc.stdout
+    finally:
+        _umount(sysroot)

@@ -108,6 +108,16 @@ def test_exclude_needs_reason():
     assert "exclude" in _error('[[exclude]]\npath = "/var/cache"\nreason = " "\n')
 
 
+def test_exclude_names_a_path_or_a_filesystem_uuid():
+    uuid = "6A41755D-382D-48B2-9451-090E75F78E8A"
+    cfg = parse_config(f'[[exclude]]\nfilesystem = "{uuid}"\nsubvolume = "/root.old/"\nreason = "leftover"\n')
+    assert (cfg.exclude[0].filesystem, cfg.exclude[0].subvolume, cfg.exclude[0].path) == (uuid.lower(), "root.old", None)
+    assert "not both" in _error(f'[[exclude]]\npath = "/x"\nfilesystem = "{uuid}"\nreason = "r"\n')
+    assert "not both" in _error('[[exclude]]\nreason = "r"\n')
+    assert "not a btrfs filesystem UUID" in _error('[[exclude]]\nfilesystem = "/dev/sdb1"\nreason = "r"\n')
+    assert "needs filesystem" in _error('[[exclude]]\npath = "/x"\nsubvolume = "a"\nreason = "r"\n')
+
+
 def test_wrong_type():
     assert "defaults: prechange_keep:" in _error("[defaults]\nprechange_keep = \"ten\"\n")
 

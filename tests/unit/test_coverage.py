@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subvault.plan.coverage import (
+    ExcludedFilesystem,
     ExcludedPath,
     FoundSubvolume,
     MountPoint,
@@ -123,6 +124,34 @@ def test_unmounted_subvolume_says_how_to_fix() -> None:
     [problem] = plan_coverage(found, PROTECTED, [])
     assert problem.kind == ProblemKind.UNPROTECTED
     assert "'root-old'" in problem.message and "not mounted" in problem.message
+
+
+def test_exclude_by_filesystem_covers_the_whole_filesystem_or_one_subvolume_path() -> None:
+    found = [*fedora(), sub("root-old", 600), sub("root-old/inner", 601), sub("scratch", 602)]
+    assert len(plan_coverage(found, PROTECTED, [])) == 3
+    only_old = [ExcludedFilesystem(FS, "root-old", "rollback leftover")]
+    [left] = plan_coverage(found, PROTECTED, [], only_old)
+    assert "'scratch'" in left.message and f'subvolume = "scratch"' in left.message
+    assert plan_coverage(found, PROTECTED, [], [ExcludedFilesystem(FS, "", "scratch disk")]) == []
+    assert len(plan_coverage(found, PROTECTED, [], [ExcludedFilesystem("other-fs", "", "x")])) == 3
+
+
+def test_filesystem_with_nothing_configured_says_how_to_exclude_it_whole() -> None:
+    other = [FoundSubvolume("fs-2222", 256, "appdata", ("/mnt/other/appdata",), "u-a")]
+    [problem] = plan_coverage([*fedora(), *other], PROTECTED, [])
+    assert problem.subject == "/mnt/other/appdata" and 'filesystem = "fs-2222"' in problem.message
+    [problem] = plan_coverage([*fedora(), sub("scratch", 700)], PROTECTED, [])
+    assert "filesystem =" not in problem.message or "subvolume =" in problem.message
+
+
+def test_top_level_with_loose_files_is_data_to_protect() -> None:
+    top = FoundSubvolume("fs-3333", 5, "", ("/mnt/data",), "", loose_file="/mnt/data/photos/a.jpg")
+    [problem] = plan_coverage([top], [], [])
+    assert problem.kind == ProblemKind.UNPROTECTED and "top level" in problem.message and "a.jpg" in problem.message
+    assert plan_coverage([top], [ProtectedPath("data", "/mnt/data")], []) == []
+    inner = FoundSubvolume("fs-3333", 256, "vm", ("/mnt/data/vm",), "u-vm")
+    [nested] = plan_coverage([top, inner], [ProtectedPath("data", "/mnt/data")], [])
+    assert nested.kind == ProblemKind.NESTED
 
 
 def test_every_message_is_one_line() -> None:

@@ -165,6 +165,14 @@ def test_adopted_leftovers_are_resumed_at_the_end():
     assert result.adopted == ["Kustomization/apps/old"] and kube.events[-1] == "resume old"
 
 
+def test_objects_of_a_pre_change_still_running_are_not_adopted():
+    kube = MemoryKube([ks("theirs", suspended=True, annotations={ANNOTATION: "pre-change-live"}),
+                       ks("old", suspended=True, annotations={ANNOTATION: "pre-change-dead"})])
+    result = prechange(kube, kube.events, live_run=lambda run_id: run_id == "pre-change-live")
+    assert result.adopted == ["Kustomization/apps/old"] and result.user_suspended == []
+    assert not any("theirs" in e for e in kube.events), kube.events
+
+
 def test_signal_guard_restores_handlers():
     before = {s: signal.getsignal(s) for s in SignalGuard.SIGNALS}
     with SignalGuard() as guard:

@@ -111,3 +111,14 @@ def test_invariant_8_append_only_key_cannot_rename_a_container_to_unmask_kept_ba
         check_step([C.delete(str(root / "vm" / "data"))], root, append_only=True, send_only=False)
     with pytest.raises(Rejected, match="append-only"):
         check_step([C.delete(str(root / "vm"))], root, append_only=True, send_only=False)
+
+
+def test_a_filesystem_commit_inside_the_root_is_allowed_even_append_only(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "vm" / "data").mkdir(parents=True)
+    container = str(root / "vm" / "data")
+    assert check_step([C.commit(container)], root, append_only=True, send_only=False) == [C.commit(container)]
+    with pytest.raises(Rejected):
+        check_step([C.commit(str(tmp_path))], root, append_only=True, send_only=False)
+    with pytest.raises(Rejected):
+        check_step([C.commit(container)], root, append_only=False, send_only=True)
