@@ -283,24 +283,3 @@ def fs_relative_path(path: str | Path) -> str:
     """Return path's subvolume path relative to the filesystem top level ("" for top level)."""
     return show(path).path
 
-
-def holds_files_of_its_own(directory: str | Path) -> bool:
-    """Whether a subvolume's directory holds anything but other subvolumes (and .snapshots).
-
-    A filesystem's top level usually holds only subvolumes; a plain data disk's holds
-    files. A subvolume's root directory stats as inode 256 (readdir's d_ino is not
-    that: it is the subvolume's id); any other entry is data.
-    """
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return True
-    for entry in entries:
-        if entry.name == ".snapshots":
-            continue
-        try:
-            if not (entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_ino == 256):
-                return True
-        except OSError:
-            return True
-    return False

@@ -6,9 +6,9 @@ so every subvolume ends up covered, and every exclude carries a real reason:
   and is protected;
 - except well-known rebuildable places, excluded with the reason why (caches and temp
   directories; container runtimes' image layers; the kubelet's state);
-- a filesystem's top level is protected only when it holds files of its own; a top
-  level that only holds subvolumes is excluded ("holds only subvolumes"), because
-  snapshotting it would copy nothing but empty placeholders;
+- a filesystem's top level is protected only when it holds files of its own (the
+  same test `check` uses); a top level that only holds subvolumes is not data and gets
+  no entry (an exclude there would cover every subvolume created under it later);
 - snapshots (read-only, received, or under .snapshots) are not data and are skipped;
 - subvolumes not reachable from any mount are listed as comments.
 With paths given, only the filesystems holding those paths are scanned.
@@ -27,9 +27,9 @@ from subvault.btrfs import adapter
 from subvault.btrfs.snapper import SNAPSHOTS_DIR
 from subvault.errors import SubvaultError
 from subvault.model import SubvolInfo
+from subvault.run.watch import loose_file
 
 MAX_NAME = 48
-TOP_LEVEL_REASON = "filesystem top level: holds only subvolumes, each covered on its own"
 
 # Rebuildable places on a live system: (absolute path, reason); it covers what lies under it.
 REBUILDABLE = (
@@ -144,10 +144,8 @@ def scan_host(only: list[str] | None = None) -> str:
     unreachable: list[str] = []
     for fs_mounts in by_fs.values():
         for top in (m for m in fs_mounts if m.fsroot == ""):
-            if adapter.holds_files_of_its_own(top.target):
+            if loose_file(top.target, []) is not None:
                 protected.append(top.target)
-            else:
-                excluded[top.target] = TOP_LEVEL_REASON
             break
         for sub in adapter.list_subvolumes(fs_mounts[0].target):
             if is_snapshot_like(sub):
@@ -163,7 +161,7 @@ def scan_host(only: list[str] | None = None) -> str:
             if m.fsroot and m.target not in protected and rebuildable(m.target) is None:
                 protected.append(m.target)
     # An exclude covers everything under it: drop protected paths it would contradict.
-    protected = [p for p in protected if not any(p == e or p.startswith(e.rstrip("/") + "/") for e in excluded if excluded[e] != TOP_LEVEL_REASON)]
+    protected = [p for p in protected if not any(p == e or p.startswith(e.rstrip("/") + "/") for e in excluded)]
     return render_config(sorted(set(protected)), excluded, unreachable)
 
 

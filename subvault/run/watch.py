@@ -228,13 +228,13 @@ def _top_level(fs_uuid: str, fs_mounts: list[MountPoint], skip: list[str], confi
     tops = sorted((m.mount_path for m in fs_mounts if m.subvol_path == ""), key=lambda p: (len(p), p))
     if not tops:
         return None
-    loose = _loose_file(tops[0], skip)
+    loose = loose_file(tops[0], skip)
     if loose is None and not configured.intersection(tops):
         return None
     return FoundSubvolume(fs_uuid, TOP_LEVEL_ID, "", tuple(tops), f"{fs_uuid}:top-level", loose_file=loose)
 
 
-def _loose_file(root: str, skip: list[str]) -> str | None:
+def loose_file(root: str, skip: list[str]) -> str | None:
     """Return a file under root that lies in no subvolume, no other mount and no skipped dir; None if none.
 
     Walks directories only until the first such file: a top level that only holds
