@@ -125,3 +125,50 @@ def test_invariant_10_recipe_restores_with_standard_tools_only(homelab, offsite,
         subprocess.run(["btrfs", "receive", str(d)], input=plain, check=True, capture_output=True)
     restored = dest / newest["chain"][-1] / "snapshot"
     assert (restored / "user" / "later.txt").read_text() == "two\n"
+
+
+def _set_date(snapdir, date_text):
+    info = snapdir / "info.xml"
+    import re
+
+    info.write_text(re.sub(r"<date>[^<]*</date>", f"<date>{date_text}</date>", info.read_text()))
+
+
+def test_offsite_restore_points_are_addressed_by_number_and_uuid_even_within_one_second(homelab, offsite, tmp_path):
+    """`--at 3` is a snapshot number as --help says; two points of one second differ; numbers outlive the machine."""
+    import re
+
+    key, bucket = offsite
+    home = homelab.paths["home"]
+    homelab.cli("snapshot")
+    _offsite(homelab, "--target", "offsite")
+    (home / "user" / "notes.txt").write_text("second, same second\n")
+    homelab.cli("snapshot", "--force")
+    snaps = home / ".snapshots"
+    first_date = re.search(r"<date>([^<]*)</date>", (snaps / "1" / "info.xml").read_text()).group(1)
+    _set_date(snaps / "2", first_date)
+    _offsite(homelab, "--target", "offsite")
+    uuid1 = adapter.show(snaps / "1" / "snapshot").uuid
+    scratch = homelab.paths["var_tmp"]
+
+    def restore(at, name, *extra, check=True):
+        into = scratch / name
+        into.mkdir(exist_ok=True)
+        return homelab.cli("restore", "home", "--from", "offsite", "--at", at, "--into", str(into), "--identity", str(key), *extra, check=check)
+
+    for at, name, want in [("1", "n1", "remember the drill\n"), ("2", "n2", "second, same second\n"),
+                           (uuid1, "u1", "remember the drill\n"), (uuid1[:8], "p1", "remember the drill\n"),
+                           ("latest", "l", "second, same second\n")]:
+        promised = json.loads(restore(at, name, "--dry-run", "--json").stdout)["result"]["items"][0]["detail"]
+        done = json.loads(restore(at, name, "--json").stdout)["result"]["items"][0]["detail"]
+        assert (scratch / name / "home" / "user" / "notes.txt").read_text() == want, at
+        assert promised.split(" -> ")[0] == done.split(" -> ")[0]
+    # the machine is gone: the number comes from the manifest, not from a local snapshot
+    subprocess.run(["btrfs", "subvolume", "delete", str(snaps / "1" / "snapshot")], check=True, capture_output=True)
+    subprocess.run(["rm", "-r", str(snaps / "1")], check=True)
+    restore("1", "gone")
+    assert (scratch / "gone" / "home" / "user" / "notes.txt").read_text() == "remember the drill\n"
+    missing = restore("9", "none", check=False)
+    assert missing.returncode == 1 and "no restore point #9" in missing.stderr and "#2" in missing.stderr
+    bad = restore("tuesday", "none", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a snapshot number, uuid or time" in bad.stderr
