@@ -82,7 +82,7 @@ def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where
 def time_of(at: str, points: Iterable[Point], now: datetime, tz: tzinfo) -> datetime | None:
     """Return the time `at` stands for, or None when it names a point by number or uuid."""
     text = at.strip()
-    if text.isdigit() or (looks_like_uuid(text) and any(p.uuid.lower().startswith(text.lower()) for p in points)):
+    if text.isdigit() or (_UUID_PREFIX.match(text.lower()) and any(p.uuid.lower().startswith(text.lower()) for p in points)):
         return None
     try:
         return parse_at(text, now, tz)

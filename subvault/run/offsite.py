@@ -151,7 +151,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
         )
     out.warnings.extend(f"{subject}: {p}" for p in state.problems)
     policy = parse_policy(tconf.keep)
-    plan = oplan.plan_offsite(state.points, locals_.points, policy, parse_duration(tconf.full_every), ctx.now, ctx.tz, state.in_progress)
+    plan = oplan.plan_offsite(state.points, locals_.points, policy, parse_duration(tconf.full_every), ctx.now, ctx.tz,
+                              state.in_progress, state.damaged)
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = dict(plan.hold_local)
     newest = max((p.created for p in state.points), default=None)
     step = plan.upload
@@ -183,8 +184,10 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
                           replace=step.uuid in state.damaged)
             present[step.uuid] = snap.date
             order[step.uuid] = len(step.chain)
-            data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused}
-            out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed){again}", data))
+            data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused,
+                    "reason": step.reason}
+            out.items.append(Item(subject, "uploaded",
+                                  f"#{snap.number} ({kind}: {step.reason}; {done.parts_uploaded} parts, {done.parts_reused} resumed){again}", data))
     elif not deletions:
         out.items.append(Item(subject, "up-to-date" if not state.damaged else "damaged",
                               "" if not state.damaged else f"{len(state.damaged)} restore points cannot be restored; see `subvault check`"))
