@@ -22,6 +22,11 @@ _UUID_PREFIX = re.compile(r"^[0-9a-f]{8}[0-9a-f-]*$")
 MAX_LISTED = 5
 
 
+def looks_like_uuid(text: str) -> bool:
+    t = text.strip().lower()
+    return bool(_UUID_PREFIX.match(t)) and not t.isdigit()
+
+
 @dataclass(frozen=True)
 class Point:
     """One restore point a source offers: its uuid, time, order within a second and snapper number if known."""
@@ -61,7 +66,7 @@ def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where
         if len(found) > 1:
             raise UsageError(f"{where}: #{text} names {len(found)} restore points ({_listed(found, tz)}); give --at the uuid")
         return found[0]
-    if _UUID_PREFIX.match(text.lower()) and not text.isdigit():
+    if looks_like_uuid(text):
         found = [p for p in points if p.uuid.lower().startswith(text.lower())]
         if len(found) == 1:
             return found[0]

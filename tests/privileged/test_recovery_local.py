@@ -270,3 +270,16 @@ def test_restore_refuses_to_remove_a_directory_holding_a_subvolume(homelab):
         proc = homelab.cli("restore", "data", "thing", "--at", "1", "--overwrite", *extra, check=False)
         assert proc.returncode == 1 and "subvolume or mount" in proc.stderr, proc.stderr
     assert adapter.is_subvolume(data / "thing" / "nested")
+
+
+def test_local_restore_at_a_uuid_tells_apart_snapshots_of_one_second(homelab):
+    f = homelab.paths["home"] / "user" / "notes.txt"
+    homelab.cli("snapshot")
+    f.write_text("second\n")
+    homelab.cli("snapshot", "--force")
+    snaps = homelab.paths["home"] / ".snapshots"
+    first = adapter.show(snaps / "1" / "snapshot").uuid
+    homelab.cli("restore", "home", "user/notes.txt", "--at", first[:8], "--overwrite")
+    assert f.read_text() == "remember the drill\n"
+    bad = homelab.cli("restore", "home", "--at", "someday", check=False)
+    assert bad.returncode == 2 and "not a snapshot number, uuid or time" in bad.stderr
