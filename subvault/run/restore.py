@@ -185,6 +185,8 @@ def restore_files(
     dest_root = Path(into) if into else Path(sub.path)
     if os.path.lexists(dest_root) and not dest_root.is_dir():
         raise UsageError(f"--into {dest_root}: not a directory")
+    if dest_root.exists():
+        dest_root = Path(os.path.realpath(dest_root))  # the place the user named; symlinks below it are never followed
     out = Outcome("restore", dry_run=ctx.dry_run)
     plans = []
     for raw in paths or ["."]:

@@ -283,3 +283,13 @@ def test_local_restore_at_a_uuid_tells_apart_snapshots_of_one_second(homelab):
     assert f.read_text() == "remember the drill\n"
     bad = homelab.cli("restore", "home", "--at", "someday", check=False)
     assert bad.returncode == 2 and "not a snapshot number, uuid or time" in bad.stderr
+
+
+def test_restore_into_a_symlink_to_a_directory_restores_into_that_directory(homelab, tmp_path):
+    homelab.cli("snapshot")
+    real = homelab.paths["var_tmp"] / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    homelab.cli("restore", "home", "--into", str(link))
+    assert link.is_symlink() and (real / "user" / "notes.txt").read_text() == "remember the drill\n"
