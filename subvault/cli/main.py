@@ -266,7 +266,7 @@ def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int
 @cli.command()
 @click.argument("subvolume")
 @click.argument("paths", nargs=-1)
-@click.option("--at", "at", default="latest", show_default=True, help="Snapshot number, ISO time, 'latest' or an age like 2d.")
+@click.option("--at", "at", default="latest", show_default=True, help="Snapshot number, uuid (or its first 8+ digits), ISO time, 'latest' or an age like 2d.")
 @click.option("--from", "source", default="local", show_default=True, help="Where to restore from: 'local' or a target.")
 @click.option("--into", metavar="DIR", help="Restore into DIR instead of the original place.")
 @click.option("--overwrite", is_flag=True, help="Replace files that exist at the destination.")

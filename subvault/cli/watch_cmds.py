@@ -63,8 +63,11 @@ def status(env: Env, as_json: bool) -> int:
     for r in rows:
         age = format_age(ctx.now - r.newest) if r.newest else "never"
         due = "now" if r.next_due and r.next_due <= ctx.now else (format_age(r.next_due - ctx.now) if r.next_due else "-")
-        lines.append([r.subvolume[:18], r.layer[:16], age, str(r.count), due, (r.error or "")[:20]])
+        lines.append([r.subvolume[:18], r.layer[:16], age, str(r.count), due, "yes, below" if r.error else ""])
     click.echo(table(lines, ["subvolume", "layer", "newest", "count", "due", "error"]))
+    for r in rows:  # whole, never cut: a cut error showed only a uuid fragment
+        if r.error:
+            click.echo(f"error: {r.subvolume} {r.layer}: {r.error}")
     return 0
 
 

@@ -66,6 +66,7 @@ class Manifest:
     compression: str = "zstd"
     encryption: str = "age"
     format: int = FORMAT_VERSION
+    number: int | None = None  # the snapper number at the source, so `--at 3` works after the machine is gone
     mac: str = field(default="", compare=False)
 
     @property
@@ -84,6 +85,8 @@ class Manifest:
         """Return the JSON-ready dict of every field but the MAC."""
         data = asdict(self)
         data.pop("mac")
+        if self.number is None:  # manifests written before the field keep their MAC
+            data.pop("number")
         data["chain"] = list(self.chain)
         data["recipients"] = list(self.recipients)
         data["parts"] = [asdict(p) for p in self.parts]
@@ -209,6 +212,7 @@ def from_json(raw: bytes, where: str = "manifest") -> Manifest:
             compression=data["compression"],
             encryption=data["encryption"],
             format=data["format"],
+            number=_number(data.get("number")),
             mac=data.get("mac", ""),
         )
     except ManifestError:
@@ -219,6 +223,14 @@ def from_json(raw: bytes, where: str = "manifest") -> Manifest:
         raise ManifestError(f"{where}: total_size does not match its parts")
     manifest.check_shape()
     return manifest
+
+
+def _number(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ValueError(f"number {value!r} is not a snapshot number")
+    return value
 
 
 def authenticate(manifest: Manifest, key: MacKey | None, *, expected_key: str | None = None) -> None:

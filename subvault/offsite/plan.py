@@ -4,7 +4,8 @@ Rules:
 - What to upload: the newest local snapshot, when it is newer than every restore point
   offsite. Its parent is the newest restore point offsite that still exists locally
   and whose whole chain is offsite; without one, or when that chain's full is
-  `full_every` or more older than the snapshot, it is a full. An unfinished upload of
+  `full_every` or more older than the snapshot, it is a full. The reason says why
+  (a damaged point that is still local is named), never the kind: the executor names it. An unfinished upload of
   a snapshot that still qualifies (exists locally, newer than everything offsite, its
   recorded parent still a valid base) is resumed first; other unfinished uploads are
   abandoned.
@@ -113,8 +114,9 @@ def choose_upload(
     local: Mapping[str, LocalSnapshot],
     full_every: timedelta,
     in_progress: Mapping[str, str | None] | None = None,
+    damaged: Mapping[str, str] | None = None,
 ) -> tuple[UploadStep | None, str]:
-    """Return the next upload (or None) and why."""
+    """Return the next upload (or None) and why. `damaged`: uuid -> why, of points offsite that cannot be restored."""
     newest_off = _newest(offsite.values())
     floor = newest_off.created if newest_off else None
 
@@ -128,11 +130,15 @@ def choose_upload(
                  and _chain_whole(p, offsite)]
         base = _newest(bases)
         if base is None:
-            return None, "full: no restore point offsite that still exists locally"
+            lost = _newest(s for s in local.values() if s.uuid in (damaged or {})
+                           and (s.created, s.order) <= (snap.created, snap.order))
+            if lost is not None:
+                return None, f"the offsite copy of {lost.uuid} cannot be restored ({(damaged or {})[lost.uuid]})"
+            return None, "no restore point offsite that still exists locally"
         age = snap.created - offsite[base.chain[0]].created
         if age >= full_every:
-            return None, f"full: the chain's full is {age.days}d old (full_every {full_every.days}d)"
-        return base, f"incremental from {base.uuid}"
+            return None, f"the chain's full is {age.days}d old (full_every {full_every.days}d)"
+        return base, f"from {base.uuid}"
 
     for uuid, parent in sorted((in_progress or {}).items()):
         snap = local.get(uuid)
@@ -160,15 +166,17 @@ def plan_offsite(
     now: datetime,
     tz: tzinfo,
     in_progress: Mapping[str, str | None] | None = None,
+    damaged: Mapping[str, str] | None = None,
 ) -> OffsitePlan:
     """Given what is offsite, what is local, the target's keep and full_every, decide everything.
 
     `in_progress` maps the uuid of each unfinished upload (a journal, no manifest) to
-    the parent it was started with. Raise ValueError if a uuid repeats.
+    the parent it was started with; `damaged` (uuid -> why) names points offsite that
+    cannot be restored, only to say why a full is sent. Raise ValueError if a uuid repeats.
     """
     offsite = _index(offsite_points, "restore point")
     local = _index(local_snapshots, "local snapshot")
-    upload, _ = choose_upload(offsite, local, full_every, in_progress)
+    upload, _ = choose_upload(offsite, local, full_every, in_progress, damaged)
     held: dict[str, str] = {}
     newest_off = _newest(offsite.values())
     if newest_off is not None:

@@ -89,9 +89,11 @@ def scan(store: Store, mac_key: MacKey | None, subvolume: str, *, cache: Path | 
     while changed:  # a point is whole only when every link of its chain is
         changed = False
         for m in manifests:
-            if m.uuid not in damaged and any(link not in have or link in damaged for link in m.chain[:-1]):
-                damaged[m.uuid] = "a link of its chain is damaged or missing"
-                problems.append(Problem(m.key, "cannot be restored: a link of its chain is damaged or missing"))
+            bad = [link for link in m.chain[:-1] if link not in have or link in damaged]
+            if m.uuid not in damaged and bad:
+                what = f"{bad[0]} is missing offsite" if bad[0] not in have else f"{bad[0]} is damaged"
+                damaged[m.uuid] = f"a link of its chain: {what}"
+                problems.append(Problem(m.key, f"cannot be restored: a link of its chain: {what}"))
                 changed = True
     in_progress: dict[str, str | None] = {}
     folders_with_manifest = {k.split("/")[1] for k in listing if k.count("/") == 2 and k.endswith("/" + layout.MANIFEST)}

@@ -74,6 +74,7 @@ class UploadRequest:
     created: datetime
     source: Sequence[str]
     recipients: tuple[str, ...]
+    number: int | None = None  # the snapper number, recorded in the manifest
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def upload(
     manifest = mac_key.sign(Manifest(
         subvolume=request.subvolume, uuid=request.uuid, parent_uuid=request.parent_uuid,
         chain=tuple(request.chain), created=request.created, parts=tuple(parts),
-        recipients=tuple(request.recipients),
+        recipients=tuple(request.recipients), number=request.number,
     ))
     manifest.check_shape()
     store.put(mkey, to_json(manifest), retain_until=retain_until)

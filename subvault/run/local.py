@@ -149,21 +149,11 @@ def list_snapshots(ctx: Context, names: list[str] | None = None, *, targets: boo
 
 
 def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str) -> LocalSnapshot:
-    """Resolve a snapshot reference: its number, or --at syntax (ISO time, latest, age)."""
-    from subvault.errors import NotFound
-    from subvault.timeutil import parse_at
+    """Resolve a snapshot reference: its number, its uuid (or a prefix), or --at syntax (ISO time, latest, age)."""
+    from subvault.plan import restore_point
 
-    snaps = local.scan(sub.name, sub.path, with_uuids=False)
-    if ref.isdigit():
-        for s in snaps:
-            if s.number == int(ref):
-                return s
-        raise NotFound(f"{sub.name}: no snapshot #{ref} (see `subvault list {sub.name}`)")
-    try:
-        at = parse_at(ref, ctx.now, ctx.tz)
-    except ValueError as exc:
-        raise NotFound(str(exc)) from None
-    candidates = [s for s in snaps if s.date <= at]
-    if not candidates:
-        raise NotFound(f"{sub.name}: no snapshot at or before {at.astimezone(ctx.tz):%Y-%m-%d %H:%M}")
-    return max(candidates, key=lambda s: (s.date, s.number))
+    digits = ref.strip().isdigit()
+    snaps = local.scan(sub.name, sub.path, with_uuids=not digits and bool(restore_point.looks_like_uuid(ref)))
+    by_key = {s.uuid or f"#{s.number}": s for s in snaps}
+    points = [restore_point.Point(k, s.date, s.number, s.number) for k, s in by_key.items()]
+    return by_key[restore_point.choose(points, ref, ctx.now, ctx.tz, where=f"{sub.name} (local)").uuid]

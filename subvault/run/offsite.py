@@ -31,7 +31,7 @@ from subvault.plan.retention import is_due, parse_policy
 from subvault.run import holds
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
-from subvault.timeutil import parse_at, parse_duration
+from subvault.timeutil import parse_duration
 
 HOLDS_CACHE = "offsite-holds"
 MIB = 1 << 20
@@ -151,7 +151,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
         )
     out.warnings.extend(f"{subject}: {p}" for p in state.problems)
     policy = parse_policy(tconf.keep)
-    plan = oplan.plan_offsite(state.points, locals_.points, policy, parse_duration(tconf.full_every), ctx.now, ctx.tz, state.in_progress)
+    plan = oplan.plan_offsite(state.points, locals_.points, policy, parse_duration(tconf.full_every), ctx.now, ctx.tz,
+                              state.in_progress, state.damaged)
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = dict(plan.hold_local)
     newest = max((p.created for p in state.points), default=None)
     step = plan.upload
@@ -172,7 +173,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
             if step.parent_uuid:
                 argv += ["-p", str(locals_.by_uuid[step.parent_uuid].path)]
             ctx.say(f"{subject}: uploading #{snap.number} ({kind}){again}")
-            request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)], tuple(tconf.recipients))
+            request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)],
+                                    tuple(tconf.recipients), number=snap.number)
             retain = None
             if tconf.object_lock_days:
                 # Locked while any link of its chain may still be kept, plus the margin.
@@ -182,8 +184,10 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
                           replace=step.uuid in state.damaged)
             present[step.uuid] = snap.date
             order[step.uuid] = len(step.chain)
-            data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused}
-            out.items.append(Item(subject, "uploaded", f"#{snap.number} ({kind}, {done.parts_uploaded} parts, {done.parts_reused} resumed){again}", data))
+            data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused,
+                    "reason": step.reason}
+            out.items.append(Item(subject, "uploaded",
+                                  f"#{snap.number} ({kind}: {step.reason}; {done.parts_uploaded} parts, {done.parts_reused} resumed){again}", data))
     elif not deletions:
         out.items.append(Item(subject, "up-to-date" if not state.damaged else "damaged",
                               "" if not state.damaged else f"{len(state.damaged)} restore points cannot be restored; see `subvault check`"))
@@ -263,6 +267,15 @@ def offsite_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     return held
 
 
+def _local_numbers(ctx: Context, subvolume: str) -> dict[str, int]:
+    """Return {uuid: snapper number} of the subvolume's local snapshots, or {} if it cannot be read (a new machine)."""
+    try:
+        sub = ctx.config.get_subvolume(subvolume)
+        return {s.uuid: s.number for s in local.scan(sub.name, sub.path, with_uuids=True) if s.uuid}
+    except (SubvaultError, OSError):
+        return {}
+
+
 def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, into: str, identity: str, *, verify_mac: bool = True) -> Outcome:
     """Download, verify, decrypt and receive the chain of the newest restore point at or before `at`.
 
@@ -272,17 +285,24 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     from subvault.btrfs import adapter
     from subvault.offsite.restore import list_manifests, restore_chain
 
+    from subvault.plan import restore_point
+
     tconf = ctx.config.get_target(target)
-    when = parse_at(at, ctx.now, ctx.tz)
     store = open_target_store(tconf)
     key = mac_key(tconf, store) if verify_mac else None
     manifests, problems = list_manifests(store, key, subvolume)
-    candidates = [m for m in manifests if m.created <= when]
-    if not candidates:
+    numbers = _local_numbers(ctx, subvolume)
+    points = {m.uuid: restore_point.Point(m.uuid, m.created, len(m.chain), m.number if m.number is not None else numbers.get(m.uuid))
+              for m in manifests}
+    try:
+        pick = restore_point.choose(points.values(), at, ctx.now, ctx.tz, where=f"{target} ({subvolume})")
+    except NotFound as exc:
         extra = f" ({'; '.join(map(str, problems))})" if problems else ""
-        raise NotFound(f"{target} has no restore point of {subvolume} at or before {when:%Y-%m-%d %H:%M}{extra}")
-    chosen = max(candidates, key=lambda m: (m.created, len(m.chain)))
-    _refuse_if_newer_point_gone(ctx, store, key, target, subvolume, manifests, chosen, when)
+        raise NotFound(f"{exc}{extra}") from None
+    chosen = next(m for m in manifests if m.uuid == pick.uuid)
+    when = restore_point.time_of(at, points.values(), ctx.now, ctx.tz)
+    if when is not None:  # a point named by number or uuid is chosen explicitly, never in place of a newer one
+        _refuse_if_newer_point_gone(ctx, store, key, target, subvolume, manifests, chosen, when)
     dest = Path(into)
     if not dest.is_dir() or not adapter.is_btrfs(dest):
         raise UsageError(f"--into {into}: must be an existing directory on btrfs")
@@ -290,7 +310,7 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     if final.exists():
         raise UsageError(f"{final} exists; choose another --into or move it aside")
     out = Outcome("restore", dry_run=ctx.dry_run)
-    label = f"{chosen.uuid} of {chosen.created:%Y-%m-%d %H:%M} (chain of {len(chosen.chain)})"
+    label = f"{pick.label(ctx.tz)} (chain of {len(chosen.chain)})"
     if ctx.dry_run:
         out.items.append(Item(subvolume, "would-restore", f"{label} -> {final}"))
         return out

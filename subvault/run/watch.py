@@ -157,7 +157,9 @@ def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
         newest = max((p.created for p in state.points), default=None)
         row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests))
         if state.problems:  # damaged or gone points, failed authentication, a rolled-back ledger
-            row.error = "; ".join(map(str, state.problems))[:600]
+            # Bounded by whole problems, never cut inside one (a cut showed only a uuid fragment).
+            shown = "; ".join(map(str, state.problems[:3]))
+            row.error = f"{len(state.problems)} problems: {shown}" + (f"; and {len(state.problems) - 3} more" if len(state.problems) > 3 else "")
         rows.append(row)
     return rows
 

@@ -125,3 +125,96 @@ def test_invariant_10_recipe_restores_with_standard_tools_only(homelab, offsite,
         subprocess.run(["btrfs", "receive", str(d)], input=plain, check=True, capture_output=True)
     restored = dest / newest["chain"][-1] / "snapshot"
     assert (restored / "user" / "later.txt").read_text() == "two\n"
+
+
+def _set_date(snapdir, date_text):
+    info = snapdir / "info.xml"
+    import re
+
+    info.write_text(re.sub(r"<date>[^<]*</date>", f"<date>{date_text}</date>", info.read_text()))
+
+
+def test_offsite_restore_points_are_addressed_by_number_and_uuid_even_within_one_second(homelab, offsite, tmp_path):
+    """`--at 3` is a snapshot number as --help says; two points of one second differ; numbers outlive the machine."""
+    import re
+
+    key, bucket = offsite
+    home = homelab.paths["home"]
+    homelab.cli("snapshot")
+    _offsite(homelab, "--target", "offsite")
+    (home / "user" / "notes.txt").write_text("second, same second\n")
+    homelab.cli("snapshot", "--force")
+    snaps = home / ".snapshots"
+    first_date = re.search(r"<date>([^<]*)</date>", (snaps / "1" / "info.xml").read_text()).group(1)
+    _set_date(snaps / "2", first_date)
+    _offsite(homelab, "--target", "offsite")
+    uuid1 = adapter.show(snaps / "1" / "snapshot").uuid
+    scratch = homelab.paths["var_tmp"]
+
+    def restore(at, name, *extra, check=True):
+        into = scratch / name
+        into.mkdir(exist_ok=True)
+        return homelab.cli("restore", "home", "--from", "offsite", "--at", at, "--into", str(into), "--identity", str(key), *extra, check=check)
+
+    for at, name, want in [("1", "n1", "remember the drill\n"), ("2", "n2", "second, same second\n"),
+                           (uuid1, "u1", "remember the drill\n"), (uuid1[:8], "p1", "remember the drill\n"),
+                           ("latest", "l", "second, same second\n")]:
+        promised = json.loads(restore(at, name, "--dry-run", "--json").stdout)["result"]["items"][0]["detail"]
+        done = json.loads(restore(at, name, "--json").stdout)["result"]["items"][0]["detail"]
+        assert (scratch / name / "home" / "user" / "notes.txt").read_text() == want, at
+        assert promised.split(" -> ")[0] == done.split(" -> ")[0]
+    # the machine is gone: the number comes from the manifest, not from a local snapshot
+    subprocess.run(["btrfs", "subvolume", "delete", str(snaps / "1" / "snapshot")], check=True, capture_output=True)
+    subprocess.run(["rm", "-r", str(snaps / "1")], check=True)
+    restore("1", "gone")
+    assert (scratch / "gone" / "home" / "user" / "notes.txt").read_text() == "remember the drill\n"
+    missing = restore("9", "none", check=False)
+    assert missing.returncode == 1 and "no restore point #9" in missing.stderr and "#2" in missing.stderr
+    bad = restore("tuesday", "none", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a snapshot number, uuid or time" in bad.stderr
+
+
+@pytest.mark.parametrize("lose", ["manifest", "part"])
+def test_a_chain_that_lost_its_full_is_never_up_to_date_and_the_next_upload_is_a_full(homelab, offsite, tmp_path, lose):
+    """The newest chain's full object is lost: offsite uploads a full at once, status and check say so in whole words."""
+    import shutil
+
+    key, bucket = offsite
+    home = homelab.paths["home"]
+    homelab.cli("snapshot")
+    _offsite(homelab)
+    (home / "user" / "notes.txt").write_text("changed\n")
+    homelab.cli("snapshot", "--force")
+    _offsite(homelab)
+    full = next(m for m in (bucket / "home").glob("*/manifest.json") if json.loads(m.read_text())["parent_uuid"] is None)
+    if lose == "manifest":
+        shutil.rmtree(full.parent)
+    else:
+        next(full.parent.glob("part-*")).unlink()
+    full_uuid = full.parent.name
+
+    status = homelab.cli("status").stdout
+    row = next(line for line in status.splitlines() if line.startswith("home") and "offsite" in line)
+    assert row.split()[2] == "never", "a point that cannot be restored is not fresh"
+    error = next(line for line in status.splitlines() if line.startswith("error: home offsite:offsite"))
+    assert full_uuid in error and "cannot be restored" in error
+    check = homelab.cli("check", check=False)
+    assert check.returncode == 1 and full_uuid in check.stdout + check.stderr
+
+    dry = json.loads(homelab.cli("offsite", "--dry-run", "--json").stdout)["result"]
+    item = next(i for i in dry["items"] if i["subject"] == "home→offsite")
+    assert item["action"] == "would-upload" and "full:" in item["detail"] and "full: full" not in item["detail"]
+    assert full_uuid in item["detail"]
+    res = json.loads(homelab.cli("offsite", "--json").stdout)["result"]
+    home_items = [i for i in res["items"] if i["subject"] == "home→offsite"]
+    assert [i["action"] for i in home_items] == ["uploaded"] and home_items[0]["data"]["full"]
+    assert "full: full" not in home_items[0]["detail"] and full_uuid in home_items[0]["data"]["reason"]
+    again = json.loads(homelab.cli("offsite", "--json").stdout)["result"]
+    # a full whose part is lost stays (kept by policy) and is still reported damaged; one whose manifest is gone is gone
+    assert [i["action"] for i in again["items"] if i["subject"] == "home→offsite"] == ["up-to-date" if lose == "manifest" else "damaged"]
+    status = homelab.cli("status").stdout
+    row = next(line for line in status.splitlines() if line.startswith("home") and "offsite" in line)
+    assert row.split()[2] != "never"
+    into = homelab.paths["var_tmp"]
+    homelab.cli("restore", "home", "--from", "offsite", "--into", str(into), "--identity", str(key))
+    assert (into / "home" / "user" / "notes.txt").read_text() == "changed\n"

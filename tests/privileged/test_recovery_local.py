@@ -142,3 +142,154 @@ def test_rollback_refuses_top_level(fs, tmp_path):
     fstab = _fstab(tmp_path, [f"UUID=x {fs.mountpoint} btrfs defaults 0 0", f"UUID=x {fs.mountpoint}/.snapshots btrfs defaults 0 0"])
     proc = run_cli("--config", str(cfg), "rollback", "top", "1", "--fstab", fstab, check=False)
     assert proc.returncode == 1 and "top-level subvolume" in proc.stderr
+
+
+# ---------------------------------------------------------------- restore across type changes
+
+KINDS = ("file", "dir", "symlink", "dirlink", "fifo")
+
+
+def _make(path, kind, outside):
+    """Create one entry of `kind` at path (a directory always has contents)."""
+    if kind == "file":
+        path.write_text(f"file {path.name}\n")
+    elif kind == "dir":
+        (path / "inner").mkdir(parents=True)
+        (path / "inner" / "leaf.txt").write_text("leaf\n")
+        (path / "top.txt").write_text("top\n")
+    elif kind == "symlink":
+        path.symlink_to(outside / "target.txt")
+    elif kind == "dirlink":
+        path.symlink_to(outside)
+    elif kind == "fifo":
+        os.mkfifo(path)
+
+
+def _tree(root):
+    """Every entry under root: relative path -> (kind, content or link target)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[rel] = ("symlink", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir", None)
+            elif os.path.isfile(p):
+                out[rel] = ("file", open(p, "rb").read())
+            else:
+                out[rel] = ("special", oct(st.st_mode))
+    return out
+
+
+def _restore_json(homelab, *args, check=True):
+    proc = homelab.cli("restore", *args, "--json", check=check)
+    return proc, (json.loads(proc.stdout)["result"] if proc.stdout.strip() else None)
+
+
+@pytest.mark.timeout(120)  # before the fix, cp wrote a file into a fifo at the destination and hung
+def test_restore_replaces_every_type_change_and_dry_run_promises_exactly_that(homelab, tmp_path):
+    """file, directory with contents, symlink, symlink to a directory and fifo, each replaced by each other kind."""
+    data = homelab.paths["data"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target.txt").write_text("outside the subvolume\n")
+    mix = data / "mix"
+    mix.mkdir()
+    pairs = [(a, b) for a in KINDS for b in KINDS if a != b or a in ("file", "symlink", "fifo")]
+    for was, now in pairs:
+        _make(mix / f"{was}-then-{now}", was, outside)
+    (mix / "deep" / "a").mkdir(parents=True)
+    (mix / "deep" / "a" / "b.txt").write_text("deep\n")
+    homelab.cli("snapshot")
+    snap_tree = _tree(mix)
+    for was, now in pairs:
+        p = mix / f"{was}-then-{now}"
+        if was == "dir":
+            subprocess.run(["rm", "-rf", str(p)], check=True)
+        else:
+            p.unlink()
+        _make(p, now, outside)
+    subprocess.run(["rm", "-rf", str(mix / "deep" / "a")], check=True)
+    (mix / "deep" / "a").write_text("a file where a directory was\n")
+    before = _tree(mix)
+
+    proc, _ = _restore_json(homelab, "data", "mix", "--at", "1", check=False)
+    assert proc.returncode == 1 and "--overwrite" in proc.stderr
+    assert _tree(mix) == before, "a refused restore changes nothing"
+
+    _, dry = _restore_json(homelab, "data", "mix", "--at", "1", "--overwrite", "--dry-run")
+    assert _tree(mix) == before, "a dry run changes nothing"
+    _, real = _restore_json(homelab, "data", "mix", "--at", "1", "--overwrite")
+    assert [i["action"] for i in dry["items"]] == ["would-copy"] and [i["action"] for i in real["items"]] == ["restored"]
+    assert dry["items"][0]["detail"] == real["items"][0]["detail"]
+    assert dry["items"][0]["data"]["replaced"] == real["items"][0]["data"]["replaced"]
+    assert len(real["items"][0]["data"]["replaced"]) == len(pairs) + 1
+    assert _tree(mix) == snap_tree
+    assert (outside / "target.txt").read_text() == "outside the subvolume\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["target.txt"], "nothing was written through a symlink"
+
+
+def test_attack_restore_never_writes_through_a_symlink_at_the_destination(homelab, tmp_path):
+    """A local user swaps a file for a symlink to a file root owns; restoring --overwrite must not write there."""
+    f = homelab.paths["home"] / "user" / "notes.txt"
+    homelab.cli("snapshot")
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    f.unlink()
+    f.symlink_to(victim)
+    homelab.cli("restore", "home", "user/notes.txt", "--at", "1", "--overwrite")
+    assert victim.read_text() == "root:secret\n"
+    assert not f.is_symlink() and f.read_text() == "remember the drill\n"
+
+
+def test_restore_path_below_a_replaced_ancestor(homelab):
+    """Restoring user/notes.txt when `user` became a file (or a symlink to elsewhere) replaces the ancestor."""
+    home = homelab.paths["home"]
+    homelab.cli("snapshot")
+    subprocess.run(["rm", "-rf", str(home / "user")], check=True)
+    (home / "user").write_text("not a directory\n")
+    proc = homelab.cli("restore", "home", "user/notes.txt", "--at", "1", check=False)
+    assert proc.returncode == 1 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    _, dry = _restore_json(homelab, "home", "user/notes.txt", "--at", "1", "--overwrite", "--dry-run")
+    _, real = _restore_json(homelab, "home", "user/notes.txt", "--at", "1", "--overwrite")
+    assert dry["items"][0]["data"]["replaced"] == real["items"][0]["data"]["replaced"]
+    assert (home / "user" / "notes.txt").read_text() == "remember the drill\n"
+
+
+def test_restore_refuses_to_remove_a_directory_holding_a_subvolume(homelab):
+    data = homelab.paths["data"]
+    (data / "thing").write_text("a file in the snapshot\n")
+    homelab.cli("snapshot")
+    (data / "thing").unlink()
+    (data / "thing").mkdir()
+    subprocess.run(["btrfs", "subvolume", "create", str(data / "thing" / "nested")], check=True, capture_output=True)
+    for extra in ((), ("--dry-run",)):
+        proc = homelab.cli("restore", "data", "thing", "--at", "1", "--overwrite", *extra, check=False)
+        assert proc.returncode == 1 and "subvolume or mount" in proc.stderr, proc.stderr
+    assert adapter.is_subvolume(data / "thing" / "nested")
+
+
+def test_local_restore_at_a_uuid_tells_apart_snapshots_of_one_second(homelab):
+    f = homelab.paths["home"] / "user" / "notes.txt"
+    homelab.cli("snapshot")
+    f.write_text("second\n")
+    homelab.cli("snapshot", "--force")
+    snaps = homelab.paths["home"] / ".snapshots"
+    first = adapter.show(snaps / "1" / "snapshot").uuid
+    homelab.cli("restore", "home", "user/notes.txt", "--at", first[:8], "--overwrite")
+    assert f.read_text() == "remember the drill\n"
+    bad = homelab.cli("restore", "home", "--at", "someday", check=False)
+    assert bad.returncode == 2 and "not a snapshot number, uuid or time" in bad.stderr
+
+
+def test_restore_into_a_symlink_to_a_directory_restores_into_that_directory(homelab, tmp_path):
+    homelab.cli("snapshot")
+    real = homelab.paths["var_tmp"] / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    homelab.cli("restore", "home", "--into", str(link))
+    assert link.is_symlink() and (real / "user" / "notes.txt").read_text() == "remember the drill\n"

@@ -145,7 +145,7 @@ def test_dry_run_changes_nothing(two):
     assert list(root.iterdir()) == []
 
 
-def test_restore_from_target_is_a_writable_snapshot_of_the_received(two, make_fs):
+def test_restore_from_target_is_a_writable_snapshot_and_leaves_nothing_else(two, make_fs):
     from subvault.run.restore_target import restore_from_target
 
     paths, root, state = two
@@ -155,16 +155,48 @@ def test_restore_from_target_is_a_writable_snapshot_of_the_received(two, make_fs
     ctx = context(paths, str(root), now=T0 + timedelta(hours=2), state=state)
     assert not replicate(ctx).errors
     scratch = make_fs("restore")
+    (scratch.mountpoint / "data.20261120T000000Z").write_text("a user's file named like the entry\n")
     out = restore_from_target(ctx, "pi", "data", "2026-11-20T00:30+00:00", str(scratch.mountpoint))
     assert not out.errors
-    received = adapter.show(scratch.mountpoint / "data.20261120T000000Z")
-    assert received.readonly and received.received_uuid, "the received copy keeps its received_uuid"
+    assert "received read-only copy was removed" in out.items[0].detail
     restored = scratch.mountpoint / "data"
+    assert sorted(p.name for p in scratch.mountpoint.iterdir()) == ["data", "data.20261120T000000Z"], \
+        "only the writable copy is added: no received subvolume, no work directory"
     assert not adapter.show(restored).readonly
     assert (restored / "small.txt").read_text() == first
     (restored / "new.txt").write_text("writable\n")
     with pytest.raises(NotFound):
-        restore_from_target(ctx, "pi", "data", "2026-11-19T00:00+00:00", str(scratch.mountpoint))
+        restore_from_target(ctx, "pi", "data", "2026-11-19T00:00+00:00", str(restored))
+
+
+def test_restore_from_target_at_a_number_or_uuid_even_within_one_second(two, make_fs):
+    """`--at 3` (a snapshot number, as --help says) and a uuid name one entry; two snapshots of one second differ."""
+    from subvault.run.restore_target import restore_from_target
+
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    (paths["data"] / "small.txt").write_text("second\n")
+    s2 = snap("data", paths["data"], T0 + timedelta(hours=1), change=False)
+    (paths["data"] / "small.txt").write_text("third, same second\n")
+    s3 = snap("data", paths["data"], T0 + timedelta(hours=1), change=False)
+    ctx = context(paths, str(root), now=T0 + timedelta(hours=2), state=state)
+    assert not replicate(ctx).errors
+    scratch = make_fs("restore")
+    for n, (at, want) in enumerate([(str(s2.number), "second\n"), (str(s3.number), "third, same second\n"),
+                                    (adapter.show(s2.path).uuid, "second\n"), ("latest", "third, same second\n")]):
+        into = scratch.mountpoint / f"r{n}"
+        into.mkdir()
+        ctx.dry_run = True
+        promised = restore_from_target(ctx, "pi", "data", at, str(into)).items[0].data
+        ctx.dry_run = False
+        done = restore_from_target(ctx, "pi", "data", at, str(into)).items[0].data
+        assert (into / "data" / "small.txt").read_text() == want, at
+        assert promised["entry"] == done["entry"]
+    from subvault.errors import UsageError
+    with pytest.raises(UsageError, match="not a snapshot number, uuid or time"):
+        restore_from_target(ctx, "pi", "data", "tuesday", str(scratch.mountpoint))
+    with pytest.raises(NotFound, match="no restore point #99"):
+        restore_from_target(ctx, "pi", "data", "99", str(scratch.mountpoint))
 
 
 def test_run_metrics_report_bytes_sent_and_the_jobs_own_time(two, tmp_path):

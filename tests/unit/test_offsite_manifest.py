@@ -104,3 +104,29 @@ def test_expected_key_detects_a_moved_manifest(key: MacKey) -> None:
     authenticate(signed, key, expected_key=layout.manifest_key("pvc", "u2"))
     with pytest.raises(ManifestError, match="moved or swapped"):
         authenticate(signed, key, expected_key=layout.manifest_key("pvc", "u1"))
+
+
+def test_snapshot_number_round_trips_and_is_authenticated(key: MacKey) -> None:
+    signed = key.sign(replace(manifest(), number=3))
+    loaded = from_json(to_json(signed))
+    assert loaded.number == 3
+    key.check(loaded)
+    with pytest.raises(ManifestError, match="fails authentication"):
+        key.check(replace(signed, number=4))
+
+
+def test_a_manifest_written_without_a_number_still_authenticates(key: MacKey) -> None:
+    signed = key.sign(manifest())
+    data = json.loads(to_json(signed))
+    assert "number" not in data
+    loaded = from_json(json.dumps(data).encode())
+    assert loaded.number is None
+    key.check(loaded)
+
+
+@pytest.mark.parametrize("bad", ["3", -1, 2.5, True])
+def test_a_malformed_number_is_refused(key: MacKey, bad) -> None:
+    data = json.loads(to_json(key.sign(manifest())))
+    data["number"] = bad
+    with pytest.raises(ManifestError, match="malformed"):
+        from_json(json.dumps(data).encode())

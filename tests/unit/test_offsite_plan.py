@@ -31,9 +31,9 @@ def ls(uuid: str, day: float) -> LocalSnapshot:
     return LocalSnapshot(uuid, T0 + day * DAY)
 
 
-def plan(offsite, local, keep="all", full_every="30d", now_day=100.0, in_progress=None):
+def plan(offsite, local, keep="all", full_every="30d", now_day=100.0, in_progress=None, damaged=None):
     return plan_offsite(offsite, local, parse_policy(keep), parse_duration(full_every), T0 + now_day * DAY, UTC,
-                        in_progress=in_progress)
+                        in_progress=in_progress, damaged=damaged)
 
 
 def test_parse_duration() -> None:
@@ -173,3 +173,29 @@ def _check_plan(p, offsite, local, full_every) -> None:
             assert not set(u.chain) & deleted
         else:
             assert u.chain == (u.uuid,)
+
+
+# ---------------------------------------------------------------- a chain whose full is lost
+
+
+def test_a_full_for_a_lost_chain_says_which_point_cannot_be_restored() -> None:
+    """The full `a` of the newest chain is gone, so `b` is damaged (only whole points reach the plan)."""
+    p = plan([], [ls("a", 1), ls("b", 2)], damaged={"b": "a link of its chain: a is missing offsite"})
+    assert p.upload is not None and (p.upload.uuid, p.upload.parent_uuid) == ("b", None)
+    assert p.upload.reason == "the offsite copy of b cannot be restored (a link of its chain: a is missing offsite)"
+
+
+def test_a_full_after_lost_parts_names_the_newest_damaged_local_point() -> None:
+    damaged = {"a": "part a/part-000000.zst.age is missing or of the wrong size", "b": "a link of its chain: a is damaged"}
+    p = plan([], [ls("a", 1), ls("b", 2), ls("c", 3)], damaged=damaged)
+    assert p.upload is not None and (p.upload.uuid, p.upload.parent_uuid) == ("c", None)
+    assert "offsite copy of b cannot be restored" in p.upload.reason
+
+
+def test_reasons_name_the_cause_without_the_kind() -> None:
+    """The executor prints `(full: REASON)`: a reason starting with the kind printed `full: full:`."""
+    inc = plan([rp("a", 1, ("a",))], [ls("a", 1), ls("b", 2)]).upload
+    full = plan([rp("a", 1, ("a",))], [ls("c", 3)]).upload
+    old = plan([rp("a", 1, ("a",)), rp("b", 20, ("a", "b"))], [ls("b", 20), ls("c", 31)]).upload
+    for step in (inc, full, old):
+        assert step is not None and not step.reason.startswith(("full", "incremental")), step.reason
