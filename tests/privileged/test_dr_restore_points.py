@@ -224,3 +224,53 @@ def test_failed_json_restore_prints_json(machine, pi_and_cli, tmp_path):
     doc = json.loads(res.stdout)
     assert doc["command"] == "dr restore" and any("smaller than the original" in e for e in doc["result"]["errors"])
     assert not restore_workdir([str(small)]).exists()
+
+
+GRUB_STUB = """#!/bin/sh
+# Stands in for grub-install inside the restored root: which disk was it given, as the chroot sees it?
+disk="$2"
+[ -b "$disk" ] || { echo "grub-install: $disk is not a block device here" >&2; exit 1; }
+read back < "/sys/block/${disk#/dev/}/loop/backing_file"
+read off < "/sys/block/${disk#/dev/}/loop/offset"
+echo "$1 $disk $back $off" > /grub-install.args
+"""
+
+
+def _give_root_a_shell_and_grub(root: Path) -> None:
+    """Just enough of a system in the machine's root for `chroot ROOT grub-install`: dash, its libraries, a grub-install script."""
+    import shutil
+
+    for lib in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"):
+        (root / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.realpath(lib), root / lib.lstrip("/"))
+    (root / "bin").mkdir(exist_ok=True)
+    shutil.copy("/bin/dash", root / "bin" / "sh")
+    (root / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (root / "usr" / "sbin" / "grub-install").write_text(GRUB_STUB)
+    os.chmod(root / "usr" / "sbin" / "grub-install", 0o755)
+
+
+@pytest.mark.skipif(not Path("/lib64/ld-linux-x86-64.so.2").exists(), reason="needs an x86-64 dash to chroot into")
+def test_bios_restore_with_an_esp_installs_grub_on_the_disk_the_chroot_sees(machine, pi_and_cli, tmp_path):
+    """BIOS with an ESP: grub-install needs no ESP mounted (this kernel may have no vfat), and gets a disk it can open."""
+    cli, pi = pi_and_cli
+    _give_root_a_shell_and_grub(machine.paths["root"])
+    cli("run")
+    args = machine.capture_args()
+    args[args.index("--firmware") + 1] = "bios"
+    cli("dr", "capture", *args)
+    cli("snapshot", "--force")
+    cli("replicate")
+    capture = str(_entries(pi, "var")[-1] / "lib" / "subvault" / "dr")
+    machine.wipe()
+    res = cli("dr", "restore", "--from", "pi", "--capture", capture, "--disk", os.path.relpath(machine.image, REPO), "--yes", "--json",
+              check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = Restored(machine, tmp_path / "look")
+    try:
+        target, disk, back, offset = (got.top / "root" / "grub-install.args").read_text().split()
+    finally:
+        got.close()
+    assert target == "--target=i386-pc" and disk.startswith("/dev/loop")
+    assert back == str(machine.image) and offset == "0"  # the whole image, not a partition of it
+    _nothing_left(machine)
