@@ -245,6 +245,9 @@ def check(ctx: Context) -> WatchReport:
     _drill_age(ctx, report)
     report.warnings += verify_age(ctx)
     report.warnings += stale_pull_records(ctx)
+    from subvault.dr.captureopts import boot_dir_warnings
+
+    report.warnings += boot_dir_warnings(ctx.config)  # what the next capture would skip
     return report
 
 
