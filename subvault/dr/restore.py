@@ -447,11 +447,11 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
     from subvault.dr.workspace import WorkLock, find_leftovers, remove_workdir
 
     workdir = restore_workdir(req.disks)
-    try:
-        with WorkLock(workdir, f"dr restore of {', '.join(req.disks)}"):
+    with WorkLock(workdir, f"dr restore of {', '.join(req.disks)}"):
+        try:
             return _restore_locked(ctx, req, confirm, workdir, find_leftovers(workdir))
-    finally:
-        remove_workdir(workdir)
+        finally:
+            remove_workdir(workdir)  # only while holding the lock: never another run's directory
 
 
 def _restore_locked(ctx, req: RestoreRequest, confirm: Confirm, workdir: Path, leftovers) -> Outcome:
