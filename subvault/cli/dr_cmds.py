@@ -92,6 +92,9 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
         refused = Outcome("dr restore", dry_run=dry_run)  # --json answers in JSON, refusals too
         refused.fail("restore", exc)
         emit_outcome(refused, True)
+        from subvault.process import redact
+
+        click.echo(f"error: {redact(str(exc))}", err=True)
         return exc.exit_code
     code = emit_outcome(outcome, as_json)
     return EXIT_FAILED if outcome.errors else code  # a restore stopped half-way failed: never "partial"

@@ -447,6 +447,8 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
     from subvault.dr.workspace import WorkLock, find_leftovers, remove_workdir
 
     workdir = restore_workdir(req.disks)
+    if ctx.dry_run:  # reads only: no lock, no directory (design.md, "Dry runs")
+        return _restore_locked(ctx, req, confirm, workdir, find_leftovers(workdir))
     with WorkLock(workdir, f"dr restore of {', '.join(req.disks)}"):
         try:
             return _restore_locked(ctx, req, confirm, workdir, find_leftovers(workdir))
