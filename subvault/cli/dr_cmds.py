@@ -77,11 +77,27 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
             click.echo(line, err=True)
         return not ask or click.confirm("Overwrite these disks?", default=False, err=True)
 
+    from subvault.errors import EXIT_FAILED, SubvaultError
+    from subvault.run.results import Outcome
+
     req = RestoreRequest(source, at, list(disks), capture, host, yes, interactive=sys.stdin.isatty())
     ctx = env.context(dry_run=dry_run, quiet=as_json)
     if yes and not as_json and not dry_run:
         ctx.say = lambda line: click.echo(line, err=True)
-    return emit_outcome(restore_disks(ctx, req, confirm), as_json)
+    try:
+        outcome = restore_disks(ctx, req, confirm)
+    except SubvaultError as exc:
+        if not as_json:
+            raise
+        refused = Outcome("dr restore", dry_run=dry_run)  # --json answers in JSON, refusals too
+        refused.fail("restore", exc)
+        emit_outcome(refused, True)
+        from subvault.process import redact
+
+        click.echo(f"error: {redact(str(exc))}", err=True)
+        return exc.exit_code
+    code = emit_outcome(outcome, as_json)
+    return EXIT_FAILED if outcome.errors else code  # a restore stopped half-way failed: never "partial"
 
 
 @cli.command("drill")

@@ -69,8 +69,11 @@ class CaptureSpec:
 
     @classmethod
     def from_settings(cls, settings: DrSettings) -> "CaptureSpec":
-        boot = {p: p for p in settings.boot_dirs if os.path.isdir(p)}
-        return cls(dest=Path(settings.capture_dir), disks=list(settings.disks), fstab=settings.fstab, boot_dirs=boot)
+        from subvault.dr.captureopts import parse_boot_dirs
+
+        # Every configured boot dir: capture() skips, with a warning, those it cannot read (captureopts.py).
+        return cls(dest=Path(settings.capture_dir), disks=list(settings.disks), fstab=settings.fstab,
+                   boot_dirs=parse_boot_dirs(settings.boot_dirs))
 
 
 def detect_firmware() -> str:
@@ -429,10 +432,19 @@ def stored_fingerprint(dest: Path) -> str | None:
 
 def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True) -> Outcome:
     """Capture the machine into spec.dest (default: the [dr] settings); with force false, only on change."""
+    import dataclasses
+
+    from subvault.dr.captureopts import OPTIONS_FILE, options_file, spec_for_run, usable_boot_dirs
+
     out = Outcome("dr capture", dry_run=ctx.dry_run)
-    spec = spec or CaptureSpec.from_settings(DrSettings.from_config(ctx.config))
+    config_spec = CaptureSpec.from_settings(DrSettings.from_config(ctx.config))
+    note = None
+    if spec is None:
+        spec, note = spec_for_run(config_spec)
+    boot, warnings = usable_boot_dirs(spec.boot_dirs, spec.fstab)
+    out.warnings += warnings
     try:
-        gathered = gather(ctx.config, spec, ctx.now)
+        gathered = gather(ctx.config, dataclasses.replace(spec, boot_dirs=boot), ctx.now)
     except UnsupportedLayout as exc:
         if force:
             out.fail("dr", exc)
@@ -443,10 +455,13 @@ def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True
         out.fail("dr", exc)
         return out
     out.warnings += [f"dr: {line}" for line in gathered.left_out]
+    gathered.files[OPTIONS_FILE] = options_file(spec, config_spec)
     m = gathered.manifest
     if m.dr_subvolume is None:
         out.warnings.append(f"{spec.dest} is in no configured subvolume, so the capture does not travel to any target")
     summary = f"{len(m.disks)} disk(s), {len(m.filesystems)} filesystem(s), {len(m.boot_dirs)} boot dir(s), {m.firmware}"
+    if note:
+        summary += f"; {note}"
     if not force and stored_fingerprint(spec.dest) == m.fingerprint:
         out.items.append(Item("dr", "unchanged", f"layout as captured ({summary})", {"fingerprint": m.fingerprint}))
         return out

@@ -181,7 +181,7 @@ def _subvolume_steps(manifest: Manifest, fs: BtrfsRecord, choices: dict[str, Cho
             plan.steps.append(Step(
                 "snapshot", p.name, f"{RESTORE_AREA}/{c.entry} → /{sub.path} (writable)",
                 "a writable snapshot under the original name; the received copy keeps its received_uuid",
-                {**base, "entry": c.entry},
+                {**base, "entry": c.entry, "received_uuid": c.received_uuid},
             ))
         elif sub.path == ".snapshots" or sub.path.endswith("/.snapshots"):
             plan.steps.append(Step("create", sub.path, f"empty subvolume /{sub.path}", "snapper's container; local snapshots are not restored", base))

@@ -13,6 +13,8 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,20 +26,35 @@ from subvault.dr.parse import parse_blkid_export, parse_sfdisk_dump, render_sfdi
 from subvault.dr.plan import RESTORE_AREA, Choice, DiskFacts, RestorePlan, Step
 from subvault.dr.source import TargetSource
 from subvault.dr.workspace import Workspace
-from subvault.errors import CommandFailed, NotFound, SubvaultError
+from subvault.errors import CommandFailed, NotFound, Refused, SubvaultError
 from subvault.run.results import Outcome
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
 OnReceived = Callable[[str, Path, frozenset[str]], None]
 
 
-def disk_facts(path: str) -> DiskFacts:
-    """Find out a target disk's size, whether it is in use, and its current table. Raise NotFound if missing."""
+RUN_DIR = "/run/subvault"  # loop devices and mounts last until reboot, and so does /run
+
+
+def restore_workdir(disks: list[str]) -> Path:
+    """The one directory a `dr restore` of these disks works in: the same on every run, so a rerun finds what an interrupted one left."""
+    import hashlib
+
+    key = hashlib.sha256("\0".join(os.path.realpath(d) for d in disks).encode()).hexdigest()[:16]
+    base = Path(RUN_DIR) if os.path.isdir(os.path.dirname(RUN_DIR)) else Path(tempfile.gettempdir()) / "subvault"
+    return base / f"restore-{key}"
+
+
+def disk_facts(path: str, ours: frozenset[str] = frozenset()) -> DiskFacts:
+    """Find out a target disk's size, whether it is in use, and its current table. Raise NotFound if missing.
+
+    ours: loop devices an interrupted restore of this disk left (released before writing), not counted as use.
+    """
     if not os.path.exists(path):
         raise NotFound(f"disk {path} does not exist")
     from subvault.dr.capture import device_size
 
-    in_use = _in_use(path)
+    in_use = _in_use(path, ours)
     res = process.run(["sfdisk", "--dump", path], check=False, what="sfdisk --dump")
     try:
         current = parse_sfdisk_dump(res.stdout) if res.returncode == 0 else None
@@ -46,7 +63,7 @@ def disk_facts(path: str) -> DiskFacts:
     return DiskFacts(path, device_size(path), in_use, current)
 
 
-def _in_use(path: str) -> str | None:
+def _in_use(path: str, ours: frozenset[str] = frozenset()) -> str | None:
     if stat.S_ISBLK(os.stat(path).st_mode):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_EXCL)  # fails with EBUSY when mounted or held
@@ -55,10 +72,10 @@ def _in_use(path: str) -> str | None:
                 return "mounted, or held by swap, LVM, RAID or a loop device"
             raise
         os.close(fd)
-        return None
     loops = process.run(["losetup", "-j", path], check=False).stdout.strip()
-    if loops:
-        return "attached to " + ", ".join(line.split(":", 1)[0] for line in loops.splitlines())
+    others = [d for d in (line.split(":", 1)[0] for line in loops.splitlines()) if d not in ours]
+    if others:
+        return "attached to " + ", ".join(others)
     return None
 
 
@@ -81,7 +98,11 @@ class Executor:
         self.out = Restored()
 
     def run(self) -> Restored:
-        """Run every step; after each receive call on_received(name, received copy, nested subvolume paths)."""
+        """Run every step; after each receive call on_received(name, received copy, nested subvolume paths).
+
+        Raise OtherRestorePoint before the first step if the disk holds another point (check_points).
+        """
+        self.check_points()
         for i, step in enumerate(self.plan.steps, start=1):
             handler = getattr(self, "_" + step.kind.replace("-", "_"))
             self.say(f"[{i}/{len(self.plan.steps)}] {step.kind} {step.subject}: {step.detail}")
@@ -121,14 +142,8 @@ class Executor:
         if step.args.get("whole"):
             return _no_table(disk)
         table = next(d for d in self.m.disks if d.name == step.subject).table
-        res = process.run(["sfdisk", "--dump", disk], check=False)
-        if res.returncode == 0:
-            try:
-                now = parse_sfdisk_dump(res.stdout)
-                if (now.id or "").lower() == (table.id or "").lower() and now.partitions == table.partitions:
-                    return "already as captured"
-            except ValueError:
-                pass
+        if _table_as_captured(disk, table):
+            return "already as captured"
         # An image file has no kernel partitions to re-read (sfdisk would wait for them).
         quiet_kernel = [] if stat.S_ISBLK(os.stat(disk).st_mode) else ["--no-reread", "--no-tell-kernel"]
         process.run(["sfdisk", "-q", "--wipe", "always", *quiet_kernel, disk], input=render_sfdisk_script(table), what=f"sfdisk {disk}")
@@ -137,9 +152,7 @@ class Executor:
     def _mkfs(self, step: Step) -> str:
         a = step.args
         dev = self.device(a["disk"], int(a["partition"]))
-        res = process.run(["blkid", "-p", "-o", "export", dev], check=False, env=NO_CACHE)
-        probes = parse_blkid_export(res.stdout) if res.returncode == 0 else []
-        if probes and probes[0].type == a["type"] and (probes[0].uuid or "").lower() == a["uuid"].lower():
+        if _made(dev, a["type"], a["uuid"]):
             return "already made"
         argv = mkfs_argv(a["type"], a["uuid"], a["label"], a["version"], dev)
         try:
@@ -172,9 +185,60 @@ class Executor:
         top = self.top(a["fs_uuid"])
         dest = top / a["path"]
         if not _prepare(dest):
+            other = self._other_point(step)
+            if other:
+                raise OtherRestorePoint(self._refusal([other]))
             return "already present"
         adapter.snapshot(top / RESTORE_AREA / a["entry"], dest, readonly=False)
         return "made writable copy"
+
+    def _other_point(self, step: Step) -> str | None:
+        """If the subvolume at the snapshot step's path is not a copy of the step's restore point, say why; else None.
+
+        The same point means (invariant 7, by uuid): the received copy `.subvault-dr/<entry>`
+        is verified (read-only, received_uuid the chosen point's), and the subvolume is a
+        snapshot of it (its parent_uuid is that copy's uuid). A name proves nothing.
+        """
+        a = step.args
+        top = self.top(a["fs_uuid"])
+        dest, got = top / a["path"], top / RESTORE_AREA / a["entry"]
+        if not dest.exists() or not adapter.is_subvolume(dest):
+            return None
+        here = adapter.show(dest)
+        if not got.exists():
+            return f"/{a['path']} (no received copy {a['entry']} it could be a snapshot of)"
+        copy = adapter.show(got)
+        if copy.readonly and copy.received_uuid == a["received_uuid"] and here.parent_uuid == copy.uuid:
+            return None
+        return f"/{a['path']} (not a snapshot of {a['entry']})"
+
+    def _refusal(self, others: list[str]) -> str:
+        disks = ", ".join(self.plan.disks.values())
+        return (f"{disks} holds another restore point than the one asked for: {'; '.join(others)}; nothing more was written. "
+                f"To restore this point there, wipe the disk first (wipefs -a on each partition, then on the disk)")
+
+    def check_points(self) -> None:
+        """Before any step runs: refuse if a subvolume the plan would skip as present holds another restore point.
+
+        Reads only (it attaches and mounts what is already there). Filesystems that the
+        partition or mkfs steps will make anew are not looked at: they hold nothing yet.
+        """
+        others = []
+        for step in self.plan.of_kind("snapshot"):
+            if self._fs_present(step.args["fs_uuid"]):
+                why = self._other_point(step)
+                if why:
+                    others.append(why)
+        if others:
+            raise OtherRestorePoint(self._refusal(others))
+
+    def _fs_present(self, fs_uuid: str) -> bool:
+        """Whether the disk has its captured table and the partition the captured btrfs (so its steps may be skipped)."""
+        fs = self.m.filesystem(fs_uuid)
+        rec = next(d for d in self.m.disks if d.name == fs.disk)
+        if not _table_as_captured(self.plan.disks[fs.disk], rec.table):
+            return False
+        return _made(self.device(fs.disk, fs.partition), fs.type, fs_uuid)
 
     def _create(self, step: Step) -> str:
         dest = self.top(step.args["fs_uuid"]) / step.args["path"]
@@ -239,25 +303,69 @@ class Executor:
         return f"extracted into {a['fs_type']} {a['fs_uuid']} (mtools)"
 
     def _bootloader(self, step: Step) -> str:
+        """BIOS: grub-install in a chroot of the restored root, for the disk as the chroot sees it.
+
+        Only the boot dirs that hold /boot/grub are mounted: grub-install --target=i386-pc
+        never reads the ESP, which a rescue kernel without vfat could not mount anyway.
+        """
         if step.args.get("skip"):
             return "nothing to do"
         root = self.top(step.args["fs_uuid"]) / step.args["path"]
         for d in ("dev", "proc", "sys"):
             self.ws.bind(f"/{d}", root / d)
         for b in self.m.boot_dirs:
-            if b.fs_type != "btrfs" and b.fs_uuid:
+            if b.fs_type != "btrfs" and b.fs_uuid and holds_grub(b.path):
                 fs, dev = self.fs_device(b.fs_uuid)
                 self.ws.mount(dev, os.path.relpath(root / b.path.lstrip("/"), self.ws.root), fs.type)
+        disk = self._disk_in_chroot(step.args["disk"])
         grub = "grub2-install" if (root / "usr/sbin/grub2-install").exists() else "grub-install"
-        process.run(["chroot", str(root), grub, "--target=i386-pc", step.args["disk"]], what=grub)
-        return f"{grub} {step.args['disk']}"
+        process.run(["chroot", str(root), grub, "--target=i386-pc", disk], what=grub)
+        return f"{grub} {disk}" + (f" ({step.args['disk']})" if disk != step.args["disk"] else "")
+
+    def _disk_in_chroot(self, disk: str) -> str:
+        """The disk's name inside the chroot (which sees the host's /dev): a block device's /dev path, or a loop device for an image."""
+        real = os.path.realpath(disk)
+        if stat.S_ISBLK(os.stat(real).st_mode) and real.startswith("/dev/"):
+            return real
+        from subvault.dr.capture import device_size
+
+        return self.ws.attach(disk, 0, device_size(disk))
 
     def _autorelabel(self, step: Step) -> str:
         (self.top(step.args["fs_uuid"]) / step.args["path"] / ".autorelabel").touch()
         return "touched /.autorelabel"
 
 
+class OtherRestorePoint(Refused):
+    """The disk holds (part of) a restore of another point than the one asked for."""
+
+
+def _table_as_captured(disk: str, table) -> bool:
+    """Whether disk has exactly the captured table (same label id and partitions)."""
+    res = process.run(["sfdisk", "--dump", disk], check=False)
+    if res.returncode != 0:
+        return False
+    try:
+        now = parse_sfdisk_dump(res.stdout)
+    except ValueError:
+        return False
+    return (now.id or "").lower() == (table.id or "").lower() and now.partitions == table.partitions
+
+
+def _made(dev: str, fstype: str, uuid: str) -> bool:
+    """Whether dev holds a filesystem of fstype with uuid (identity is the UUID, invariant 7)."""
+    res = process.run(["blkid", "-p", "-o", "export", dev], check=False, env=NO_CACHE)
+    probes = parse_blkid_export(res.stdout) if res.returncode == 0 else []
+    return bool(probes) and probes[0].type == fstype and (probes[0].uuid or "").lower() == uuid.lower()
+
+
 SUBVOLUME_STEPS = ("receive", "create")
+
+
+def holds_grub(boot_dir: str) -> bool:
+    """Whether the boot dir boot_dir (a mount point) holds /boot/grub or /boot/grub2."""
+    p = boot_dir.rstrip("/")
+    return any(g == p or g.startswith(p + "/") for g in ("/boot/grub", "/boot/grub2"))
 
 
 def nested_subvolumes(steps: list[Step], receive: Step) -> frozenset[str]:
@@ -329,8 +437,26 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
     """Plan the restore, show it through confirm(lines), and carry it out if confirmed.
 
     Raise on every refusal before anything is written (plan.py lists them). With
-    ctx.dry_run the plan is returned as items and nothing else happens.
+    ctx.dry_run the plan is returned as items and nothing else happens. A failed step
+    is returned as an error next to the steps done before it (the same command resumes).
+
+    All of it works in restore_workdir(disks), under its lock: what an interrupted
+    restore of the same disks left there (mounts, loop devices it journaled) is released
+    before the first step, and is never counted as the disk being in use.
     """
+    from subvault.dr.workspace import WorkLock, find_leftovers, remove_workdir
+
+    workdir = restore_workdir(req.disks)
+    if ctx.dry_run:  # reads only: no lock, no directory (design.md, "Dry runs")
+        return _restore_locked(ctx, req, confirm, workdir, find_leftovers(workdir))
+    with WorkLock(workdir, f"dr restore of {', '.join(req.disks)}"):
+        try:
+            return _restore_locked(ctx, req, confirm, workdir, find_leftovers(workdir))
+        finally:
+            remove_workdir(workdir)  # only while holding the lock: never another run's directory
+
+
+def _restore_locked(ctx, req: RestoreRequest, confirm: Confirm, workdir: Path, leftovers) -> Outcome:
     from subvault.dr.parse import parse_fstab
     from subvault.dr.plan import plan_restore, render_plan, require_confirmation
     from subvault.dr.settings import DrSettings
@@ -345,9 +471,11 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
     with TargetSource(ctx.config.get_target(req.source), req.host or host_name()) as src:
         manifest, here = find_capture(src, ctx.config, settings.capture_dir, when, req.capture)
         choices = src.choose_all([p.name for p in manifest.protected], when)
-        facts = [disk_facts(d) for d in req.disks]
+        facts = [disk_facts(d, frozenset(leftovers.loops)) for d in req.disks]
         fstab = parse_fstab((here / "fstab").read_text())
         plan = plan_restore(manifest, facts, choices, fstab, source=src.name)
+        if leftovers:
+            plan.warnings.append(f"releasing {leftovers.describe()}")
         lines = render_plan(plan)
         if ctx.dry_run:
             out.items += [Item(s.subject, f"would-{s.kind}", s.detail, {"reason": s.reason}) for s in plan.steps]
@@ -358,10 +486,36 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
         if not go:
             out.warnings.append("not confirmed; nothing was written")
             return out
-        import tempfile
-
-        with Workspace(Path(tempfile.mkdtemp(prefix="subvault-restore-"))) as ws:
-            done = Executor(plan, manifest, here, src, ws, ctx.say).run()
-        out.items += [Item("restore", "done", line) for line in done.done]
+        leftovers.release()
         out.warnings += plan.warnings
+        executor = None
+        try:
+            with _signals_raise(), Workspace(workdir, journal=True) as ws:
+                executor = Executor(plan, manifest, here, src, ws, ctx.say)
+                executor.run()
+        except SubvaultError as exc:
+            out.fail("restore", exc)
+        finally:
+            if executor is not None:
+                out.items[:0] = [Item("restore", "done", line) for line in executor.out.done]
     return out
+
+
+class RestoreInterrupted(SubvaultError):
+    """SIGTERM or SIGHUP stopped the restore; what it attached and mounted was undone on the way out."""
+
+
+@contextmanager
+def _signals_raise():
+    """Turn SIGTERM and SIGHUP into RestoreInterrupted, so the workspace is undone on the way out (SIGINT already raises)."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001
+        raise RestoreInterrupted(f"stopped by {signal.Signals(signum).name}; run the same command again to resume")
+
+    saved = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

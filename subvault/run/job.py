@@ -16,12 +16,14 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
         from subvault.run.flux_leftovers import resume_leftovers
 
         outcome.merge(resume_leftovers(ctx))
-    if ctx.config.dr is not None and not ctx.dry_run:
+    if ctx.config.dr is not None:
         # Before the snapshots, so that a new capture travels in this run's snapshot; after the
         # .snapshots containers exist, so that it records the layout this run leaves behind.
+        # A dry run makes nothing and says whether it would capture.
         from subvault.dr.capture import capture_if_changed
 
-        _ensure_containers(ctx)
+        if not ctx.dry_run:
+            _ensure_containers(ctx)
         outcome.merge(capture_if_changed(ctx))
     outcome.merge(take_timeline(ctx))
     kinds = {t.type for t in ctx.config.target if any(t.name in ctx.config.targets_of(s) for s in ctx.config.subvolume)}

@@ -313,6 +313,9 @@ def check(ctx: Context) -> WatchReport:
     report.warnings += verify_age(ctx)
     _flux_left_suspended(ctx, report)
     report.warnings += stale_pull_records(ctx)
+    from subvault.dr.captureopts import boot_dir_warnings
+
+    report.warnings += boot_dir_warnings(ctx.config)  # what the next capture would skip
     return report
 
 
