@@ -35,7 +35,7 @@ from subvault import process
 from subvault.btrfs import adapter
 from subvault.endpoints import commands as C
 from subvault.plan.replication import parse_entry_time
-from subvault.serve_paths import CONTAINER, ENTRY, HOST, ROOT, Opened, Rejected, check_subvolume, parts_of
+from subvault.serve_paths import CONTAINER, ENTRY, HOST, ROOT, Info, Opened, Rejected, check_subvolume, parts_of, subvolume_info
 
 READ = "read"
 WRITE = "write"
@@ -95,9 +95,7 @@ class _Receiving:
         parts = parts_of(self.root, self.host, path)
         if len(parts) not in depths:
             raise Rejected(f"path {path!r} is not where this command works ({_DEPTH_NAMES[max(depths)]})")
-        if self.host is None or parts:
-            return self.opened.open(self.root, parts)
-        raise Rejected(f"this key may only touch {self.root}/{self.host}")
+        return self.opened.open(self.root, parts)
 
     def fdpath(self, path: str, *depths: int, subvolume: bool = False) -> str:
         fd = self.at(path, *depths)
@@ -112,16 +110,18 @@ class _Receiving:
             raise Rejected(f"path {path!r} is not where this command works ({_DEPTH_NAMES[depth]})")
         return f"{Opened.path(self.opened.open(self.root, parts[:-1]))}/{parts[-1]}"
 
-    def entry(self, path: str) -> tuple[str, "adapter.SubvolInfo"]:
+    def entry(self, path: str) -> tuple[str, Info]:
         """Open an entry and its container; return (the container's fd path, the entry's subvolume info)."""
-        container = self.fdpath(posixpath.dirname(path.rstrip("/")), CONTAINER, subvolume=True)
+        cfd = self.at(posixpath.dirname(path.rstrip("/")), CONTAINER)
+        check_subvolume(cfd, path)
         parts = parts_of(self.root, self.host, path)
         if len(parts) != ENTRY:
             raise Rejected(f"path {path!r} is not an entry (<root>/<host>/<subvolume>/<entry>)")
         fd = self.opened.open(self.root, parts)
         check_subvolume(fd, path)
-        info = adapter.show(Opened.path(fd))
-        if info.top_level != adapter.show(container).id:
+        info = subvolume_info(fd)
+        container = Opened.path(cfd)
+        if info.top_level != subvolume_info(cfd).id:
             raise Rejected(f"{path} is not a subvolume directly in its container")
         return container, info
 

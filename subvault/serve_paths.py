@@ -81,3 +81,28 @@ def check_subvolume(fd: int, what: str) -> None:
     """Raise Rejected unless the directory open at fd is a subvolume's top directory."""
     if os.fstat(fd).st_ino != 256:
         raise Rejected(f"{what} is not a subvolume")
+
+
+@dataclass(frozen=True)
+class Info:
+    id: int
+    top_level: int
+    readonly: bool
+    received_uuid: str | None
+
+
+def subvolume_info(fd: int) -> Info:
+    """Return what the filesystem says of the subvolume open at fd. Raise Rejected if it cannot say."""
+    from subvault import process
+    from subvault.btrfs.parse import show_fields, uuid_or_none
+
+    res = process.run(["btrfs", "subvolume", "show", Opened.path(fd)], check=False, pass_fds=(fd,))
+    _, fields = show_fields(res.stdout)
+    if res.returncode != 0 or "Subvolume ID" not in fields:
+        raise Rejected("not a subvolume")
+    return Info(
+        id=int(fields["Subvolume ID"]),
+        top_level=int(fields.get("Top level ID", fields.get("Parent ID", "0")) or 0),
+        readonly="readonly" in fields.get("Flags", ""),
+        received_uuid=uuid_or_none(fields.get("Received UUID")),
+    )

@@ -80,8 +80,10 @@ def test_attack_a_host_bound_key_touches_no_other_host(tmp_path: Path) -> None:
     (tmp_path / "vps2").mkdir()
     with pytest.raises(Rejected, match="only touch"):
         check_step([C.mkdirs(str(tmp_path / "vps2"))], tmp_path, append_only=True, send_only=False, host="vps1")
-    with pytest.raises(Rejected):
-        check_step([["stat", "-f", "-c", "%T", str(tmp_path)]], tmp_path, append_only=True, send_only=False, host="vps1")
+    # the root itself: only its filesystem type (the client's check that the disk is mounted)
+    check_step([["stat", "-f", "-c", "%T", str(tmp_path)]], tmp_path, append_only=True, send_only=False, host="vps1")
+    with pytest.raises(Rejected, match="not where"):
+        check_step([C.list_children(str(tmp_path))], tmp_path, append_only=True, send_only=False, host="vps1")
 
 
 def test_a_symlink_anywhere_in_a_path_is_refused(tmp_path: Path) -> None:
