@@ -56,27 +56,36 @@ def pre_change(
         return 0
     if flux_mode == "required" and cfg.flux is None:
         raise ConfigError("--flux required needs a [flux] section with kubeconfig")
-    try:
-        result = run_prechange(
-            flux=kube,
-            flux_mode=flux_mode,  # type: ignore[arg-type]
-            hooks=_hooks(cfg),
-            snap_all=lambda d: _snap_all(env, d),
-            description=description,
-            command=list(command) or None,
-            now=datetime.now(),
-            wait_timeout=cfg.flux.wait_seconds if cfg.flux else 0,
-            log=log,
-            selection=_selection(cfg),
-            node=(cfg.flux.node if cfg.flux and cfg.flux.node else socket.gethostname()),
-            pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
-            arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
-            dry_run=dry_run,
-        )
-    except PrechangeFailed as exc:
-        if as_json:
-            emit_json("pre-change", exc.result.to_dict())
-        raise
+    from contextlib import nullcontext
+
+    from subvault.lock import exclusive
+
+    # The lock first, before anything is suspended or quiesced: a timer `run` in the middle
+    # of a send is waited for (up to prechange_lock_wait), and if it does not finish in
+    # time nothing has been paused. A dry run changes nothing and takes no lock.
+    lock = nullcontext() if dry_run else exclusive(cfg.defaults.state_dir, wait=max(env.wait, cfg.defaults.prechange_lock_wait))
+    with lock:
+        try:
+            result = run_prechange(
+                flux=kube,
+                flux_mode=flux_mode,  # type: ignore[arg-type]
+                hooks=_hooks(cfg),
+                snap_all=lambda d: _snap_all(env, d),
+                description=description,
+                command=list(command) or None,
+                now=datetime.now(),
+                wait_timeout=cfg.flux.wait_seconds if cfg.flux else 0,
+                log=log,
+                selection=_selection(cfg),
+                node=(cfg.flux.node if cfg.flux and cfg.flux.node else socket.gethostname()),
+                pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
+                arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
+                dry_run=dry_run,
+            )
+        except PrechangeFailed as exc:
+            if as_json:
+                emit_json("pre-change", exc.result.to_dict())
+            raise
     if as_json:
         emit_json("pre-change", result.to_dict())
     elif dry_run:
@@ -91,12 +100,11 @@ def pre_change(
 
 
 def _snap_all(env: Env, description: str):
-    """Snapshot every subvolume under the lock; any failed subvolume fails the pre-change."""
+    """Snapshot every subvolume (pre-change already holds the lock); any failed subvolume fails the pre-change."""
     from subvault.errors import SubvaultError
     from subvault.run.local import snap_all
 
-    with env.lock():
-        outcome = snap_all(env.context(quiet=True), description)
+    outcome = snap_all(env.context(quiet=True), description)
     if outcome.errors:
         raise SubvaultError("snap-all incomplete: " + "; ".join(outcome.errors))
     return {"created": [i.detail for i in outcome.items if i.action == "created"]}

@@ -107,3 +107,23 @@ def test_prechange_dry_run_changes_nothing(homelab, tmp_path):
         text = homelab.cli("pre-change", "--dry-run", "--", "true").stdout
         assert "would snapshot every subvolume" in text
         assert homelab.cli("pre-change", "--dry-run", "--resume", check=False).returncode == 2
+
+
+def test_attack_timer_run_holds_the_lock_and_prechange_pauses_nothing(homelab, tmp_path):
+    """Issue 13.9: pre-change takes the lock before it suspends Flux or runs a quiesce hook; when a
+    running subvault does not finish within prechange_lock_wait, nothing has been paused."""
+    from subvault.lock import exclusive
+
+    with FakeKube() as fake:
+        fake.add(flux_obj("Kustomization", "flux-system", "apps"))
+        log, argv = _setup(homelab, tmp_path, fake)
+        homelab.config.write_text(homelab.config.read_text().replace("[defaults]\n", "[defaults]\nprechange_lock_wait = 0\n", 1))
+        with exclusive(homelab.state):  # a timer `run` in the middle of a send
+            out = homelab.cli("pre-change", "--json", check=False)
+        assert out.returncode != 0 and "another subvault" in out.stderr, out.stderr
+        assert fake.patches() == [], "nothing was suspended"
+        assert not log.exists(), "no quiesce hook ran"
+        assert fake.get("Kustomization", "flux-system", "apps")["spec"].get("suspend", False) is False
+        # once the lock is free the same command goes through
+        out = homelab.cli("pre-change", "--json")
+        assert json.loads(out.stdout)["result"]["ok"]
