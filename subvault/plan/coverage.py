@@ -45,6 +45,7 @@ class ProblemKind(StrEnum):
     DRILL = "drill"
     CHAIN = "chain"
     SPACE = "space"
+    NEIGHBOUR = "neighbour"  # another tool on this host deletes what subvault holds
 
 
 @dataclass(frozen=True)
