@@ -94,8 +94,17 @@ class Info:
 def subvolume_info(fd: int) -> Info:
     """Return what the filesystem says of the subvolume open at fd. Raise Rejected if it cannot say."""
     from subvault import process
+    from subvault.btrfs import adapter
     from subvault.btrfs.parse import show_fields, uuid_or_none
 
+    if adapter.fast_path():  # in this process, on the open directory: no fork
+        from subvault.btrfs import fastpath
+
+        try:
+            got = fastpath.subvolume_info(Opened.path(fd))
+        except fastpath.LibError:
+            raise Rejected("not a subvolume") from None
+        return Info(got.id, got.top_level, got.readonly, got.received_uuid)
     res = process.run(["btrfs", "subvolume", "show", Opened.path(fd)], check=False, pass_fds=(fd,))
     _, fields = show_fields(res.stdout)
     if res.returncode != 0 or "Subvolume ID" not in fields:
