@@ -152,10 +152,20 @@ def _made_by_receive(container: str, existing: dict[int, str], what: str) -> str
     return posixpath.join(container, new[0])
 
 
-def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
-    """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives."""
-    steps: list[Step] = [[C.delete(posixpath.join(container, r.name))] for r in plan.partials]
-    if plan.partials:
+def settle_steps(container: str, plan: ReplicationPlan, set_aside: dict[str, str] | None = None) -> list[Step]:
+    """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives.
+
+    set_aside: partial name -> a new final name, for complete receives an append-only key
+    may not delete (they are renamed out of the next stream's way instead).
+    """
+    set_aside = set_aside or {}
+    steps: list[Step] = [
+        [C.rename(posixpath.join(container, r.name), posixpath.join(container, set_aside[r.name]))]
+        if r.name in set_aside
+        else [C.delete(posixpath.join(container, r.name))]
+        for r in plan.partials
+    ]
+    if len(set_aside) < len(plan.partials):
         steps.append([C.sync(container)])  # a partial's space comes back only after the cleaner ran
     steps += [[C.rename(posixpath.join(container, a.name), posixpath.join(container, a.final))] for a in plan.adopt]
     return steps

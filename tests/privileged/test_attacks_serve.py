@@ -194,3 +194,37 @@ def test_attack_a_path_swapped_for_a_symlink_after_the_check_changes_nothing(wor
     assert not (c / "moved").exists(), "the subvolume that was checked is the one deleted"
     _assert_kept_and_restores(root, kept)
     (c / "partial").unlink()
+
+
+def test_attack_append_only_key_parks_a_complete_receive_under_the_next_streams_name(world, make_sshd, tmp_path):
+    """Found on the way: a complete receive left under the name the next honest stream carries
+    ("snapshot") cannot be deleted through an append-only key; it must not block the receive."""
+    paths, root, state, mnt = world
+    server = make_sshd(serve_command(root, "--host", HOST, "--append-only"))
+    now = utcnow().replace(microsecond=0)
+    kept = _honest_backup(paths, root, state, server, now - timedelta(minutes=2))
+    c = container(root, "data")
+    adapter.snapshot(mnt / "evil", mnt / "snapshot", readonly=True)
+    assert _ssh(server, f"btrfs receive {c}", _stream(mnt / "snapshot")).returncode == 0
+    res = _ssh(server, f"btrfs subvolume delete {c / 'snapshot'}")
+    assert res.returncode != 0 and "append-only" in res.stderr.decode(), "a complete receive is never deleted by this key"
+    s = snap("data", paths["data"], now - timedelta(minutes=1))
+    out = replicate(context(paths, server.url(root), now=now, state=state, extra_target=_extra(server)))
+    assert not out.errors, dump(out)
+    assert any(i.received_uuid == adapter.show(s.path).uuid for i in entries(root, "data").values())
+    _assert_kept_and_restores(root, kept)
+
+
+def test_attack_append_only_key_cannot_delete_a_real_backup_whose_rename_was_cut_off(world, make_sshd):
+    """Found on the way: a real backup still under the stream's name (its rename was cut off) was
+    deletable as a "partial" by name; a complete receive is never deleted through this key."""
+    paths, root, state, mnt = world
+    server = make_sshd(serve_command(root, "--host", HOST, "--append-only"))
+    kept = _honest_backup(paths, root, state, server, utcnow() - timedelta(minutes=1))
+    (name,) = kept
+    c = container(root, "data")
+    (c / name).rename(c / "snapshot")  # as a crash between verify and rename leaves it
+    res = _ssh(server, f"btrfs subvolume delete {c / 'snapshot'}")
+    assert res.returncode != 0 and "append-only" in res.stderr.decode()
+    (c / "snapshot").rename(c / name)
+    _assert_kept_and_restores(root, kept)
