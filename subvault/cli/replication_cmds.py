@@ -68,6 +68,8 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, state_dir: str
     from subvault.run.prune_received import prune_received
     from subvault.timeutil import local_zone, utcnow
 
+    from contextlib import nullcontext
+
     from subvault.lock import exclusive
 
     try:
@@ -75,7 +77,7 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, state_dir: str
     except ValueError as exc:
         raise UsageError(f"--timezone: {exc}") from None
     try:
-        with exclusive(state_dir, wait=wait):
+        with nullcontext() if dry_run else exclusive(state_dir, wait=wait):  # a dry run writes no lock file
             outcome = prune_received(root, keep, now=utcnow(), tz=tz, dry_run=dry_run)
     except ValueError as exc:
         raise UsageError(f"--keep: {exc}") from None
