@@ -79,6 +79,7 @@ def run(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
     cwd: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Run argv to completion and return its output as text.
 
@@ -100,6 +101,7 @@ def run(
             timeout=timeout,
             cwd=cwd,
             errors="surrogateescape",
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
         raise CommandFailed(argv, 127, f"{argv[0]}: command not found; install it", what) from None
@@ -233,8 +235,10 @@ class Pipeline:
         stdin: IO | int | None = None,
         stdout: IO | int | None = None,
         env: dict[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.stages_argv = [[str(a) for a in s] for s in stages]
+        self.pass_fds = tuple(pass_fds)  # directories the stages name as /proc/self/fd/N
         self.what = what
         self.stdin = stdin
         self.stdout = stdout
@@ -266,7 +270,9 @@ class Pipeline:
         try:
             if shutil.which(argv[0], path=(self.env or os.environ).get("PATH")) is None:
                 raise FileNotFoundError(argv[0])
-            proc = subprocess.Popen(_dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.env)
+            proc = subprocess.Popen(
+                _dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.env, pass_fds=self.pass_fds
+            )
         except FileNotFoundError:
             self.kill()
             raise CommandFailed(argv, 127, f"{argv[0]}: command not found; install it", self.what) from None

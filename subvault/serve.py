@@ -26,6 +26,7 @@ Modes:
 from __future__ import annotations
 
 import os
+import posixpath
 import shlex
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.endpoints import commands as C
-from subvault.errors import EXIT_USAGE, SubvaultError
 from subvault.plan.replication import parse_entry_time
+from subvault.serve_paths import CONTAINER, ENTRY, HOST, ROOT, Info, Opened, Rejected, check_subvolume, parts_of, subvolume_info
 
 READ = "read"
 WRITE = "write"
@@ -43,14 +44,8 @@ HOLD = "hold"  # a puller records its base on its source (subvault.pullholds): a
 DELETE = "delete"
 
 
-class Rejected(SubvaultError):
-    """The command is not one the restricted endpoint allows."""
-
-    exit_code = EXIT_USAGE
-
-
 def _inside(root: Path, path: str, *, must_exist: bool = False) -> str:
-    """Return path resolved, or raise Rejected unless it is absolute and inside root."""
+    """Return path resolved, or raise Rejected unless it is absolute and inside root (the --send-only source side)."""
     if not path.startswith("/"):
         raise Rejected(f"path {path!r} is not absolute")
     resolved = Path(os.path.realpath(path))
@@ -61,40 +56,18 @@ def _inside(root: Path, path: str, *, must_exist: bool = False) -> str:
     return str(resolved)
 
 
-def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
-    """Given one stage, return (its kind READ/WRITE/DELETE, the argv to run). Raise Rejected otherwise."""
+def _check_source_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
+    """--send-only: given one stage, return (its kind, the argv to run). Raise Rejected otherwise."""
     n = len(argv)
     if n == 5 and argv[:4] == ["stat", "-f", "-c", "%T"]:
         return READ, C.fs_type(_inside(root, argv[4]))
     if n >= 3 and argv[:2] == ["btrfs", "subvolume"]:
-        verb, path = argv[2], argv[-1]
+        path = argv[-1]
         if argv == C.list_children(path) or argv == C.list_readonly(path):
             return READ, [*argv[:-1], _inside(root, path)]
         if argv == C.show(path):
             return READ, C.show(_inside(root, path))
-        if argv == C.sync(path):
-            return WRITE, C.sync(_inside(root, path))
-        if argv == C.create(path):
-            return WRITE, C.create(_inside(root, path))
-        if argv == C.delete(path):
-            resolved = _inside(root, path, must_exist=True)
-            if resolved == str(root):
-                raise Rejected("refusing to delete the root")
-            # Only an entry of a container (<root>/<host>/<sub>/<name>) that is not under
-            # a final name is a receive in progress or cut off, which the sender clears;
-            # everything else may be, or may hold, a kept backup.
-            kind = CLEAR if _is_entry(root, resolved) and not _is_final(resolved) else DELETE
-            return kind, C.delete(resolved)
-        raise Rejected(f"btrfs subvolume {verb} is not allowed")
-    if n == 4 and argv == C.commit(argv[3]):
-        return WRITE, C.commit(_inside(root, argv[3]))
-    if argv[:2] == ["mkdir", "-p"] and n == 3:
-        return WRITE, C.mkdirs(_inside(root, argv[2]))
-    if argv[:2] == ["mv", "-T"] and n == 4:
-        return WRITE, _check_rename(root, argv[2], argv[3])
-    if argv[:2] == ["btrfs", "receive"] and n == 3:
-        # --chroot confines everything the stream does to the destination directory.
-        return WRITE, ["btrfs", "receive", "--chroot", _inside(root, argv[2], must_exist=True)]
+        return WRITE, []
     if argv[:3] == ["btrfs", "send", "-q"]:
         return READ, _check_send(root, argv)
     if argv in (C.ZSTD_COMPRESS, C.ZSTD_DECOMPRESS):
@@ -106,32 +79,125 @@ def _check_stage(root: Path, argv: list[str]) -> tuple[str, list[str]]:
         if not adapter.is_subvolume(path):
             raise Rejected(f"{argv[4]} is not a subvolume")
         return HOLD, C.pulled(argv[3], path, argv[5])
+    if argv[:1] in (["mkdir"], ["mv"], ["btrfs"]):
+        return WRITE, []
     raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
 
 
-def _is_entry(root: Path, path: str) -> bool:
-    """True when path is an entry of a container: exactly <root>/<host>/<sub>/<name>."""
-    return len(Path(path).relative_to(root).parts) == 3
+class _Receiving:
+    """Checks one stage for a receiving key (default or --append-only), on the fixed layout (subvault.serve_paths)."""
+
+    def __init__(self, root: Path, host: str | None, opened: Opened) -> None:
+        self.root, self.host, self.opened = root, host, opened
+
+    def at(self, path: str, *depths: int) -> int:
+        """Open path (one of depths below root), return its fd."""
+        parts = parts_of(self.root, self.host, path)
+        if len(parts) not in depths:
+            raise Rejected(f"path {path!r} is not where this command works ({_DEPTH_NAMES[max(depths)]})")
+        return self.opened.open(self.root, parts)
+
+    def fdpath(self, path: str, *depths: int, subvolume: bool = False) -> str:
+        fd = self.at(path, *depths)
+        if subvolume:
+            check_subvolume(fd, path)
+        return Opened.path(fd)
+
+    def new_name(self, path: str, depth: int) -> str:
+        """Return /proc/self/fd/N/<name> for a path to create at depth: its parent is opened, its name is the last part."""
+        parts = parts_of(self.root, self.host, path)
+        if len(parts) != depth:
+            raise Rejected(f"path {path!r} is not where this command works ({_DEPTH_NAMES[depth]})")
+        return f"{Opened.path(self.opened.open(self.root, parts[:-1]))}/{parts[-1]}"
+
+    def entry(self, path: str) -> tuple[str, Info]:
+        """Open an entry and its container; return (the container's fd path, the entry's subvolume info)."""
+        cfd = self.at(posixpath.dirname(path.rstrip("/")), CONTAINER)
+        check_subvolume(cfd, path)
+        parts = parts_of(self.root, self.host, path)
+        if len(parts) != ENTRY:
+            raise Rejected(f"path {path!r} is not an entry (<root>/<host>/<subvolume>/<entry>)")
+        fd = self.opened.open(self.root, parts)
+        check_subvolume(fd, path)
+        info = subvolume_info(fd)
+        container = Opened.path(cfd)
+        if info.top_level != subvolume_info(cfd).id:
+            raise Rejected(f"{path} is not a subvolume directly in its container")
+        return container, info
+
+    def stage(self, argv: list[str], append_only: bool) -> tuple[str, list[str]]:
+        n = len(argv)
+        if n == 5 and argv[:4] == ["stat", "-f", "-c", "%T"]:
+            return READ, C.fs_type(self.fdpath(argv[4], ROOT, HOST, CONTAINER, ENTRY))
+        if n >= 3 and argv[:2] == ["btrfs", "subvolume"]:
+            path = argv[-1]
+            if argv == C.list_children(path) or argv == C.list_readonly(path):
+                return READ, [*argv[:-1], self.fdpath(path, CONTAINER, subvolume=True)]
+            if argv == C.show(path):
+                return READ, C.show(self.fdpath(path, CONTAINER, ENTRY))
+            if argv == C.sync(path):
+                return WRITE, C.sync(self.fdpath(path, CONTAINER, subvolume=True))
+            if argv == C.create(path):
+                return WRITE, C.create(self.new_name(path, CONTAINER))
+            if argv == C.delete(path):
+                return self._delete(path, append_only)
+            raise Rejected(f"btrfs subvolume {argv[2]} is not allowed")
+        if n == 4 and argv == C.commit(argv[3]):
+            # Commit after clearing a partial: its space shows as free at once (ENOSPC).
+            return WRITE, C.commit(self.fdpath(argv[3], CONTAINER, subvolume=True))
+        if argv[:2] == ["mkdir", "-p"] and n == 3:
+            return WRITE, C.mkdirs(self.new_name(argv[2], HOST))
+        if argv[:2] == ["mv", "-T"] and n == 4:
+            return WRITE, self._rename(argv[2], argv[3])
+        if argv[:2] == ["btrfs", "receive"] and n == 3:
+            # --chroot confines everything the stream does to the container it was opened as.
+            return WRITE, ["btrfs", "receive", "--chroot", self.fdpath(argv[2], CONTAINER, subvolume=True)]
+        if argv[:3] == ["btrfs", "send", "-q"]:
+            return READ, self._send(argv)
+        if argv in (C.ZSTD_COMPRESS, C.ZSTD_DECOMPRESS):
+            return READ, list(argv)
+        raise Rejected(f"{shlex.join(argv[:3])}: not an allowed command")
+
+    def _delete(self, path: str, append_only: bool) -> tuple[str, list[str]]:
+        """Delete an entry by the id of the subvolume that was checked, never by its name again.
+
+        Under --append-only only what is not a complete receive (writable, or without a
+        received_uuid) may go: a partial, whatever its name. A kept backup never.
+        """
+        container, info = self.entry(path)
+        complete = info.readonly and bool(info.received_uuid)
+        return (DELETE if complete else CLEAR), ["btrfs", "subvolume", "delete", "--subvolid", str(info.id), container]
+
+    def _rename(self, src: str, dst: str) -> list[str]:
+        """Only a complete receive may be renamed, to a new final name in the same container."""
+        if posixpath.dirname(src.rstrip("/")) != posixpath.dirname(dst.rstrip("/")):
+            raise Rejected("rename must stay in one directory")
+        _, info = self.entry(src)
+        if not (info.readonly and info.received_uuid):
+            raise Rejected("only a complete receive (read-only, received) may be renamed")
+        sub_name = posixpath.basename(posixpath.dirname(dst.rstrip("/")))
+        if parse_entry_time(sub_name, posixpath.basename(src)) is not None:
+            raise Rejected("only a fresh receive may be renamed")
+        target = self.new_name(dst, ENTRY)
+        if parse_entry_time(sub_name, posixpath.basename(dst)) is None or os.path.lexists(target):
+            raise Rejected("rename target must be a new final name")
+        return C.rename(self.new_name(src, ENTRY), target)
+
+    def _send(self, argv: list[str]) -> list[str]:
+        rest = argv[3:]
+        out = ["btrfs", "send", "-q"]
+        while len(rest) > 1:
+            flag, value = rest[0], rest[1]
+            if flag not in ("-p", "-c"):
+                raise Rejected(f"btrfs send option {flag} is not allowed")
+            out += [flag, self.fdpath(value, ENTRY, subvolume=True)]
+            rest = rest[2:]
+        if len(rest) != 1:
+            raise Rejected("btrfs send needs one path")
+        return [*out, self.fdpath(rest[0], ENTRY, subvolume=True)]
 
 
-def _is_final(path: str) -> bool:
-    """True when path is named like a kept entry of its container (<sub>.<UTC time>)."""
-    return parse_entry_time(os.path.basename(os.path.dirname(path)), os.path.basename(path)) is not None
-
-
-def _check_rename(root: Path, src: str, dst: str) -> list[str]:
-    """Only a fresh receive may be renamed, to a final name in the same directory, never over something."""
-    src_r, dst_r = _inside(root, src, must_exist=True), _inside(root, dst)
-    if os.path.dirname(src_r) != os.path.dirname(dst_r):
-        raise Rejected("rename must stay in one directory")
-    if not _is_entry(root, src_r):
-        raise Rejected("only an entry of a container (<root>/<host>/<subvolume>/<name>) may be renamed")
-    sub_name = os.path.basename(os.path.dirname(dst_r))
-    if parse_entry_time(sub_name, os.path.basename(src_r)) is not None:
-        raise Rejected("only a fresh receive may be renamed")
-    if parse_entry_time(sub_name, os.path.basename(dst_r)) is None or os.path.lexists(dst_r):
-        raise Rejected("rename target must be a new final name")
-    return C.rename(src_r, dst_r)
+_DEPTH_NAMES = {ROOT: "<root>", HOST: "<root>/<host>", CONTAINER: "<root>/<host>/<subvolume>", ENTRY: "<root>/<host>/<subvolume>/<entry>"}
 
 
 def _check_send(root: Path, argv: list[str]) -> list[str]:
@@ -177,10 +243,25 @@ def split_steps(line: str) -> list[list[list[str]]]:
 
 
 def check_step(
-    stages: list[list[str]], root: Path, *, append_only: bool, send_only: bool, puller: str | None = None
+    stages: list[list[str]],
+    root: Path,
+    *,
+    append_only: bool,
+    send_only: bool,
+    puller: str | None = None,
+    host: str | None = None,
+    opened: Opened | None = None,
 ) -> list[list[str]]:
-    """Given one step's stages, return the argvs to run. Raise Rejected if any is not allowed."""
-    checked = [_check_stage(root, s) for s in stages]
+    """Given one step's stages, return the argvs to run. Raise Rejected if any is not allowed.
+
+    A receiving key's paths are opened into `opened`, whose fds the commands name and
+    must inherit; the caller closes them once the step has run.
+    """
+    if send_only:
+        checked = [_check_source_stage(root, s) for s in stages]
+    else:
+        receiving = _Receiving(root, host, opened if opened is not None else Opened())
+        checked = [receiving.stage(s, append_only) for s in stages]
     kinds = {k for k, _ in checked}
     if HOLD in kinds:
         if len(checked) != 1 or puller is None:
@@ -219,7 +300,9 @@ def snapshots_json(path: str) -> str:
     ]) + "\n"
 
 
-def serve_main(root: str, *, append_only: bool = False, send_only: bool = False, puller: str | None = None) -> int:
+def serve_main(
+    root: str, *, append_only: bool = False, send_only: bool = False, puller: str | None = None, host: str | None = None
+) -> int:
     """Run the steps in SSH_ORIGINAL_COMMAND, each if allowed; return the exit status of the last one run.
 
     Raise Rejected (exit 2) if the command is missing or a step is not allowed (steps
@@ -235,18 +318,30 @@ def serve_main(root: str, *, append_only: bool = False, send_only: bool = False,
         steps = split_steps(line)
     except Rejected as exc:
         raise Rejected(f"subvault serve refused: {exc}") from None
+    if host is not None and not pullholds_name_ok(host):
+        raise Rejected(f"--host {host!r} is not a host name")
     for step in steps:
+        opened = Opened()
         try:
-            cmds = check_step(step, base, append_only=append_only, send_only=send_only, puller=puller)
-        except Rejected as exc:
-            raise Rejected(f"subvault serve refused: {exc}") from None
-        status = _run_step(cmds)
+            try:
+                cmds = check_step(step, base, append_only=append_only, send_only=send_only, puller=puller, host=host, opened=opened)
+            except Rejected as exc:
+                raise Rejected(f"subvault serve refused: {exc}") from None
+            status = _run_step(cmds, tuple(opened.fds))
+        finally:
+            opened.close()
         if status != 0:
             return status
     return 0
 
 
-def _run_step(cmds: list[list[str]]) -> int:
+def pullholds_name_ok(name: str) -> bool:
+    from subvault.pullholds import NAME_RE
+
+    return bool(NAME_RE.match(name))
+
+
+def _run_step(cmds: list[list[str]], fds: tuple[int, ...] = ()) -> int:
     """Run one checked step with this process's stdout; only a stream (send, receive) gets stdin."""
     if cmds[0][:2] == ["subvault", "snapshots"]:
         # Answered here, not by a new process: the listing needs no privileges beyond reading.
@@ -263,12 +358,12 @@ def _run_step(cmds: list[list[str]]) -> int:
             raise Rejected(f"subvault serve refused: {exc}") from None
         return 0
     if len(cmds) == 1 and cmds[0][:2] not in (["btrfs", "send"], ["btrfs", "receive"]):
-        res = process.run(cmds[0], check=False, what=cmds[0][0], input="")
+        res = process.run(cmds[0], check=False, what=cmds[0][0], input="", pass_fds=fds)
         sys.stdout.write(res.stdout)
         sys.stdout.flush()
         sys.stderr.write(res.stderr)
         sys.stderr.flush()
         return res.returncode
-    with process.pipeline(cmds, what="serve", stdin=sys.stdin.buffer, stdout=sys.stdout.buffer) as pipe:
+    with process.pipeline(cmds, what="serve", stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, pass_fds=fds) as pipe:
         pipe.run()
     return 0

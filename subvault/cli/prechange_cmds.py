@@ -59,14 +59,21 @@ def pre_change(
     from contextlib import nullcontext
     from pathlib import Path
 
+    from subvault.lock import exclusive
     from subvault.run.flux_leftovers import Owner, holding, owner_of
     from subvault.run.prechange import new_run_id
 
     now = datetime.now()
     run_id = new_run_id(now)
-    try:
-        # The liveness lock: while it is held, `run` never resumes this run's objects (a dry run writes nothing).
-        with holding(Path(cfg.defaults.state_dir), run_id) if not dry_run else nullcontext():
+    state = Path(cfg.defaults.state_dir)
+    # The lock first, before anything is suspended or quiesced: a timer `run` in the middle
+    # of a send is waited for (up to prechange_lock_wait), and if it does not finish in
+    # time nothing has been paused. Inside it, the liveness lock: while it is held, `run`
+    # never resumes this run's objects. A dry run changes nothing and takes neither.
+    lock = nullcontext() if dry_run else exclusive(state, wait=max(env.wait, cfg.defaults.prechange_lock_wait))
+    alive = nullcontext() if dry_run else holding(state, run_id)
+    with lock, alive:
+        try:
             result = run_prechange(
                 flux=kube,
                 flux_mode=flux_mode,  # type: ignore[arg-type]
@@ -83,12 +90,12 @@ def pre_change(
                 pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
                 arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
                 dry_run=dry_run,
-                live_run=lambda other: owner_of(Path(cfg.defaults.state_dir), other) == Owner.ALIVE,
+                live_run=lambda other: owner_of(state, other) == Owner.ALIVE,
             )
-    except PrechangeFailed as exc:
-        if as_json:
-            emit_json("pre-change", exc.result.to_dict())
-        raise
+        except PrechangeFailed as exc:
+            if as_json:
+                emit_json("pre-change", exc.result.to_dict())
+            raise
     if as_json:
         emit_json("pre-change", result.to_dict())
     elif dry_run:
@@ -103,12 +110,11 @@ def pre_change(
 
 
 def _snap_all(env: Env, description: str):
-    """Snapshot every subvolume under the lock; any failed subvolume fails the pre-change."""
+    """Snapshot every subvolume (pre-change already holds the lock); any failed subvolume fails the pre-change."""
     from subvault.errors import SubvaultError
     from subvault.run.local import snap_all
 
-    with env.lock():
-        outcome = snap_all(env.context(quiet=True), description)
+    outcome = snap_all(env.context(quiet=True), description)
     if outcome.errors:
         raise SubvaultError("snap-all incomplete: " + "; ".join(outcome.errors))
     return {"created": [i.detail for i in outcome.items if i.action == "created"]}

@@ -35,26 +35,30 @@ def replicate(env: Env, target: str | None, no_meter: bool, dry_run: bool, as_js
 @click.option("--append-only", is_flag=True, help="Refuse deletes (prune then runs on this host).")
 @click.option("--send-only", is_flag=True, help="Only list and send (a source for `subvault pull`).")
 @click.option("--puller", metavar="NAME", help="Let this key record puller NAME's incremental base, which this host then keeps.")
+@click.option("--host", metavar="NAME", help="Bind this key to <root>/NAME/ only, for reads and writes (one key per pushing host).")
 @_handle_errors
-def serve(root: str, append_only: bool, send_only: bool, puller: str | None) -> int:
+def serve(root: str, append_only: bool, send_only: bool, puller: str | None, host: str | None) -> int:
     """Restricted endpoint for an authorized_keys forced command; reads SSH_ORIGINAL_COMMAND.
 
-    Example: command="subvault serve --root /mnt/backup --append-only",restrict ssh-ed25519 AAAA…
-    A pull source: command="subvault serve --root / --send-only --puller pi",restrict ssh-ed25519 AAAA…
+    Example: command="subvault serve --root /mnt/backup --host vps1 --append-only",restrict ssh-ed25519 AAAA…
+    Without --host a key may touch every host's directory under --root: safe only when
+    one host pushes there. A pull source: command="subvault serve --root / --send-only --puller pi",restrict …
     """
     from subvault.serve import serve_main
 
-    return serve_main(root, append_only=append_only, send_only=send_only, puller=puller)
+    return serve_main(root, append_only=append_only, send_only=send_only, puller=puller, host=host)
 
 
 @cli.command("prune-received")
 @click.option("--root", required=True, metavar="DIR", help="The directory `serve --append-only` receives into.")
 @click.option("--keep", required=True, metavar="POLICY", help='Retention, e.g. "24h 8d 5w" (the newest entry is always kept).')
 @click.option("--timezone", "tz_name", metavar="ZONE", help="Zone for the keep buckets (default: this host's).")
+@click.option("--state-dir", default="/var/lib/subvault", show_default=True, metavar="DIR", help="Where the lock is (shared with `pull` and `run` on this host).")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS", help="Wait this long for another subvault on this host to finish.")
 @dry_run_option
 @json_option
 @_handle_errors
-def prune_received_cmd(root: str, keep: str, tz_name: str | None, dry_run: bool, as_json: bool) -> int:
+def prune_received_cmd(root: str, keep: str, tz_name: str | None, state_dir: str, wait: float, dry_run: bool, as_json: bool) -> int:
     """Prune what an append-only target received, on the target host itself (no config needed).
 
     Example timer command: subvault prune-received --root /mnt/backup --keep "24h 8d 5w"
@@ -64,12 +68,17 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, dry_run: bool,
     from subvault.run.prune_received import prune_received
     from subvault.timeutil import local_zone, utcnow
 
+    from contextlib import nullcontext
+
+    from subvault.lock import exclusive
+
     try:
         tz = local_zone(tz_name)
     except ValueError as exc:
         raise UsageError(f"--timezone: {exc}") from None
     try:
-        outcome = prune_received(root, keep, now=utcnow(), tz=tz, dry_run=dry_run)
+        with nullcontext() if dry_run else exclusive(state_dir, wait=wait):  # a dry run writes no lock file
+            outcome = prune_received(root, keep, now=utcnow(), tz=tz, dry_run=dry_run)
     except ValueError as exc:
         raise UsageError(f"--keep: {exc}") from None
     return emit_outcome(outcome, as_json)

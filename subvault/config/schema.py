@@ -104,6 +104,7 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Defaults(Strict):
     timeline: Annotated[str, _doc("local timeline retention; the finest unit is the snapshot cadence")] = "24h 7d 4w"
     prechange_keep: Annotated[int, _doc("pre-change snapshots kept per subvolume", ge=0)] = 10
+    prechange_lock_wait: Annotated[float, _doc("seconds pre-change waits for a running subvault (a timer run) before it suspends anything", ge=0)] = 600.0
     targets: Annotated[list[str], _doc("targets every subvolume goes to unless it says otherwise")] = msgspec.field(default_factory=list)
     state_dir: Annotated[str, _doc("local cache and lock; safe to delete (invariant 12)")] = "/var/lib/subvault"
     timezone: Annotated[str | None, _doc("IANA zone for retention periods; default: the system's local time")] = None

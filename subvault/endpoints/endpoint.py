@@ -172,10 +172,21 @@ class Endpoint:
         return self.runner.stages(cmds, bulk=bulk)
 
     def receive_stages(
-        self, container: str, *, compress: bool, bulk: bool = False, before: Sequence[Step] = (), after: Sequence[Step] = ()
+        self,
+        container: str,
+        *,
+        compress: bool,
+        bulk: bool = False,
+        before: Sequence[Step] = (),
+        after: Sequence[Step] = (),
+        chroot: bool = False,
     ) -> list[Argv]:
-        """Return the stages receiving into container; `before`/`after` steps join them only where runner.joins_steps."""
-        cmds = ([C.ZSTD_DECOMPRESS] if compress else []) + [C.receive(container)]
+        """Return the stages receiving into container; `before`/`after` steps join them only where runner.joins_steps.
+
+        chroot: the stream is untrusted (pull mode): confine it to the container as `serve` does.
+        """
+        receive = ["btrfs", "receive", "--chroot", container] if chroot else C.receive(container)
+        cmds = ([C.ZSTD_DECOMPRESS] if compress else []) + [receive]
         return self.runner.stages(cmds, bulk=bulk, before=before, after=after)
 
 

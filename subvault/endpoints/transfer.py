@@ -65,6 +65,7 @@ def transfer(
     gate: ContextManager[object] = nullcontext(),
     before: Sequence[Step] = (),
     rename: bool = True,
+    untrusted: bool = False,
 ) -> Transferred:
     """Send the snapshot at path (uuid) into container on dest, verify it and give it final_name.
 
@@ -77,16 +78,24 @@ def transfer(
     is remote. With meter, bytes are counted (progress, stall detection) between the
     sending and the receiving stages. Raise CommandFailed/NoSpace/StalledTransfer if a
     stage fails, VerifyFailed (after deleting the result) if the result is wrong.
+
+    untrusted (pull: the source may lie, dest is local): the stream is received with
+    --chroot, and what it made is found by what is new in the container, never by the
+    name the source reported, so a failed check deletes only what this receive made.
     """
     wire = compress and not (source.is_local and dest.is_local)
     bulk = parent is None  # a full send is the big one: it gets its own ssh connection
     received = posixpath.join(container, posixpath.basename(path.rstrip("/")))
+    if untrusted and not dest.is_local:
+        raise ValueError("an untrusted stream is received only into a local container")
+    existing = _children(container) if untrusted else {}
     joined = dest.runner.joins_steps
     if before and not joined:
         dest.apply(before, "finish earlier work")
     send = source.send_stages(path, parent, clones, compress=wire, bulk=bulk)
     recv = dest.receive_stages(
-        container, compress=wire, bulk=bulk, before=before if joined else (), after=[[C.show(received)]] if joined else ()
+        container, compress=wire, bulk=bulk, before=before if joined else (), after=[[C.show(received)]] if joined else (),
+        chroot=untrusted,
     )
     what = f"send {path} to {dest.name}"
     # Reading ahead needs the source here and the meter's count; a full send is scanned
@@ -110,15 +119,17 @@ def transfer(
     except CommandFailed as exc:
         if exc.argv[:1] == ["ssh"] and exc.returncode == SSH_CONNECTION_ERROR:
             raise LinkLost(f"{what}: the connection to {dest.name if not dest.is_local else source.name} was lost ({_how(exc)}); run again, it resumes from the last verified snapshot") from None
-        _discard_partial(dest, received, final_name)
+        _discard(dest, container, received, final_name, existing if untrusted else None)
         raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
     except NoSpace:
-        _discard_partial(dest, received, final_name)
+        _discard(dest, container, received, final_name, existing if untrusted else None)
         raise
     except StalledTransfer:
         if dest.is_local:  # a stalled remote may not answer the delete either
-            _discard_partial(dest, received, final_name)
+            _discard(dest, container, received, final_name, existing if untrusted else None)
         raise
+    if untrusted:
+        received = _made_by_receive(container, existing, what)
     _verify(dest, received, uuid, _parse_answer(shown_text, dest, received) if joined else dest.show(received))
     final = posixpath.join(container, final_name)
     if final == received:
@@ -127,6 +138,18 @@ def transfer(
         dest.rename(received, final)
         return Transferred(result.bytes, result.seconds, final_name)
     return Transferred(result.bytes, result.seconds, final_name, owed=([C.rename(received, final)],))
+
+def _discard(dest: Endpoint, container: str, received: str, final_name: str, existing: dict[int, str] | None) -> None:
+    """After a failed receive, remove what it made: by name for our own streams; for an
+    untrusted stream (pull) only subvolumes that were not in the container before it, by
+    id, never the name the source reported (which may name a kept entry)."""
+    if existing is None:
+        _discard_partial(dest, received, final_name)
+        return
+    for sid, name in _children(container).items():
+        if sid not in existing:
+            _discard_partial(dest, posixpath.join(container, name), final_name)
+
 
 def _discard_partial(dest: Endpoint, received: str, final_name: str) -> None:
     """Delete what a failed receive left under its stream name, and wait until its space is back.
@@ -145,10 +168,41 @@ def _discard_partial(dest: Endpoint, received: str, final_name: str) -> None:
         pass  # nothing was received yet, or the endpoint would not: the next run removes it
 
 
-def settle_steps(container: str, plan: ReplicationPlan) -> list[Step]:
-    """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives."""
-    steps: list[Step] = [[C.delete(posixpath.join(container, r.name))] for r in plan.partials]
-    if plan.partials:
+def _children(container: str) -> dict[int, str]:
+    """Subvolume id -> name of each subvolume directly in container (symlinks and plain files skipped)."""
+    import os
+
+    from subvault.btrfs import adapter
+
+    out = {}
+    for e in os.scandir(container):
+        if e.is_dir(follow_symlinks=False) and adapter.is_subvolume(e.path):
+            out[adapter.show(e.path).id] = e.name
+    return out
+
+
+def _made_by_receive(container: str, existing: dict[int, str], what: str) -> str:
+    """Return the one subvolume the receive added to container (by id, whatever its name). Raise VerifyFailed otherwise, deleting nothing."""
+    new = [name for sid, name in _children(container).items() if sid not in existing]
+    if len(new) != 1:
+        raise VerifyFailed(f"{what}: the stream made {sorted(new) or 'no subvolume'} in {container}, not one; nothing was removed, look at it")
+    return posixpath.join(container, new[0])
+
+
+def settle_steps(container: str, plan: ReplicationPlan, set_aside: dict[str, str] | None = None) -> list[Step]:
+    """Steps due before the next receive into container: delete partials (and wait for their space), adopt complete receives.
+
+    set_aside: partial name -> a new final name, for complete receives an append-only key
+    may not delete (they are renamed out of the next stream's way instead).
+    """
+    set_aside = set_aside or {}
+    steps: list[Step] = [
+        [C.rename(posixpath.join(container, r.name), posixpath.join(container, set_aside[r.name]))]
+        if r.name in set_aside
+        else [C.delete(posixpath.join(container, r.name))]
+        for r in plan.partials
+    ]
+    if len(set_aside) < len(plan.partials):
         steps.append([C.sync(container)])  # a partial's space comes back only after the cleaner ran
     steps += [[C.rename(posixpath.join(container, a.name), posixpath.join(container, a.final))] for a in plan.adopt]
     return steps

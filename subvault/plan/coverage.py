@@ -50,6 +50,7 @@ class ProblemKind(StrEnum):
     CHAIN = "chain"
     SPACE = "space"
     FLUX = "flux-suspended"
+    NEIGHBOUR = "neighbour"  # another tool on this host deletes what subvault holds
 
 
 @dataclass(frozen=True)

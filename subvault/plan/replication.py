@@ -262,25 +262,53 @@ def choose_parent(src: Source, srcs: Sequence[Source], shared: set[str]) -> tupl
     return None, ()
 
 
-def plan_received_prune(sub_name: str, entries: Iterable[Entry], keep: str, now: datetime, tz: tzinfo) -> ReplicationPlan:
-    """Plan pruning on an append-only target, by the host itself, without the source's view.
+@dataclass(frozen=True)
+class Received:
+    """A subvolume in a container as the receiving host itself sees it: nothing here is chosen by a client."""
 
-    Only verified entries under final names are considered; the newest is always kept
-    (the base of the next incremental send, invariant 1). Partials are left to the
-    sender, which clears them before its next receive. Raise ValueError as plan_replication.
+    name: str  # for reporting only: a client chose it
+    id: int  # the receiving filesystem's subvolume id: ids only grow, so this is the order of receipt
+    otime: datetime  # aware: the receiving host's clock when the receive created it
+    verified: bool  # read-only with a received_uuid: a complete receive
+
+
+def plan_received_prune(received: Iterable[Received], keep: str, now: datetime, tz: tzinfo) -> ReplicationPlan:
+    """Plan pruning on a receiving side by what that side knows itself, never by what a client reported.
+
+    Rules (the threat model: a client's key may add entries, never cause one to be pruned):
+    - An entry is dated by its creation time on the receiving filesystem (otime, the
+      receiving host's clock) and ordered by subvolume id (the order it was received),
+      never by its name, the times a sender reported or the uuids in its stream. An
+      entry received later is never older than one received before it, so it can never
+      take an existing entry's place as the first of its period.
+    - Only verified entries (read-only, received) are planned; the newest of them is
+      always kept (the base of the next incremental send, invariant 1). Anything else is
+      returned as a partial, to report: the sender clears it before its next receive.
+    Raise ValueError as plan_retention.
     """
     plan = ReplicationPlan()
-    timed = [(parse_entry_time(sub_name, e.name), e) for e in entries if is_verified(e)]
-    points = [Point(e.name, t) for t, e in timed if t is not None]
+    listed = sorted(received, key=lambda r: r.id)
+    by_key = {f"{r.id:020d}": r for r in listed if r.verified}
+    for r in listed:
+        if not r.verified:
+            plan.partials.append(Removal(r.name, False, "not a complete receive (writable or no received_uuid)"))
+    # An otime that goes backwards between two receives (the host's clock was set back)
+    # is raised to its predecessor's, so the order of receipt stays the order in time.
+    points: list[Point] = []
+    floor: datetime | None = None
+    for key, r in by_key.items():
+        floor = r.otime if floor is None or r.otime > floor else floor
+        points.append(Point(key, floor))
     if not points:
         return plan
-    newest = max(points, key=lambda pt: (pt.time, pt.key)).key
-    held = {newest: "newest: the base of the next incremental send (invariant 1)"}
+    newest = points[-1].key
+    held = {newest: "newest received: the base of the next incremental send (invariant 1)"}
     for d in plan_retention(points, parse_policy(keep), now, tz, held=held):
+        name = by_key[d.key].name
         if d.keep:
-            plan.kept[d.key] = "; ".join(d.reasons)
+            plan.kept[name] = "; ".join(d.reasons)
         else:
-            plan.prune.append(Removal(d.key, False, "; ".join(d.reasons)))
+            plan.prune.append(Removal(name, False, "; ".join(d.reasons)))
     return plan
 
 

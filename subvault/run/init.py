@@ -21,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from subvault import process
 from subvault.btrfs import adapter
@@ -105,7 +106,7 @@ def rebuildable(path: str) -> tuple[str, str] | None:
     return None
 
 
-def render_config(protected: list[str], excluded: dict[str, str], unreachable: list[str]) -> str:
+def render_config(protected: list[str], excluded: dict[str, str], unreachable: list[str], notes: Sequence[str] = ()) -> str:
     """Return the starter TOML. Pure."""
     lines = [
         "# Written by `subvault init`. Every subvolume is protected or excluded with a reason:",
@@ -124,6 +125,7 @@ def render_config(protected: list[str], excluded: dict[str, str], unreachable: l
         lines += ["[[exclude]]", f"path = {json.dumps(path)}", f"reason = {json.dumps(reason)}", ""]
     for desc in unreachable:
         lines.append(f"# not reachable from any mount (mount it to protect it): {desc}")
+    lines += list(notes)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -162,7 +164,9 @@ def scan_host(only: list[str] | None = None) -> str:
                 protected.append(m.target)
     # An exclude covers everything under it: drop protected paths it would contradict.
     protected = [p for p in protected if not any(p == e or p.startswith(e.rstrip("/") + "/") for e in excluded)]
-    return render_config(sorted(set(protected)), excluded, unreachable)
+    from subvault.run.neighbours import hand_over_notes
+
+    return render_config(sorted(set(protected)), excluded, unreachable, hand_over_notes(sorted(set(protected))))
 
 
 def _fs_of(path: str, mounts: list[Mount]) -> str:

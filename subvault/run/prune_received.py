@@ -2,24 +2,33 @@
 
 A key bound to `subvault serve --append-only` cannot delete kept backups, so the host
 that holds them prunes them, from a timer, with its own keep policy. It knows only
-what it holds: each container <root>/<host>/<subvolume> is planned on its own by
-plan.replication.plan_received_prune (the newest entry is always kept).
+what it holds, and trusts nothing a client chose: each container <root>/<host>/<subvolume>
+is planned on its own by plan.replication.plan_received_prune over what this host's
+filesystem says of each entry (subvolume id, creation time, read-only, received),
+never over names, reported times or stream uuids.
+
+What a client may still do is add entries. That is bounded: an entry that is not the
+first of a period of the policy (by this host's clock) is pruned by the next run, so a
+flood leaves at most one entry per period plus the newest. It is also reported: every
+entry that is not a complete receive, and a filesystem fuller than FULL_WARN, is a warning.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 
 from subvault.btrfs import adapter
 from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import LocalRunner
 from subvault.endpoints.transfer import prune_steps
 from subvault.errors import NotFound, SubvaultError
-from subvault.plan.replication import plan_received_prune
+from subvault.plan.replication import Received, plan_received_prune
 from subvault.plan.retention import parse_policy
 from subvault.run.results import Item, Outcome
+
+FULL_WARN = 0.90  # fraction of the backup filesystem in use that is reported
 
 
 def containers(root: str) -> list[tuple[str, str]]:
@@ -34,6 +43,24 @@ def containers(root: str) -> list[tuple[str, str]]:
     return found
 
 
+def received(container: str) -> list[Received]:
+    """Return what this host's filesystem says of each subvolume directly in container.
+
+    Symlinks and plain directories are skipped (a receive makes neither at this depth).
+    """
+    own = adapter.show(container).id
+    out = []
+    for child in os.scandir(container):
+        if not child.is_dir(follow_symlinks=False) or not adapter.is_subvolume(child.path):
+            continue
+        info = adapter.show(child.path)
+        if info.top_level != own:
+            continue
+        otime = info.otime or datetime.fromtimestamp(child.stat(follow_symlinks=False).st_ctime, timezone.utc)
+        out.append(Received(child.name, info.id, otime, info.readonly and bool(info.received_uuid)))
+    return out
+
+
 def prune_received(root: str, keep: str, *, now: datetime, tz: tzinfo, dry_run: bool) -> Outcome:
     """Prune every container under root by keep. Raise NotFound if root is missing, ValueError for a bad keep."""
     parse_policy(keep)
@@ -45,14 +72,29 @@ def prune_received(root: str, keep: str, *, now: datetime, tz: tzinfo, dry_run: 
         subject = f"{host}/{name}"
         container = posixpath.join(root, host, name)
         try:
-            plan = plan_received_prune(name, ep.list(container, name), keep, now, tz)
+            plan = plan_received_prune(received(container), keep, now, tz)
             if not dry_run:
                 ep.apply(prune_steps(container, plan.prune), "prune")
         except SubvaultError as exc:
             out.fail(subject, exc)
             continue
+        out.warnings += [
+            f"{subject}: {r.name} is not a complete receive ({r.reason}); the sender clears it on its next run, "
+            "if it stays, no sender is running or a key is misused: look at it, `btrfs subvolume delete` it" for r in plan.partials
+        ]
         verb = "would-prune" if dry_run else "prune"
         out.items += [Item(subject, verb, f"{r.name} ({r.reason})") for r in plan.prune]
         if not plan.prune:
             out.items.append(Item(subject, "keep", f"{len(plan.kept)} entries"))
+    out.warnings += _space_warning(root)
     return out
+
+
+def _space_warning(root: str) -> list[str]:
+    st = os.statvfs(root)
+    if not st.f_blocks:
+        return []
+    used = 1 - st.f_bavail / st.f_blocks
+    if used < FULL_WARN:
+        return []
+    return [f"{root} is {used:.0%} full: a sender may be adding more than the keep policy holds; see which host grows"]

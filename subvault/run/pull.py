@@ -4,6 +4,15 @@ The same endpoint protocol and the same pure planner as push: only the sides are
 swapped. The source's snapshots are listed by `subvault snapshots PATH` (answered by
 `serve` on the source), sent with `btrfs send` there, received and verified here.
 A compromised source holds no credential for this host and cannot delete its backups.
+
+The source is untrusted: its names, times, uuids and streams may be lies. So this host
+- pulls only the source's newest snapshot (when it does not hold it yet): what the
+  source says of older ones decides nothing;
+- receives with --chroot, finds what the stream made by what is new in the container
+  (never by the name the source reported), and on a failed check deletes only that;
+- names each entry by its own clock, and prunes by plan_received_prune: by each
+  entry's creation time on this filesystem and the order it was received, exactly as
+  `prune-received` does. No time the source reports reaches retention.
 After pulling, this host records on the source which snapshot each next pull builds on
 (subvault.pullholds), so the source's prune keeps it (invariant 1 on the source side).
 """
@@ -19,7 +28,7 @@ from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import LocalRunner, SshRunner, parse_ssh_url
 from subvault.endpoints.transfer import prune_steps, settle_steps, transfer
 from subvault.errors import SubvaultError, UsageError
-from subvault.plan.replication import Source, plan_replication
+from subvault.plan.replication import Source, entry_name, plan_received_prune, plan_replication
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
 
@@ -97,8 +106,12 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
     sources = remote_snapshots(ep, sub)
     container = dest.container(src.name, sub.name)
     entries = dest.entries(container, sub.name)
-    plan = plan_replication(sub.name, sources, entries or [], src.keep, ctx.now, ctx.tz)
+    from subvault.run.prune_received import received
+
+    plan = plan_replication(sub.name, sources, entries or [], "latest", ctx.now, ctx.tz)
+    plan.prune = plan_received_prune(received(container), src.keep, ctx.now, ctx.tz).prune if entries is not None else []
     by_uuid = {s.uuid: s for s in sources}
+    taken = {e.name for e in entries or []} | {a.final for a in plan.adopt}
     if ctx.dry_run:
         out.items += [Item(subject, "would-delete-partial", r.name) for r in plan.partials]
         out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final}") for a in plan.adopt]
@@ -116,11 +129,12 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
             ep, snap.path, uuid=snap.uuid,
             parent=by_uuid[send.parent].path if send.parent else None,
             clones=[by_uuid[c].path for c in send.clones],
-            dest=dest, container=container, final_name=send.name,
-            compress=src.compress == "zstd", stall_seconds=src.stall_minutes * 60,
+            dest=dest, container=container, final_name=(name := entry_name(sub.name, ctx.now, taken, len(taken))),
+            compress=src.compress == "zstd", stall_seconds=src.stall_minutes * 60, untrusted=True,
         )
+        taken.add(name)
         kind = "full" if send.full else "incremental"
-        out.items.append(Item(subject, "pulled", f"#{snap.number} → {send.name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
+        out.items.append(Item(subject, "pulled", f"#{snap.number} → {name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
     dest.apply(prune_steps(container, plan.prune), "prune")
     out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
     if not (plan.sends or plan.prune or plan.partials or plan.adopt):

@@ -24,7 +24,7 @@ from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
 from subvault.errors import StalledTransfer, SubvaultError
-from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when_unreachable, plan_replication
+from subvault.plan.replication import Entry, ReplicationPlan, Source, entry_name, holds_when_unreachable, plan_replication
 from subvault.run import holds, lasterror
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
@@ -135,6 +135,23 @@ def _replicate_target(
 full_sends = threading.BoundedSemaphore(1)
 
 
+def _set_aside(sub_name: str, entries: list[Entry], plan, now) -> dict[str, str]:
+    """Complete receives among the partials get a new final name: an append-only key may not delete them.
+
+    (Someone with the key can leave one under the next stream's name; renamed, it no
+    longer blocks the receive, and the target host's prune-received dates it by its own clock.)
+    """
+    complete = {e.name for e in entries if e.readonly and e.received_uuid}
+    taken = {e.name for e in entries}
+    out = {}
+    for i, r in enumerate(p for p in plan.partials if p.name in complete):
+        name = entry_name(sub_name, now, taken, 900000 + i)
+        name = name if name not in taken else f"{entry_name(sub_name, now)}_{900000 + i}"
+        taken.add(name)
+        out[r.name] = name
+    return out
+
+
 def _replicate_one(
     ctx: Context, ep: Endpoint, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, progress: ProgressFactory | None, meter: bool
 ) -> None:
@@ -158,7 +175,7 @@ def _replicate_one(
         ep.ensure_container(container, known_missing=True)
     # Partials and adoptions (rare: only after a failure) go alone: waiting for the
     # cleaner must not count against the next stream's stall timer.
-    ep.apply(settle_steps(container, plan), "delete partials")
+    ep.apply(settle_steps(container, plan, _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else None), "delete partials")
     out.items += [Item(subject, "delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
     out.items += [Item(subject, "adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
     # A verified receive's rename is owed to the target and travels with the next

@@ -307,6 +307,9 @@ def check(ctx: Context) -> WatchReport:
     )
     report.problems += [Problem(_error_kind(r), r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
     report.problems += space_problems(ctx)
+    from subvault.run.neighbours import snapper_cleanup_problems
+
+    report.problems += snapper_cleanup_problems([s.path for s in ctx.config.subvolume])
     for source in _PROBLEM_SOURCES:
         report.problems += source(ctx)
     _drill_age(ctx, report)

@@ -187,3 +187,21 @@ def test_invariant_6_flux_left_suspended_by_killed_prechange_is_flagged_and_resu
         assert SUSPENDED_AT not in fake.get("Kustomization", "flux-system", "apps")["metadata"].get("annotations", {})
         assert fake.get("Kustomization", "flux-system", "mine")["spec"]["suspend"] is True
         assert homelab.cli("check").returncode == 0
+def test_attack_timer_run_holds_the_lock_and_prechange_pauses_nothing(homelab, tmp_path):
+    """Issue 13.9: pre-change takes the lock before it suspends Flux or runs a quiesce hook; when a
+    running subvault does not finish within prechange_lock_wait, nothing has been paused."""
+    from subvault.lock import exclusive
+
+    with FakeKube() as fake:
+        fake.add(flux_obj("Kustomization", "flux-system", "apps"))
+        log, argv = _setup(homelab, tmp_path, fake)
+        homelab.config.write_text(homelab.config.read_text().replace("[defaults]\n", "[defaults]\nprechange_lock_wait = 0\n", 1))
+        with exclusive(homelab.state):  # a timer `run` in the middle of a send
+            out = homelab.cli("pre-change", "--json", check=False)
+        assert out.returncode != 0 and "another subvault" in out.stderr, out.stderr
+        assert fake.patches() == [], "nothing was suspended"
+        assert not log.exists(), "no quiesce hook ran"
+        assert fake.get("Kustomization", "flux-system", "apps")["spec"].get("suspend", False) is False
+        # once the lock is free the same command goes through
+        out = homelab.cli("pre-change", "--json")
+        assert json.loads(out.stdout)["result"]["ok"]

@@ -167,7 +167,7 @@ def test_append_only_target_is_never_asked_to_delete_and_prunes_itself(pair, mak
     res = _client(server, f"btrfs subvolume delete {c / 'snapshot'}")
     assert res.returncode == 0, res.stderr
     # the target host prunes itself: the newest is always kept
-    cli = [str(REPO / ".venv" / "bin" / "subvault"), "prune-received", "--root", str(root), "--keep", "latest"]
+    cli = [str(REPO / ".venv" / "bin" / "subvault"), "prune-received", "--root", str(root), "--keep", "latest", "--state-dir", str(state)]
     dry = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0 and "would-prune" in dry.stdout, dry.stdout
     assert sorted(n for n in entries(root, "data") if n.startswith("data.")) == names, "--dry-run deletes nothing"

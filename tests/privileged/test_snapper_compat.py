@@ -56,3 +56,21 @@ def test_snapper_made_snapshots_are_recognised_and_kept(homelab, snapper_config)
     left = local.scan("var_lib_pvc", pvc)
     assert [s.description for s in left if not s.owned] == ["made-by-snapper"]
     assert "made-by-snapper" in _snapper(snapper_config, "list")
+
+
+def test_attack_snapper_cleanup_enabled_for_a_protected_subvolume_fails_check(homelab):
+    """Issue 13.9: snapper's own cleanup would delete subvault's snapshots (the incremental base too)."""
+    name = f"subvault-test-{uuid.uuid4().hex[:8]}"
+    path = Path("/etc/snapper/configs") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'SUBVOLUME="{homelab.paths["var_lib_pvc"]}"\nFSTYPE="btrfs"\nTIMELINE_CLEANUP="yes"\nNUMBER_CLEANUP="yes"\n')
+    try:
+        homelab.cli("snapshot")
+        res = homelab.cli("check", check=False)
+        assert res.returncode == 1
+        assert f"snapper config {name}" in res.stdout + res.stderr, res.stdout + res.stderr
+        path.write_text(f'SUBVOLUME="{homelab.paths["var_lib_pvc"]}"\nFSTYPE="btrfs"\nTIMELINE_CLEANUP="no"\nNUMBER_CLEANUP="no"\n')
+        res = homelab.cli("check", check=False)
+        assert f"snapper config {name}" not in res.stdout + res.stderr
+    finally:
+        path.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from subvault.plan.replication import (
     Source,
     entry_name,
     parse_entry_time,
+    Received,
     plan_received_prune,
     plan_replication,
 )
@@ -216,14 +217,52 @@ def test_invariant_3_complete_receive_cut_off_before_its_rename_is_adopted_not_r
     assert plan.adopt == [] and [r.name for r in plan.partials] == ["snapshot"]
 
 
-@settings(max_examples=200, deadline=None)
-@given(scenarios())
-def test_invariant_1_received_prune_keeps_the_newest_and_touches_only_verified_entries(sc):
-    _, entries, keep = sc
-    plan = plan_received_prune("sub", entries, keep, NOW, UTC)
-    final = [e for e in entries if e.readonly and e.received_uuid and not e.incoming and parse_entry_time("sub", e.name)]
-    pruned = {r.name for r in plan.prune}
-    assert pruned <= {e.name for e in final}, "only verified entries under final names"
-    if final:
-        newest = max(final, key=lambda e: (parse_entry_time("sub", e.name), e.name))
-        assert newest.name not in pruned and newest.name in plan.kept
+@st.composite
+def received_sets(draw):
+    """Entries a receiving host holds (id order = receipt order, otime never earlier than the previous)."""
+    n = draw(st.integers(0, 30))
+    t = NOW - timedelta(days=40)
+    out = []
+    for i in range(n):
+        t = t + timedelta(minutes=draw(st.integers(0, 3 * 24 * 60)))
+        if t > NOW:
+            break
+        name = draw(st.sampled_from([f"sub.{i}", entry_name("sub", NOW - timedelta(days=365)), "snapshot", f"x{i}"]))
+        out.append(Received(f"{name}#{i}", 100 + i, t, draw(st.booleans()) or True))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(received_sets(), st.integers(0, 30), st.sampled_from(KEEPS))
+def test_attack_append_only_key_adds_entries_and_no_existing_entry_is_pruned_for_it(existing, extra, keep):
+    """Whatever a client adds after the fact (any names, any count), each existing entry is decided as before.
+
+    The one exception is the "newest" hold, which moves to the newest receive as an
+    honest sender's next run would move it: the previous newest then stands on the policy.
+    """
+    last = existing[-1].otime if existing else NOW - timedelta(days=40)
+    added = [Received(entry_name("sub", NOW - timedelta(days=300)), 1000 + i, min(NOW, last + timedelta(minutes=i)), True) for i in range(extra)]
+    alone = plan_received_prune(existing, keep, NOW, UTC)
+    attacked = plan_received_prune([*existing, *added], keep, NOW, UTC)
+    newest = existing[-1].name if existing else None
+    lost = {r.name for r in attacked.prune} & {e.name for e in existing}
+    assert lost <= {r.name for r in alone.prune} | {newest}
+    if existing:
+        assert existing[-1].name in alone.kept
+
+
+def test_received_prune_dates_by_the_receiving_host_never_by_names():
+    # NOW is 03:30; the real backups of today arrived at 01:00 and 02:00
+    first = Received(entry_name("sub", NOW - timedelta(hours=2, minutes=30)), 256, NOW - timedelta(hours=2, minutes=30), True)
+    real = Received(entry_name("sub", NOW - timedelta(hours=1, minutes=30)), 257, NOW - timedelta(hours=1, minutes=30), True)
+    # a client names a new receive as if it were taken at midnight, to be "first of the day"
+    lie = Received("sub.20261126T000000Z", 300, NOW - timedelta(minutes=5), True)
+    plan = plan_received_prune([first, real, lie], "1d", NOW, UTC)
+    assert first.name in plan.kept and lie.name in plan.kept, "the lie is dated by when this host received it"
+    assert [r.name for r in plan.prune] == [real.name], "only the newest hold moved, as an honest next send moves it"
+    real = Received(entry_name("sub", NOW - timedelta(days=2)), 256, NOW - timedelta(days=2), True)
+    plan = plan_received_prune([real, lie], "3d", NOW, UTC)
+    assert plan.prune == [] and set(plan.kept) == {real.name, lie.name}
+    partial = Received(entry_name("sub", NOW), 301, NOW, False)
+    plan = plan_received_prune([real, partial], "1d", NOW, UTC)
+    assert [r.name for r in plan.partials] == [partial.name] and real.name in plan.kept

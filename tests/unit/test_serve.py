@@ -45,20 +45,55 @@ def test_too_many_steps_are_rejected(tmp_path: Path) -> None:
 def test_each_step_is_checked_against_the_root_and_the_mode(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    assert check_step([C.mkdirs(str(root / "x"))], root, append_only=True, send_only=False) == [C.mkdirs(str(root / "x"))]
+    (cmd,) = check_step([C.mkdirs(str(root / "x"))], root, append_only=True, send_only=False)
+    assert cmd[:2] == ["mkdir", "-p"] and cmd[2].startswith("/proc/self/fd/") and cmd[2].endswith("/x"), "the opened root, not its name"
     with pytest.raises(Rejected, match="outside"):
         check_step([C.mkdirs(str(tmp_path / "x"))], root, append_only=False, send_only=False)
     with pytest.raises(Rejected, match="send-only"):
         check_step([C.mkdirs(str(root / "x"))], root, append_only=False, send_only=True)
-    kept = root / "vm" / "data" / "data.20261120T000000Z"
-    partial = root / "vm" / "data" / "snapshot"
-    kept.mkdir(parents=True)
-    partial.mkdir()
-    with pytest.raises(Rejected, match="append-only"):
-        check_step([C.delete(str(kept))], root, append_only=True, send_only=False)
-    assert check_step([C.delete(str(partial))], root, append_only=True, send_only=False) == [C.delete(str(partial))]
     with pytest.raises(Rejected, match="send-only"):
-        check_step([C.delete(str(partial))], root, append_only=False, send_only=True)
+        check_step([C.delete(str(root / "x"))], root, append_only=False, send_only=True)
+
+
+@pytest.mark.parametrize(
+    "rel, depth_ok",
+    [("", True), ("h", True), ("h/sub", True), ("h/sub/e", True), ("h/sub/e/deeper", False), ("h/../other", False), ("h/./sub", False)],
+)
+def test_paths_deeper_than_the_layout_or_with_dots_are_refused(tmp_path: Path, rel: str, depth_ok: bool) -> None:
+    from subvault.serve_paths import parts_of
+
+    path = f"{tmp_path}/{rel}" if rel else str(tmp_path)
+    if depth_ok:
+        assert parts_of(tmp_path, None, path) == [p for p in rel.split("/") if p]
+    else:
+        with pytest.raises(Rejected):
+            parts_of(tmp_path, None, path)
+
+
+def test_attack_a_host_bound_key_touches_no_other_host(tmp_path: Path) -> None:
+    from subvault.serve_paths import parts_of
+
+    assert parts_of(tmp_path, "vps1", str(tmp_path / "vps1" / "data")) == ["vps1", "data"]
+    for other in ("vps2", "vps2/data", "vps2/data/data.20261120T000000Z", "vps10"):
+        with pytest.raises(Rejected, match="only touch"):
+            parts_of(tmp_path, "vps1", str(tmp_path / other))
+    (tmp_path / "vps2").mkdir()
+    with pytest.raises(Rejected, match="only touch"):
+        check_step([C.mkdirs(str(tmp_path / "vps2"))], tmp_path, append_only=True, send_only=False, host="vps1")
+    # the root itself: only its filesystem type (the client's check that the disk is mounted)
+    check_step([["stat", "-f", "-c", "%T", str(tmp_path)]], tmp_path, append_only=True, send_only=False, host="vps1")
+    with pytest.raises(Rejected, match="not where"):
+        check_step([C.list_children(str(tmp_path))], tmp_path, append_only=True, send_only=False, host="vps1")
+
+
+def test_a_symlink_anywhere_in_a_path_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "h").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "h" / "sub").symlink_to(tmp_path / "elsewhere")
+    for argv in (C.list_children(str(root / "h" / "sub")), C.receive(str(root / "h" / "sub")), C.delete(str(root / "h" / "sub" / "e"))):
+        with pytest.raises(Rejected, match="not a directory"):
+            check_step([argv], root, append_only=False, send_only=False)
 
 
 def test_steps_run_in_order_each_checked_just_before_it_runs(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -76,7 +111,7 @@ def test_a_failing_step_ends_the_command_with_its_status(tmp_path: Path, monkeyp
     root = tmp_path / "root"
     root.mkdir()
     (root / "file").write_text("")
-    line = steps_line([[C.mkdirs(str(root / "file" / "sub"))], [C.mkdirs(str(root / "after"))]])
+    line = steps_line([[C.mkdirs(str(root / "file"))], [C.mkdirs(str(root / "after"))]])
     monkeypatch.setenv("SSH_ORIGINAL_COMMAND", line)
     assert serve.serve_main(str(root)) != 0
     assert not (root / "after").exists()
@@ -105,7 +140,7 @@ def test_invariant_8_append_only_key_cannot_rename_a_container_to_unmask_kept_ba
     root = tmp_path / "root"
     kept = root / "vm" / "data" / "data.20261120T000000Z"
     kept.mkdir(parents=True)
-    with pytest.raises(Rejected, match="only an entry"):
+    with pytest.raises(Rejected, match="not where"):
         check_step([C.rename(str(root / "vm" / "data"), str(root / "vm" / "vm.20240101T000000Z"))], root, append_only=True, send_only=False)
     with pytest.raises(Rejected, match="append-only"):
         check_step([C.delete(str(root / "vm" / "data"))], root, append_only=True, send_only=False)
@@ -122,3 +157,6 @@ def test_a_filesystem_commit_inside_the_root_is_allowed_even_append_only(tmp_pat
         check_step([C.commit(str(tmp_path))], root, append_only=True, send_only=False)
     with pytest.raises(Rejected):
         check_step([C.commit(container)], root, append_only=False, send_only=True)
+    for path in (root / "vm" / "data", root / "vm", root):
+        with pytest.raises(Rejected, match="not an entry|not where|outside"):
+            check_step([C.delete(str(path))], root, append_only=False, send_only=False)
