@@ -49,7 +49,8 @@ def scenarios(draw):
     orphans = draw(st.integers(0, 5))
     for j in range(orphans):
         t = NOW - timedelta(days=draw(st.integers(1, 60)), minutes=j)
-        entries.append(Entry(entry_name("sub", t), f"o-{j}", f"gone-{j}", True))
+        if entry_name("sub", t) not in {e.name for e in entries}:  # one directory: names are unique
+            entries.append(Entry(entry_name("sub", t), f"o-{j}", f"gone-{j}", True))
     keep = draw(st.sampled_from(KEEPS))
     return sources, entries, keep
 
