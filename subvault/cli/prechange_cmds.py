@@ -56,7 +56,7 @@ def pre_change(
         return 0
     if flux_mode == "required" and cfg.flux is None:
         raise ConfigError("--flux required needs a [flux] section with kubeconfig")
-    from contextlib import nullcontext
+    from contextlib import ExitStack, nullcontext
     from pathlib import Path
 
     from subvault.lock import exclusive
@@ -70,7 +70,11 @@ def pre_change(
     # of a send is waited for (up to prechange_lock_wait), and if it does not finish in
     # time nothing has been paused. Inside it, the liveness lock: while it is held, `run`
     # never resumes this run's objects. A dry run changes nothing and takes neither.
-    lock = nullcontext() if dry_run else exclusive(state, wait=max(env.wait, cfg.defaults.prechange_lock_wait))
+    # The lock is released before COMMAND (run_prechange calls release_lock): a timer
+    # `run` during a long change goes on; the liveness lock stays until Flux is resumed.
+    lock = ExitStack()
+    if not dry_run:
+        lock.enter_context(exclusive(state, wait=max(env.wait, cfg.defaults.prechange_lock_wait)))
     alive = nullcontext() if dry_run else holding(state, run_id)
     with lock, alive:
         try:
@@ -91,6 +95,7 @@ def pre_change(
                 arm_timer=_arm_timer(env, cfg, log) if kube is not None and not dry_run else None,
                 dry_run=dry_run,
                 live_run=lambda other: owner_of(state, other) == Owner.ALIVE,
+                release_lock=lock.close,
             )
         except PrechangeFailed as exc:
             if as_json:

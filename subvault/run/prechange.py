@@ -363,6 +363,7 @@ def run_prechange(
     clock: Callable[[], float] = time.monotonic,
     dry_run: bool = False,
     live_run: Callable[[str], bool] | None = None,
+    release_lock: Callable[[], None] | None = None,
 ) -> PrechangeResult:
     """Run one pre-change (see the module docstring for the order) and return what it did.
 
@@ -371,7 +372,10 @@ def run_prechange(
 
     `flux` serves both Flux and the Velero pod hooks of `node` (None: neither);
     `arm_timer(run_id)` arms the auto-resume timer. `live_run(run_id)` says whether
-    another pre-change that marked objects is still running (its objects are left to it). Raise PrechangeFailed (carrying
+    another pre-change that marked objects is still running (its objects are left to it).
+    `release_lock()` is called once the snapshot and post hooks are done, before COMMAND:
+    the subvault lock guards the quiesce-and-snapshot window, not the user's change,
+    so a timer `run` during a long COMMAND goes on. Raise PrechangeFailed (carrying
     the result) if the run stopped early, a fatal hook failed, COMMAND failed, a
     signal arrived, or resume failed; Flux has been resumed before it is raised.
     """
@@ -398,6 +402,8 @@ def run_prechange(
             result.snapshot = snap_all(result.description)
             result.snapshot_taken = True
             run.post_hooks(hooks, normal=True)
+            if release_lock is not None:
+                release_lock()
             run.command(command)
         except SubvaultError as e:
             failure = e
