@@ -10,8 +10,7 @@ from subvault.cli.render import emit_json, table
 def render_listing(listings, ctx, as_json: bool) -> int:
     """Print listings; return 1 if any subvolume could not be read, else 0."""
     if as_json:
-        emit_json("list", listings)
-        return 1 if any(l.error for l in listings) else 0
+        return emit_json("list", listings, 1 if any(l.error for l in listings) else 0)
     failed = 0
     for listing in listings:
         click.echo(f"{listing.subvolume} ({listing.path})")

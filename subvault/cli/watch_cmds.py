@@ -33,7 +33,7 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
         write_metrics(metrics_file, report.rows, env.context(quiet=True), problems=problem_counts(report))
     warnings += report.warnings + job.warnings
     if as_json:
-        emit_json("check", {"problems": report.problems, "warnings": warnings})
+        return emit_json("check", {"problems": report.problems, "warnings": warnings}, report.exit_code)
     else:
         for p in report.problems:
             click.echo(f"{p.kind}: {p.message}")
@@ -57,8 +57,7 @@ def status(env: Env, as_json: bool) -> int:
     ctx = env.context(quiet=True)
     rows = gather_rows(ctx)
     if as_json:
-        emit_json("status", rows)
-        return 0
+        return emit_json("status", rows, 0)
     lines = []
     for r in rows:
         age = format_age(ctx.now - r.newest) if r.newest else "never"

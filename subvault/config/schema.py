@@ -364,7 +364,7 @@ class Config(Strict):
         return sub.prechange_keep if sub.prechange_keep is not None else self.defaults.prechange_keep
 
     def get_subvolume(self, name: str) -> SubvolumeConf:
-        from subvault.errors import NotFound
+        from subvault.errors import UnknownName as NotFound  # a name the user typed: a usage error (exit 2)
 
         for s in self.subvolume:
             if s.name == name:
@@ -372,7 +372,7 @@ class Config(Strict):
         raise NotFound(f'no subvolume named "{name}" in the config (known: {", ".join(s.name for s in self.subvolume)})')
 
     def get_target(self, name: str) -> TargetConf:
-        from subvault.errors import NotFound
+        from subvault.errors import UnknownName as NotFound  # a name the user typed: a usage error (exit 2)
 
         for t in self.target:
             if t.name == name:

@@ -55,7 +55,7 @@ def pull(ctx: Context, *, source: str | None = None) -> Outcome:
         try:
             dest.check()
             ep = _source_endpoint(src)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(src.name, exc)
             continue
         with ep:
@@ -63,7 +63,7 @@ def pull(ctx: Context, *, source: str | None = None) -> Outcome:
             for sub in src.subvolume:
                 try:
                     base = _pull_one(ctx, src, ep, dest, sub, out)
-                except SubvaultError as exc:
+                except (SubvaultError, OSError) as exc:
                     out.fail(f"{src.name}:{sub.name}", exc)
                     continue
                 if base:

@@ -40,7 +40,12 @@ def host_name() -> str:
 def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
     """Return the btrfs targets in use (or the one named). Raise NotFound for an unknown name."""
     if only:
-        return [ctx.config.get_target(only)]
+        t = ctx.config.get_target(only)
+        if t.type != "btrfs":
+            from subvault.errors import UsageError
+
+            raise UsageError(f"target {only} is an object target; `subvault replicate` sends to btrfs targets (use `subvault offsite --target {only}`)")
+        return [t]
     return [t for t in ctx.config.target if t.type == "btrfs"]
 
 
@@ -73,13 +78,13 @@ def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFact
             continue
         try:
             ep = open_target(tconf, unreachable=ctx.unreachable)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(tconf.name, exc)
             continue
         with ep:
             try:
                 ep.check()
-            except SubvaultError as exc:
+            except (SubvaultError, OSError) as exc:
                 for sub in subs:
                     out.fail(f"{sub.name}→{tconf.name}", exc)
                 continue
@@ -112,7 +117,7 @@ def _replicate_target(
         except (StalledTransfer, LinkLost, Unreachable) as exc:
             link_down.append(exc)
             part.fail(subject, exc)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             part.fail(subject, exc)
         return part
 
