@@ -143,6 +143,11 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def about(subject: str, message: str) -> str:
+    """Return "subject: message", without saying the subject twice when the message already starts with it."""
+    return message if message.startswith(f"{subject}: ") or message.startswith(f"{subject} ") else f"{subject}: {message}"
+
+
 def exit_code(error: BaseException) -> int:
     """Given an error, return the process exit code the CLI uses for it."""
     if isinstance(error, SubvaultError):

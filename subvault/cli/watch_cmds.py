@@ -49,8 +49,12 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
 @pass_env
 @_handle_errors
 def status(env: Env, as_json: bool) -> int:
-    """One table, subvolume x layer: age of the newest copy, count, last error, next due."""
-    from subvault.cli.render import emit_json, table
+    """One table, subvolume x layer: age of the newest copy, count, size, next due, last error.
+
+    "due" is when the next copy is due by the calendar period of the layer's policy
+    (hourly: the next full hour after the newest), "now" when it is due already.
+    """
+    from subvault.cli.render import emit_json, human_size, table
     from subvault.run.watch import gather_rows
     from subvault.timeutil import format_age
 
@@ -61,9 +65,11 @@ def status(env: Env, as_json: bool) -> int:
     lines = []
     for r in rows:
         age = format_age(ctx.now - r.newest) if r.newest else "never"
-        due = "now" if r.next_due and r.next_due <= ctx.now else (format_age(r.next_due - ctx.now) if r.next_due else "-")
-        lines.append([r.subvolume[:18], r.layer[:16], age, str(r.count), due, (r.error or "")[:20]])
-    click.echo(table(lines, ["subvolume", "layer", "newest", "count", "due", "error"]))
+        due = "now" if r.next_due and r.next_due <= ctx.now else (f"in {format_age(r.next_due - ctx.now)}" if r.next_due else "-")
+        size = human_size(r.size) if r.size is not None else "-"
+        error = r.error or ""
+        lines.append([r.subvolume, r.layer, age, str(r.count), size, due, error if len(error) <= 30 else error[:29] + "…"])
+    click.echo(table(lines, ["subvolume", "layer", "newest", "count", "size", "due", "error"]))
     return 0
 
 

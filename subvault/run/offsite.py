@@ -166,7 +166,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
         kind = "full" if step.parent_uuid is None else "incremental"
         again = " again: the offsite copy is damaged" if step.uuid in state.damaged else ""
         if ctx.dry_run:
-            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {step.reason}){again}"))
+            why = step.reason.removeprefix(f"{kind}: ")  # the planner's reason may already name the kind
+            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {why}){again}"))
         else:
             argv = ["btrfs", "send", "-q"]
             if step.parent_uuid:

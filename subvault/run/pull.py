@@ -22,6 +22,7 @@ from subvault.errors import SubvaultError, UsageError
 from subvault.plan.replication import Source, plan_replication
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
+from subvault.units import human_size
 
 
 def _source_endpoint(src: SourceConf) -> Endpoint:
@@ -120,7 +121,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
             compress=src.compress == "zstd", stall_seconds=src.stall_minutes * 60,
         )
         kind = "full" if send.full else "incremental"
-        out.items.append(Item(subject, "pulled", f"#{snap.number} → {send.name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
+        out.items.append(Item(subject, "pulled", f"#{snap.number} → {send.name} ({kind}, {human_size(done.bytes)})", {"full": send.full, "bytes": done.bytes}))
     dest.apply(prune_steps(container, plan.prune), "prune")
     out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
     if not (plan.sends or plan.prune or plan.partials or plan.adopt):

@@ -28,6 +28,7 @@ from subvault.plan.replication import Entry, ReplicationPlan, Source, holds_when
 from subvault.run import holds
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
+from subvault.units import human_size
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
 
@@ -187,7 +188,7 @@ def _replicate_one(
         )
         owed = list(done.owed)
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
-        out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
+        out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {human_size(done.bytes)})", data))
         sent.append(Entry(name=done.name, uuid="", received_uuid=src.uuid, readonly=True))
     if sent:
         # What the target holds now is known without listing it again: re-plan (pure)

@@ -19,6 +19,7 @@ from subvault.errors import NotFound, Refused, UsageError
 from subvault.run.context import Context
 from subvault.run.local import find_snapshot
 from subvault.run.results import Item, Outcome
+from subvault.units import human_size
 
 MAX_LISTED = 5
 
@@ -83,7 +84,7 @@ def restore_files(
         shown = ", ".join(conflicts[:MAX_LISTED]) + (f" and {len(conflicts) - MAX_LISTED} more" if len(conflicts) > MAX_LISTED else "")
         raise Refused(f"{len(conflicts)} paths exist at the destination ({shown}); pass --overwrite to replace them, or --into DIR")
     for src, dest, skip, files, size, conflicting in plans:
-        detail = f"#{snap.number} {src} -> {dest} ({files} files, {size} bytes, {len(conflicting)} replaced)"
+        detail = f"#{snap.number} {src} -> {dest} ({files} files, {human_size(size)}, {len(conflicting)} replaced)"
         if ctx.dry_run:
             out.items.append(Item(sub.name, "would-copy", detail))
             continue

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from subvault.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, describe
+from subvault.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, about, describe
 
 JSON_VERSION = 1
 
@@ -36,7 +36,7 @@ class Outcome:
 
     def fail(self, subject: str, error: BaseException) -> None:
         message = describe(error)
-        self.errors.append(f"{subject}: {message}")
+        self.errors.append(about(subject, message))
         self.items.append(Item(subject, "failed", message))
 
     def merge(self, other: "Outcome") -> None:

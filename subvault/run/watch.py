@@ -17,7 +17,7 @@ from typing import Callable
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
-from subvault.errors import SubvaultError, describe
+from subvault.errors import SubvaultError, about, describe
 from subvault.plan.coverage import (
     ExcludedPath,
     FoundSubvolume,
@@ -31,7 +31,7 @@ from subvault.plan.coverage import (
     reachable_paths,
 )
 from subvault.plan.freshness import LayerFreshness, plan_freshness
-from subvault.plan.retention import parse_policy
+from subvault.plan.retention import next_due, parse_policy
 from subvault.run.context import Context
 from subvault.run.results import Outcome
 from subvault.timeutil import format_age, parse_duration
@@ -92,8 +92,9 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
         snaps = [s for s in local.scan(sub.name, sub.path, with_uuids=False) if s.kind == "timeline"]
     except (SubvaultError, OSError) as exc:
         return [LayerRow(sub.name, "local", None, 0, cadence, error=describe(exc))]
-    newest = max((s.date for s in snaps), default=None)
-    return [LayerRow(sub.name, "local", newest, len(snaps), cadence, next_due=(newest + cadence) if newest else ctx.now)]
+    newest = max((s.date for s in snaps if s.date <= ctx.now), default=None)
+    due = next_due(newest, parse_policy(ctx.config.timeline_of(sub)), ctx.now, ctx.tz)
+    return [LayerRow(sub.name, "local", max((s.date for s in snaps), default=None), len(snaps), cadence, next_due=due)]
 
 
 @register_layer
@@ -141,7 +142,8 @@ def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=describe(exc)))
             continue
         newest = max((p.created for p in state.points), default=None)
-        row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests))
+        row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests),
+                       next_due=next_due(newest, parse_policy(tconf.keep), ctx.now, ctx.tz))
         if state.problems:  # damaged or gone points, failed authentication, a rolled-back ledger
             row.error = "; ".join(map(str, state.problems))[:600]
         rows.append(row)
@@ -361,7 +363,7 @@ def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], lis
                 store = open_target_store(tconf)
                 uuids = [p.uuid for p in scan(store, mac_key(tconf, store), sub.name).points]
         except (SubvaultError, OSError) as exc:
-            errors.append(f"{tconf.name}: {describe(exc)}")
+            errors.append(about(tconf.name, describe(exc)))
             continue
         for uuid in uuids:
             if uuid:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -105,6 +106,8 @@ def _build(s: dict[str, State], base: Path, mnt: Path) -> None:
     old = datetime.now(timezone.utc) - timedelta(days=3)
     for sub in SUBVOLS:
         local.create(sub, st.dir / sub, kind="timeline", description="timeline", now=old)
+    # a description with a line break must not break the `list` table
+    local.create("root", st.dir / "root", kind="prechange", description="before\nupgrade", now=old)
 
     st = s["unreachable"]
     st.btrfs_target = "pi"
@@ -229,3 +232,42 @@ def _expectations(state: str, argv: list[str], code: int, doc: dict) -> None:
         assert code == 2
     if command == "pre-change":
         assert code == 0, doc
+
+
+# Commands whose text is an Outcome: "subject  action  detail" lines.
+OUTCOME_TEXT = {"snapshot", "snap-all", "prune", "run", "replicate", "offsite", "verify", "restore", "rollback", "prune-received", "pull"}
+DOUBLED = re.compile(r"\b(\w+)(:?) \1\2(?=\W)")
+
+
+def _text_matrix():
+    for state in STATES:
+        for name in _NAMES:
+            if name == "pre-change" or (name == "prune-received" and state not in LOCAL_TARGET):
+                continue
+            yield pytest.param(state, name, id=f"{state}-{name}")
+
+
+@pytest.mark.parametrize("state,name", list(_text_matrix()))
+def test_text_output_is_for_a_person_in_every_state(states, state, name):
+    """No traceback; human sizes; no doubled words; aligned columns; one line per table row."""
+    st = states[state]
+    argv = _commands(st)[name]
+    proc = st.cli(*argv)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out
+    assert proc.returncode in (0, 1, 2, 3)
+    assert all(line.startswith(("error: ", "warning: ")) for line in proc.stderr.splitlines()), proc.stderr
+    assert not re.search(r"\d{4,} bytes", out), f"sizes are for a person: {out}"
+    assert not DOUBLED.search(out), f"doubled word {DOUBLED.search(out).group(0)!r} in: {out}"
+    if name in OUTCOME_TEXT:
+        lines = [line.removeprefix("[dry-run] ") for line in proc.stdout.splitlines()]
+        action_cols = {len(re.match(r"\S+ +", l).group(0)) for l in lines if re.match(r"\S+ +\S", l)}
+        assert len(action_cols) <= 1, f"columns not aligned:\n{proc.stdout}"
+    if name == "status":
+        header, *rows = proc.stdout.splitlines()
+        cols = [m.start() for m in re.finditer(r"\S+", header)]
+        for row in rows:
+            for c in cols[1:6]:
+                assert row[c - 1] == " " and row[c] != " ", f"status columns not aligned:\n{proc.stdout}"
+    if name == "list" and state == "stale":
+        assert "before\\nupgrade" in proc.stdout and "\nupgrade" not in proc.stdout, proc.stdout
