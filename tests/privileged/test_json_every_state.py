@@ -137,7 +137,7 @@ full_every = "30d"
 mac_key = "{base}/offsite.mac"
 ''', ["offsite"])
     assert st.cli("snapshot").returncode == 0
-    (base / "offsite.mac").write_bytes(b"k" * 32)
+    (base / "offsite.mac").write_text(os.urandom(32).hex() + "\n")
     (base / "offsite.mac").chmod(0o600)
 
 
