@@ -268,7 +268,18 @@ def list_cmd(env: Env, subvolume: str | None, local_only: bool, as_json: bool) -
 @pass_env
 @_handle_errors
 def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int:
-    """Do what is due: snapshot, then prune. The one timer job."""
+    """Do what is due, in order; the one timer job.
+
+    \b
+    1. dr capture: record the disk layout when it changed (with a [dr] section)
+    2. snapshot: a timeline snapshot of each subvolume whose period has none
+    3. replicate: send to btrfs targets, then prune them by their keep
+    4. offsite: upload to object targets whose keep period is due; delete what no kept chain needs
+    5. prune: delete local snapshots no policy keeps (never what a target still needs)
+    6. metrics: write --metrics-file
+    Notifications and the dead-man ping ([notify]) report the result. A step that
+    fails does not stop the next ones (exit 3).
+    """
     from subvault.cli.render import emit_outcome
     from subvault.run.job import run_all
 

@@ -290,7 +290,7 @@ class FluxConf(Strict):
 class HookConf(Strict):
     when: Annotated[Literal["pre-snapshot", "post-snapshot"], _doc("when the hook runs")]
     run: Annotated[list[str], _doc("argv, run without a shell", min_length=1)]
-    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 60.0
+    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 30.0  # = hooks.DEFAULT_TIMEOUT, one default everywhere
     on_error: Annotated[Literal["fail", "continue"], _doc("a failing hook aborts (fail) or is only reported")] = "fail"
 
 
