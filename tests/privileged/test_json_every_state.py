@@ -1,8 +1,10 @@
 """Every reporting command prints valid, versioned JSON in every state, with its exit code.
 
 The states are built once for the module on one loop filesystem, each in its own
-directory with its own config (the other states' directories are excluded), so the
-whole matrix runs against real btrfs without one filesystem per case:
+subvolume with its own config (every state's container is excluded; the configured
+subvolumes inside are protected all the same), so the whole matrix runs against real
+btrfs without one filesystem per case. The filesystem's top level holds only
+subvolumes, so it is no data of its own to cover.
 
 - nothing: subvolumes and a btrfs target, nothing taken yet;
 - fresh: `run` done, replicated, a successful drill recorded;
@@ -55,10 +57,9 @@ def _write_config(st: State, mnt: Path, targets: str, target_names: list[str]) -
     lines = ["[defaults]", 'timeline = "24h 7d 4w"', f'state_dir = "{st.state_dir}"', f"targets = {json.dumps(target_names)}", ""]
     for name in SUBVOLS:
         lines += ["[[subvolume]]", f'name = "{name}"', f'path = "{st.dir / name}"', ""]
-    for other in [*STATES, "targets", "scratch"]:
-        if other != st.name:
+    for other in [*STATES, "targets", "scratch", "stray"]:
+        if other != "stray" or st.name != "unprotected":
             lines += ["[[exclude]]", f'path = "{mnt / other}"', 'reason = "another test state"', ""]
-    lines += ["[[exclude]]", f'path = "{st.scratch}"', 'reason = "restore scratch"', ""]
     st.config.write_text("\n".join(lines) + targets)
 
 
@@ -77,10 +78,12 @@ def states(tmp_path_factory):
     try:
         mnt = fs.mountpoint
         built: dict[str, State] = {}
+        for top in ("targets", "scratch"):
+            adapter.create_subvolume(mnt / top)
         for name in STATES:
             st = State(name, base, mnt)
-            st.dir.mkdir()
-            st.scratch.mkdir(parents=True)
+            adapter.create_subvolume(st.dir)
+            st.scratch.mkdir()
             for sub in SUBVOLS:
                 adapter.create_subvolume(st.dir / sub)
                 (st.dir / sub / "hello.txt").write_text(f"{name} {sub}\n")
@@ -117,7 +120,7 @@ def _build(s: dict[str, State], base: Path, mnt: Path) -> None:
     st = s["unprotected"]
     _write_config(st, mnt, "", [])
     assert st.cli("snapshot").returncode == 0
-    adapter.create_subvolume(st.dir / "stray")
+    adapter.create_subvolume(mnt / "stray")  # excluded by every other state's config
 
     st = s["offsite_empty"]
     key = base / "age.key"
