@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from subvault.run.context import Context
 from subvault.run.holds import all_holds

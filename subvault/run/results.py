@@ -39,7 +39,7 @@ class Outcome:
         self.errors.append(about(subject, message))
         self.items.append(Item(subject, "failed", message))
 
-    def merge(self, other: "Outcome") -> None:
+    def merge(self, other: Outcome) -> None:
         self.items.extend(other.items)
         self.errors.extend(other.errors)
         self.warnings.extend(other.warnings)

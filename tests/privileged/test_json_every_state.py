@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -102,11 +102,11 @@ def _build(s: dict[str, State], base: Path, mnt: Path) -> None:
         _write_config(st, mnt, _local_target(st), ["pi"])
         assert st.cli("run").returncode == 0
         (st.dir / "root" / "hello.txt").write_text("changed\n")
-    record_drill(s["fresh"].state_dir, {"source": "pi"}, ok=True, finished=datetime.now(timezone.utc))
+    record_drill(s["fresh"].state_dir, {"source": "pi"}, ok=True, finished=datetime.now(UTC))
 
     st = s["stale"]
     _write_config(st, mnt, "", [])
-    old = datetime.now(timezone.utc) - timedelta(days=3)
+    old = datetime.now(UTC) - timedelta(days=3)
     for sub in SUBVOLS:
         local.create(sub, st.dir / sub, kind="timeline", description="timeline", now=old)
     # a description with a line break must not break the `list` table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ def test_sizes_are_human_in_text():
 
 
 def test_json_keeps_exact_numbers_and_durations_are_seconds():
-    doc = envelope("status", {"bytes": 8398071, "cadence": timedelta(hours=1), "at": datetime(2026, 11, 20, tzinfo=timezone.utc)}, 0)
+    doc = envelope("status", {"bytes": 8398071, "cadence": timedelta(hours=1), "at": datetime(2026, 11, 20, tzinfo=UTC)}, 0)
     assert json.loads(json.dumps(doc))["result"] == {"bytes": 8398071, "cadence": 3600, "at": "2026-11-20T00:00:00+00:00"}
 
 
@@ -61,8 +61,8 @@ def test_status_due_follows_the_calendar_period_not_newest_plus_cadence(policy, 
 
 
 def test_due_now_without_a_snapshot():
-    now = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
-    assert next_due(None, parse_policy("24h"), now, timezone.utc) == now
+    now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    assert next_due(None, parse_policy("24h"), now, UTC) == now
 
 
 def _commands(group: click.Group, prefix: str = ""):
