@@ -6,8 +6,12 @@ Rules:
 - `TransientError` means "try again later may work" (network, lock held, remote busy);
   `PermanentError` means the input or the state must change first.
 - Each class maps to one exit code (see `exit_code`), documented in the README.
-- Catches are narrow: the per-subvolume and per-target loops catch `SubvaultError`,
-  record it, and go on with the rest; anything else is a bug and propagates.
+- Catches are narrow inside a subvolume's or a target's work. The per-subvolume and
+  per-target loops catch `SubvaultError` and `OSError` (the system refusing: a
+  read-only disk, a file where a directory was expected), record it as that one's
+  failure and go on with the rest (exit 3). `run` also goes on to its next layer after
+  any exception in one layer. Anything else reaches the CLI boundary, which prints one
+  line naming the command and what failed, and exits 1: never a traceback.
 """
 
 from __future__ import annotations
@@ -111,6 +115,37 @@ class NotFound(PermanentError):
 
 class Refused(PermanentError):
     """An operation was refused to protect data (an invariant or an unsafe layout)."""
+
+
+class UnknownName(NotFound):
+    """A subvolume or target named on the command line is not in the config. Exit 2 (usage)."""
+
+    exit_code = EXIT_USAGE
+
+
+class BadArgument(UsageError, ValueError):
+    """A command-line value that does not parse (a time for --at, a snapshot reference). Exit 2.
+
+    Also a ValueError, so that callers that parse config values with the same function
+    keep catching it as one.
+    """
+
+
+def describe(error: BaseException) -> str:
+    """One line for any error: a SubvaultError's message; an OSError in the system's words
+    with the path (`Read-only file system: /mnt/nas/offsite/x`); anything else its type and message."""
+    if isinstance(error, SubvaultError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+        return f"{error.strerror}: {' -> '.join(paths)}" if paths else error.strerror
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def about(subject: str, message: str) -> str:
+    """Return "subject: message", without saying the subject twice when the message already starts with it."""
+    return message if message.startswith(f"{subject}: ") or message.startswith(f"{subject} ") else f"{subject}: {message}"
 
 
 def exit_code(error: BaseException) -> int:

@@ -33,11 +33,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def parse_at(text: str, now: datetime, tz: tzinfo) -> datetime:
+def parse_at(text: str, now: datetime, tz: tzinfo, *, what: str = "--at") -> datetime:
     """Given --at (ISO time in local zone, "latest"/"now", or an age like "2d"), return an aware time.
 
-    Raise ValueError if it is none of those.
+    Raise BadArgument (a usage error, and a ValueError) naming `what` if it is none of those.
     """
+    from subvault.errors import BadArgument
+
     t = text.strip()
     if t in ("latest", "now"):
         return now
@@ -45,10 +47,12 @@ def parse_at(text: str, now: datetime, tz: tzinfo) -> datetime:
         return now - parse_duration(t)
     except ValueError:
         pass
+    except OverflowError:  # an age older than the calendar (99999999d)
+        raise BadArgument(f'{what} "{text}" reaches before year 1; give a shorter age or a time') from None
     try:
         parsed = datetime.fromisoformat(t)
     except ValueError:
-        raise ValueError(f'--at "{text}" is not a time (expected "2026-11-20T03:00", "latest" or an age like "2d")') from None
+        raise BadArgument(f'{what} "{text}" is not a time (expected "2026-11-20T03:00", "latest" or an age like "2d")') from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed

@@ -124,9 +124,9 @@ def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: 
         source = btrfs[0]
     with env.lock():
         report = drill(env.context(quiet=as_json), DrillRequest(source, at, capture, host, workdir, keep))
+    code = 0 if report.ok else 1
     if as_json:
-        emit_json("drill", report.to_json())
-    else:
-        for line in render_report(report):
-            click.echo(line)
-    return 0 if report.ok else 1
+        return emit_json("drill", report.to_json(), code)
+    for line in render_report(report):
+        click.echo(line)
+    return code

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.render import emit_json, table
+from subvault.cli.render import emit_json, one_line, table
 
 
 def render_listing(listings, ctx, as_json: bool) -> int:
     """Print listings; return 1 if any subvolume could not be read, else 0."""
     if as_json:
-        emit_json("list", listings)
-        return 1 if any(l.error for l in listings) else 0
+        return emit_json("list", listings, 1 if any(l.error for l in listings) else 0)
     failed = 0
     for listing in listings:
-        click.echo(f"{listing.subvolume} ({listing.path})")
+        click.echo(one_line(f"{listing.subvolume} ({listing.path})"))
         if listing.error:
-            click.echo(f"  error: {listing.error}")
+            click.echo(f"  error: {one_line(listing.error)}")
             failed = 1
             continue
         rows = [
@@ -30,7 +29,7 @@ def render_listing(listings, ctx, as_json: bool) -> int:
             for s in listing.snapshots
         ]
         for err in listing.target_errors:
-            click.echo(f"  warning: {err}")
+            click.echo(f"  warning: {one_line(err)}")
         if rows:
             click.echo("  " + table(rows, ["#", "date", "kind", "description", "targets"]).replace("\n", "\n  "))
         else:

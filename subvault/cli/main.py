@@ -13,28 +13,58 @@ from typing import Any, Callable
 
 import click
 
-from subvault.errors import SubvaultError
+from subvault.errors import EXIT_FAILED, SubvaultError, describe
 
 
 def _handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
-    """Turn SubvaultErrors into one-line messages and documented exit codes."""
+    """The CLI boundary: no traceback is ever a command's output.
+
+    A SubvaultError prints its one-line message and exits with its code; any other
+    exception (a bug, or the system refusing: a read-only disk, a file where a
+    directory was expected) prints one line naming the command and what failed, and
+    exits 1 (`-v` adds the traceback to the log). Under `--json` the same error is
+    also a versioned JSON document on stdout, so `--json` always prints JSON.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         from subvault.process import redact
 
+        as_json = bool(kwargs.get("as_json"))
         try:
             code = fn(*args, **kwargs)
         except SubvaultError as exc:
-            for line in str(exc).splitlines():
-                click.echo(f"error: {redact(line)}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(str(exc), exc.exit_code, as_json, redact)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
+            _fail("interrupted", 130, as_json, redact)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the boundary: anything else is one line, exit 1
+            logging.getLogger("subvault").debug("unexpected error", exc_info=True)
+            _fail(f"{_command_name()}: {describe(exc)}", EXIT_FAILED, as_json, redact)
         sys.exit(code or 0)
 
     return wrapper
+
+
+def _command_name() -> str:
+    ctx = click.get_current_context(silent=True)
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the root's name is however subvault was started
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or "subvault"
+
+
+def _fail(message: str, code: int, as_json: bool, redact: Callable[[str], str]) -> None:
+    lines = [redact(line) for line in message.splitlines() if line.strip()] or ["failed"]
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    if as_json:
+        from subvault.cli.render import emit_json_error
+
+        emit_json_error(_command_name(), "; ".join(lines), code)
+    sys.exit(code)
 
 
 class Env:
@@ -238,7 +268,18 @@ def list_cmd(env: Env, subvolume: str | None, local_only: bool, as_json: bool) -
 @pass_env
 @_handle_errors
 def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int:
-    """Do what is due: snapshot, then prune. The one timer job."""
+    """Do what is due, in order; the one timer job.
+
+    \b
+    1. dr capture: record the disk layout when it changed (with a [dr] section)
+    2. snapshot: a timeline snapshot of each subvolume whose period has none
+    3. replicate: send to btrfs targets, then prune them by their keep
+    4. offsite: upload to object targets whose keep period is due; delete what no kept chain needs
+    5. prune: delete local snapshots no policy keeps (never what a target still needs)
+    6. metrics: write --metrics-file
+    Notifications and the dead-man ping ([notify]) report the result. A step that
+    fails does not stop the next ones (exit 3).
+    """
     from subvault.cli.render import emit_outcome
     from subvault.run.job import run_all
 
@@ -319,7 +360,7 @@ def diff(env: Env, subvolume: str, old: str, new: str, as_json: bool) -> int:
 
     changes = diff_snapshots(env.context(quiet=True), subvolume, old, new)
     if as_json:
-        emit_json("diff", changes)
+        return emit_json("diff", changes, 0)
     else:
         for change in changes:
             detail = f" ({printable(change.detail)})" if change.detail else ""

@@ -99,7 +99,7 @@ def pre_change(
             )
         except PrechangeFailed as exc:
             if as_json:
-                emit_json("pre-change", exc.result.to_dict())
+                emit_json("pre-change", exc.result.to_dict(), exc.exit_code)
             raise
     if as_json:
         emit_json("pre-change", result.to_dict())

@@ -1,4 +1,13 @@
-"""Render result values as text or versioned JSON. The only place output is formatted."""
+"""Render result values as text or versioned JSON. The only place output is formatted.
+
+Rules:
+- `--json` prints exactly one versioned document on stdout, whatever happens: a result
+  (`emit_json`) or, when the command stopped with an error, an error document (the
+  CLI boundary calls `emit_json_error`, which prints nothing if a document is out).
+- Text is for a person: sizes are human (`8.0 MiB`), columns are as wide as their
+  longest cell, and a cell never holds a line break (control characters are escaped).
+  JSON keeps the exact numbers and the raw strings.
+"""
 
 from __future__ import annotations
 
@@ -8,41 +17,81 @@ from typing import Any
 
 import click
 
-from subvault.run.results import Outcome, envelope
+from subvault.run.results import Outcome, envelope, error_envelope
+from subvault.units import human_size  # noqa: F401  (re-exported for the renderers)
+
+_json_printed = False
 
 
-def emit_json(command: str, payload: Any) -> None:
-    click.echo(json.dumps(envelope(command, payload), indent=2, sort_keys=False))
+def emit_json(command: str, payload: Any, exit_code: int = 0) -> int:
+    """Print the versioned JSON document of a command's result; return exit_code."""
+    global _json_printed
+    click.echo(json.dumps(envelope(command, payload, exit_code), indent=2, sort_keys=False))
+    _json_printed = True
+    return exit_code
+
+
+def emit_json_error(command: str, message: str, exit_code: int) -> None:
+    """Print the versioned JSON document of a command that stopped with an error, unless one is out already."""
+    global _json_printed
+    if _json_printed:
+        return
+    click.echo(json.dumps(error_envelope(command, message, exit_code), indent=2))
+    _json_printed = True
+
+
+def one_line(text: str) -> str:
+    """Return text as one line: line breaks and other control characters escaped (\\n, \\t, \\x1b)."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+    return "".join(out)
 
 
 def emit_outcome(outcome: Outcome, as_json: bool, *, verbose: bool = False) -> int:
     """Print an Outcome and return its exit code. In text, kept snapshots are counted unless verbose."""
     if as_json:
-        emit_json(outcome.command, outcome)
-        return outcome.exit_code
+        return emit_json(outcome.command, outcome, outcome.exit_code)
     prefix = "[dry-run] " if outcome.dry_run else ""
     kept: dict[str, int] = {}
-    lines = []
+    rows: list[tuple[str, str, str]] = []
     for item in outcome.items:
         if item.action == "failed":
             continue
         if item.action == "keep" and not verbose:
             kept[item.subject] = kept.get(item.subject, 0) + 1  # what stays is summed up; --json lists it
             continue
-        detail = f"  {item.detail}" if item.detail else ""
-        lines.append(f"{prefix}{item.subject:<20} {item.action:<13}{detail}")
-    lines += [f"{prefix}{subject:<20} {'keep':<13}  {n} snapshots" for subject, n in kept.items()]
-    if lines:
+        rows.append((item.subject, item.action, item.detail))
+    rows += [(subject, "keep", f"{n} snapshot{'s' if n != 1 else ''}") for subject, n in kept.items()]
+    if rows:
+        w_subject = max(len(one_line(r[0])) for r in rows)
+        w_action = max(len(r[1]) for r in rows)
+        lines = []
+        for subject, action, detail in rows:
+            line = f"{prefix}{one_line(subject):<{w_subject}}  {action:<{w_action}}  {one_line(detail)}"
+            lines.append(line.rstrip())
         click.echo("\n".join(lines))
     for warning in outcome.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {one_line(warning)}", err=True)
     for error in outcome.errors:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {one_line(error)}", err=True)
     return outcome.exit_code
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    """Plain fixed-width table that fits 80 columns for typical content."""
+    """Plain table whose columns are as wide as their longest cell; cells are kept on one line."""
+    rows = [[one_line(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -54,7 +103,7 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def error(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {one_line(message)}", err=True)
 
 
 def is_tty() -> bool:

@@ -33,7 +33,7 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
         write_metrics(metrics_file, report.rows, env.context(quiet=True), problems=problem_counts(report))
     warnings += report.warnings + job.warnings
     if as_json:
-        emit_json("check", {"problems": report.problems, "warnings": warnings})
+        return emit_json("check", {"problems": report.problems, "warnings": warnings}, report.exit_code)
     else:
         for p in report.problems:
             click.echo(f"{p.kind}: {p.message}")
@@ -49,22 +49,26 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
 @pass_env
 @_handle_errors
 def status(env: Env, as_json: bool) -> int:
-    """One table, subvolume x layer: age of the newest copy, count, last error, next due."""
-    from subvault.cli.render import emit_json, table
+    """One table, subvolume x layer: age of the newest copy, count, size, next due, last error.
+
+    "due" is when the next copy is due by the calendar period of the layer's policy
+    (hourly: the next full hour after the newest), "now" when it is due already.
+    """
+    from subvault.cli.render import emit_json, human_size, table
     from subvault.run.watch import gather_rows
     from subvault.timeutil import format_age
 
     ctx = env.context(quiet=True)
     rows = gather_rows(ctx)
     if as_json:
-        emit_json("status", rows)
-        return 0
+        return emit_json("status", rows, 0)
     lines = []
     for r in rows:
         age = format_age(ctx.now - r.newest) if r.newest else "never"
-        due = "now" if r.next_due and r.next_due <= ctx.now else (format_age(r.next_due - ctx.now) if r.next_due else "-")
-        lines.append([r.subvolume[:18], r.layer[:16], age, str(r.count), due, "yes, below" if r.error else ""])
-    click.echo(table(lines, ["subvolume", "layer", "newest", "count", "due", "error"]))
+        due = "now" if r.next_due and r.next_due <= ctx.now else (f"in {format_age(r.next_due - ctx.now)}" if r.next_due else "-")
+        size = human_size(r.size) if r.size is not None else "-"
+        lines.append([r.subvolume, r.layer, age, str(r.count), size, due, "yes, below" if r.error else ""])
+    click.echo(table(lines, ["subvolume", "layer", "newest", "count", "size", "due", "error"]))
     for r in rows:  # whole, never cut: a cut error showed only a uuid fragment
         if r.error:
             click.echo(f"error: {r.subvolume} {r.layer}: {r.error}")

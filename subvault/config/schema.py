@@ -304,7 +304,7 @@ class FluxConf(Strict):
 class HookConf(Strict):
     when: Annotated[Literal["pre-snapshot", "post-snapshot"], _doc("when the hook runs")]
     run: Annotated[list[str], _doc("argv, run without a shell", min_length=1)]
-    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 60.0
+    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 30.0  # = hooks.DEFAULT_TIMEOUT, one default everywhere
     on_error: Annotated[Literal["fail", "continue"], _doc("a failing hook aborts (fail) or is only reported")] = "fail"
 
 
@@ -378,7 +378,7 @@ class Config(Strict):
         return sub.prechange_keep if sub.prechange_keep is not None else self.defaults.prechange_keep
 
     def get_subvolume(self, name: str) -> SubvolumeConf:
-        from subvault.errors import NotFound
+        from subvault.errors import UnknownName as NotFound  # a name the user typed: a usage error (exit 2)
 
         for s in self.subvolume:
             if s.name == name:
@@ -386,7 +386,7 @@ class Config(Strict):
         raise NotFound(f'no subvolume named "{name}" in the config (known: {", ".join(s.name for s in self.subvolume)})')
 
     def get_target(self, name: str) -> TargetConf:
-        from subvault.errors import NotFound
+        from subvault.errors import UnknownName as NotFound  # a name the user typed: a usage error (exit 2)
 
         for t in self.target:
             if t.name == name:

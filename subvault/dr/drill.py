@@ -38,6 +38,7 @@ from subvault.dr.workspace import Workspace
 from subvault.errors import SubvaultError
 from subvault.run.context import Context
 from subvault.timeutil import parse_at
+from subvault.units import human_size
 
 
 @dataclass
@@ -171,7 +172,7 @@ def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]]
             continue
         source = pair[1].result()
         ok = source.digest == restored.digest
-        detail = f"{restored.entries} entries, {restored.bytes} bytes"
+        detail = f"{restored.entries} entries, {human_size(restored.bytes)}"
         if not ok:
             detail += f", tree digest differs from the source snapshot ({_first_difference(sources.get(p.name), restored_at.get(p.name))})"
         checks.append(Check(f"content {p.name}", ok, detail))

@@ -28,6 +28,7 @@ from subvault.dr.source import TargetSource
 from subvault.dr.workspace import Workspace
 from subvault.errors import CommandFailed, NotFound, Refused, SubvaultError
 from subvault.run.results import Outcome
+from subvault.units import human_size
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
 OnReceived = Callable[[str, Path, frozenset[str]], None]
@@ -178,7 +179,7 @@ class Executor:
         choice = Choice(a["name"], a["entry"], self.m.captured_at, a["received_uuid"])
         n = self.source.receive(choice, area)
         self.out.bytes += n
-        return f"received {n} bytes"
+        return f"received {human_size(n)}"
 
     def _snapshot(self, step: Step) -> str:
         a = step.args

@@ -50,7 +50,7 @@ def _listed(points: list[Point], tz: tzinfo) -> str:
     return ", ".join(p.label(tz) for p in reversed(newest)) + (f" and {len(points) - MAX_LISTED} older" if len(points) > MAX_LISTED else "")
 
 
-def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where: str) -> Point:
+def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where: str, what: str = "--at") -> Point:
     """Return the point `at` names among points (of `where`, e.g. "offsite holds no … of data").
 
     Raise NotFound when none matches (naming what there is), UsageError when `at` is
@@ -77,7 +77,7 @@ def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where
     except ValueError:
         if _UUID_PREFIX.match(text.lower()):
             raise NotFound(f"{where}: no restore point with uuid {text}{there}") from None
-        raise UsageError(f'--at "{at}" is not a snapshot number, uuid or time (expected 3, a uuid, "2026-11-20T03:00", "latest" or an age like "2d")') from None
+        raise UsageError(f'{what} "{at}" is not a snapshot number, uuid or time (expected 3, a uuid, "2026-11-20T03:00", "latest" or an age like "2d")') from None
     found = [p for p in points if p.created <= when]
     if not found:
         raise NotFound(f"{where}: no restore point at or before {when.astimezone(tz):%Y-%m-%d %H:%M}{there}")

@@ -99,9 +99,9 @@ def _is_internal(path: str) -> bool:
 
 
 @contextmanager
-def _readonly_view(ctx: Context, sub, ref: str) -> Iterator[Path]:
+def _readonly_view(ctx: Context, sub, ref: str, what: str) -> Iterator[Path]:
     if ref != "current":
-        yield find_snapshot(ctx, sub, ref).path
+        yield find_snapshot(ctx, sub, ref, what=what).path
         return
     tmp = local.ensure_snapshots_dir(sub.path) / ".subvault-diff-current"
     if adapter.is_subvolume(tmp):
@@ -116,5 +116,5 @@ def _readonly_view(ctx: Context, sub, ref: str) -> Iterator[Path]:
 def diff_snapshots(ctx: Context, subvolume: str, old: str, new: str) -> list[Change]:
     """Return the paths changed from snapshot OLD to NEW ("current" = the live subvolume)."""
     sub = ctx.config.get_subvolume(subvolume)
-    with _readonly_view(ctx, sub, old) as a, _readonly_view(ctx, sub, new) as b:
+    with _readonly_view(ctx, sub, old, "OLD") as a, _readonly_view(ctx, sub, new, "NEW") as b:
         return parse_dump(metadata_dump(str(a), str(b)))

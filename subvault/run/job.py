@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from subvault.run.context import Context
 from subvault.run.holds import all_holds
 from subvault.run.local import prune, take_timeline
 from subvault.run.results import Outcome
 
+log = logging.getLogger(__name__)
+
+# What `run` does, in order; `run --help` and the README list these.
+STEPS = ("dr capture (when the layout changed)", "snapshot", "replicate", "offsite", "prune", "metrics")
+
 
 def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
-    """Run each due layer; one layer's failure does not stop the next (exit 3, partial)."""
+    """Run each due layer; one layer's failure does not stop the next (exit 3, partial).
+
+    Rule: every step runs whatever an earlier one raised. Each layer already records
+    per-subvolume and per-target failures; a step that raises anyway (a bug, the system
+    refusing) is recorded here as that step's failure, and prune and metrics still run.
+    Prune stays safe after a failed layer: its holds come from the targets themselves.
+    """
     outcome = Outcome("run", dry_run=ctx.dry_run)
+
+    def step(name: str, work: Callable[[], Outcome | None]) -> None:
+        try:
+            result = work()
+        except Exception as exc:  # noqa: BLE001 - one step's failure never stops the others
+            log.debug("run: %s failed", name, exc_info=True)
+            outcome.fail(name, exc)
+            return
+        if result is not None:
+            outcome.merge(result)
+
     if ctx.config.flux is not None:
         # First: Flux left suspended by a pre-change that died should reconcile again soon.
         from subvault.run.flux_leftovers import resume_leftovers
 
-        outcome.merge(resume_leftovers(ctx))
+        step("flux leftovers", lambda: resume_leftovers(ctx))
     if ctx.config.dr is not None:
         # Before the snapshots, so that a new capture travels in this run's snapshot; after the
         # .snapshots containers exist, so that it records the layout this run leaves behind.
@@ -24,22 +49,22 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
 
         if not ctx.dry_run:
             _ensure_containers(ctx)
-        outcome.merge(capture_if_changed(ctx))
-    outcome.merge(take_timeline(ctx))
+        step("dr capture", lambda: capture_if_changed(ctx))
+    step("snapshot", lambda: take_timeline(ctx))
     kinds = {t.type for t in ctx.config.target if any(t.name in ctx.config.targets_of(s) for s in ctx.config.subvolume)}
     if "btrfs" in kinds:
         from subvault.run.replicate import replicate
 
-        outcome.merge(replicate(ctx))
+        step("replicate", lambda: replicate(ctx))
     if "object" in kinds:
         from subvault.run.offsite import offsite
 
-        outcome.merge(offsite(ctx, only_due=True))
-    outcome.merge(prune(ctx, holds=all_holds))
+        step("offsite", lambda: offsite(ctx, only_due=True))
+    step("prune", lambda: prune(ctx, holds=all_holds))
     if metrics_file:
         from subvault.run.watch import gather_rows, write_metrics
 
-        write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None, job=outcome)
+        step("metrics", lambda: write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None, job=outcome))
     return outcome
 
 
@@ -51,5 +76,5 @@ def _ensure_containers(ctx: Context) -> None:
     for sub in ctx.config.subvolume:
         try:
             ensure_snapshots_dir(sub.path)
-        except SubvaultError:
+        except (SubvaultError, OSError):
             continue

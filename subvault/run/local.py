@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
-from subvault.errors import SubvaultError
+from subvault.errors import SubvaultError, describe
 from subvault.model import LocalSnapshot
 from subvault.plan.local import plan_prune, timeline_due
 from subvault.run.context import Context
@@ -38,7 +38,7 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
                 out.items.append(Item(sub.name, "not-due", "a timeline snapshot exists for this period"))
                 continue
             due.append(sub)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(sub.name, exc)
     _create_all(ctx, out, due, kind="timeline", description="timeline")
     return out
@@ -47,14 +47,16 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
 def snap_all(ctx: Context, description: str, *, names: list[str] | None = None) -> Outcome:
     """Create a pre-change snapshot (snapper cleanup "number") of every subvolume at once."""
     if not description.strip():
-        raise SubvaultError("snap-all needs a non-empty DESCRIPTION")
+        from subvault.errors import UsageError
+
+        raise UsageError("snap-all needs a non-empty DESCRIPTION")
     out = Outcome("snap-all", dry_run=ctx.dry_run)
     ready: list[SubvolumeConf] = []
     for sub in _selected(ctx, names):
         try:
             _prepare(ctx, sub)
             ready.append(sub)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(sub.name, exc)
     _create_all(ctx, out, ready, kind="prechange", description=description)
     return out
@@ -72,7 +74,7 @@ def _prepare(ctx: Context, sub: SubvolumeConf) -> None:
 def _create_all(ctx: Context, out: Outcome, subs: list[SubvolumeConf], *, kind: str, description: str) -> None:
     if ctx.dry_run:
         for sub in subs:
-            out.items.append(Item(sub.name, "would-create", f"{kind}: {description}"))
+            out.items.append(Item(sub.name, "would-create", kind if description == kind else f"{kind}: {description}"))
         return
     requests = [local.Request(sub.name, sub.path, kind, description) for sub in subs]
     for sub, result in zip(subs, local.create_many(requests, now=ctx.now)):
@@ -112,7 +114,7 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
                 else:
                     local.delete_snapshot(step.snapshot)
                     out.items.append(Item(sub.name, "deleted", f"{label} ({why})"))
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(sub.name, exc)
     return out
 
@@ -137,8 +139,8 @@ def list_snapshots(ctx: Context, names: list[str] | None = None, *, targets: boo
     for sub in _selected(ctx, names):
         try:
             listing = Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index))
-        except SubvaultError as exc:
-            listings.append(Listing(sub.name, sub.path, [], str(exc)))
+        except (SubvaultError, OSError) as exc:
+            listings.append(Listing(sub.name, sub.path, [], describe(exc)))
             continue
         if targets and ctx.config.targets_of(sub):
             from subvault.run.watch import holders
@@ -148,12 +150,15 @@ def list_snapshots(ctx: Context, names: list[str] | None = None, *, targets: boo
     return listings
 
 
-def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str) -> LocalSnapshot:
-    """Resolve a snapshot reference: its number, its uuid (or a prefix), or --at syntax (ISO time, latest, age)."""
+def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str, *, what: str = "--at") -> LocalSnapshot:
+    """Resolve a snapshot reference: its number, its uuid (or a prefix), or --at syntax (ISO time, latest, age).
+
+    A reference that is none of those is a usage error naming `what` (the option or argument it came from).
+    """
     from subvault.plan import restore_point
 
     digits = ref.strip().isdigit()
     snaps = local.scan(sub.name, sub.path, with_uuids=not digits and bool(restore_point.looks_like_uuid(ref)))
     by_key = {s.uuid or f"#{s.number}": s for s in snaps}
     points = [restore_point.Point(k, s.date, s.number, s.number) for k, s in by_key.items()]
-    return by_key[restore_point.choose(points, ref, ctx.now, ctx.tz, where=f"{sub.name} (local)").uuid]
+    return by_key[restore_point.choose(points, ref, ctx.now, ctx.tz, where=f"{sub.name} (local)", what=what).uuid]

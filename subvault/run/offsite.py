@@ -130,10 +130,10 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
                 for sub in subs:
                     try:
                         _offsite_one(ctx, store, key, sub, tconf, out, only_due)
-                    except SubvaultError as exc:
+                    except (SubvaultError, OSError) as exc:
                         out.fail(f"{sub.name}→{tconf.name}", exc)
             out.warnings.extend(getattr(lease, "warnings", []))
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(tconf.name, exc)
     return out
 
@@ -167,7 +167,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
         kind = "full" if step.parent_uuid is None else "incremental"
         again = " again: the offsite copy is damaged" if step.uuid in state.damaged else ""
         if ctx.dry_run:
-            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {step.reason}){again}"))
+            why = step.reason.removeprefix(f"{kind}: ")  # the planner's reason may already name the kind
+            out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {why}){again}"))
         else:
             argv = ["btrfs", "send", "-q"]
             if step.parent_uuid:
@@ -376,7 +377,13 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
     for p in problems:
         out.errors.append(str(p))
     _record_verify(ctx, tconf.name, manifests, problems)
-    out.items.append(Item(target, "verified", f"{len(manifests)} restore points, {len(problems)} problems"))
+    if manifests:
+        out.items.append(Item(target, "verified", f"{len(manifests)} restore points, {len(problems)} problems"))
+    # A subvolume sent here with nothing in the bucket is not verified: it has no backup there.
+    held = {m.subvolume for m in manifests}
+    for sub in ctx.config.subvolume:
+        if tconf.name in ctx.config.targets_of(sub) and sub.name not in held:
+            out.fail(f"{sub.name}→{target}", NotFound(f"no restore point in {target}; run `subvault offsite --target {target}`"))
     if deep:
         if not identity:
             raise UsageError("--deep decrypts a sample: give --identity KEYFILE")

@@ -75,7 +75,7 @@ def prune_received(root: str, keep: str, *, now: datetime, tz: tzinfo, dry_run: 
             plan = plan_received_prune(received(container), keep, now, tz)
             if not dry_run:
                 ep.apply(prune_steps(container, plan.prune), "prune")
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(subject, exc)
             continue
         out.warnings += [

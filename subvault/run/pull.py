@@ -31,6 +31,7 @@ from subvault.errors import SubvaultError, UsageError
 from subvault.plan.replication import Source, entry_name, plan_received_prune, plan_replication
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
+from subvault.units import human_size
 
 
 def _source_endpoint(src: SourceConf) -> Endpoint:
@@ -64,7 +65,7 @@ def pull(ctx: Context, *, source: str | None = None) -> Outcome:
         try:
             dest.check()
             ep = _source_endpoint(src)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(src.name, exc)
             continue
         with ep:
@@ -72,7 +73,7 @@ def pull(ctx: Context, *, source: str | None = None) -> Outcome:
             for sub in src.subvolume:
                 try:
                     base = _pull_one(ctx, src, ep, dest, sub, out)
-                except SubvaultError as exc:
+                except (SubvaultError, OSError) as exc:
                     out.fail(f"{src.name}:{sub.name}", exc)
                     continue
                 if base:
@@ -134,7 +135,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
         )
         taken.add(name)
         kind = "full" if send.full else "incremental"
-        out.items.append(Item(subject, "pulled", f"#{snap.number} → {name} ({kind}, {done.bytes} bytes)", {"full": send.full, "bytes": done.bytes}))
+        out.items.append(Item(subject, "pulled", f"#{snap.number} → {name} ({kind}, {human_size(done.bytes)})", {"full": send.full, "bytes": done.bytes}))
     dest.apply(prune_steps(container, plan.prune), "prune")
     out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in plan.prune]
     if not (plan.sends or plan.prune or plan.partials or plan.adopt):

@@ -28,6 +28,7 @@ from subvault.plan.replication import Entry, ReplicationPlan, Source, entry_name
 from subvault.run import holds, lasterror
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
+from subvault.units import human_size
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
 
@@ -40,7 +41,12 @@ def host_name() -> str:
 def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
     """Return the btrfs targets in use (or the one named). Raise NotFound for an unknown name."""
     if only:
-        return [ctx.config.get_target(only)]
+        t = ctx.config.get_target(only)
+        if t.type != "btrfs":
+            from subvault.errors import UsageError
+
+            raise UsageError(f"target {only} is an object target; `subvault replicate` sends to btrfs targets (use `subvault offsite --target {only}`)")
+        return [t]
     return [t for t in ctx.config.target if t.type == "btrfs"]
 
 
@@ -73,13 +79,13 @@ def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFact
             continue
         try:
             ep = open_target(tconf, unreachable=ctx.unreachable)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             out.fail(tconf.name, exc)
             continue
         with ep:
             try:
                 ep.check()
-            except SubvaultError as exc:
+            except (SubvaultError, OSError) as exc:
                 for sub in subs:
                     out.fail(f"{sub.name}→{tconf.name}", exc)
                 continue
@@ -114,7 +120,7 @@ def _replicate_target(
             link_down.append(exc)
             errors[sub.name] = exc
             part.fail(subject, exc)
-        except SubvaultError as exc:
+        except (SubvaultError, OSError) as exc:
             errors[sub.name] = exc
             part.fail(subject, exc)
         return part
@@ -208,7 +214,7 @@ def _replicate_one(
         )
         owed = list(done.owed)
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
-        out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {done.bytes} bytes)", data))
+        out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {human_size(done.bytes)})", data))
         sent.append(Entry(name=done.name, uuid="", received_uuid=src.uuid, readonly=True))
     if sent:
         # What the target holds now is known without listing it again: re-plan (pure)

@@ -31,6 +31,7 @@ from subvault.errors import NotFound, Refused, UsageError
 from subvault.run.context import Context
 from subvault.run.local import find_snapshot
 from subvault.run.results import Item, Outcome
+from subvault.units import human_size
 
 MAX_LISTED = 5
 
@@ -198,7 +199,7 @@ def restore_files(
     if conflicts and not overwrite:
         raise Refused(f"{len(conflicts)} paths exist at the destination ({_listed(conflicts)}); pass --overwrite to replace them, or --into DIR")
     for plan in plans:
-        detail = f"#{snap.number} {plan.src} -> {plan.dest} ({plan.files} files, {plan.size} bytes, {len(plan.replaced)} replaced)"
+        detail = f"#{snap.number} {plan.src} -> {plan.dest} ({plan.files} files, {human_size(plan.size)}, {len(plan.replaced)} replaced)"
         changed = [r for r in plan.replaced if r.was != r.becomes]
         if changed:
             detail += f"; type changes: {_listed(changed)}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from subvault.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from subvault.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, about, describe
 
 JSON_VERSION = 1
 
@@ -33,11 +34,12 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
 
-    def fail(self, subject: str, error: Exception) -> None:
-        self.errors.append(f"{subject}: {error}")
-        self.items.append(Item(subject, "failed", str(error)))
+    def fail(self, subject: str, error: BaseException) -> None:
+        message = describe(error)
+        self.errors.append(about(subject, message))
+        self.items.append(Item(subject, "failed", message))
 
-    def merge(self, other: "Outcome") -> None:
+    def merge(self, other: Outcome) -> None:
         self.items.extend(other.items)
         self.errors.extend(other.errors)
         self.warnings.extend(other.warnings)
@@ -51,19 +53,40 @@ class Outcome:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Turn dataclasses, paths and times into JSON-ready values."""
+    """Turn dataclasses, paths, times and durations into JSON-ready values.
+
+    Durations are seconds (a number); times are ISO 8601; sets are sorted lists. Any
+    other object becomes its string, so that `--json` output is always valid JSON.
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((to_jsonable(v) for v in value), key=str)
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+        return int(seconds) if seconds.is_integer() else seconds
     if isinstance(value, Path):
         return str(value)
-    return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
-def envelope(command: str, payload: Any) -> dict[str, Any]:
-    return {"version": JSON_VERSION, "command": command, "result": to_jsonable(payload)}
+def envelope(command: str, payload: Any, exit_code: int = EXIT_OK) -> dict[str, Any]:
+    """The versioned JSON document every `--json` prints: version, command, exit_code, result."""
+    return {"version": JSON_VERSION, "command": command, "exit_code": exit_code, "result": to_jsonable(payload)}
+
+
+def error_envelope(command: str, message: str, exit_code: int) -> dict[str, Any]:
+    """The versioned JSON document of a command that stopped with an error (no result)."""
+    return {"version": JSON_VERSION, "command": command, "exit_code": exit_code, "error": message}

@@ -70,7 +70,7 @@ def rollback(ctx: Context, subvolume: str, number: str, *, fstab: str = "/etc/fs
     Raise Refused, changing nothing, when the layout could not boot the result.
     """
     sub = ctx.config.get_subvolume(subvolume)
-    snap = find_snapshot(ctx, sub, number)
+    snap = find_snapshot(ctx, sub, number, what="NUMBER")
     try:
         entries = parse_fstab(Path(fstab).read_text())
     except OSError as exc:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
-from subvault.errors import SubvaultError
+from subvault.errors import SubvaultError, about, describe
 from subvault.plan.coverage import (
     ExcludedFilesystem,
     ExcludedPath,
@@ -34,7 +34,7 @@ from subvault.plan.coverage import (
     plan_coverage,
 )
 from subvault.plan.freshness import LayerFreshness, plan_freshness
-from subvault.plan.retention import parse_policy
+from subvault.plan.retention import next_due, parse_policy
 from subvault.run.context import Context
 from subvault.run.results import Outcome
 from subvault.timeutil import format_age, parse_duration
@@ -97,9 +97,10 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     try:
         snaps = [s for s in local.scan(sub.name, sub.path, with_uuids=False) if s.kind == "timeline"]
     except (SubvaultError, OSError) as exc:
-        return [LayerRow(sub.name, "local", None, 0, cadence, error=str(exc))]
-    newest = max((s.date for s in snaps), default=None)
-    return [LayerRow(sub.name, "local", newest, len(snaps), cadence, next_due=(newest + cadence) if newest else ctx.now)]
+        return [LayerRow(sub.name, "local", None, 0, cadence, error=describe(exc))]
+    newest = max((s.date for s in snaps if s.date <= ctx.now), default=None)
+    due = next_due(newest, parse_policy(ctx.config.timeline_of(sub)), ctx.now, ctx.tz)
+    return [LayerRow(sub.name, "local", max((s.date for s in snaps), default=None), len(snaps), cadence, next_due=due)]
 
 
 @register_layer
@@ -122,8 +123,8 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             with open_target(tconf, unreachable=ctx.unreachable) as ep:
                 ep.check()
                 entries = ep.list(ep.container(host_name(), sub.name), sub.name)
-        except SubvaultError as exc:
-            rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=str(exc)))
+        except (SubvaultError, OSError) as exc:
+            rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=describe(exc)))
             continue
         verified = [e for e in entries if is_verified(e)]
         times = [t for t in (parse_entry_time(sub.name, e.name) for e in verified) if t]
@@ -151,11 +152,12 @@ def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
         try:
             store = open_target_store(tconf)
             state = scan_target(ctx, store, mac_key(tconf, store), tconf, sub.name)
-        except SubvaultError as exc:
-            rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=str(exc)))
+        except (SubvaultError, OSError) as exc:
+            rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=describe(exc)))
             continue
         newest = max((p.created for p in state.points), default=None)
-        row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests))
+        row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests),
+                       next_due=next_due(newest, parse_policy(tconf.keep), ctx.now, ctx.tz))
         if state.problems:  # damaged or gone points, failed authentication, a rolled-back ledger
             # Bounded by whole problems, never cut inside one (a cut showed only a uuid fragment).
             shown = "; ".join(map(str, state.problems[:3]))
@@ -451,8 +453,8 @@ def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], lis
             else:
                 store = open_target_store(tconf)
                 uuids = [p.uuid for p in scan(store, mac_key(tconf, store), sub.name).points]
-        except SubvaultError as exc:
-            errors.append(f"{tconf.name}: {exc}")
+        except (SubvaultError, OSError) as exc:
+            errors.append(about(tconf.name, describe(exc)))
             continue
         for uuid in uuids:
             if uuid:
