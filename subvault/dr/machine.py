@@ -38,8 +38,9 @@ class Machine:
     .paths (homelab subvolumes), .esp_uuid, .fs_uuid, .fstab (path of root's fstab).
     """
 
-    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1) -> None:
+    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1, bootable: bool = False) -> None:
         self.tmp = tmp
+        self.bootable = bootable  # a kernel, initramfs and init in root (tinyos), a BLS entry
         self.image = tmp / "machine.img"
         self.size_mib = size_mib
         self.data_mib = data_mib
@@ -65,6 +66,10 @@ class Machine:
             (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
             fat.copy_in(Path(staging), esp)
         self.esp_uuid, self.fs_uuid = self.uuid(esp), self.uuid(root)
+        if self.bootable:
+            from subvault.dr import tinyos
+
+            tinyos.install(self.paths["root"], self.fs_uuid)
         self.fstab = self.paths["root"] / "etc" / "fstab"
         self.fstab.write_text(
             f"UUID={self.fs_uuid} / btrfs subvol=root 0 0\n"
