@@ -275,6 +275,6 @@ def probe_command(con: qemu.Console, command: str, expect: str, wait: float = 30
     output = "\n".join(x for x in con.lines[start:found] if "__SUBVAULT_RC" not in x)
     if rc != 0:
         return Check(name, False, f"exit {rc}: {output[-200:]}")
-    if expect and not re.search(expect, output):
+    if expect and not re.search(expect, output, re.M):
         return Check(name, False, f"output does not match {expect!r}: {output[-200:]}")
     return Check(name, True, output.strip()[-120:])

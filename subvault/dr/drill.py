@@ -57,6 +57,8 @@ class DrillRequest:
     boot: bool | None = None  # None: as [dr] boot says
     boot_timeout: float | None = None  # None: [dr] boot_timeout
     boot_ports: tuple[int, ...] = ()  # added to [dr] boot_ports
+    boot_command: str | None = None  # None: [dr] boot_command
+    boot_expect: str | None = None  # None: [dr] boot_expect
     # A fault injected between restore and boot, for the tests that prove a boot catches what checks cannot.
     after_restore: Callable[[Restored], None] | None = None
 
@@ -94,7 +96,9 @@ def _boot_settings(conf: BootSettings, req: DrillRequest) -> BootSettings:
     from dataclasses import replace
 
     return replace(conf, enabled=conf.enabled if req.boot is None else req.boot,
-                   timeout=req.boot_timeout or conf.timeout, ports=tuple(dict.fromkeys(conf.ports + tuple(req.boot_ports))))
+                   timeout=req.boot_timeout or conf.timeout, ports=tuple(dict.fromkeys(conf.ports + tuple(req.boot_ports))),
+                   command=conf.command if req.boot_command is None else req.boot_command,
+                   expect=conf.expect if req.boot_expect is None else req.boot_expect)
 
 
 def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource, choices: dict[str, Choice], work: Path, req: DrillRequest,
