@@ -134,7 +134,11 @@ def _drill(demo: Demo, base: Path) -> None:
     from subvault.dr.machine import demo_drill
     from subvault.dr.report import render_report
 
+    from subvault.dr import qemu
+
     demo.say("\n== layer 6: a recovery drill on a machine image (GPT + ESP + btrfs) ==")
+    if qemu.qemu_path() is None:
+        demo.say("  (QEMU is not installed: this drill does not boot the restored machine; ./dev installs qemu-system-x86)")
     report = demo_drill(base / "drill-demo", demo.say)
     for line in render_report(report):
         demo.say("  " + line)

@@ -128,8 +128,10 @@ def machine_config(m: Machine, target_dir: Path, state_dir: Path) -> str:
     return text + f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{target_dir}"\nkeep = "all"\n'
 
 
-def demo_drill(workdir: Path, say: Callable[[str], None] = print):
+def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool | None = None):
     """Build a tiny machine image and a target under workdir, snapshot, capture, replicate, drill it.
+
+    boot: make the machine bootable (tinyos) and boot it in the drill; None: when QEMU is installed.
 
     Return the DrillReport (its .ok, .rto_seconds, .rpo_seconds). Everything made under
     workdir (loop devices, mounts) is undone before returning, pass or fail. Needs root,
@@ -143,11 +145,15 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print):
     from subvault.run.replicate import replicate
     from subvault.testbed import LoopFs
 
+    from subvault.dr import qemu
+
+    if boot is None:
+        boot = qemu.qemu_path() is not None
     workdir.mkdir(parents=True, exist_ok=True)
-    m = Machine(workdir, size_mib=768)
+    m = Machine(workdir, size_mib=768, bootable=boot)
     pi = LoopFs(image=workdir / "pi.img", mountpoint=workdir / "pi", size="1G")
     try:
-        say("drill demo: building a machine image (GPT, ESP, btrfs in the homelab layout)")
+        say("drill demo: building a machine image (GPT, ESP, btrfs in the homelab layout" + (", a bootable tiny Linux in root)" if boot else ")"))
         m.build()
         pi.create()
         config = parse_config(machine_config(m, pi.mountpoint, workdir / "state"))
@@ -163,7 +169,13 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print):
         # The capture as it travelled to the target inside var's newest replica (no [dr] table names capture_dir here).
         var_entry = max(pi.mountpoint.glob("*/var/var.*"), key=lambda p: p.name)
         travelled = var_entry / m.capture_dir.relative_to(m.paths["var"])
-        return drill(Context(config, say=say), DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill")))
+        if boot:
+            say("drill demo: then booting the restored disk in QEMU (no network but a 127.0.0.1 forward for the port probe)")
+        from subvault.dr import tinyos
+
+        req = DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill"), boot=boot,
+                           boot_ports=(tinyos.PORT,) if boot else (), boot_command="cat /etc/hostname" if boot else None, boot_expect="vps1" if boot else None)
+        return drill(Context(config, say=say), req)
     finally:
         m.close()
         pi.close()
