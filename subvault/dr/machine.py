@@ -38,8 +38,9 @@ class Machine:
     .paths (homelab subvolumes), .esp_uuid, .fs_uuid, .fstab (path of root's fstab).
     """
 
-    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1, bootable: bool = False) -> None:
+    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1, bootable: bool = False, firmware_boot: bool = False) -> None:
         self.tmp = tmp
+        self.firmware_boot = firmware_boot  # also a GRUB at the ESP's removable path (EFI/BOOT/BOOTX64.EFI), for OVMF
         self.bootable = bootable  # a kernel, initramfs and init in root (tinyos), a BLS entry
         self.image = tmp / "machine.img"
         self.size_mib = size_mib
@@ -64,12 +65,16 @@ class Machine:
         with tempfile.TemporaryDirectory(prefix="subvault-esp-") as staging:
             (Path(staging) / EFI_FILE).parent.mkdir(parents=True)
             (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
+            fs_uuid = self.uuid(root)
+            if self.bootable or self.firmware_boot:
+                from subvault.dr import tinyos
+
+                tinyos.install(self.paths["root"], fs_uuid)
+                if self.firmware_boot:
+                    (Path(staging) / "EFI" / "BOOT").mkdir(parents=True)
+                    tinyos.grub_efi(Path(staging) / "EFI" / "BOOT" / "BOOTX64.EFI", fs_uuid)
             fat.copy_in(Path(staging), esp)
         self.esp_uuid, self.fs_uuid = self.uuid(esp), self.uuid(root)
-        if self.bootable:
-            from subvault.dr import tinyos
-
-            tinyos.install(self.paths["root"], self.fs_uuid)
         self.fstab = self.paths["root"] / "etc" / "fstab"
         self.fstab.write_text(
             f"UUID={self.fs_uuid} / btrfs subvol=root 0 0\n"

@@ -177,6 +177,30 @@ def _renumber(entry: bytes, ino: int) -> bytes:
     return entry[:6] + b"%08X" % ino + entry[14:]
 
 
+GRUB_CFG = """serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=0
+search --no-floppy --fs-uuid --set=root {uuid}
+linux /{subvol}/boot/vmlinuz-{release} root=UUID={uuid} rootflags=subvol={subvol} console=ttyS0,115200 panic=-1
+initrd /{subvol}/boot/initrd.img-{release}
+boot
+"""
+
+
+def grub_efi(dest: Path, fs_uuid: str, *, subvol: str = "root") -> Path:
+    """Write a standalone GRUB for UEFI (the removable path's BOOTX64.EFI) that boots the tiny kernel from btrfs."""
+    _, release = kernel_tree()
+    if shutil.which("grub-mkstandalone") is None or not Path("/usr/lib/grub/x86_64-efi").is_dir():
+        raise SubvaultError("grub-efi-amd64-bin is needed for a firmware-bootable machine: apt-get install grub-efi-amd64-bin")
+    cfg = dest.with_suffix(".cfg")
+    cfg.write_text(GRUB_CFG.format(uuid=fs_uuid, subvol=subvol, release=release))
+    process.run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(dest), "--locales=", "--themes=", "--fonts=",
+                 "--modules=part_gpt btrfs search search_fs_uuid linux serial terminal", f"boot/grub/grub.cfg={cfg}"], what="grub-mkstandalone")
+    cfg.unlink()
+    return dest
+
+
 def install(root: Path, fs_uuid: str, *, subvol: str = "root", with_btrfs: bool = True) -> None:
     """Make the root subvolume at root bootable: busybox, /sbin/init, kernel and initramfs in /boot, a BLS entry."""
     kroot, release = kernel_tree()

@@ -147,3 +147,21 @@ def test_a_filesystem_larger_than_its_partition_fails_the_boot(machine, make_fs,
     assert all(c["ok"] for c in _pre_boot_checks(data)), _pre_boot_checks(data)
     assert data["boot"]["reason"].startswith("initramfs emergency shell"), data["boot"]
     assert "total_bytes" in data["boot"]["reason"] or "total_bytes" in "\n".join(data["boot"]["console_tail"]), data["boot"]
+
+
+def test_drill_boots_through_the_restored_bootloader_with_ovmf(tmp_path, make_fs):
+    """Firmware way: OVMF starts the restored ESP's GRUB (EFI/BOOT/BOOTX64.EFI), which loads the kernel from btrfs."""
+    if shutil.which("grub-mkstandalone") is None or not Path("/usr/share/OVMF").is_dir():
+        pytest.skip("needs grub-efi-amd64-bin and ovmf")
+    m = Machine(tmp_path, bootable=True, firmware_boot=True)
+    try:
+        m.build()
+        cli, _, capture = _prepare(m, make_fs, tmp_path)
+        res = cli("drill", "--from", "pi", "--capture", str(capture), "--workdir", str(tmp_path / "drill"), "--boot",
+                  "--boot-timeout", "240", "--json", check=False)
+    finally:
+        m.close()
+    report = json.loads(res.stdout)["result"]
+    boot = report["boot"]
+    assert report["ok"] and boot["ok"], (report["checks"], boot and boot["console_tail"])
+    assert boot["method"] == "firmware" and "OVMF" in boot["note"]
