@@ -131,10 +131,9 @@ def _remote_layers(demo: Demo, paths: dict[str, Path], sshd: Sshd, backup: Path,
 
 def _drill(demo: Demo, base: Path) -> None:
     """Layer 6 on a small partitioned machine image (GPT, ESP, btrfs): capture, replicate, drill."""
+    from subvault.dr import qemu
     from subvault.dr.machine import demo_drill
     from subvault.dr.report import render_report
-
-    from subvault.dr import qemu
 
     demo.say("\n== layer 6: a recovery drill on a machine image (GPT + ESP + btrfs) ==")
     if qemu.qemu_path() is None:

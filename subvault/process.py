@@ -202,7 +202,7 @@ def spawn(argv: Sequence[str], *, stderr_text: bool = True) -> subprocess.Popen:
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=stderr_text)
 
 
-def spawn_console(argv: Sequence[str]) -> subprocess.Popen:
+def spawn_console(argv: Sequence[str]) -> subprocess.Popen[bytes]:
     """Start a program we talk to over its stdin and stdout (a VM's serial console), binary, in its own session.
 
     stderr goes with stdout; the caller reads stdout, writes stdin and stops the process.

@@ -22,9 +22,9 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from subvault.dr import qemu
 from subvault.dr.report import Check
@@ -79,7 +79,7 @@ class BootResult:
     log: str = ""
     way_note: str = ""  # why this way (e.g. why not firmware)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {"method": self.method, "accelerator": self.accelerator, "milestone": self.milestone or None,
                 "seconds": round(self.seconds, 3), "ok": self.ok, "reason": self.reason, "note": self.way_note,
                 "probes": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.probes],
@@ -246,7 +246,7 @@ def probe_port(host_port: int, guest_port: int, budget: float, window: float = 2
                 s.settimeout(1.5)
                 try:
                     data = s.recv(64)
-                except socket.timeout:
+                except TimeoutError:
                     return Check(name, True, "accepted a connection (through 127.0.0.1 forward)")
                 if data:
                     return Check(name, True, f"answered: {data[:40]!r}")

@@ -12,9 +12,9 @@ Rules:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from subvault import process
 from subvault.btrfs import adapter
@@ -26,7 +26,7 @@ from subvault.errors import CommandFailed, NotFound, SubvaultError
 
 
 def start(settings: boot.BootSettings, m: Manifest, fstab: list[FstabEntry], done: Restored, ws_root: Path, images: list[str],
-          work: Path, log: Path, pool: ThreadPoolExecutor, say: Callable[[str], None]) -> Future:
+          work: Path, log: Path, pool: ThreadPoolExecutor, say: Callable[[str], None]) -> Future[boot.BootResult]:
     """Locate the boot entry, freeze the restored filesystems, and start the boot in pool; return its future (a BootResult)."""
     root, top = _root(fstab, done)
     entry = None

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from subvault import process
 from subvault.btrfs import adapter, local
 from subvault.dr import bootdrill
-from subvault.dr.boot import BootSettings
+from subvault.dr.boot import BootResult, BootSettings
 from subvault.dr.digest import tree_digest
 from subvault.dr.manifest import Manifest
 from subvault.dr.parse import PartitionTable, parse_blkid_export, parse_fstab, parse_sfdisk_dump
@@ -115,16 +115,9 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     report = DrillReport(src.name, req.at, 0.0, 0.0, {n: c.time.isoformat() for n, c in choices.items()}, image=str(work))
     sources = _source_paths(ctx, src, choices)
     digests: dict[str, tuple[Future, Future | None]] = {}
-    boot_pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        return _restore_verify_boot(ctx, m, here, src, choices, work, req, boot, images, fstab, plan, report, sources, digests, boot_pool)
-    finally:
-        boot_pool.shutdown(wait=True)  # a boot never outlives its drill
-
-
-def _restore_verify_boot(ctx, m, here, src, choices, work, req, boot, images, fstab, plan, report, sources, digests, boot_pool) -> DrillReport:
-    booting: Future | None = None
-    with ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
+    booting: Future[BootResult] | None = None
+    # The boot pool is left last: a boot never outlives its drill, and it may run on after the images are unmounted.
+    with ThreadPoolExecutor(max_workers=1) as boot_pool, ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
         # Source digests run while the receives run; each received copy's digest as soon as it is verified.
         early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
 

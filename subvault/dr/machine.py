@@ -143,14 +143,13 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
     loop devices, btrfs-progs, dosfstools, mtools.
     """
     from subvault.config.load import parse_config
+    from subvault.dr import qemu
     from subvault.dr.capture import CaptureSpec, capture
     from subvault.dr.drill import DrillRequest, drill
     from subvault.run.context import Context
     from subvault.run.local import take_timeline
     from subvault.run.replicate import replicate
     from subvault.testbed import LoopFs
-
-    from subvault.dr import qemu
 
     if boot is None:
         boot = qemu.qemu_path() is not None

@@ -20,8 +20,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from subvault import process
 from subvault.errors import CommandFailed
@@ -32,6 +34,7 @@ OVMF_VARS = ("/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd")
 SEABIOS = ("/usr/share/seabios/bios-256k.bin", "/usr/share/seabios/bios.bin")
 KVM_PROBE_SECONDS = 8.0
 _accel_cache: dict[str, str] = {}
+T = TypeVar("T")
 
 
 def qemu_path() -> str | None:
@@ -70,7 +73,8 @@ def accelerator(kernel: Path | None) -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -120,7 +124,7 @@ class Console:
         self._partial = b""
         self._cond = threading.Condition()
         self._fh = open(log, "wb")
-        self.proc: subprocess.Popen = process.spawn_console(argv)
+        self.proc: subprocess.Popen[bytes] = process.spawn_console(argv)
         self.exited: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -151,7 +155,7 @@ class Console:
         with self._cond:
             return _clean(self._partial)
 
-    def wait(self, test, deadline: float):
+    def wait(self, test: Callable[[list[str], int | None], T | None], deadline: float) -> T | None:
         """Wait until test(lines, exited) returns something other than None, or the deadline; return it (None on timeout)."""
         with self._cond:
             while True:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from subvault.dr import qemu
 from subvault.dr.boot import DEFAULT_MILESTONE, find_entry, judge, kernel_command_line, parse_bls, parse_grub_cfg
@@ -64,7 +64,7 @@ def test_the_vm_has_no_network_or_only_loopback_forwards():
 
 
 def test_the_drill_record_says_whether_the_last_success_booted(tmp_path):
-    t1, t2 = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)
+    t1, t2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
     record_drill(tmp_path, {"boot": {"ok": True, "method": "direct", "accelerator": "tcg"}}, ok=True, finished=t1)
     assert last_success_booted(tmp_path) == "direct on tcg"
     record_drill(tmp_path, {"boot": None}, ok=True, finished=t2)
