@@ -77,6 +77,7 @@ def test_drill_boot_reaches_the_milestone_and_answers_its_probes(machine, make_f
     log = Path(boot["log"])
     assert log.parent == state and "Reached target Multi-User System" in log.read_text(errors="replace")
     assert report["rto_seconds"] >= boot["seconds"]
+    print(f"\nbooted drill: RTO {report['rto_seconds']:.1f}s, boot {boot['method']} on {boot['accelerator']} {boot['seconds']:.1f}s to the milestone")
     text = cli("check", check=False).stdout
     assert "booted the machine (direct on" in text
 
@@ -164,3 +165,4 @@ def test_drill_boots_through_the_restored_bootloader_with_ovmf(tmp_path, make_fs
     boot = report["boot"]
     assert report["ok"] and boot["ok"], (report["checks"], boot and boot["console_tail"])
     assert boot["method"] == "firmware" and "OVMF" in boot["note"]
+    print(f"\nfirmware drill: RTO {report['rto_seconds']:.1f}s, boot {boot['method']} on {boot['accelerator']} {boot['seconds']:.1f}s to the milestone")

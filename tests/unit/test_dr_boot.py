@@ -70,3 +70,15 @@ def test_the_drill_record_says_whether_the_last_success_booted(tmp_path):
     record_drill(tmp_path, {"boot": None}, ok=True, finished=t2)
     assert last_success_booted(tmp_path) == ""
     assert last_drill_success(tmp_path) == t2 and last_drill_success(tmp_path, booted=True) == t1
+
+
+def test_with_boot_required_the_drill_age_names_a_booted_drill():
+    from datetime import timedelta
+
+    from subvault.plan.freshness import plan_drill
+
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    assert "no successful booted recovery drill" in plan_drill(None, now, booted=True)[0].message
+    stale = plan_drill(now - timedelta(days=40), now, timedelta(days=30), booted=True)[0].message
+    assert "booted recovery drill" in stale and "subvault drill --boot" in stale
+    assert plan_drill(now - timedelta(days=1), now, timedelta(days=30), booted=True) == []
