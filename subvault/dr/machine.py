@@ -152,7 +152,7 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
     from subvault.testbed import LoopFs
 
     if boot is None:
-        boot = qemu.qemu_path() is not None
+        boot = qemu.qemu_path() is not None and _kernel_ready(say)
     workdir.mkdir(parents=True, exist_ok=True)
     m = Machine(workdir, size_mib=768, bootable=boot)
     pi = LoopFs(image=workdir / "pi.img", mountpoint=workdir / "pi", size="1G")
@@ -183,6 +183,19 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
     finally:
         m.close()
         pi.close()
+
+
+def _kernel_ready(say: Callable[[str], None]) -> bool:
+    """Whether the tiny machine's kernel is cached or can be fetched (apt); say why not."""
+    from subvault.dr import tinyos
+    from subvault.errors import SubvaultError
+
+    try:
+        tinyos.kernel_tree()
+    except SubvaultError as exc:
+        say(f"drill demo: the drill will not boot the machine: {exc}")
+        return False
+    return True
 
 
 def _ok(outcome, what: str) -> None:
