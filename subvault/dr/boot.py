@@ -215,6 +215,7 @@ def boot(settings: BootSettings, disks: list[str], entry: BootEntry | None, firm
     say(f"boot: {method} on {spec.accel.upper()}, waiting up to {settings.timeout:.0f}s for the milestone")
     milestone = re.compile(settings.milestone)
     started = time.monotonic()
+    log.parent.mkdir(parents=True, exist_ok=True)
     con = qemu.Console(qemu.argv_for(spec), log)
     try:
         deadline = started + settings.timeout
