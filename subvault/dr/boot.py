@@ -211,6 +211,7 @@ def boot(settings: BootSettings, disks: list[str], entry: BootEntry | None, firm
     elif firmware == "uefi":
         spec.vars_copy = str(shutil.copyfile(qemu.first_existing(qemu.OVMF_VARS) or "", work / "OVMF_VARS.fd"))
     spec.accel = qemu.accelerator(Path(spec.kernel) if spec.kernel else None)
+    note += f"; {spec.accel.upper()}: {qemu.accelerator_reason()}"
     spec.forwards = {qemu.free_port(): p for p in settings.ports}
     say(f"boot: {method} on {spec.accel.upper()}, waiting up to {settings.timeout:.0f}s for the milestone")
     milestone = re.compile(settings.milestone)

@@ -50,12 +50,14 @@ def accelerator(kernel: Path | None) -> str:
     if "accel" in _accel_cache:
         return _accel_cache["accel"]
     accel = "tcg"
+    _accel_cache["why"] = "no kernel to probe KVM with"
     try:
         fd = os.open("/dev/kvm", os.O_RDWR)
         os.close(fd)
         usable = True
-    except OSError:
+    except OSError as exc:
         usable = False
+        _accel_cache["why"] = f"/dev/kvm: {exc.strerror}"
     if usable and kernel is not None and qemu_path():
         # A kernel without a root panics at once; with -no-reboot QEMU then exits. Under a broken KVM it aborts or hangs.
         argv = [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot",
@@ -63,11 +65,19 @@ def accelerator(kernel: Path | None) -> str:
         try:
             res = process.run(argv, check=False, timeout=KVM_PROBE_SECONDS)
             if res.returncode == 0 and "Kernel panic" in res.stdout:
-                accel = "kvm"
+                accel, _accel_cache["why"] = "kvm", "a probe boot under KVM worked"
+            else:
+                last = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+                _accel_cache["why"] = f"a probe boot under KVM failed ({last[:120]})"
         except CommandFailed:  # timed out: KVM hangs here
-            accel = "tcg"
+            _accel_cache["why"] = f"a probe boot under KVM did not finish in {KVM_PROBE_SECONDS:.0f}s"
     _accel_cache["accel"] = accel
     return accel
+
+
+def accelerator_reason() -> str:
+    """Why accelerator() chose what it did (after it ran)."""
+    return _accel_cache.get("why", "")
 
 
 def free_port() -> int:
