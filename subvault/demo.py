@@ -131,10 +131,13 @@ def _remote_layers(demo: Demo, paths: dict[str, Path], sshd: Sshd, backup: Path,
 
 def _drill(demo: Demo, base: Path) -> None:
     """Layer 6 on a small partitioned machine image (GPT, ESP, btrfs): capture, replicate, drill."""
+    from subvault.dr import qemu
     from subvault.dr.machine import demo_drill
     from subvault.dr.report import render_report
 
     demo.say("\n== layer 6: a recovery drill on a machine image (GPT + ESP + btrfs) ==")
+    if qemu.qemu_path() is None:
+        demo.say("  (QEMU is not installed: this drill does not boot the restored machine; ./dev installs qemu-system-x86)")
     report = demo_drill(base / "drill-demo", demo.say)
     for line in render_report(report):
         demo.say("  " + line)

@@ -202,6 +202,16 @@ def spawn(argv: Sequence[str], *, stderr_text: bool = True) -> subprocess.Popen:
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=stderr_text)
 
 
+def spawn_console(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start a program we talk to over its stdin and stdout (a VM's serial console), binary, in its own session.
+
+    stderr goes with stdout; the caller reads stdout, writes stdin and stops the process.
+    """
+    argv = [str(a) for a in argv]
+    log.debug("spawn %s", _describe(argv))
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @dataclass
 class _Stage:
     argv: list[str]

@@ -107,10 +107,17 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
 @click.option("--host", metavar="NAME", help="The machine's name on the target (default: this host's).")
 @click.option("--workdir", metavar="DIR", help="Where the sparse images go (default: [dr] drill_dir).")
 @click.option("--keep", is_flag=True, help="Keep the images afterwards.")
+@click.option("--boot/--no-boot", default=None, help="Also boot the restored machine in QEMU (default: [dr] boot).")
+@click.option("--boot-timeout", type=click.IntRange(min=1), metavar="SECONDS", help="Time to reach the milestone (default: [dr] boot_timeout).")
+@click.option("--boot-port", "boot_ports", type=click.IntRange(1, 65535), multiple=True, metavar="PORT", help="A TCP port that must answer after the boot (repeatable).")
+@click.option("--boot-command", metavar="CMD", help="A command run over the serial console after the boot (default: [dr] boot_command).")
+@click.option("--boot-expect", metavar="REGEX", help="What --boot-command's output must match (default: [dr] boot_expect).")
 @json_option
 @pass_env
 @_handle_errors
-def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: str | None, workdir: str | None, keep: bool, as_json: bool) -> int:
+def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: str | None, workdir: str | None, keep: bool,
+              boot: bool | None, boot_timeout: int | None, boot_ports: tuple[int, ...], boot_command: str | None, boot_expect: str | None,
+              as_json: bool) -> int:
     """Restore everything into a scratch disk image, verify it, report RTO and RPO."""
     from subvault.cli.render import emit_json
     from subvault.dr.drill import DrillRequest, drill
@@ -123,7 +130,8 @@ def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: 
             raise NotFound("no btrfs target configured to drill from; name one with --from")
         source = btrfs[0]
     with env.lock():
-        report = drill(env.context(quiet=as_json), DrillRequest(source, at, capture, host, workdir, keep))
+        report = drill(env.context(quiet=as_json), DrillRequest(source, at, capture, host, workdir, keep, boot, boot_timeout, boot_ports,
+                                                                      boot_command=boot_command, boot_expect=boot_expect))
     code = 0 if report.ok else 1
     if as_json:
         return emit_json("drill", report.to_json(), code)

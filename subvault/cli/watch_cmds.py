@@ -33,7 +33,7 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
         write_metrics(metrics_file, report.rows, env.context(quiet=True), problems=problem_counts(report))
     warnings += report.warnings + job.warnings
     if as_json:
-        return emit_json("check", {"problems": report.problems, "warnings": warnings}, report.exit_code)
+        return emit_json("check", {"problems": report.problems, "warnings": warnings, "drill": report.drill or None}, report.exit_code)
     else:
         for p in report.problems:
             click.echo(f"{p.kind}: {p.message}")
@@ -41,6 +41,8 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
             click.echo(f"warning: {w}", err=True)
         if not report.problems:
             click.echo(f"ok: {len(cfg.subvolume)} subvolumes covered, every layer fresh")
+        if report.drill:
+            click.echo(report.drill)
     return report.exit_code
 
 

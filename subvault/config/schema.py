@@ -268,10 +268,24 @@ class DrConf(Strict):
     fstab: Annotated[str, _doc("the fstab recorded and checked by drill")] = "/etc/fstab"
     boot_dirs: Annotated[list[str], _doc("boot directories restored after the subvolumes")] = msgspec.field(default_factory=lambda: ["/boot", "/boot/efi"])
     drill_dir: Annotated[str, _doc("where drill puts its sparse disk image and mounts")] = "/var/tmp/subvault-drill"
+    boot: Annotated[bool, _doc("every drill also boots the restored machine in QEMU (as `drill --boot`)")] = False
+    boot_method: Annotated[Literal["auto", "direct", "firmware"], _doc("firmware (OVMF/SeaBIOS through the restored bootloader), direct (restored kernel + initramfs), or auto")] = "auto"
+    boot_timeout: Annotated[int, _doc("seconds the booted machine has to reach its milestone")] = 300
+    boot_milestone: Annotated[str, _doc("regex on the serial console that means booted (default: multi-user.target or a login prompt)")] = ""
+    boot_ports: Annotated[list[int], _doc("TCP ports that must answer after the milestone (through 127.0.0.1 forwards only)")] = msgspec.field(default_factory=list)
+    boot_command: Annotated[str, _doc("a command run over the serial console after the milestone")] = ""
+    boot_expect: Annotated[str, _doc("regex the boot_command's output must match")] = ""
 
     def __post_init__(self) -> None:
         self.capture_dir = _abs_path("capture_dir", self.capture_dir)
         self.drill_dir = _abs_path("drill_dir", self.drill_dir)
+        if self.boot_timeout <= 0:
+            raise ValueError("boot_timeout: must be a positive number of seconds")
+        for key in ("boot_milestone", "boot_expect"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ValueError(f"{key}: not a regex ({exc})") from None
 
 
 class NotifyConf(Strict):

@@ -11,6 +11,9 @@ Verification (each a Check in the report):
 - the partition tables and filesystems carry the captured ids;
 - every fstab entry resolves to a restored filesystem (and subvolume).
 RTO is the wall time from start to verified; RPO the age of the oldest restore point.
+With --boot (or [dr] boot = true) the restored machine is then booted in QEMU (see
+boot.py and bootdrill.py): the boot overlaps the content digests, its time is reported
+apart (and counted in RTO), its serial log kept as <state_dir>/drill-boot.log.
 The result is recorded in <state_dir>/drill.json for `check`. Loop devices and mounts
 are undone and the images removed afterwards, pass or fail (unless keep).
 """
@@ -19,12 +22,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.dr import bootdrill
+from subvault.dr.boot import BootResult, BootSettings
 from subvault.dr.digest import tree_digest
 from subvault.dr.manifest import Manifest
 from subvault.dr.parse import PartitionTable, parse_blkid_export, parse_fstab, parse_sfdisk_dump
@@ -49,6 +55,13 @@ class DrillRequest:
     host: str | None = None
     workdir: str | None = None  # default: [dr] drill_dir
     keep: bool = False
+    boot: bool | None = None  # None: as [dr] boot says
+    boot_timeout: float | None = None  # None: [dr] boot_timeout
+    boot_ports: tuple[int, ...] = ()  # added to [dr] boot_ports
+    boot_command: str | None = None  # None: [dr] boot_command
+    boot_expect: str | None = None  # None: [dr] boot_expect
+    # A fault injected between restore and boot, for the tests that prove a boot catches what checks cannot.
+    after_restore: Callable[[Restored], None] | None = None
 
 
 def drill(ctx: Context, req: DrillRequest) -> DrillReport:
@@ -67,7 +80,7 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
         with TargetSource(ctx.config.get_target(req.source), req.host or host_name()) as src:
             manifest, here = find_capture(src, ctx.config, settings.capture_dir, when, req.capture)
             choices = src.choose_all([p.name for p in manifest.protected], when)
-            report = _drill_into_images(ctx, manifest, here, src, choices, work, req)
+            report = _drill_into_images(ctx, manifest, here, src, choices, work, req, _boot_settings(settings.boot, req))
     except SubvaultError as exc:
         record_drill(ctx.state_dir, {"source": req.source, "at": req.at, "error": str(exc)}, ok=False, finished=ctx.now)
         raise
@@ -80,7 +93,17 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
     return report
 
 
-def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource, choices: dict[str, Choice], work: Path, req: DrillRequest) -> DrillReport:
+def _boot_settings(conf: BootSettings, req: DrillRequest) -> BootSettings:
+    from dataclasses import replace
+
+    return replace(conf, enabled=conf.enabled if req.boot is None else req.boot,
+                   timeout=req.boot_timeout or conf.timeout, ports=tuple(dict.fromkeys(conf.ports + tuple(req.boot_ports))),
+                   command=conf.command if req.boot_command is None else req.boot_command,
+                   expect=conf.expect if req.boot_expect is None else req.boot_expect)
+
+
+def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource, choices: dict[str, Choice], work: Path, req: DrillRequest,
+                       boot: BootSettings) -> DrillReport:
     work.mkdir(parents=True, exist_ok=True)
     images = []
     for disk in m.disks:
@@ -93,7 +116,9 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     report = DrillReport(src.name, req.at, 0.0, 0.0, {n: c.time.isoformat() for n, c in choices.items()}, image=str(work))
     sources = _source_paths(ctx, src, choices)
     digests: dict[str, tuple[Future, Future | None]] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
+    booting: Future[BootResult] | None = None
+    # The boot pool is left last: a boot never outlives its drill, and it may run on after the images are unmounted.
+    with ThreadPoolExecutor(max_workers=1) as boot_pool, ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
         # Source digests run while the receives run; each received copy's digest as soon as it is verified.
         early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
 
@@ -105,6 +130,12 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
             digests[name] = (pool.submit(tree_digest, path), early.get(name))
 
         done = Executor(plan, m, here, src, ws, ctx.say, on_received).run()
+        if boot.enabled:
+            if req.after_restore:
+                req.after_restore(done)
+            # The boot runs while the digests finish (the filesystems are read-only from here on).
+            booting = bootdrill.start(boot, m, fstab, done, ws.root, [i.path for i in images], work / "boot",
+                                      Path(ctx.state_dir) / "drill-boot.log", boot_pool, ctx.say)
         report.bytes_received = done.bytes
         report.checks += _subvolume_checks(m, done)
         report.checks += _digest_checks(m, digests, sources, restored_at)
@@ -113,6 +144,10 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
         report.checks += compare_ids(m, tables, restored)
         report.checks += resolve_fstab(fstab, restored)
     report.checks.append(Check("plan", not plan.warnings, "; ".join(plan.warnings)))
+    if booting is not None:
+        report.boot = booting.result()
+        report.checks.append(Check("boot", report.boot.ok, f"{report.boot.method} on {report.boot.accelerator}: {report.boot.reason}"))
+        report.checks += report.boot.probes
     return report
 
 

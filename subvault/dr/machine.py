@@ -38,8 +38,10 @@ class Machine:
     .paths (homelab subvolumes), .esp_uuid, .fs_uuid, .fstab (path of root's fstab).
     """
 
-    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1) -> None:
+    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1, bootable: bool = False, firmware_boot: bool = False) -> None:
         self.tmp = tmp
+        self.firmware_boot = firmware_boot  # also a GRUB at the ESP's removable path (EFI/BOOT/BOOTX64.EFI), for OVMF
+        self.bootable = bootable  # a kernel, initramfs and init in root (tinyos), a BLS entry
         self.image = tmp / "machine.img"
         self.size_mib = size_mib
         self.data_mib = data_mib
@@ -63,6 +65,14 @@ class Machine:
         with tempfile.TemporaryDirectory(prefix="subvault-esp-") as staging:
             (Path(staging) / EFI_FILE).parent.mkdir(parents=True)
             (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
+            fs_uuid = self.uuid(root)
+            if self.bootable or self.firmware_boot:
+                from subvault.dr import tinyos
+
+                tinyos.install(self.paths["root"], fs_uuid)
+                if self.firmware_boot:
+                    (Path(staging) / "EFI" / "BOOT").mkdir(parents=True)
+                    tinyos.grub_efi(Path(staging) / "EFI" / "BOOT" / "BOOTX64.EFI", fs_uuid)
             fat.copy_in(Path(staging), esp)
         self.esp_uuid, self.fs_uuid = self.uuid(esp), self.uuid(root)
         self.fstab = self.paths["root"] / "etc" / "fstab"
@@ -123,14 +133,17 @@ def machine_config(m: Machine, target_dir: Path, state_dir: Path) -> str:
     return text + f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{target_dir}"\nkeep = "all"\n'
 
 
-def demo_drill(workdir: Path, say: Callable[[str], None] = print):
+def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool | None = None):
     """Build a tiny machine image and a target under workdir, snapshot, capture, replicate, drill it.
+
+    boot: make the machine bootable (tinyos) and boot it in the drill; None: when QEMU is installed.
 
     Return the DrillReport (its .ok, .rto_seconds, .rpo_seconds). Everything made under
     workdir (loop devices, mounts) is undone before returning, pass or fail. Needs root,
     loop devices, btrfs-progs, dosfstools, mtools.
     """
     from subvault.config.load import parse_config
+    from subvault.dr import qemu
     from subvault.dr.capture import CaptureSpec, capture
     from subvault.dr.drill import DrillRequest, drill
     from subvault.run.context import Context
@@ -138,11 +151,13 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print):
     from subvault.run.replicate import replicate
     from subvault.testbed import LoopFs
 
+    if boot is None:
+        boot = qemu.qemu_path() is not None and _kernel_ready(say)
     workdir.mkdir(parents=True, exist_ok=True)
-    m = Machine(workdir, size_mib=768)
+    m = Machine(workdir, size_mib=768, bootable=boot)
     pi = LoopFs(image=workdir / "pi.img", mountpoint=workdir / "pi", size="1G")
     try:
-        say("drill demo: building a machine image (GPT, ESP, btrfs in the homelab layout)")
+        say("drill demo: building a machine image (GPT, ESP, btrfs in the homelab layout" + (", a bootable tiny Linux in root)" if boot else ")"))
         m.build()
         pi.create()
         config = parse_config(machine_config(m, pi.mountpoint, workdir / "state"))
@@ -158,10 +173,29 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print):
         # The capture as it travelled to the target inside var's newest replica (no [dr] table names capture_dir here).
         var_entry = max(pi.mountpoint.glob("*/var/var.*"), key=lambda p: p.name)
         travelled = var_entry / m.capture_dir.relative_to(m.paths["var"])
-        return drill(Context(config, say=say), DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill")))
+        if boot:
+            say("drill demo: then booting the restored disk in QEMU (no network but a 127.0.0.1 forward for the port probe)")
+        from subvault.dr import tinyos
+
+        req = DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill"), boot=boot,
+                           boot_ports=(tinyos.PORT,) if boot else (), boot_command="cat /etc/hostname" if boot else None, boot_expect="vps1" if boot else None)
+        return drill(Context(config, say=say), req)
     finally:
         m.close()
         pi.close()
+
+
+def _kernel_ready(say: Callable[[str], None]) -> bool:
+    """Whether the tiny machine's kernel is cached or can be fetched (apt); say why not."""
+    from subvault.dr import tinyos
+    from subvault.errors import SubvaultError
+
+    try:
+        tinyos.kernel_tree()
+    except SubvaultError as exc:
+        say(f"drill demo: the drill will not boot the machine: {exc}")
+        return False
+    return True
 
 
 def _ok(outcome, what: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from subvault.dr.manifest import Manifest
 from subvault.dr.parse import FstabEntry, PartitionTable
@@ -47,6 +48,11 @@ class DrillReport:
     checks: list[Check] = field(default_factory=list)
     bytes_received: int = 0
     image: str = ""
+    boot: Any = None  # a boot.BootResult when the drill booted the machine
+
+    @property
+    def boot_seconds(self) -> float:
+        return self.boot.seconds if self.boot is not None else 0.0
 
     @property
     def ok(self) -> bool:
@@ -58,6 +64,8 @@ class DrillReport:
             "rto_seconds": round(self.rto_seconds, 3), "rpo_seconds": round(self.rpo_seconds, 3),
             "restore_points": self.restore_points, "bytes_received": self.bytes_received, "image": self.image,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "boot": self.boot.to_json() if self.boot is not None else None,
+            "booted": bool(self.boot is not None and self.boot.ok),
         }
 
 
@@ -70,9 +78,23 @@ def rpo(choices: dict[str, Choice], now: datetime) -> timedelta:
 
 def render_report(report: DrillReport) -> list[str]:
     lines = [f"drill from {report.source} (at {report.at}): {'ok' if report.ok else 'FAILED'}"]
-    lines.append(f"RTO {report.rto_seconds:.1f}s (restore and verify)   RPO {format_age(timedelta(seconds=report.rpo_seconds))} (oldest restore point)")
+    if report.boot is not None:
+        rto = f"RTO {report.rto_seconds:.1f}s (restore and verify {report.rto_seconds - report.boot_seconds:.1f}s, boot {report.boot_seconds:.1f}s)"
+    else:
+        rto = f"RTO {report.rto_seconds:.1f}s (restore and verify)"
+    lines.append(f"{rto}   RPO {format_age(timedelta(seconds=report.rpo_seconds))} (oldest restore point)")
     for c in report.checks:
         lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}{': ' + c.detail if c.detail else ''}")
+    b = report.boot
+    if b is not None:
+        lines.append(f"boot: {b.method} on {b.accelerator.upper()}, {'milestone ' + repr(b.milestone) if b.ok else 'FAILED: ' + b.reason} after {b.seconds:.1f}s")
+        if b.way_note:
+            lines.append(f"  way: {b.way_note}")
+        if b.log:
+            lines.append(f"  serial log: {b.log}")
+        if not b.ok:
+            lines.append(f"  last {len(b.tail)} console lines:")
+            lines += [f"    | {t}" for t in b.tail]
     return lines
 
 

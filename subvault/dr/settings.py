@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from subvault.config.schema import Config
+from subvault.dr.boot import DEFAULT_MILESTONE, BootSettings
 
 DEFAULT_CAPTURE_DIR = "/var/lib/subvault/dr"
 DEFAULT_DRILL_DIR = "/var/tmp/subvault-drill"
@@ -21,6 +22,7 @@ class DrSettings:
     fstab: str = "/etc/fstab"
     boot_dirs: tuple[str, ...] = ("/boot", "/boot/efi")
     drill_dir: str = DEFAULT_DRILL_DIR  # where drill puts its sparse image and mounts
+    boot: BootSettings = BootSettings()  # [dr] boot*: boot the restored machine after verifying it
 
     @classmethod
     def from_config(cls, config: Config) -> "DrSettings":
@@ -33,4 +35,9 @@ class DrSettings:
             fstab=getattr(dr, "fstab", "/etc/fstab"),
             boot_dirs=tuple(getattr(dr, "boot_dirs", ("/boot", "/boot/efi"))),
             drill_dir=getattr(dr, "drill_dir", DEFAULT_DRILL_DIR),
+            boot=BootSettings(
+                enabled=bool(getattr(dr, "boot", False)), method=getattr(dr, "boot_method", "auto"),
+                timeout=float(getattr(dr, "boot_timeout", 300)), milestone=getattr(dr, "boot_milestone", "") or DEFAULT_MILESTONE,
+                ports=tuple(getattr(dr, "boot_ports", ()) or ()), command=getattr(dr, "boot_command", ""), expect=getattr(dr, "boot_expect", ""),
+            ),
         )

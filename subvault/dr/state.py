@@ -1,7 +1,8 @@
 """The drill record in the state dir: `<state_dir>/drill.json`, a cache (invariant 12).
 
-It holds the last drill's result and when the last successful one finished; `check`
-reads `last_drill_success`. Deleting the file only makes `check` ask for a new drill.
+It holds the last drill's result, when the last successful one finished, whether that
+one booted the machine, and when the last successful booted one finished; `check` reads
+`last_drill_success` (booted=True when [dr] boot = true). Deleting the file only makes `check` ask for a new drill.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ def record_drill(state_dir: str | Path, result: dict[str, Any], *, ok: bool, fin
     path = Path(state_dir) / DRILL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = _read(path)
+    booted = ok and bool((result.get("boot") or {}).get("ok"))
+    boot = result.get("boot") or {}
     data = {
         "version": STATE_VERSION,
         "last": {**result, "ok": ok, "finished": finished.isoformat()},
         "last_success": finished.isoformat() if ok else previous.get("last_success"),
+        "last_success_booted": (f"{boot.get('method')} on {boot.get('accelerator')}" if booted else "") if ok else previous.get("last_success_booted", ""),
+        "last_booted_success": finished.isoformat() if booted else previous.get("last_booted_success"),
     }
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
@@ -49,9 +54,15 @@ def last_drill(state_dir: str | Path) -> dict[str, Any] | None:
     return last if isinstance(last, dict) else None
 
 
-def last_drill_success(state_dir: str | Path) -> datetime | None:
-    """Return when the last successful drill finished (aware), or None if none is recorded or the file is unreadable."""
-    text = _read(Path(state_dir) / DRILL_FILE).get("last_success")
+def last_success_booted(state_dir: str | Path) -> str:
+    """How the last successful drill booted the machine ("direct on tcg"), or "" when it did not boot it."""
+    got = _read(Path(state_dir) / DRILL_FILE).get("last_success_booted")
+    return got if isinstance(got, str) else ""
+
+
+def last_drill_success(state_dir: str | Path, *, booted: bool = False) -> datetime | None:
+    """Return when the last successful drill (that booted the machine, if booted) finished (aware), or None if none is recorded or the file is unreadable."""
+    text = _read(Path(state_dir) / DRILL_FILE).get("last_booted_success" if booted else "last_success")
     if not isinstance(text, str):
         return None
     try:

@@ -98,18 +98,20 @@ def plan_drill(
     last_success: datetime | None,
     now: datetime,
     max_age: timedelta = DEFAULT_DRILL_MAX_AGE,
+    booted: bool = False,
 ) -> list[Problem]:
-    """Given when the last drill succeeded, return a problem when it is too old or missing."""
+    """Given when the last drill succeeded (booted: the last that booted the machine), return a problem when it is too old or missing."""
+    what, cmd = ("booted recovery drill", "subvault drill --boot") if booted else ("recovery drill", "subvault drill")
     if last_success is None:
         return [Problem(
             ProblemKind.DRILL, "drill",
-            "no successful recovery drill recorded; run `subvault drill` to prove the backups restore",
+            f"no successful {what} recorded; run `{cmd}` to prove the backups restore",
         )]
     age = now - last_success
     if age <= max_age:
         return []
     return [Problem(
         ProblemKind.DRILL, "drill",
-        f"last successful recovery drill was {human_age(age)} ago (limit {human_age(max_age)}); "
-        "run `subvault drill`",
+        f"last successful {what} was {human_age(age)} ago (limit {human_age(max_age)}); "
+        f"run `{cmd}`",
     )]

@@ -64,6 +64,7 @@ class WatchReport:
     rows: list[LayerRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    drill: str = ""  # one line about the last successful drill (and whether it booted the machine)
 
     @property
     def exit_code(self) -> int:
@@ -382,13 +383,19 @@ def _drill_age(ctx: Context, report: WatchReport) -> None:
     The drill record lives in the state dir, a cache (invariant 12): losing it turns
     the check back into a reminder, never into a failure.
     """
-    from subvault.dr.state import last_drill_success
+    from subvault.dr.state import last_drill_success, last_success_booted
+    from subvault.timeutil import format_age
     from subvault.plan.freshness import plan_drill
 
     if not ctx.config.target:
         return
-    last = last_drill_success(ctx.state_dir)
-    found = plan_drill(last, ctx.now, parse_duration(ctx.config.check.drill_max_age))
+    boot = bool(getattr(ctx.config.dr, "boot", False))  # [dr] boot = true: only a drill that booted counts
+    last = last_drill_success(ctx.state_dir, booted=boot)
+    found = plan_drill(last, ctx.now, parse_duration(ctx.config.check.drill_max_age), booted=boot)
+    success = last_drill_success(ctx.state_dir)
+    if success is not None:
+        how = last_success_booted(ctx.state_dir)
+        report.drill = f"last successful drill {format_age(ctx.now - success)} ago, " + (f"booted the machine ({how})" if how else "did not boot the machine")
     if last is None:
         report.warnings += [p.message for p in found]
     else:

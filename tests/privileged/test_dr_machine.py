@@ -9,6 +9,7 @@ made here is undone in `finally`, pass or fail.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -179,5 +180,7 @@ def test_demo_drill_builds_captures_and_drills_a_tiny_machine(tmp_path):
     report = demo_drill(tmp_path / "demo", say=lines.append)
     assert report.ok, [c for c in report.checks if not c.ok]
     assert report.rto_seconds > 0 and report.rpo_seconds >= 0 and lines
+    if shutil.which("qemu-system-x86_64"):  # with QEMU the demo ends with a booted drill
+        assert report.boot is not None and report.boot.ok and all(p.ok for p in report.boot.probes) and report.boot.probes, report.boot
     assert str(tmp_path) not in process.run(["losetup", "-a"]).stdout  # every loop device detached
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
