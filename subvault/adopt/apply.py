@@ -25,7 +25,7 @@ from pathlib import Path
 from subvault import process, systemd
 from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
 from subvault.btrfs import local
-from subvault.btrfs.snapper import OWNER_KEY, PENDING, Info, parse_info, render_info, write_atomic
+from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, write_atomic
 from subvault.errors import SubvaultError
 from subvault.run.results import Item, Outcome
 
@@ -90,32 +90,34 @@ def _snapper_config(a: Action, *, root: str, config_path: str) -> str:
 
 
 def _move_local(a: Action, *, root: str, config_path: str) -> str:
+    """Move one btrbk snapshot into .snapshots/N as a subvault timeline snapshot (same uuid).
+
+    No pending marker here: `finish_pending` removes a marked snapshot that is not
+    read-only, and this one is writable for a moment. Order: mkdir N, flip rw, rename,
+    flip ro, then info.xml (atomic). A crash leaves at worst N without info.xml, which
+    snapper and subvault ignore and nothing deletes.
+    """
+    from subvault.adopt.flip import set_readonly
+
     src, sub_path = a.data["src"], a.data["sub_path"]
     if not os.path.lexists(src):
         return f"{src} already moved"
     sdir = local.ensure_snapshots_dir(sub_path)
-    local.finish_pending(sub_path)
     num = local.next_number(sub_path)
     ndir = sdir / str(num)
     os.mkdir(ndir, 0o755)
-    (ndir / PENDING).write_text(f"create pid={os.getpid()}\n")
-    info = Info(num=num, date=datetime.fromisoformat(a.data["time"]), description=f"btrbk {a.data['btrbk_name']}",
-                cleanup="timeline", userdata=((OWNER_KEY, "timeline"), (ADOPTED_KEY, "btrbk")))
-    write_atomic(ndir / "info.xml", render_info(info))
     dst = ndir / "snapshot"
+    set_readonly(src, False)
     try:
         _rename_subvolume(src, dst, a.data.get("btrbk_sub_path"), sub_path, num)
     except BaseException:
-        (ndir / "info.xml").unlink(missing_ok=True)
-        (ndir / PENDING).unlink(missing_ok=True)
+        set_readonly(src, True)
         ndir.rmdir()
         raise
-    fd = os.open(ndir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    (ndir / PENDING).unlink()
+    set_readonly(dst, True)
+    info = Info(num=num, date=datetime.fromisoformat(a.data["time"]), description=f"btrbk {a.data['btrbk_name']}",
+                cleanup="timeline", userdata=((OWNER_KEY, "timeline"), (ADOPTED_KEY, "btrbk")))
+    write_atomic(ndir / "info.xml", render_info(info))
     return f"{src} → {dst} (#{num}, same uuid)"
 
 
@@ -165,10 +167,20 @@ def _install_timers(a: Action, *, root: str, config_path: str) -> str:
 
 
 def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
-    """Rename btrbk's entries into `<dir>/<host>/<sub>/`, one round trip per target and container."""
+    """Move btrbk's entries into `<dir>/<host>/<sub>/`: one round trip per subvolume and target.
+
+    Each subvolume's entries gather in a staging container `<dir>/<host>/.adopt-<sub>`
+    (a subvolume subvault never lists), each flipped writable for its rename and
+    read-only right after (received_uuid kept, see flip.py); only then does the staging
+    container take its final name. A crash half-way leaves the staging container and
+    btrbk's directory, neither of which subvault prunes: nothing is lost, and the
+    entries still in btrbk's directory move on the next --apply.
+    """
+    from subvault.adopt.flip import flip_argv
     from subvault.config.schema import TargetConf
     from subvault.endpoints import commands as C
     from subvault.endpoints.endpoint import open_target
+    from subvault.errors import NotFound
 
     targets = {t.name: t for t in plan.targets}
     by_target: dict[str, list[Action]] = {}
@@ -185,8 +197,27 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
                 for a in moves:
                     by_container.setdefault(a.data["container"], []).append(a)
                 for container, group in by_container.items():
-                    ep.ensure_container(container)
-                    ep.apply([[C.rename(a.data["src"], a.data["dst"])] for a in group], f"move btrbk entries into {container}")
+                    subject = group[0].subject
+                    try:
+                        ep.show(container)
+                        out.fail(f"{subject} (move-entry)", SubvaultError(
+                            f"{container} exists already (subvault ran before adopt?): btrbk's entries stay in "
+                            f"{tp.btrbk_dir}; move them into it by hand (see docs/adopt.md)"))
+                        continue
+                    except NotFound:
+                        pass
+                    parent = container.rsplit("/", 1)[0]
+                    staging = f"{parent}/.adopt-{container.rsplit('/', 1)[1]}"
+                    steps: list = [[C.mkdirs(parent)]]
+                    try:
+                        ep.show(staging)
+                    except NotFound:
+                        steps.append([C.create(staging)])
+                    for a in group:
+                        final = f"{staging}/{a.data['dst'].rsplit('/', 1)[1]}"
+                        steps += [[flip_argv(a.data["src"], False)], [C.rename(a.data["src"], final)], [flip_argv(final, True)]]
+                    steps.append([C.rename(staging, container)])
+                    ep.apply(steps, f"move btrbk entries into {container}")
                     out.items += [Item(a.subject, "move-entry", a.detail) for a in group]
         except SubvaultError as exc:
             out.fail(f"{name} (move-entry)", exc)

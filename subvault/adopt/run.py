@@ -51,6 +51,7 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
     conf = discover.btrbk_config(btrbk_file) if btrbk_file else None
     inp = Inputs(
         host=host or host_name(),
+        state_dir=discover.under(req.root, "/var/lib/subvault"),
         snapper=discover.snapper_configs(req.root) if req.snapper else [],
         btrbk=conf,
         btrbk_found=discover.btrbk_state(conf, tz, req.ssh_options) if conf else [],
@@ -71,7 +72,10 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
         if dest:
             out.items.append(Item(dest, "would-write", "the config below"))
         return plan, out
-    if dest:
+    if dest and req.apply and not req.write_path and Path(dest).exists() and not req.force:
+        # A second --apply (or one after --write and review): the config in place is the user's now.
+        out.items.append(Item(dest, "kept", "the existing config (--force replaces it with the adopted one)"))
+    elif dest:
         _write(dest, plan.toml, force=req.force)
         out.items.append(Item(dest, "wrote", "subvault.toml (mode 0600)"))
     if req.apply:
