@@ -19,7 +19,7 @@ from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Schedul
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.btrfs import adapter, local
-from subvault.errors import CommandFailed, NotBtrfs, NotFound, SubvaultError
+from subvault.errors import CommandFailed, SubvaultError
 
 SNAPPER_CONFIGS = "etc/snapper/configs"
 BTRBK_CONF = "etc/btrbk/btrbk.conf"
@@ -183,8 +183,17 @@ def _list_target_dir(conf: BtrbkConfig, t: BtrbkTarget, ssh_options: Sequence[st
                 continue
             out.append((n, shown.uuid, shown.received_uuid, shown.readonly))
         return out
-    except (CommandFailed, NotFound, NotBtrfs) as exc:
+    except AdoptInputError:
+        raise
+    except CommandFailed as exc:
         raise AdoptInputError(conf.file, t.line, f"target {t.url}: {exc}") from None
+    except SubvaultError as exc:  # ssh itself failed: the connection, the host key, the login
+        raise AdoptInputError(
+            conf.file, t.line,
+            f"target {t.url}: ssh could not connect as {conn.url.split('/')[2]} with btrbk's ssh_user, ssh_port and "
+            f"ssh_identity ({str(exc).splitlines()[0][:200]}); btrbk may have used options ~/.ssh/config does not "
+            "have: add them there or pass --ssh-option",
+        ) from None
     finally:
         runner.close()
 
