@@ -208,7 +208,7 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
                         pass
                     parent = container.rsplit("/", 1)[0]
                     staging = f"{parent}/.adopt-{container.rsplit('/', 1)[1]}"
-                    steps: list = [[C.mkdirs(parent)]]
+                    steps: list[list[list[str]]] = [[C.mkdirs(parent)]]
                     try:
                         ep.show(staging)
                     except NotFound:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from subvault.adopt.source import AdoptInputError
 
@@ -77,7 +77,7 @@ class Section:
     kind: str  # global, volume, subvolume, target
     arg: str
     line: int
-    parent: "Section | None" = None
+    parent: Section | None = None
     options: dict[str, Setting] = field(default_factory=dict)
     target_type: str = "send-receive"
 
@@ -290,10 +290,10 @@ def parse_snapshot_name(name: str, tz: tzinfo) -> tuple[str, datetime, int] | No
         sign = 1 if off[0] == "+" else -1
         when = day.replace(tzinfo=timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))))
     elif off == "Z":
-        when = day.replace(tzinfo=timezone.utc)
+        when = day.replace(tzinfo=UTC)
     else:
         when = day.replace(tzinfo=tz, fold=0)
-    return m.group("name"), when.astimezone(timezone.utc), int(m.group("n") or 0)
+    return m.group("name"), when.astimezone(UTC), int(m.group("n") or 0)
 
 
 def format_snapshot_name(snapshot_name: str, when: datetime, fmt: str, tz: tzinfo) -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
-from datetime import timezone, tzinfo
+from collections.abc import Sequence
+from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import Sequence
 
 from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, parse_btrbk_conf, parse_snapshot_name
 from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Scheduler, connection
@@ -23,6 +22,7 @@ from subvault.errors import CommandFailed, SubvaultError
 
 SNAPPER_CONFIGS = "etc/snapper/configs"
 BTRBK_CONF = "etc/btrbk/btrbk.conf"
+Listed = list[tuple[str, str, str | None, bool]]  # (name, uuid, received_uuid, read-only)
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 CRON_FILES = ("etc/crontab",)
 CRON_DIRS = ("etc/cron.d", "var/spool/cron/crontabs", "var/spool/cron")
@@ -80,7 +80,7 @@ def btrbk_config(path: str) -> BtrbkConfig:
 def btrbk_state(conf: BtrbkConfig, tz: tzinfo, ssh_options: Sequence[str] = ()) -> list[FoundBtrbk]:
     """For each btrbk subvolume: its identity, its local snapshots and the entries in each target directory."""
     out = []
-    listings: dict[tuple, list[tuple[str, str | None, str | None, bool]] | str] = {}
+    listings: dict[tuple[object, ...], Listed] = {}
     for sub in conf.subvolumes:
         path = sub.full_path
         ident = identity(path)
@@ -104,7 +104,7 @@ def btrbk_state(conf: BtrbkConfig, tz: tzinfo, ssh_options: Sequence[str] = ()) 
     return out
 
 
-def _named(sub: BtrbkSubvolume, listed, tz: tzinfo) -> list[BtrbkSnapshot]:
+def _named(sub: BtrbkSubvolume, listed: Listed, tz: tzinfo) -> list[BtrbkSnapshot]:
     found = []
     for name, uuid, received, readonly in listed:
         parsed = parse_snapshot_name(name, tz)
@@ -133,7 +133,7 @@ def _local_snapshots(sub: BtrbkSubvolume, tz: tzinfo) -> list[BtrbkSnapshot]:
     return [s for s in _named(sub, listed, tz) if s.readonly]
 
 
-def _list_target_dir(conf: BtrbkConfig, t: BtrbkTarget, ssh_options: Sequence[str]):
+def _list_target_dir(conf: BtrbkConfig, t: BtrbkTarget, ssh_options: Sequence[str]) -> Listed:
     """Return (name, uuid, received_uuid, readonly) for each subvolume in the target directory.
 
     Local: read in-process. ssh: one `ls`, then one round trip of `btrfs subvolume show`s.
@@ -166,7 +166,7 @@ def _list_target_dir(conf: BtrbkConfig, t: BtrbkTarget, ssh_options: Sequence[st
             )
         if res.returncode != 0:
             raise AdoptInputError(conf.file, t.line, f"target {t.url}: cannot list {conn.directory} ({res.stderr.strip()[:200]})")
-        names = [n for n in res.stdout.splitlines() if n and parse_snapshot_name(n, timezone.utc) is not None]
+        names = [n for n in res.stdout.splitlines() if n and parse_snapshot_name(n, UTC) is not None]
         if not names:
             return []
         steps = [[["btrfs", "subvolume", "show", f"{conn.directory}/{n}"]] for n in names]

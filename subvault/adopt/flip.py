@@ -28,7 +28,7 @@ CODE = (
 )
 
 
-def set_readonly(path: str | os.PathLike, readonly: bool) -> None:
+def set_readonly(path: str | os.PathLike[str], readonly: bool) -> None:
     """Set or clear the read-only flag of the subvolume at path. Raise OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

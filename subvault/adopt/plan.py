@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import Any
 
 from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, preserve_to_keep
 from subvault.adopt.snapper_conf import SnapperConfig
@@ -92,7 +93,7 @@ class Action:
     subject: str
     detail: str
     command: str = ""
-    data: dict = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -147,7 +148,7 @@ class Inputs:
 def plan_adoption(inp: Inputs) -> AdoptPlan:
     """Given what discovery found, return the config, the actions and the manual steps."""
     plan = AdoptPlan()
-    targets: dict[tuple, TargetPlan] = {}
+    targets: dict[tuple[object, ...], TargetPlan] = {}
     by_ident_btrbk = {f.ident: f for f in inp.btrbk_found if f.ident}
     used_btrbk: set[int] = set()
     names: set[str] = set()
@@ -194,7 +195,7 @@ def _unique_name(wanted: str, names: set[str]) -> str:
 
 
 def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundBtrbk | None,
-               targets: dict[tuple, TargetPlan], names: set[str]) -> SubPlan:
+               targets: dict[tuple[object, ...], TargetPlan], names: set[str]) -> SubPlan:
     wanted = fb.sub.snapshot_name if fb else fs.conf.name  # type: ignore[union-attr]
     name = _unique_name(wanted, names)
     path = fs.path if fs else fb.sub.full_path  # type: ignore[union-attr]
@@ -264,7 +265,7 @@ def _finest_target_unit(tps: list[TargetPlan]) -> str:
     return "d"
 
 
-def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, targets: dict[tuple, TargetPlan]) -> TargetPlan:
+def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, targets: dict[tuple[object, ...], TargetPlan]) -> TargetPlan:
     keep, notes = preserve_to_keep(t.get("target_preserve"), t.get("target_preserve_min"))
     comments = [f"{_where(inp, t.line_of('target_preserve_min'))}: target{n}" for n in notes]
     conn = connection(t, inp.ssh_options)
@@ -359,7 +360,7 @@ def _moves(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, name: str, path: str) -
 
 def _take_over(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper, name: str) -> None:
     conf = fs.conf
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     for s in fs.snapshots:
         if s.owned:
             continue

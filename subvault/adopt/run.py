@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from subvault.adopt import discover
 from subvault.adopt.plan import AdoptPlan, Inputs, plan_adoption

@@ -101,7 +101,7 @@ class SnapperConfig:
 
     def unmapped(self) -> list[tuple[str, int | None, str]]:
         """Return (key=value, line, why) for every set key with no subvault equivalent."""
-        out = []
+        out: list[tuple[str, int | None, str]] = []
         for key, why in NO_EQUIVALENT.items():
             s = self.settings.get(key)
             if s is None or s.value.strip() in ("", "0", "0-0"):

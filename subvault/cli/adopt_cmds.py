@@ -27,7 +27,8 @@ def adopt(env: Env, use_snapper: bool, btrbk_file: str | None, write_path: str |
     target entries are renamed into subvault's layout (same uuids), so the first run
     sends incrementally.
     """
-    from subvault.adopt.run import AdoptRequest, adopt as do_adopt, default_root
+    from subvault.adopt.run import AdoptRequest, default_root
+    from subvault.adopt.run import adopt as do_adopt
     from subvault.cli.render import emit_json
     from subvault.config.load import config_path
 

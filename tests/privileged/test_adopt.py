@@ -14,19 +14,18 @@ import json
 import os
 import shutil
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
+from sshd import sshd  # noqa: F401 - fixture
 
 from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import parse_info, render_info, write_atomic
 from subvault.testbed import LoopFs, build_homelab
 from subvault.timeutil import local_zone
-
-from conftest import run_cli
-from sshd import sshd  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(
     (shutil.which("snapper") is None or shutil.which("btrbk") is None) and os.environ.get("SUBVAULT_REQUIRE_PRIVILEGED") != "1",
@@ -100,7 +99,7 @@ def _build(inst: Installation) -> None:
             'TIMELINE_LIMIT_HOURLY="24"\nTIMELINE_LIMIT_DAILY="7"\nTIMELINE_LIMIT_WEEKLY="4"\n'
             'TIMELINE_LIMIT_MONTHLY="0"\nTIMELINE_LIMIT_YEARLY="0"\n'
         )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for name in SNAPPER_SUBS:
         for hours in (5, 4, 3, 2):
             (paths[name] / "snapper-hour.txt").write_text(f"{hours}h ago\n")
@@ -226,7 +225,7 @@ def test_adopt_apply_then_run_sends_incrementally_and_loses_no_history(installat
     for target in ("btrbk", "127"):
         into = inst.pool / f"restored-{target}"
         into.mkdir()
-        at = (datetime.now(timezone.utc) - timedelta(days=3, hours=12)).astimezone(TZ).strftime("%Y-%m-%dT%H:%M")
+        at = (datetime.now(UTC) - timedelta(days=3, hours=12)).astimezone(TZ).strftime("%Y-%m-%dT%H:%M")
         run_cli("--config", str(config), "restore", "var_lib_pvc", "--from", target, "--at", at, "--into", str(into), env=env)
         assert (into / "var_lib_pvc" / "btrbk-day.txt").read_text() == "4 days ago\n"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,7 @@ from subvault.adopt.source import AdoptInputError
 from subvault.config.load import parse_config
 from subvault.model import LocalSnapshot
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 
 SNAPPER = '''# subvolume to snapshot
