@@ -46,5 +46,12 @@ class LocalSnapshot:
     userdata: dict[str, str] = field(default_factory=dict)
 
     @property
+    def replicable(self) -> bool:
+        """A timeline snapshot that targets may receive. Snapper's history taken over by
+        `adopt` (userdata adopted=snapper) stays local: it was never on a target, and
+        sending it would be the resend adopt exists to avoid."""
+        return self.kind == "timeline" and self.userdata.get("adopted") != "snapper"
+
+    @property
     def key(self) -> str:
         return self.uuid or f"{self.subvolume}#{self.number}"

@@ -400,7 +400,7 @@ def demo(keep: bool, workdir: str | None) -> int:
 
 
 # Command groups of the other layers join `cli` when imported (after it exists).
-from subvault.cli import dr_cmds, offsite_cmds, prechange_cmds, replication_cmds, watch_cmds  # noqa: E402,F401
+from subvault.cli import adopt_cmds, dr_cmds, offsite_cmds, prechange_cmds, replication_cmds, watch_cmds  # noqa: E402,F401
 
 
 def main() -> None:

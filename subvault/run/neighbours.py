@@ -39,6 +39,9 @@ def parse_snapper_config(text: str) -> dict[str, str]:
 def cleaning_configs(paths: list[str], configs_dir: Path = SNAPPER_CONFIGS) -> list[tuple[str, str, list[str]]]:
     """Return (config name, subvolume path, cleanup keys on) of each snapper config cleaning one of paths."""
     wanted = {os.path.realpath(p): p for p in paths}
+    root = os.environ.get("SUBVAULT_SYSROOT") or "/"  # as `subvault adopt --root` (tests, chroots)
+    if root != "/" and configs_dir == SNAPPER_CONFIGS:
+        configs_dir = Path(root) / "etc/snapper/configs"
     try:
         names = sorted(os.listdir(configs_dir))
     except OSError:
@@ -49,7 +52,7 @@ def cleaning_configs(paths: list[str], configs_dir: Path = SNAPPER_CONFIGS) -> l
             conf = parse_snapper_config((configs_dir / name).read_text())
         except (OSError, UnicodeDecodeError):
             continue
-        sub = os.path.realpath(conf.get("SUBVOLUME", "")) if conf.get("SUBVOLUME") else None
+        sub = os.path.realpath(os.path.join(root, conf["SUBVOLUME"].lstrip("/"))) if conf.get("SUBVOLUME") else None
         on = [k for k in CLEANUP_KEYS if conf.get(k, "no").lower() == "yes"]
         if sub in wanted and on:
             found.append((name, wanted[sub], on))

@@ -104,7 +104,7 @@ class _Local:
 
 def _locals(sub: SubvolumeConf) -> _Local:
     snaps = local.scan(sub.name, sub.path, with_uuids=True)
-    return _Local({s.uuid: s for s in snaps if s.kind == "timeline" and s.uuid})
+    return _Local({s.uuid: s for s in snaps if s.replicable and s.uuid})
 
 
 def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) -> Outcome:

@@ -60,7 +60,7 @@ def sources_of(sub: SubvolumeConf) -> list[Source]:
     return [
         Source(uuid=s.uuid, time=s.date, path=str(s.path), received_uuid=s.received_uuid, number=s.number)
         for s in snaps
-        if s.kind == "timeline" and s.uuid
+        if s.replicable and s.uuid
     ]
 
 

@@ -1,0 +1,306 @@
+"""Parse btrbk.conf and btrbk's snapshot names. Pure: text in, values out.
+
+Grammar (btrbk.conf(5)): one `key value…` per line, `#` comments, indentation free.
+`volume DIR`, `subvolume PATH` and `target [send-receive|raw] URL` open sections; a
+target after a volume line (before its first subvolume) applies to every subvolume of
+that volume, a target after a subvolume line to that subvolume only. Options belong to
+the section they follow; a value is looked up target → subvolume → volume → global,
+then btrbk's default.
+
+What subvault cannot express is an AdoptInputError naming file:line: wildcard
+subvolumes, a target URL that is neither a path nor ssh://, a remote reached through
+sudo/doas backends (subvault runs btrfs as the ssh user), an option btrbk does not have.
+What has no equivalent but changes nothing essential becomes a comment (`unmapped`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+
+from subvault.adopt.source import AdoptInputError
+
+DEFAULTS = {
+    "snapshot_dir": "",
+    "timestamp_format": "short",
+    "snapshot_preserve_min": "all",
+    "snapshot_preserve": "no",
+    "target_preserve_min": "all",
+    "target_preserve": "no",
+    "ssh_user": "root",
+    "stream_compress": "no",
+    "incremental": "yes",
+    "snapshot_create": "always",
+}
+MAPPED = {
+    "snapshot_dir", "snapshot_name", "timestamp_format", "snapshot_preserve", "snapshot_preserve_min",
+    "target_preserve", "target_preserve_min", "ssh_user", "ssh_identity", "ssh_port", "ssh_compression",
+    "ssh_cipher_spec", "stream_compress", "incremental", "group", "backend", "backend_local", "backend_remote",
+    "snapshot_create",
+}
+# Options with no subvault equivalent that change neither what is kept nor what is sent.
+HARMLESS = {
+    "transaction_log", "transaction_syslog", "lockfile", "btrfs_commit_delete", "incremental_prefs",
+    "incremental_clones", "incremental_resolve", "warn_unknown_targets", "send_protocol", "send_compressed_data",
+    "stream_buffer", "stream_buffer_remote", "rate_limit", "rate_limit_remote", "stream_compress_level",
+    "stream_compress_threads", "stream_compress_long", "stream_compress_adapt", "noauto", "snapshot_qgroup_destroy",
+    "target_qgroup_destroy", "archive_qgroup_destroy", "compat", "compat_local", "compat_remote", "cache_dir",
+    "backend_local_user", "ssh_filter_btrbk",
+}
+# Options that shape retention or layout in a way subvault does not have: written as comments.
+NO_EQUIVALENT = {
+    "preserve_day_of_week": "subvault's weeks start on Sunday (as btrbk's default)",
+    "preserve_hour_of_day": "subvault's days start at midnight",
+    "archive_preserve": "btrbk archive has no subvault equivalent",
+    "archive_preserve_min": "btrbk archive has no subvault equivalent",
+    "archive_exclude": "btrbk archive has no subvault equivalent",
+}
+RAW_PREFIXES = ("raw_target_", "gpg_", "openssl_", "kdf_")
+SECTIONS = ("volume", "subvolume", "target")
+TARGET_TYPES = ("send-receive", "raw")
+UNSUPPORTED_BACKENDS = ("btrfs-progs-sudo", "btrfs-progs-doas", "btrfs-progs-btrbk")
+
+_NAME_RE = re.compile(
+    r"^(?P<name>.+)\.(?P<date>\d{8})(?:T(?P<hm>\d{4})(?:(?P<s>\d{2})(?P<off>[+-]\d{4}|Z))?)?(?:_(?P<n>\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: str
+    line: int
+
+
+@dataclass
+class Section:
+    kind: str  # global, volume, subvolume, target
+    arg: str
+    line: int
+    parent: Section | None = None
+    options: dict[str, Setting] = field(default_factory=dict)
+    target_type: str = "send-receive"
+
+    def lookup(self, key: str) -> Setting | None:
+        node: Section | None = self
+        while node is not None:
+            if key in node.options:
+                return node.options[key]
+            node = node.parent
+        return None
+
+
+@dataclass
+class BtrbkTarget:
+    type: str
+    url: str
+    line: int
+    section: Section  # options resolve target → subvolume → volume → global
+
+    def get(self, key: str) -> str:
+        s = self.section.lookup(key)
+        return s.value if s is not None else DEFAULTS.get(key, "")
+
+    def line_of(self, key: str) -> int | None:
+        s = self.section.lookup(key)
+        return s.line if s is not None else None
+
+    @property
+    def is_ssh(self) -> bool:
+        return self.url.startswith("ssh://")
+
+
+@dataclass
+class BtrbkSubvolume:
+    volume: str
+    path: str  # as written: relative to the volume, or absolute
+    line: int
+    section: Section
+    targets: list[BtrbkTarget] = field(default_factory=list)
+
+    def get(self, key: str) -> str:
+        s = self.section.lookup(key)
+        return s.value if s is not None else DEFAULTS.get(key, "")
+
+    def line_of(self, key: str) -> int | None:
+        s = self.section.lookup(key)
+        return s.line if s is not None else None
+
+    @property
+    def full_path(self) -> str:
+        if self.path.startswith("/"):
+            return self.path.rstrip("/") or "/"
+        return f"{self.volume.rstrip('/')}/{self.path}".rstrip("/")
+
+    @property
+    def snapshot_name(self) -> str:
+        return self.get("snapshot_name") or self.full_path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def snapshot_dir(self) -> str:
+        """Absolute directory of btrbk's local snapshots of this subvolume."""
+        d = self.get("snapshot_dir")
+        if d.startswith("/"):
+            return d.rstrip("/")
+        return f"{self.volume.rstrip('/')}/{d}".rstrip("/") if d else self.volume.rstrip("/")
+
+
+@dataclass
+class BtrbkConfig:
+    file: str
+    subvolumes: list[BtrbkSubvolume] = field(default_factory=list)
+    unmapped: list[tuple[str, int, str]] = field(default_factory=list)  # (key value, line, why)
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group -> snapshot names
+
+
+def parse_btrbk_conf(text: str, file: str) -> BtrbkConfig:
+    """Given btrbk.conf text, return its subvolumes with their targets. Raise AdoptInputError naming file:line."""
+    conf = BtrbkConfig(file=file)
+    root = Section("global", "", 0)
+    volume: Section | None = None
+    subvol: BtrbkSubvolume | None = None
+    current: Section = root
+    volume_targets: list[tuple[Section, Section]] = []  # (volume, target section) declared at volume level
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split(None, 1)
+        key, value = parts[0], " ".join(parts[1].split()) if len(parts) > 1 else ""
+        if key == "volume":
+            _need(value, file, number, "volume needs a directory")
+            volume = current = Section("volume", value, number, root)
+            subvol = None
+        elif key == "subvolume":
+            _need(value, file, number, "subvolume needs a path")
+            if any(c in value for c in "*?["):
+                raise AdoptInputError(file, number, f'subvolume "{value}": wildcards are not adopted; list each subvolume on its own line')
+            parent = volume or root
+            sec = Section("subvolume", value, number, parent)
+            vol_dir = volume.arg if volume else value.rstrip("/").rsplit("/", 1)[0] or "/"
+            if not volume and not value.startswith("/"):
+                raise AdoptInputError(file, number, f'subvolume "{value}" outside a volume section needs an absolute path')
+            subvol = BtrbkSubvolume(vol_dir, value, number, sec)
+            for vol, tsec in volume_targets:
+                if vol is volume:
+                    # A volume-level target applies here, with this subvolume's options under its own.
+                    own = Section("target", tsec.arg, tsec.line, sec, dict(tsec.options), tsec.target_type)
+                    subvol.targets.append(BtrbkTarget(own.target_type, own.arg, own.line, own))
+            conf.subvolumes.append(subvol)
+            current = sec
+        elif key == "target":
+            words = value.split()
+            ttype = "send-receive"
+            if len(words) == 2 and words[0] in TARGET_TYPES:
+                ttype, words = words[0], words[1:]
+            if len(words) != 1:
+                raise AdoptInputError(file, number, f'"target {value}": expected "target [send-receive|raw] URL"')
+            url = words[0]
+            if not (url.startswith("/") or url.startswith("ssh://")):
+                raise AdoptInputError(file, number, f'target "{url}": subvault reaches btrfs targets by path or ssh:// only')
+            if subvol is not None:
+                sec = Section("target", url, number, subvol.section, target_type=ttype)
+                subvol.targets.append(BtrbkTarget(ttype, url, number, sec))
+            elif volume is not None:
+                sec = Section("target", url, number, volume, target_type=ttype)
+                volume_targets.append((volume, sec))
+            else:
+                raise AdoptInputError(file, number, "target outside a volume or subvolume section")
+            current = sec
+        else:
+            _option(conf, current, key, value, number)
+    for sub in conf.subvolumes:
+        _check_subvolume(conf, sub)
+    return conf
+
+
+def _need(value: str, file: str, number: int, what: str) -> None:
+    if not value:
+        raise AdoptInputError(file, number, what)
+
+
+def _option(conf: BtrbkConfig, section: Section, key: str, value: str, number: int) -> None:
+    if key in MAPPED or key in HARMLESS or key in NO_EQUIVALENT or key.startswith(RAW_PREFIXES):
+        section.options[key] = Setting(value, number)
+        if key in NO_EQUIVALENT:
+            conf.unmapped.append((f"{key} {value}", number, NO_EQUIVALENT[key]))
+        if key == "group":
+            for g in value.split():
+                conf.groups.setdefault(g, [])
+        return
+    raise AdoptInputError(conf.file, number, f'"{key}" is not a btrbk option subvault knows; remove it or adopt by hand')
+
+
+def _check_subvolume(conf: BtrbkConfig, sub: BtrbkSubvolume) -> None:
+    for g in sub.get("group").split():
+        conf.groups.setdefault(g, []).append(sub.snapshot_name)
+    fmt = sub.get("timestamp_format")
+    if fmt not in ("short", "long", "long-iso"):
+        raise AdoptInputError(conf.file, sub.line_of("timestamp_format"), f'timestamp_format "{fmt}": expected short, long or long-iso')
+    for t in sub.targets:
+        if t.type != "send-receive":
+            continue
+        for key in ("backend", "backend_remote"):
+            if t.is_ssh and t.get(key) in UNSUPPORTED_BACKENDS:
+                raise AdoptInputError(
+                    conf.file, t.line_of(key),
+                    f"{key} {t.get(key)}: btrbk reached {t.url} through sudo/doas/ssh_filter; subvault runs btrfs "
+                    "directly as the ssh user (use root, or `subvault serve` as the key's forced command)",
+                )
+
+
+def preserve_to_keep(preserve: str, preserve_min: str) -> tuple[str, list[str]]:
+    """Map btrbk's *_preserve and *_preserve_min to a subvault retention string and notes.
+
+    `latest` min is subvault's rule anyway (the newest is always kept); `all` keeps
+    everything; a minimum age (`18h`) has no equivalent and is noted.
+    """
+    notes: list[str] = []
+    pmin = preserve_min.strip()
+    pres = preserve.strip()
+    if pmin == "all":
+        return "all", notes
+    if pmin not in ("latest", "no", ""):
+        notes.append(f"_preserve_min {pmin}: subvault has no minimum age; only the policy and the newest are kept")
+    if pres in ("no", ""):
+        return "latest", notes
+    return pres, notes
+
+
+def parse_snapshot_name(name: str, tz: tzinfo) -> tuple[str, datetime, int] | None:
+    """Given a btrbk snapshot or backup name, return (snapshot_name, aware time, _N suffix), or None.
+
+    btrbk reads every format whatever timestamp_format says: short `YYYYMMDD`, long
+    `YYYYMMDDTHHMM` (both local time, here `tz`), long-iso `YYYYMMDDTHHMMSS+hhmm`.
+    A local time that does not exist or is ambiguous (DST) is taken as the earlier instant.
+    """
+    m = _NAME_RE.match(name)
+    if not m:
+        return None
+    try:
+        day = datetime.strptime(m.group("date"), "%Y%m%d")
+        if m.group("hm"):
+            day = day.replace(hour=int(m.group("hm")[:2]), minute=int(m.group("hm")[2:]))
+        if m.group("s"):
+            day = day.replace(second=int(m.group("s")))
+    except ValueError:
+        return None
+    off = m.group("off")
+    if off and off != "Z":
+        sign = 1 if off[0] == "+" else -1
+        when = day.replace(tzinfo=timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))))
+    elif off == "Z":
+        when = day.replace(tzinfo=UTC)
+    else:
+        when = day.replace(tzinfo=tz, fold=0)
+    return m.group("name"), when.astimezone(UTC), int(m.group("n") or 0)
+
+
+def format_snapshot_name(snapshot_name: str, when: datetime, fmt: str, tz: tzinfo) -> str:
+    """Return the name btrbk gives a snapshot taken at `when` (tests simulate history with it)."""
+    local = when.astimezone(tz)
+    if fmt == "short":
+        return f"{snapshot_name}.{local:%Y%m%d}"
+    if fmt == "long":
+        return f"{snapshot_name}.{local:%Y%m%dT%H%M}"
+    return f"{snapshot_name}.{local:%Y%m%dT%H%M%S%z}"

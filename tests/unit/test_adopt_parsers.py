@@ -1,0 +1,231 @@
+"""Parsers of snapper configs and btrbk.conf (subvault.adopt), and the pure adoption planner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from subvault.adopt.btrbk_conf import format_snapshot_name, parse_btrbk_conf, parse_snapshot_name, preserve_to_keep
+from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
+from subvault.adopt.snapper_conf import parse_snapper_config
+from subvault.adopt.source import AdoptInputError
+from subvault.config.load import parse_config
+from subvault.model import LocalSnapshot
+
+UTC = UTC
+BERLIN = ZoneInfo("Europe/Berlin")
+
+SNAPPER = '''# subvolume to snapshot
+SUBVOLUME="/var/lib/pvc"
+FSTYPE="btrfs"
+NUMBER_CLEANUP="yes"
+NUMBER_MIN_AGE="1800"
+NUMBER_LIMIT="50"
+NUMBER_LIMIT_IMPORTANT="10"
+TIMELINE_CREATE="yes"
+TIMELINE_CLEANUP="yes"
+TIMELINE_MIN_AGE="1800"
+TIMELINE_LIMIT_HOURLY="24"
+TIMELINE_LIMIT_DAILY="7"
+TIMELINE_LIMIT_WEEKLY="4"
+TIMELINE_LIMIT_MONTHLY="0"
+TIMELINE_LIMIT_YEARLY="0"
+'''
+
+# The homelab post's btrbk: only the latest local snapshot as parent, 24h 8d 5w on the Pi.
+BTRBK = '''timestamp_format        long
+snapshot_preserve_min   latest
+snapshot_preserve       no
+target_preserve_min     no
+target_preserve         24h 8d 5w
+stream_compress         zstd
+ssh_identity            /etc/btrbk/ssh/id_ed25519
+ssh_user                root
+
+volume /mnt/btr_pool
+  snapshot_dir btrbk_snapshots
+  target send-receive ssh://pi.wg/mnt/backup/vps1
+  subvolume root
+  subvolume var_lib_pvc
+    group apps
+  subvolume home
+    target raw ssh://nas/backup/raw
+'''
+
+
+def test_snapper_config_maps_limits_and_flags():
+    conf = parse_snapper_config("pvc", SNAPPER, "/etc/snapper/configs/pvc")
+    assert conf.subvolume == "/var/lib/pvc"
+    assert conf.timeline_policy() == "24h 7d 4w"
+    assert conf.number_limit() == 50
+    assert conf.timeline_create and conf.timeline_cleanup and conf.number_cleanup
+    unmapped = {u[0].split("=")[0]: u[1] for u in conf.unmapped()}
+    assert unmapped == {"TIMELINE_MIN_AGE": 10, "NUMBER_MIN_AGE": 5, "NUMBER_LIMIT_IMPORTANT": 7}
+
+
+def test_snapper_defaults_and_ranges():
+    conf = parse_snapper_config("x", 'SUBVOLUME="/"\nTIMELINE_LIMIT_HOURLY="2-10"\nNUMBER_LIMIT="2-20"\n', "f")
+    assert conf.timeline_policy() == "10h 10d 10m 10y"  # snapper's defaults where unset (weekly 0)
+    assert conf.number_limit() == 20
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ('SUBVOLUME="/srv"\nFSTYPE="ext4"\n', 2, "adopts btrfs configs only"),
+        ('SUBVOLUME="/srv"\nFSTYPE="lvm(xfs)"\n', 2, "adopts btrfs configs only"),
+        ('FSTYPE="btrfs"\n', None, "no SUBVOLUME"),
+        ('SUBVOLUME="/srv"\nTIMELINE_LIMIT_DAILY="many"\n', 2, "not a number"),
+        ('SUBVOLUME="/srv"\nTIMELINE_CLEANUP="maybe"\n', 2, "not yes or no"),
+        ('SUBVOLUME="/srv"\njust words\n', 2, "KEY="),
+    ],
+)
+def test_snapper_bad_input_names_file_and_line(text, line, words):
+    with pytest.raises(AdoptInputError) as exc:
+        parse_snapper_config("x", text, "/etc/snapper/configs/x")
+    assert str(exc.value).startswith("/etc/snapper/configs/x" + (f":{line}:" if line else ":"))
+    assert words in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_btrbk_sections_inherit_options():
+    conf = parse_btrbk_conf(BTRBK, "/etc/btrbk/btrbk.conf")
+    subs = {s.snapshot_name: s for s in conf.subvolumes}
+    assert list(subs) == ["root", "var_lib_pvc", "home"]
+    assert subs["root"].full_path == "/mnt/btr_pool/root"
+    assert subs["root"].snapshot_dir == "/mnt/btr_pool/btrbk_snapshots"
+    t = subs["root"].targets[0]
+    assert (t.type, t.url, t.get("target_preserve"), t.get("ssh_user"), t.get("stream_compress")) == (
+        "send-receive", "ssh://pi.wg/mnt/backup/vps1", "24h 8d 5w", "root", "zstd")
+    assert [x.type for x in subs["home"].targets] == ["send-receive", "raw"]
+    assert conf.groups == {"apps": ["var_lib_pvc"]}
+
+
+def test_btrbk_subvolume_options_override_volume_target():
+    text = "volume /p\n target /mnt/t\n target_preserve 7d\nsubvolume a\nsubvolume b\n target_preserve 2d\n"
+    conf = parse_btrbk_conf(text, "f")
+    a, b = conf.subvolumes
+    assert a.targets[0].get("target_preserve") == "7d"
+    # the volume-level target's own option wins over the subvolume's (target → subvolume → volume)
+    assert b.targets[0].get("target_preserve") == "7d"
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("volume /p\n subvolume *\n", 2, "wildcards"),
+        ("volume /p\n subvolume a\n target ftp://x/y\n", 3, "path or ssh://"),
+        ("volume /p\n subvolume a\n frobnicate yes\n", 3, "not a btrbk option"),
+        ("volume /p\n subvolume a\n target ssh://pi/b\n backend_remote btrfs-progs-sudo\n", 4, "sudo"),
+        ("timestamp_format weird\nvolume /p\n subvolume a\n", 1, "timestamp_format"),
+        ("target /x\n", 1, "outside a volume"),
+    ],
+)
+def test_btrbk_bad_input_names_file_and_line(text, line, words):
+    with pytest.raises(AdoptInputError) as exc:
+        parse_btrbk_conf(text, "/etc/btrbk/btrbk.conf")
+    assert str(exc.value).startswith(f"/etc/btrbk/btrbk.conf:{line}:"), str(exc.value)
+    assert words in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("root.20261126", ("root", datetime(2026, 11, 25, 23, 0, tzinfo=UTC), 0)),
+        ("root.20261126T0300", ("root", datetime(2026, 11, 26, 2, 0, tzinfo=UTC), 0)),
+        ("root.20261126T0300_2", ("root", datetime(2026, 11, 26, 2, 0, tzinfo=UTC), 2)),
+        ("var.lib.20261126T030015+0100", ("var.lib", datetime(2026, 11, 26, 2, 0, 15, tzinfo=UTC), 0)),
+        ("root.20260701T0300", ("root", datetime(2026, 7, 1, 1, 0, tzinfo=UTC), 0)),
+        ("root.notadate", None),
+        ("root.20261340", None),
+    ],
+)
+def test_btrbk_names_every_format(name, expected):
+    assert parse_snapshot_name(name, BERLIN) == expected
+
+
+@pytest.mark.parametrize("fmt", ["short", "long", "long-iso"])
+def test_btrbk_name_round_trip(fmt):
+    when = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    name = format_snapshot_name("pvc", when, fmt, BERLIN)
+    got = parse_snapshot_name(name, BERLIN)
+    day_start = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)  # short names hold only the local day
+    assert got == ("pvc", day_start if fmt == "short" else when, 0)
+
+
+def test_preserve_mapping():
+    assert preserve_to_keep("24h 8d 5w", "no") == ("24h 8d 5w", [])
+    assert preserve_to_keep("no", "latest") == ("latest", [])
+    assert preserve_to_keep("14d", "all")[0] == "all"
+    keep, notes = preserve_to_keep("24h 8d", "18h")
+    assert keep == "24h 8d" and "no minimum age" in notes[0]
+
+
+def _snap(num: int, cleanup: str, owned: bool = False) -> LocalSnapshot:
+    return LocalSnapshot("pvc", num, Path(f"/var/lib/pvc/.snapshots/{num}/snapshot"), datetime(2026, 11, 20, num, tzinfo=UTC),
+                         "timeline" if cleanup == "timeline" else "x", cleanup, "foreign", owned, uuid=f"u{num}")
+
+
+def _homelab_inputs() -> Inputs:
+    conf = parse_btrbk_conf(BTRBK, "/etc/btrbk/btrbk.conf")
+    snapper = parse_snapper_config("var_lib_pvc", SNAPPER, "/etc/snapper/configs/var_lib_pvc")
+    pvc = next(s for s in conf.subvolumes if s.snapshot_name == "var_lib_pvc")
+    root = next(s for s in conf.subvolumes if s.snapshot_name == "root")
+    home = next(s for s in conf.subvolumes if s.snapshot_name == "home")
+    t0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    entries = (BtrbkSnapshot("var_lib_pvc.20261126T0300", t0, received_uuid="L1"),
+               BtrbkSnapshot("var_lib_pvc.20261125T0300", t0.replace(day=25), received_uuid="L0"),
+               BtrbkSnapshot("var_lib_pvc.20261124T0300", t0.replace(day=24), received_uuid=None, readonly=False))
+    return Inputs(
+        host="vps1",
+        snapper=[FoundSnapper(snapper, "/var/lib/pvc", "fs:258", (_snap(1, "timeline"), _snap(2, "number"), _snap(3, "")))],
+        btrbk=conf,
+        btrbk_found=[
+            FoundBtrbk(pvc, "fs:258", (BtrbkSnapshot("var_lib_pvc.20261126T0300", t0, uuid="L1"),), (entries,)),
+            FoundBtrbk(root, "fs:256", (), ((),)),
+            FoundBtrbk(home, "fs:257", (), ((), ())),
+        ],
+        schedulers=[Scheduler("systemd", "/usr/lib/systemd/system/btrbk.timer", unit="btrbk.timer")],
+    )
+
+
+def test_plan_homelab_config_loads_and_says_what_has_no_equivalent():
+    plan = plan_adoption(_homelab_inputs())
+    cfg = parse_config(plan.toml)
+    subs = {s.name: s for s in cfg.subvolume}
+    assert set(subs) == {"var_lib_pvc", "root", "home"}
+    assert subs["var_lib_pvc"].path == "/var/lib/pvc"  # snapper's path, matched to btrbk by identity
+    assert cfg.timeline_of(subs["var_lib_pvc"]) == "24h 7d 4w" and cfg.prechange_keep_of(subs["var_lib_pvc"]) == 50
+    assert cfg.timeline_of(subs["root"]) == "2h"  # btrbk only kept a parent; two periods of the target's finest unit
+    (pi,) = cfg.target
+    assert (pi.name, pi.url, pi.keep, pi.compress, pi.ssh_identity) == (
+        "pi", "ssh://root@pi.wg/mnt/backup/vps1", "24h 8d 5w", "zstd", "/etc/btrbk/ssh/id_ed25519")
+    assert "NUMBER_LIMIT_IMPORTANT=10: no equivalent" in plan.toml
+    assert "btrbk group apps" in plan.toml
+    assert any("raw target ssh://nas/backup/raw" in m and "not adopted" in m for m in plan.manual)
+
+
+def test_plan_moves_only_verified_entries_into_subvault_layout():
+    plan = plan_adoption(_homelab_inputs())
+    moves = [a for a in plan.actions if a.kind == "move-entry"]
+    assert [(a.data["src"], a.data["dst"]) for a in moves] == [
+        ("/mnt/backup/vps1/var_lib_pvc.20261125T0300", "/mnt/backup/vps1/vps1/var_lib_pvc/var_lib_pvc.20261125T020000Z"),
+        ("/mnt/backup/vps1/var_lib_pvc.20261126T0300", "/mnt/backup/vps1/vps1/var_lib_pvc/var_lib_pvc.20261126T020000Z"),
+    ]
+    assert any("var_lib_pvc.20261124T0300 is not a verified receive" in m for m in plan.manual)
+    local = [a for a in plan.actions if a.kind == "move-local"]
+    assert [a.data["src"] for a in local] == ["/mnt/btr_pool/btrbk_snapshots/var_lib_pvc.20261126T0300"]
+
+
+def test_plan_takes_over_timeline_and_number_snapshots_only_and_deletes_nothing():
+    plan = plan_adoption(_homelab_inputs())
+    takeovers = {a.data["number"]: a.data["kind"] for a in plan.actions if a.kind == "take-over"}
+    assert takeovers == {1: "timeline", 2: "prechange"}
+    assert any("without a cleanup algorithm" in m for m in plan.manual)
+    assert not any("delete" in a.kind for a in plan.actions)
+    cmds = [a.command for a in plan.actions if a.command]
+    assert "snapper -c var_lib_pvc set-config TIMELINE_CREATE=no TIMELINE_CLEANUP=no NUMBER_CLEANUP=no EMPTY_PRE_POST_CLEANUP=no" in cmds
+    assert "systemctl disable --now btrbk.timer" in cmds
