@@ -80,7 +80,7 @@ def run_s3(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
     from subvault.stores.s3 import S3Store
 
     endpoint, key, secret, bucket = _s3_env()
-    store = S3Store(bucket, out_dir.name, Credentials(key, secret), endpoint=endpoint)
+    store = S3Store(bucket, f"{out_dir.name}-{os.getpid()}", Credentials(key, secret), endpoint=endpoint)  # a fresh prefix per run
     req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
@@ -93,7 +93,7 @@ def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
     os.environ.update(env)
     process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient],
-                      [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}/raw.zst.age"]]).run()
+                      [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}-{os.getpid()}/raw.zst.age"]]).run()
 
 
 def _rclone() -> str:
@@ -135,6 +135,9 @@ def measure(mode: str, src: Path, work: Path, recipient: str, part_mib: int) -> 
     result = json.loads(res.stdout.strip().splitlines()[-1])
     result["stored_mib"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / (1 << 20)
     process.run(["rm", "-rf", str(out_dir)])
+    if os.environ.get("BENCH_S3_ROOT"):
+        for d in Path(os.environ["BENCH_S3_ROOT"], "bench").glob(f"{mode}-*"):
+            process.run(["rm", "-rf", str(d)])
     os.sync()  # the next run starts with no writeback or discard of this one pending
     return result
 
@@ -158,7 +161,8 @@ def main() -> None:
     server = S3Server.start(work / "s3root")
     server.make_bucket("bench")
     os.environ.update(BENCH_S3_ENDPOINT=server.endpoint, BENCH_S3_KEY=server.access_key,
-                      BENCH_S3_SECRET=server.secret_key, BENCH_S3_BUCKET="bench")
+                      BENCH_S3_SECRET=server.secret_key, BENCH_S3_BUCKET="bench",
+                      BENCH_S3_ROOT=str(work / "s3root"))
     try:
         src = args.input or work / "input.bin"
         if args.input is None:
