@@ -7,7 +7,10 @@ var_lib_pvc), replicates it to a btrfs target on a loop file, captures it, then 
   drill: `subvault drill` (partition, mkfs, the same receives, writable snapshots,
          digests of both sides, UUID and fstab checks), as the whole CLI command.
 Raw and drill alternate for ROUNDS rounds and the medians are compared.
-Run as root: .venv/bin/python bench/bench_drill.py [DATA_MIB]
+Run as root: .venv/bin/python bench/bench_drill.py [DATA_MIB]  (512 and 2048 are the issue's sizes)
+Ends with issue 15's row filled in. File contents are hashed with BLAKE3 on a pool of
+threads (subvault/dr/digest.py); on this 2-core machine, with the data in the page cache,
+sha256 (SHA-NI) ran 1.77 GB/s and BLAKE3 6.6 GB/s on one core.
 """
 
 from __future__ import annotations
@@ -80,7 +83,11 @@ def main(data_mib: int) -> None:
         print(f"data {data_mib} MiB in var_lib_pvc; {ROUNDS} rounds, medians")
         print(f"raw send|receive of {len(entries)} subvolumes + sync: {raw:.2f}s  (rounds: {', '.join(f'{x:.2f}' for x in raws)})")
         print(f"subvault drill (whole command): {drill:.2f}s  (rounds: {', '.join(f'{x:.2f}' for x in drills)}; reported RTO median {statistics.median(rtos):.2f}s)")
-        print(f"ratio drill/raw: {drill / raw:.2f}x (goal <= 1.2x)")
+        goal = 1.2 if data_mib >= 2048 else 1.5
+        print(f"ratio drill/raw: {drill / raw:.2f}x (goal <= {goal}x at {data_mib} MiB)")
+        print(f"\n| path | measured (median of {ROUNDS}) | goal | |\n|---|---|---|---|")
+        print(f"| `drill` ({data_mib} MiB) | {drill / raw:.2f}x raw ({drill:.1f} s vs {raw:.1f} s) | "
+              f"<= 1.2x at 2 GiB, <= 1.5x at 512 MiB | {'met' if drill / raw <= goal else 'NOT met'} |")
     finally:
         scratch.close()
         pi.close()

@@ -9,6 +9,9 @@ in a fresh Python process so peak RSS is its own:
   upload  subvault.offsite.upload.upload(store, cat INPUT) (parts of --part-mib) into a
           store without `stage` (the buffered path S3 takes)
   staged  the same into the FileStore, whose `stage` lets age write each part in place
+  s3      the same through the S3 store into a real `rclone serve s3` on 127.0.0.1
+  rcat    cat INPUT | COMPRESS | age -r R | rclone rcat into the same server (the standard
+          streaming multipart client the S3 path is to match)
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
 CPU seconds (the process and all its children) and peak RSS of the Python process;
 then the medians and the ratios upload/raw. The machine may be shared: read the
@@ -67,6 +70,39 @@ def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int, staged: 
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 
+def _s3_env() -> tuple[str, str, str, str]:
+    return (os.environ["BENCH_S3_ENDPOINT"], os.environ["BENCH_S3_KEY"], os.environ["BENCH_S3_SECRET"],
+            os.environ["BENCH_S3_BUCKET"])
+
+
+def run_s3(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
+    from subvault.stores.credentials import Credentials
+    from subvault.stores.s3 import S3Store
+
+    endpoint, key, secret, bucket = _s3_env()
+    store = S3Store(bucket, f"{out_dir.name}-{os.getpid()}", Credentials(key, secret), endpoint=endpoint)  # a fresh prefix per run
+    req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
+    upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
+
+
+def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
+    endpoint, key, secret, bucket = _s3_env()
+    env = {**os.environ, "RCLONE_CONFIG": "/dev/null", "RCLONE_CONFIG_BENCH_TYPE": "s3",
+           "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
+           "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key, "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
+           "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+    os.environ.update(env)
+    process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient],
+                      [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}-{os.getpid()}/raw.zst.age"]]).run()
+
+
+def _rclone() -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+    from s3server import rclone_binary
+
+    return rclone_binary()
+
+
 def _cpu_seconds() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -77,6 +113,10 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
     started = time.perf_counter()
     if mode == "raw":
         run_raw(src, out_dir, recipient)
+    elif mode == "s3":
+        run_s3(src, out_dir, recipient, part_mib)
+    elif mode == "rcat":
+        run_rcat(src, out_dir, recipient)
     else:
         run_upload(src, out_dir, recipient, part_mib, staged=mode == "staged")
     seconds = time.perf_counter() - started
@@ -95,6 +135,9 @@ def measure(mode: str, src: Path, work: Path, recipient: str, part_mib: int) -> 
     result = json.loads(res.stdout.strip().splitlines()[-1])
     result["stored_mib"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / (1 << 20)
     process.run(["rm", "-rf", str(out_dir)])
+    if os.environ.get("BENCH_S3_ROOT"):
+        for d in Path(os.environ["BENCH_S3_ROOT"], "bench").glob(f"{mode}-*"):
+            process.run(["rm", "-rf", str(d)])
     os.sync()  # the next run starts with no writeback or discard of this one pending
     return result
 
@@ -105,7 +148,7 @@ def main() -> None:
     ap.add_argument("--part-mib", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--child", choices=["raw", "upload", "staged"])
+    ap.add_argument("--child", choices=["raw", "upload", "staged", "s3", "rcat"])
     ap.add_argument("--input", type=Path, help="an existing input file instead of a generated one")
     ap.add_argument("--recipient")
     args = ap.parse_args()
@@ -113,6 +156,13 @@ def main() -> None:
         child_main(args.child, args.input, args.dir, args.recipient, args.part_mib)
         return
     work = Path(tempfile.mkdtemp(prefix="bench-offsite-", dir=args.dir))
+    from s3server import S3Server
+
+    server = S3Server.start(work / "s3root")
+    server.make_bucket("bench")
+    os.environ.update(BENCH_S3_ENDPOINT=server.endpoint, BENCH_S3_KEY=server.access_key,
+                      BENCH_S3_SECRET=server.secret_key, BENCH_S3_BUCKET="bench",
+                      BENCH_S3_ROOT=str(work / "s3root"))
     try:
         src = args.input or work / "input.bin"
         if args.input is None:
@@ -122,7 +172,7 @@ def main() -> None:
         process.run(["age-keygen", "-o", str(work / "id.txt")])
         recipient = process.run(["age-keygen", "-y", str(work / "id.txt")]).stdout.strip()
         print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs")
-        runs: dict[str, list[dict]] = {"raw": [], "upload": [], "staged": []}
+        runs: dict[str, list[dict]] = {"raw": [], "upload": [], "staged": [], "rcat": [], "s3": []}
         for round_ in range(args.rounds):
             for mode in runs:
                 r = measure(mode, src, work, recipient, args.part_mib)
@@ -135,13 +185,29 @@ def main() -> None:
         for m in runs:
             print(f"median {m:6s} {med[m]['seconds']:6.2f} s  {args.size_mib / med[m]['seconds']:7.1f} MiB/s  "
                   f"cpu {med[m]['cpu_seconds']:6.2f} s  rss {med[m]['self_rss_mib']:6.1f} MiB")
-        for m in ("upload", "staged"):
+        for m in ("upload", "staged", "s3"):
             print(f"{m} throughput / raw pipeline (median of {args.rounds}): "
                   f"{med['raw']['seconds'] / med[m]['seconds']:.2f}x; "
                   f"CPU time {m}/raw: {med[m]['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x; "
                   f"peak RSS {max(r['self_rss_mib'] for r in runs[m]):.0f} MiB "
                   f"for a {args.size_mib} MiB stream in {args.part_mib} MiB parts")
+        raw = med["raw"]["seconds"]
+        up, st, s3 = (raw / med[m]["seconds"] for m in ("upload", "staged", "s3"))
+        rc = med["rcat"]["seconds"] / med["s3"]["seconds"]
+        rss = {m: max(r['self_rss_mib'] for r in runs[m]) for m in runs}
+        limit = 1.5 * args.part_mib
+        print(f"\n| path | measured (median of {args.rounds}, {args.size_mib} MiB, {args.part_mib} MiB parts) | goal | |")
+        print("|---|---|---|---|")
+        print(f"| offsite upload, store without `stage` (buffered) | {up:.2f}x raw, peak RSS {rss['upload']:.0f} MiB | "
+              f">= 0.95x raw, RSS <= {limit:.0f} MiB | {'met' if up >= 0.95 and rss['upload'] <= limit else 'NOT met'} |")
+        print(f"| offsite upload through the S3 store to `rclone serve s3` (loopback) | {s3:.2f}x raw, "
+              f"{rc:.2f}x `rclone rcat`, peak RSS {rss['s3']:.0f} MiB | >= 0.95x raw, >= 1.0x rcat, RSS <= {limit:.0f} MiB | "
+              f"{'met' if s3 >= 0.95 and rc >= 1.0 and rss['s3'] <= limit else 'NOT met'} |")
+        print(f"| offsite upload into the file store (staged) | {st:.2f}x raw, peak RSS {rss['staged']:.0f} MiB | "
+              f"keep >= 0.95x | {'met' if st >= 0.95 else 'NOT met'} |")
+        print("| link shaped to 20 MiB/s (tbf on a veth) | not measured by this bench | >= 1.0x rcat | NOT measured |")
     finally:
+        server.stop()
         process.run(["rm", "-rf", str(work)])
 
 

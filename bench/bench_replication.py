@@ -245,6 +245,11 @@ def report(r: dict[str, float]) -> None:
     for label, a, b in pairs:
         if a in r and b in r:
             print(f"ratio {label:<20} {r[a] / r[b]:.3f}")
+    print("\n| path | measured (time ratio subvault/anchor) | goal | |\n|---|---|---|---|")
+    for label, a, b in pairs:
+        if a in r and b in r:
+            ratio = r[a] / r[b]
+            print(f"| replication {label} | {ratio:.2f}x the anchor's time | <= 1.0x | {'met' if ratio <= 1.0 else 'NOT met'} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno as errno_mod
 import os
+import struct
 from datetime import datetime, timezone
 
 from subvault.model import SubvolInfo
@@ -113,15 +114,43 @@ def create_snapshot(source: str, dest: str, *, readonly: bool) -> None:
         raise _fail(code, f"snapshot {source}")
 
 
+_NO_UUID = bytes(16)
+
+
 def _uuid(raw) -> str | None:
-    h = bytes(raw).hex()
-    if h == "0" * 32:
+    raw = bytes(raw)
+    if raw == _NO_UUID:
         return None
+    h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # uuid.UUID would cost 3x
 
 
 def _time(ts: _Timespec) -> datetime | None:
     return datetime.fromtimestamp(ts.tv_sec, timezone.utc) if ts.tv_sec else None
+
+
+# The fields of _SubvolumeInfo that SubvolInfo needs, read from one copy of its bytes
+# (each ctypes field access costs more than the whole unpack; 10,000 per `list`).
+_RAW = struct.Struct("@QQQQ16s16s16sQ")
+_OTIME = struct.Struct("@q")
+_OTIME_AT = _SubvolumeInfo.otime.offset
+
+
+def _fast_info(info: _SubvolumeInfo, rel: str) -> SubvolInfo:
+    raw = bytes(info)
+    id_, parent_id, _dir, flags, uuid, parent_uuid, received_uuid, generation = _RAW.unpack_from(raw)
+    otime = _OTIME.unpack_from(raw, _OTIME_AT)[0]
+    return SubvolInfo(
+        id=id_,
+        path=rel,
+        uuid=_uuid(uuid) or "",
+        parent_uuid=_uuid(parent_uuid),
+        received_uuid=_uuid(received_uuid),
+        readonly=bool(flags & SUBVOL_RDONLY_FLAG),
+        generation=generation,
+        top_level=parent_id,
+        otime=datetime.fromtimestamp(otime, timezone.utc) if otime else None,
+    )
 
 
 def _info(info: _SubvolumeInfo, rel: str) -> SubvolInfo:
@@ -183,7 +212,7 @@ def list_subvolumes(path: str, *, below: bool = False) -> list[SubvolInfo]:
                 raise _fail(code, f"list subvolumes of {path}")
             rel = ctypes.string_at(path_ptr.value).decode(errors="surrogateescape")
             _LIBC.free(path_ptr)
-            out.append(_info(info, rel))
+            out.append(_fast_info(info, rel))
     finally:
         _LIB.btrfs_util_destroy_subvolume_iterator(it)
     return out

@@ -59,7 +59,7 @@ def ensure_snapshots_dir(sub_path: str | Path) -> Path:
     return sdir
 
 
-def read_snapshot(sub_name: str, ndir: Path, *, uuid: str | None = None, received_uuid: str | None = None) -> LocalSnapshot | None:
+def read_snapshot(sub_name: str, ndir: str | Path, *, uuid: str | None = None, received_uuid: str | None = None) -> LocalSnapshot | None:
     """Return the snapshot in .snapshots/N, or None when N is incomplete or not a snapshot.
 
     String paths, not pathlib, on purpose: this runs once per snapshot (10,000 of them
@@ -69,8 +69,7 @@ def read_snapshot(sub_name: str, ndir: Path, *, uuid: str | None = None, receive
     if os.path.exists(base + "/" + PENDING):
         return None
     try:
-        with open(base + "/info.xml", encoding="utf-8") as fh:
-            info = parse_info(fh.read())
+        info = parse_info(_read_text(base + "/info.xml"))
     except (OSError, ValueError):
         return None
     userdata = info.userdata_dict
@@ -79,7 +78,7 @@ def read_snapshot(sub_name: str, ndir: Path, *, uuid: str | None = None, receive
     return LocalSnapshot(
         subvolume=sub_name,
         number=info.num,
-        path=ndir / "snapshot",
+        path=Path(base + "/snapshot"),
         date=info.date,
         description=info.description,
         cleanup=info.cleanup,
@@ -89,6 +88,18 @@ def read_snapshot(sub_name: str, ndir: Path, *, uuid: str | None = None, receive
         received_uuid=received_uuid,
         userdata=userdata,
     )
+
+
+def _read_text(path: str) -> str:
+    """A small file's text as UTF-8 (no buffered text layer: this runs once per snapshot)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")  # UnicodeDecodeError is a ValueError
 
 
 def scan(
@@ -111,6 +122,7 @@ def scan(
         prefix = adapter.fs_relative_path(sdir)
         by_path = (fs_subvols or FsIndex()).by_path(sub_path)
     found: list[LocalSnapshot] = []
+    sdir_s = str(sdir)
     for num in numbers:
         uuid = received = None
         if by_path is not None:
@@ -118,7 +130,7 @@ def scan(
             if info is None:
                 continue
             uuid, received = info.uuid, info.received_uuid
-        snap = read_snapshot(sub_name, sdir / str(num), uuid=uuid, received_uuid=received)
+        snap = read_snapshot(sub_name, f"{sdir_s}/{num}", uuid=uuid, received_uuid=received)
         if snap is not None:
             found.append(snap)
     return found

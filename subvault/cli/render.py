@@ -26,7 +26,7 @@ _json_printed = False
 def emit_json(command: str, payload: Any, exit_code: int = 0) -> int:
     """Print the versioned JSON document of a command's result; return exit_code."""
     global _json_printed
-    click.echo(json.dumps(envelope(command, payload, exit_code), indent=2, sort_keys=False))
+    click.echo(dumps_pretty(envelope(command, payload, exit_code)))
     _json_printed = True
     return exit_code
 
@@ -57,6 +57,32 @@ def one_line(text: str) -> str:
         else:
             out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
     return "".join(out)
+
+
+LONG_LIST = 64
+
+
+def dumps_pretty(value: Any, level: int = 0) -> str:
+    """JSON indented by two spaces, except that each element of a list longer than
+    LONG_LIST goes on one line of its own.
+
+    json's indent is pure Python (2,300 ms for 10,000 snapshots); whole elements go
+    through its C encoder. Output equals json.dumps(value, indent=2) for short lists.
+    """
+    pad, inner = "\n" + "  " * level, "\n" + "  " * (level + 1)
+    if isinstance(value, dict) and value:
+        body = ("," + inner).join(f"{json.dumps(str(k))}: {dumps_pretty(v, level + 1)}" for k, v in value.items())
+        return "{" + inner + body + pad + "}"
+    if isinstance(value, list) and value:
+        if len(value) > LONG_LIST:
+            body = ("," + inner).join(map(_compact, value))
+        else:
+            body = ("," + inner).join(dumps_pretty(v, level + 1) for v in value)
+        return "[" + inner + body + pad + "]"
+    return json.dumps(value)
+
+
+_compact = json.JSONEncoder(separators=(", ", ": ")).encode
 
 
 def emit_outcome(outcome: Outcome, as_json: bool, *, verbose: bool = False) -> int:
@@ -100,14 +126,6 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     lines = [fmt.format(*headers).rstrip()]
     lines += [fmt.format(*row).rstrip() for row in rows]
     return "\n".join(lines)
-
-
-def error(message: str) -> None:
-    click.echo(f"error: {one_line(message)}", err=True)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
 
 
 _CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f", ord("\\"): "\\\\"}

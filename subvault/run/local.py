@@ -102,8 +102,11 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
             steps = plan_prune(snaps, **policy)
             if any(not st.keep for st in steps):
                 # Holds only ever turn a delete into a keep, so they are asked for (which
-                # may mean reaching every target) only when something would be deleted.
-                steps = plan_prune(snaps, **policy, held=holds(ctx, sub))
+                # may mean reaching every target) only when something would be deleted,
+                # and the plan is made again only when there are some.
+                held = holds(ctx, sub)
+                if held:
+                    steps = plan_prune(snaps, **policy, held=held)
             for step in steps:
                 label = f"#{step.snapshot.number} {step.snapshot.date.astimezone(ctx.tz):%Y-%m-%d %H:%M} {step.snapshot.kind}"
                 why = "; ".join(step.reasons)

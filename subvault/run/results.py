@@ -52,17 +52,29 @@ class Outcome:
         return EXIT_PARTIAL if succeeded else EXIT_FAILED
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def to_jsonable(value: Any) -> Any:
     """Turn dataclasses, paths, times and durations into JSON-ready values.
 
     Durations are seconds (a number); times are ISO 8601; sets are sorted lists. Any
     other object becomes its string, so that `--json` output is always valid JSON.
+    Runs once per field of 10,000 snapshots in `list --json`: scalars are answered
+    first and each dataclass's field names are looked up once.
     """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and dataclasses.is_dataclass(kind):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    if names is not None:
+        return {n: to_jsonable(getattr(value, n)) for n in names}
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}

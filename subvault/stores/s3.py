@@ -108,7 +108,7 @@ class S3Store:
 
     def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
         if isinstance(data, memoryview):
-            data = data.tobytes()  # botocore takes bytes, bytearray or a file
+            data = _ViewBody(data)  # a part is sent from the caller's buffer, never copied whole
         extra: dict[str, Any] = {}
         if retain_until is not None:
             extra = {
@@ -149,6 +149,39 @@ class S3Store:
             self._call("delete", key, self._client.delete_object, Key=self._full(key))
         except ObjectNotFound:
             return
+
+
+class _ViewBody(io.RawIOBase):
+    """A seekable file over a memoryview: botocore reads it in pieces to sign and send,
+    and seeks back to retry, so the part is never copied into one more bytes object."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view.cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        piece = self._view[self._pos:self._pos + len(buf)]
+        n = len(piece)
+        memoryview(buf).cast("B")[:n] = piece
+        self._pos += n
+        return n
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 class _BodyReader(io.RawIOBase):

@@ -112,6 +112,28 @@ def test_large_object_64mib(store: Store) -> None:
     assert digest.digest() == hashlib.sha256(data).digest()
 
 
+def test_put_of_a_view_sends_the_view_itself_not_a_copy(store: Store) -> None:
+    """The offsite writer hands each part over as a view of a reused buffer: the
+    store must not copy the part (peak RSS would grow by one part), and must have
+    sent every byte before put returns (the buffer is refilled right after)."""
+    import tracemalloc
+
+    buf = bytearray(os.urandom(32 << 20))
+    view = memoryview(buf)[: 24 << 20]
+    want = hashlib.sha256(view).digest()
+    tracemalloc.start()
+    try:
+        store.put("view/part-000000", view)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    buf[:] = bytes(len(buf))
+    if not isinstance(store, type(open_store("memory://x"))):  # the memory store keeps its copy by design
+        assert peak < 8 << 20, f"put allocated {peak >> 20} MiB for a 24 MiB view"
+    with store.open("view/part-000000") as f:
+        assert hashlib.sha256(f.read()).digest() == want
+
+
 def test_s3_store_stays_inside_its_prefix(s3: S3Server, tmp_path: Path) -> None:
     """Invariant 8: objects beside the prefix are neither listed nor deleted."""
     s3.make_bucket("shared")

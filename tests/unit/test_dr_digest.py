@@ -78,3 +78,31 @@ def test_first_difference_names_the_path(tree, tmp_path):
 def test_missing_root_raises(tmp_path):
     with pytest.raises(OSError):
         tree_digest(tmp_path / "nope")
+
+
+def test_digest_does_not_depend_on_the_pool(tmp_path):
+    from subvault.dr import digest
+
+    root = tmp_path / "many"
+    for i in range(digest.WINDOW * 2 + 3):
+        d = root / f"d{i % 5}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = digest.INLINE + i if i % 3 == 0 else i * 11
+        (d / f"f{i}").write_bytes(os.urandom(size))
+    one = tree_digest(root, workers=1, keep_records=True)
+    four = tree_digest(root, workers=4, keep_records=True)
+    assert one == four and one.records == four.records
+
+
+def test_every_content_byte_of_a_large_file_counts_in_the_pool(tmp_path):
+    from subvault.dr import digest
+
+    root = tmp_path / "big"
+    root.mkdir()
+    data = bytearray(os.urandom(digest.INLINE * 3))
+    (root / "f").write_bytes(data)
+    before = tree_digest(root, workers=2)
+    data[-1] ^= 1
+    (root / "f").write_bytes(data)
+    assert tree_digest(root, workers=2) != before
+
