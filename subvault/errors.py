@@ -30,11 +30,17 @@ MAX_MESSAGE = 1000
 _TRAILERS = ("age: report unexpected or unhelpful errors",)
 
 
+MAX_LINES = 200
+
+
 def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
-    """Return text cut to about `limit` characters, saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+    """Return text with each line cut to about `limit` characters, saying how much was
+    left out; a report of many lines (config check: every error at once) keeps up to
+    MAX_LINES of them, each whole up to the limit."""
+    lines = text.split("\n")
+    if len(lines) > MAX_LINES:
+        lines = [*lines[:MAX_LINES], f"… ({len(lines) - MAX_LINES} more lines)"]
+    return "\n".join(line if len(line) <= limit else f"{line[:limit]}… ({len(line) - limit} more characters)" for line in lines)
 
 
 class SubvaultError(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import stat
 from pathlib import Path
@@ -40,3 +42,13 @@ def read_private(path: str | Path, what: str) -> str:
             return f.read().decode("utf-8", errors="replace")
     except OSError as exc:
         raise SecretsFileExposed(f"{what} {path}: {exc.strerror}") from None
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that replaces every registered secret (subvault.process.mask) with ***,
+    in the message, its arguments and any traceback (invariant 11)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from subvault.process import redact
+
+        return redact(super().format(record))

@@ -129,6 +129,15 @@ def cli(ctx: click.Context, config_path: str | None, wait: float, verbose: bool)
     target failed, the rest done).
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    from subvault.secrets import RedactingFormatter
+
+    for handler in logging.getLogger().handlers:  # every line logged, ours or a library's (-v), is redacted
+        handler.setFormatter(RedactingFormatter("%(name)s: %(message)s"))
+    if verbose:
+        # Libraries' debug logs carry request headers and URLs (credentials, tokens): only
+        # their warnings reach the log, and those are redacted like ours.
+        for name in ("botocore", "boto3", "urllib3", "s3transfer", "apprise", "httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     ctx.obj = Env(config_path, wait)
 
 

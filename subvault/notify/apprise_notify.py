@@ -19,7 +19,7 @@ import re
 import socket
 from dataclasses import dataclass
 from typing import Sequence
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import apprise
 
@@ -84,6 +84,13 @@ def register_url_secrets(url: str) -> None:
     """
     _install_log_filter()
     mask(url)
+    # Paths and queries often carry the token even where Apprise shows them (json://,
+    # form://, webhooks): the whole path, and each long segment (8+ characters, so that
+    # words like "hook" are left readable), is masked too.
+    split = urlsplit(url)
+    for part in (split.path.strip("/"), split.query, *split.path.split("/")):
+        if len(part) >= 8:
+            mask(part)
     plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         return

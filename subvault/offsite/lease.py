@@ -131,10 +131,10 @@ class WriterLease:
         for key in forged:
             self.warnings.append(f"{key}: a writer claim that fails authentication; ignored (inspect and delete it)")
         now = self.clock()
-        others = [c for c in claims if c.key != mine.key and c.expires > now]
-        for c in claims:
-            if c.key != mine.key and c.expires <= now:
-                self.store.delete(c.key)  # ours (authenticated) and lapsed: its run died
+        dead = {c.key for c in claims if c.key != mine.key and (c.expires <= now or _died_here(c))}
+        others = [c for c in claims if c.key != mine.key and c.key not in dead]
+        for key in dead:
+            self.store.delete(key)  # ours (authenticated), and lapsed or its process gone: its run died
         if others:
             self.store.delete(mine.key)
             return min(others, key=lambda c: c.since)
@@ -157,3 +157,17 @@ class WriterLease:
                 self._claim = renewed
             except SubvaultError as exc:  # the next renewal retries; the claim lasts ttl
                 log.warning("could not renew the writer claim %s: %s", claim.key, exc)
+
+
+def _died_here(claim: Claim) -> bool:
+    """A claim made on this host by a process that no longer exists (a killed run): stale at once,
+    not after its ttl. A pid taken again by another process only keeps it live (the safe side)."""
+    if claim.host != socket.gethostname():
+        return False
+    try:
+        os.kill(claim.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

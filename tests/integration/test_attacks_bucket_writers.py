@@ -195,3 +195,29 @@ def test_restore_of_an_older_point_by_its_time_is_not_refused() -> None:
     assert ledger.newer_gone(j, T0, 1, latest) == [(T0, "c"), (T0 + timedelta(hours=1), "b")]
     assert ledger.newer_gone(j, T0, 2, T0) == []  # nothing gone is ordered after (T0, chain 2) up to T0
     assert ledger.newer_gone(j, T0, 1, T0) == [(T0, "c")]  # same second, longer chain: newer
+
+
+def test_a_claim_left_by_a_killed_run_on_this_host_does_not_block_the_next_run(tmp_path):
+    # A run killed mid-upload left its claim: the next run on the same host goes on at
+    # once (its pid is gone), instead of waiting out the claim's 15 minutes.
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from subvault.offsite.lease import Claim, WriterLease
+    from subvault.offsite.manifest import MacKey
+    from subvault.stores.file import FileStore
+    from subvault.timeutil import utcnow
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "bucket").mkdir()
+    store = FileStore(tmp_path / "bucket")
+    key = MacKey(b"k" * 32)
+    now = utcnow()
+    stale = WriterLease(store, key)
+    stale._put(Claim("_subvault/writers/20260101T000000000000Z-dead.json", socket.gethostname(), dead.pid, now, now + timedelta(minutes=15)))
+    with WriterLease(store, key):
+        pass
+    assert [i.key for i in store.list("_subvault/writers/")] == []

@@ -146,3 +146,16 @@ def test_clean_system_exit_is_a_success(tmp_path: Path) -> None:
         with monitored("check", [], None, tmp_path):
             raise SystemExit(3)
     assert load_outcome(tmp_path, "check") == "failed"
+
+
+def test_invariant_11_webhook_path_tokens_and_library_logs_are_redacted() -> None:
+    # -v once printed `Max retries exceeded with url: /SECRETTOKEN123` from a json:// URL.
+    import logging
+
+    from subvault.notify.apprise_notify import register_url_secrets
+    from subvault.secrets import RedactingFormatter
+
+    register_url_secrets("json://127.0.0.1:47999/SECRETTOKEN123")
+    record = logging.LogRecord("urllib3", logging.WARNING, __file__, 1, "Max retries exceeded with url: %s", ("/SECRETTOKEN123",), None)
+    assert "SECRETTOKEN123" not in RedactingFormatter("%(name)s: %(message)s").format(record)
+    assert process.redact("pre-snapshot hook ran") == "pre-snapshot hook ran"  # short words stay readable

@@ -89,3 +89,11 @@ def test_every_message_is_bounded() -> None:
     huge = "x" * 150_000
     assert len(str(Refused(huge))) < MAX_MESSAGE + 50 and "more characters" in str(Refused(huge))
     assert len(str(CommandFailed(["tool"], 1, huge, "tool"))) < 400
+
+
+def test_a_report_of_many_lines_keeps_every_line() -> None:
+    # `config check` reports every error at once: bounding the whole text cut errors off.
+    from subvault.errors import ConfigError
+
+    lines = [f"/etc/subvault/subvault.toml: target[{i}]: url: {'x' * 80} (expected a path)" for i in range(15)]
+    assert str(ConfigError("\n".join(lines))).split("\n") == lines
