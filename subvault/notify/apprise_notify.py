@@ -75,6 +75,9 @@ def validate_url(url: str) -> str | None:
     return None
 
 
+_WEBHOOKS = ("json", "form", "xml")
+
+
 def register_url_secrets(url: str) -> None:
     """Register every secret part of an Apprise URL with `process.mask()`.
 
@@ -84,13 +87,14 @@ def register_url_secrets(url: str) -> None:
     """
     _install_log_filter()
     mask(url)
-    # Paths and queries often carry the token even where Apprise shows them (json://,
-    # form://, webhooks): the whole path, and each long segment (8+ characters, so that
-    # words like "hook" are left readable), is masked too.
+    # Generic webhooks (json://, form://, xml://) carry their token in the path, which
+    # Apprise shows: the whole path and query, and each long segment (8+ characters, so
+    # that words like "hook" stay readable), are masked too.
     split = urlsplit(url)
-    for part in (split.path.strip("/"), split.query, *split.path.split("/")):
-        if len(part) >= 8:
-            mask(part)
+    if split.scheme.rstrip("s") in _WEBHOOKS:
+        for part in (split.path.strip("/"), split.query, *split.path.split("/")):
+            if len(part) >= 8:
+                mask(part)
     plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         return
