@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -99,7 +99,7 @@ def fill_snapshots(paths, total: int) -> None:
     from subvault.btrfs import fastpath
 
     per = total // len(PROTECTED)
-    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     for name in PROTECTED:
         sdir = paths[name] / ".snapshots"
         start = max((int(n) for n in os.listdir(sdir) if n.isdigit()), default=0) + 1

@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,7 +65,7 @@ def run_raw(src: Path, out_dir: Path, recipient: str) -> None:
 
 def run_upload(src: Path, out_dir: Path, recipient: str, part_mib: int, staged: bool) -> None:
     (out_dir / "store").mkdir(exist_ok=True)
-    req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
+    req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(UTC), ["cat", str(src)], (recipient,))
     store = (FileStore if staged else BufferedFileStore)(out_dir / "store")
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
@@ -81,7 +81,7 @@ def run_s3(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
 
     endpoint, key, secret, bucket = _s3_env()
     store = S3Store(bucket, f"{out_dir.name}-{os.getpid()}", Credentials(key, secret), endpoint=endpoint)  # a fresh prefix per run
-    req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(timezone.utc), ["cat", str(src)], (recipient,))
+    req = UploadRequest("bench", "u1", None, ("u1",), datetime.now(UTC), ["cat", str(src)], (recipient,))
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 

@@ -18,8 +18,9 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from subvault import process
 from subvault.errors import CommandFailed, ConfigError

@@ -23,8 +23,9 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, IO, Callable, Iterable, Sequence
+from typing import IO
 
 from subvault.errors import CommandFailed, NoSpace, StalledTransfer, bounded
 
@@ -255,7 +256,7 @@ class Pipeline:
         self.env = {**os.environ, **env} if env else None
         self._stages: list[_Stage] = []
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -450,7 +451,7 @@ class Pipeline:
     def _any_failed(self) -> bool:
         return any(s.proc.poll() not in (None, 0) for s in self._stages)
 
-    def _wait_all(self, meter: "_IoMeter | None" = None) -> None:
+    def _wait_all(self, meter: _IoMeter | None = None) -> None:
         """Wait for every stage; on the first failure stop the others and raise.
 
         With a meter, it is read on every wake-up (and once more when its stage has
@@ -544,7 +545,7 @@ class _Meter:
     """Waits on one fd at a time, with stall detection by progress, and reports progress."""
 
     def __init__(
-        self, pipe: "Pipeline", stall_seconds: float | None, progress: ProgressCallback | None, watch: ProgressCallback | None = None
+        self, pipe: Pipeline, stall_seconds: float | None, progress: ProgressCallback | None, watch: ProgressCallback | None = None
     ) -> None:
         self.pipe = pipe
         self.watch = watch
@@ -622,7 +623,7 @@ class _IoMeter(_Meter):
 
     def __init__(
         self,
-        pipe: "Pipeline",
+        pipe: Pipeline,
         stage: _Stage,
         field: str,
         stall_seconds: float | None,

@@ -33,7 +33,7 @@ class LoopFs:
     device: str | None = None
     mkfs_args: list[str] = field(default_factory=list)
 
-    def create(self) -> "LoopFs":
+    def create(self) -> LoopFs:
         self.image.parent.mkdir(parents=True, exist_ok=True)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         with open(self.image, "wb") as fh:
@@ -67,7 +67,7 @@ class LoopFs:
                 if dev:
                     process.run(["losetup", "-d", dev], check=False)
 
-    def __enter__(self) -> "LoopFs":
+    def __enter__(self) -> LoopFs:
         return self.create()
 
     def __exit__(self, *exc: object) -> None:

@@ -72,7 +72,7 @@ class Sshd:
             f'ssh_identity = "{self.client_key}"\nssh_options = [{opts}]\n{extra}\n'
         )
 
-    def start(self) -> "Sshd":
+    def start(self) -> Sshd:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir sshd requires
@@ -165,7 +165,7 @@ class HungListener:
         for conn in self.accepted:
             conn.close()
 
-    def __enter__(self) -> "HungListener":
+    def __enter__(self) -> HungListener:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|min|h|d|w|m|y)\s*$")
 _SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
@@ -26,11 +26,11 @@ def local_zone(name: str | None = None) -> tzinfo:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f'"{name}" is not a time zone (expected an IANA name such as "Europe/Berlin" or "UTC")') from None
-    return datetime.now().astimezone().tzinfo or timezone.utc
+    return datetime.now().astimezone().tzinfo or UTC
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_at(text: str, now: datetime, tz: tzinfo, *, what: str = "--at") -> datetime:

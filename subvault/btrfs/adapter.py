@@ -15,12 +15,12 @@ import ctypes
 import errno
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from subvault import process
-from subvault.errors import NoSpace, NotBtrfs, NotFound, SubvaultError
 from subvault.btrfs.parse import list_line, show_fields, uuid_or_none
+from subvault.errors import NoSpace, NotBtrfs, NotFound, SubvaultError
 from subvault.model import SubvolInfo
 
 BTRFS_SUPER_MAGIC = 0x9123683E
@@ -75,7 +75,7 @@ def _local_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").astimezone(timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").astimezone(UTC)
     except ValueError:
         return None
 
@@ -169,7 +169,7 @@ def _parse_show_time(text: str | None) -> datetime | None:
     if not text or text == "-":
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z").astimezone(timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z").astimezone(UTC)
     except ValueError:
         return None
 

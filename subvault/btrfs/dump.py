@@ -11,7 +11,6 @@ import tempfile
 
 from subvault import process
 
-
 _C_ESCAPES = {"a": 7, "b": 8, "e": 27, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
 _ESCAPE = re.compile(r"\\([0-7]{3}|.)", re.DOTALL)
 

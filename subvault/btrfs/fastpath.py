@@ -15,7 +15,7 @@ import ctypes.util
 import errno as errno_mod
 import os
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from subvault.model import SubvolInfo
 
@@ -126,7 +126,7 @@ def _uuid(raw) -> str | None:
 
 
 def _time(ts: _Timespec) -> datetime | None:
-    return datetime.fromtimestamp(ts.tv_sec, timezone.utc) if ts.tv_sec else None
+    return datetime.fromtimestamp(ts.tv_sec, UTC) if ts.tv_sec else None
 
 
 # The fields of _SubvolumeInfo that SubvolInfo needs, read from one copy of its bytes
@@ -149,7 +149,7 @@ def _fast_info(info: _SubvolumeInfo, rel: str) -> SubvolInfo:
         readonly=bool(flags & SUBVOL_RDONLY_FLAG),
         generation=generation,
         top_level=parent_id,
-        otime=datetime.fromtimestamp(otime, timezone.utc) if otime else None,
+        otime=datetime.fromtimestamp(otime, UTC) if otime else None,
     )
 
 

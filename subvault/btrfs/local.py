@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from subvault.btrfs import adapter
@@ -200,7 +200,7 @@ def create_many(requests: list[Request], *, now: datetime) -> list[LocalSnapshot
     commit), and the info.xml files are made durable with one syncfs per filesystem
     before the markers go. Each failure is undone on its own; the others stand.
     """
-    date = now.astimezone(timezone.utc).replace(microsecond=0)
+    date = now.astimezone(UTC).replace(microsecond=0)
     staged: list[tuple[Request, Path] | SubvaultError] = [_stage(r) for r in requests]
     jobs = [(i, r, d) for i, (r, d) in ((i, s) for i, s in enumerate(staged) if not isinstance(s, SubvaultError))]
     errors = adapter.snapshot_many([(str(r.source or r.sub_path), str(d / "snapshot"), r.readonly) for _, r, d in jobs])

@@ -27,7 +27,7 @@ import os
 import stat
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from subvault import process
 from subvault.btrfs.dump import extents
@@ -62,7 +62,7 @@ class Prefetch:
             threading.Thread(target=self._guard, args=(self._advise,), name="prefetch-advise", daemon=True),
         ]
 
-    def __enter__(self) -> "Prefetch":
+    def __enter__(self) -> Prefetch:
         for t in self._threads:
             t.start()
         return self

@@ -16,7 +16,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SNAPSHOTS_DIR = ".snapshots"
@@ -53,7 +53,7 @@ def render_info(info: Info) -> str:
         "<snapshot>",
         f"  <type>{escape(info.type)}</type>",
         f"  <num>{info.num}</num>",
-        f"  <date>{info.date.astimezone(timezone.utc).strftime(DATE_FORMAT)}</date>",
+        f"  <date>{info.date.astimezone(UTC).strftime(DATE_FORMAT)}</date>",
     ]
     if info.description:
         lines.append(f"  <description>{escape(info.description)}</description>")
@@ -92,7 +92,7 @@ def parse_info(text: str) -> Info:
     type_, num, date, description, cleanup, userdata = m.groups()
     try:
         num_i = int(num.strip())
-        when = datetime.fromisoformat(date.strip()).replace(tzinfo=timezone.utc)
+        when = datetime.fromisoformat(date.strip()).replace(tzinfo=UTC)
     except ValueError as exc:
         raise ValueError(f"bad num or date: {exc}") from None
     pairs = tuple((k.strip(), v.strip()) for k, v in _FAST_USERDATA.findall(userdata) if k) if userdata else ()
@@ -120,7 +120,7 @@ def _parse_info_xml(text: str) -> Info:
 
     try:
         num = int(text_of("num"))
-        date = datetime.fromisoformat(text_of("date")).replace(tzinfo=timezone.utc)  # "YYYY-MM-DD HH:MM:SS"
+        date = datetime.fromisoformat(text_of("date")).replace(tzinfo=UTC)  # "YYYY-MM-DD HH:MM:SS"
     except ValueError as exc:
         raise ValueError(f"bad num or date: {exc}") from None
     userdata = []

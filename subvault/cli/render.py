@@ -12,7 +12,6 @@ Rules:
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click

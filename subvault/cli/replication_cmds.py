@@ -63,14 +63,13 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, state_dir: str
 
     Example timer command: subvault prune-received --root /mnt/backup --keep "24h 8d 5w"
     """
-    from subvault.cli.render import emit_outcome
-    from subvault.errors import UsageError
-    from subvault.run.prune_received import prune_received
-    from subvault.timeutil import local_zone, utcnow
-
     from contextlib import nullcontext
 
+    from subvault.cli.render import emit_outcome
+    from subvault.errors import UsageError
     from subvault.lock import exclusive
+    from subvault.run.prune_received import prune_received
+    from subvault.timeutil import local_zone, utcnow
 
     try:
         tz = local_zone(tz_name)

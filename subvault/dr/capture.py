@@ -68,7 +68,7 @@ class CaptureSpec:
     host: str = ""
 
     @classmethod
-    def from_settings(cls, settings: DrSettings) -> "CaptureSpec":
+    def from_settings(cls, settings: DrSettings) -> CaptureSpec:
         from subvault.dr.captureopts import parse_boot_dirs
 
         # Every configured boot dir: capture() skips, with a warning, those it cannot read (captureopts.py).

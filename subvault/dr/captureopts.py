@@ -31,13 +31,13 @@ OPTIONS_FILE = "options.json"
 DEFAULT_BOOT_DIRS = ("/boot", "/boot/efi")
 
 
-def options_of(spec: "CaptureSpec") -> dict[str, Any]:
+def options_of(spec: CaptureSpec) -> dict[str, Any]:
     """The options that decide what a capture holds (not where it goes)."""
     return {"disks": list(spec.disks), "fstab": spec.fstab, "boot_dirs": dict(sorted(spec.boot_dirs.items())),
             "firmware": spec.firmware, "selinux": spec.selinux}
 
 
-def options_file(spec: "CaptureSpec", config_spec: "CaptureSpec") -> bytes:
+def options_file(spec: CaptureSpec, config_spec: CaptureSpec) -> bytes:
     return json.dumps({"made_with": options_of(spec), "config": options_of(config_spec)}, indent=2, sort_keys=True).encode()
 
 
@@ -49,7 +49,7 @@ def stored_options(dest: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def spec_for_run(config_spec: "CaptureSpec") -> tuple["CaptureSpec", str | None]:
+def spec_for_run(config_spec: CaptureSpec) -> tuple[CaptureSpec, str | None]:
     """The spec `run` captures with: the last capture's own options when it was made by hand and [dr] has not changed since.
 
     Return it and a note saying so (None when the config's options apply).

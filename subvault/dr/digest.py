@@ -57,7 +57,7 @@ class TreeDigest:
     bytes: int
     records: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
-    def first_difference(self, other: "TreeDigest") -> str | None:
+    def first_difference(self, other: TreeDigest) -> str | None:
         """Return the first record present in one tree and not the other (needs keep_records)."""
         a, b = set(self.records), set(other.records)
         diff = sorted((a - b) | (b - a))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 from subvault import process
 from subvault.btrfs import adapter
@@ -48,7 +48,7 @@ class Machine:
         self.ws = Workspace(tmp / "machine")
         self.table: PartitionTable | None = None
 
-    def build(self) -> "Machine":
+    def build(self) -> Machine:
         from subvault.testbed import build_homelab
 
         with open(self.image, "wb") as fh:

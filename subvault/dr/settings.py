@@ -25,7 +25,7 @@ class DrSettings:
     boot: BootSettings = BootSettings()  # [dr] boot*: boot the restored machine after verifying it
 
     @classmethod
-    def from_config(cls, config: Config) -> "DrSettings":
+    def from_config(cls, config: Config) -> DrSettings:
         dr = getattr(config, "dr", None)
         if dr is None:
             return cls()

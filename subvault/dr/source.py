@@ -32,7 +32,7 @@ class TargetSource:
         self.host = host
         self.ep: Endpoint = open_target(tconf)
 
-    def __enter__(self) -> "TargetSource":
+    def __enter__(self) -> TargetSource:
         self.ep.check()
         return self
 

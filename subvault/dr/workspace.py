@@ -40,7 +40,7 @@ class Workspace:
         self.journal = journal
         self._records: list[dict] = []
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -206,7 +206,7 @@ class WorkLock:
         self.root, self.what = root, what
         self.fd: int | None = None
 
-    def __enter__(self) -> "WorkLock":
+    def __enter__(self) -> WorkLock:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:

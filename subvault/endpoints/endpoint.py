@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Sequence
+from collections.abc import Sequence
 
 from subvault.btrfs import adapter
 from subvault.config.schema import TargetConf
@@ -41,7 +41,7 @@ class Endpoint:
     def is_local(self) -> bool:
         return isinstance(self.runner, LocalRunner)
 
-    def __enter__(self) -> "Endpoint":
+    def __enter__(self) -> Endpoint:
         return self
 
     def __exit__(self, *exc: object) -> None:

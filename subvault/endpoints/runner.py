@@ -26,9 +26,10 @@ import functools
 import os
 import shlex
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from subvault import process

@@ -18,9 +18,10 @@ from __future__ import annotations
 import posixpath
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
+from typing import ContextManager
 
 from subvault import process
 from subvault.btrfs.prefetch import Prefetch

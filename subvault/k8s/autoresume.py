@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from subvault import process
 from subvault.errors import CommandFailed

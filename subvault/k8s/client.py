@@ -13,8 +13,9 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Protocol, Sequence
+from typing import Literal, Protocol
 
 from subvault.errors import PermanentError, TransientError
 

@@ -18,9 +18,9 @@ Rules:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from subvault.k8s.client import FLUX_KINDS, FluxKind, FluxObject, KubeAuthError, KubeClient, KubeError, ObjRef
 
@@ -94,12 +94,12 @@ def suspended_since(obj: FluxObject) -> datetime | None:
     if text:
         try:
             at = datetime.fromisoformat(text)
-            return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+            return at if at.tzinfo else at.replace(tzinfo=UTC)
         except ValueError:
             pass
     run_id = obj.annotations.get(ANNOTATION, "")
     try:
-        return datetime.strptime(run_id[len(RUN_PREFIX):].split("-", 1)[0], "%Y%m%dT%H%M%S").astimezone(timezone.utc)
+        return datetime.strptime(run_id[len(RUN_PREFIX):].split("-", 1)[0], "%Y%m%dT%H%M%S").astimezone(UTC)
     except ValueError:
         return None
 
@@ -129,7 +129,7 @@ def suspend(client: KubeClient, refs: Sequence[ObjRef], run_id: str, done: list[
     even when this raises part-way.
     """
     for ref in refs:
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
         client.patch_flux(ref, suspend=True, annotations={ANNOTATION: run_id, SUSPENDED_AT: at})
         done.append(ref)
         log(f"suspended {ref}")

@@ -14,8 +14,9 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from subvault.errors import ConfigError
 from subvault.k8s.client import (

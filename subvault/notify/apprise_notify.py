@@ -17,8 +17,8 @@ import html
 import logging
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import unquote, urlsplit
 
 import apprise

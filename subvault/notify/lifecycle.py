@@ -23,11 +23,11 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from subvault.errors import exit_code as exit_code_for
 from subvault.notify.apprise_notify import Message, hostname, send_message
@@ -167,7 +167,7 @@ def save_outcome(state_dir: Path, job: str, outcome: str, notified: bool) -> str
     data = _load(state_dir)
     data[job] = {
         "outcome": outcome,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "notified": notified,
         # Set by systemd for a service; lets the OnFailure unit skip a duplicate message.
         "invocation_id": os.environ.get("INVOCATION_ID", ""),

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 

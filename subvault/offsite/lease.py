@@ -98,7 +98,7 @@ class WriterLease:
         self._thread: threading.Thread | None = None
         self.warnings: list[str] = []
 
-    def __enter__(self) -> "WriterLease":
+    def __enter__(self) -> WriterLease:
         for attempt in range(self.attempts):
             other = self._try()
             if other is None:

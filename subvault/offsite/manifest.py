@@ -124,7 +124,7 @@ class MacKey:
         return f"MacKey(path={self.path})"
 
     @classmethod
-    def load_or_create(cls, path: str | Path = DEFAULT_MAC_KEY) -> "MacKey":
+    def load_or_create(cls, path: str | Path = DEFAULT_MAC_KEY) -> MacKey:
         """Return the key in path, creating it (0600, 32 random bytes, hex) if absent.
 
         Raise StoreAuthError if the file is accessible by group or others or is malformed.
@@ -148,7 +148,7 @@ class MacKey:
         return cls.load(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MacKey":
+    def load(cls, path: str | Path) -> MacKey:
         """Return the key in path. Raise StoreAuthError if it is missing, too open or malformed."""
         from subvault.secrets import SecretsFileExposed, read_private
 

@@ -75,7 +75,7 @@ class PipelineReader:
         self._check_r, self._check_w = -1, -1
         self.bytes_read = 0
 
-    def __enter__(self) -> "PipelineReader":
+    def __enter__(self) -> PipelineReader:
         self._rfd, self._wfd = _big_pipe()
         self._pipeline.stdout = self._wfd
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -250,7 +250,7 @@ class Filter(_FedCommand):
         self._stopped = False
         self._done = False
 
-    def __enter__(self) -> "Filter":
+    def __enter__(self) -> Filter:
         self._in_r, self._in_w = _big_pipe()
         self._reader = PipelineReader([self._argv], what=self._what, stdin=self._in_r).__enter__()
         self._collector = threading.Thread(target=self._collect, daemon=True, name="filter-out")
@@ -334,7 +334,7 @@ class FdFilter(_FedCommand):
         self._stopped = False
         self._done = False
 
-    def __enter__(self) -> "FdFilter":
+    def __enter__(self) -> FdFilter:
         self._in_r, self._in_w = _big_pipe()
         self._pipeline.stdin = self._in_r
         self._thread = threading.Thread(target=self._run, daemon=True, name="filter")
@@ -396,7 +396,7 @@ class PipelineWriter:
         self._rfd, self._wfd = -1, -1
         self._finished = False
 
-    def __enter__(self) -> "PipelineWriter":
+    def __enter__(self) -> PipelineWriter:
         self._rfd, self._wfd = os.pipe()
         self._pipeline = process.pipeline(self._stages, what=self._what, stdin=self._rfd, stdout=self._stdout)
         self._thread = threading.Thread(target=self._run, daemon=True)

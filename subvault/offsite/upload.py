@@ -47,8 +47,8 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 from datetime import datetime
+from typing import Protocol
 
 from subvault.errors import PermanentError
 from subvault.offsite import layout
@@ -160,7 +160,7 @@ def upload(
     return UploadResult(manifest, uploaded, reused, reader.bytes_read)
 
 
-def _cut(reader: PipelineReader, writer: "_PartWriter", journal: "_Journal", part_size: int,
+def _cut(reader: PipelineReader, writer: _PartWriter, journal: _Journal, part_size: int,
          progress: ProgressCallback | None) -> tuple[int, int]:
     """Cut the stream into slices of part_size; return (parts reused, parts uploaded).
 
@@ -244,7 +244,7 @@ def _read_slice(reader: PipelineReader, buf: bytearray) -> tuple[int, str]:
     return got, digest.hexdigest()
 
 
-def _stream_slice(reader: PipelineReader, writer: "_PartWriter", job: "_Job", chunk: memoryview,
+def _stream_slice(reader: PipelineReader, writer: _PartWriter, job: _Job, chunk: memoryview,
                   first: int, part_size: int) -> tuple[int, str]:
     """Feed one slice from the stream to job, `first` bytes of it already in chunk.
 
@@ -311,7 +311,7 @@ class _PartWriter:
         self._stored: dict[int, Future] = {}
         self._first = True
 
-    def __enter__(self) -> "_PartWriter":
+    def __enter__(self) -> _PartWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

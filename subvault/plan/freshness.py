@@ -14,9 +14,9 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from subvault.plan.coverage import Problem, ProblemKind
 

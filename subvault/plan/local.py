@@ -11,12 +11,12 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Mapping, Sequence
 
 from subvault.model import LocalSnapshot
-from subvault.plan.retention import Point, parse_policy, plan_keep_newest, plan_retention, is_due
+from subvault.plan.retention import Point, is_due, parse_policy, plan_keep_newest, plan_retention
 
 
 @dataclass(frozen=True)

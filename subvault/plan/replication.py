@@ -27,9 +27,9 @@ Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
-from typing import Iterable, Sequence
+from datetime import UTC, datetime, tzinfo
 
 from subvault.plan.retention import Point, parse_policy, plan_retention
 
@@ -106,7 +106,7 @@ class ReplicationPlan:
 
 def entry_name(sub_name: str, time: datetime, taken: set[str] | None = None, number: int = 0) -> str:
     """Return `<sub>.<UTC YYYYMMDDTHHMMSSZ>`, suffixed `_<number>` if that name is taken."""
-    name = f"{sub_name}.{time.astimezone(timezone.utc).strftime(NAME_TIME_FORMAT)}"
+    name = f"{sub_name}.{time.astimezone(UTC).strftime(NAME_TIME_FORMAT)}"
     if taken and name in taken:
         name = f"{name}_{number}"
     return name
@@ -117,7 +117,7 @@ def parse_entry_time(sub_name: str, name: str) -> datetime | None:
     m = _NAME_RE.match(name)
     if not m or m.group("sub") != sub_name:
         return None
-    return datetime.strptime(m.group("ts"), NAME_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(m.group("ts"), NAME_TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def is_verified(entry: Entry) -> bool:

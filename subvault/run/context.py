@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Callable
 
 from subvault.config.schema import Config
 from subvault.timeutil import local_zone, utcnow

@@ -9,12 +9,11 @@ always deleted afterwards.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from subvault import process
 from subvault.btrfs import adapter, local
 from subvault.btrfs.dump import inside, metadata_dump, split_line, unescape
 from subvault.run.context import Context

@@ -23,12 +23,13 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from subvault.k8s import flux as fluxops
 from subvault.k8s.client import FluxObject, KubeAuthError, KubeClient, KubeError, ObjRef
@@ -165,7 +166,7 @@ def kube_client(kubeconfig: str) -> KubeClient:
 
 
 
-def resume_leftovers(ctx: "Context") -> "Outcome":
+def resume_leftovers(ctx: Context) -> Outcome:
     """`run`'s part: resume what dead pre-changes (or an overdue foreign one) left suspended."""
     from subvault.run.results import Item, Outcome
 
@@ -196,7 +197,7 @@ def resume_leftovers(ctx: "Context") -> "Outcome":
     return out
 
 
-def overdue(ctx: "Context") -> tuple[list[str], list[str]]:
+def overdue(ctx: Context) -> tuple[list[str], list[str]]:
     """`check`'s part: return (problems, warnings) as one-line messages."""
     flux = ctx.config.flux
     if flux is None:

@@ -7,7 +7,7 @@ target cannot be reached holds everything it might still need rather than nothin
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from subvault.config.schema import SubvolumeConf
 from subvault.run.context import Context

@@ -6,8 +6,8 @@ and the rest are still done (exit 3, partial).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf

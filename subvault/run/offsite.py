@@ -285,7 +285,6 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     """
     from subvault.btrfs import adapter
     from subvault.offsite.restore import list_manifests, restore_chain
-
     from subvault.plan import restore_point
 
     tconf = ctx.config.get_target(target)

@@ -28,10 +28,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from types import FrameType
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from subvault import process
 from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, PermanentError, SubvaultError
@@ -149,7 +150,7 @@ class SignalGuard:
         self._deferred = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "SignalGuard":
+    def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)

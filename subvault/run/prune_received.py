@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from subvault.btrfs import adapter
 from subvault.endpoints.endpoint import Endpoint
@@ -56,7 +56,7 @@ def received(container: str) -> list[Received]:
         info = adapter.show(child.path)
         if info.top_level != own:
             continue
-        otime = info.otime or datetime.fromtimestamp(child.stat(follow_symlinks=False).st_ctime, timezone.utc)
+        otime = info.otime or datetime.fromtimestamp(child.stat(follow_symlinks=False).st_ctime, UTC)
         out.append(Received(child.name, info.id, otime, info.readonly and bool(info.received_uuid)))
     return out
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
@@ -270,7 +270,7 @@ def tty_progress(stream=sys.stderr) -> ProgressFactory | None:
     if not stream.isatty():
         return None
 
-    def factory(subject: str) -> "TtyProgress":
+    def factory(subject: str) -> TtyProgress:
         return TtyProgress(subject, stream)
 
     return factory

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
@@ -108,9 +108,8 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
 def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     from subvault.endpoints.endpoint import open_target
     from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
-    from subvault.run.replicate import host_name, sources_of
-
     from subvault.run import lasterror
+    from subvault.run.replicate import host_name, sources_of
 
     rows = []
     sources = None
@@ -384,8 +383,8 @@ def _drill_age(ctx: Context, report: WatchReport) -> None:
     the check back into a reminder, never into a failure.
     """
     from subvault.dr.state import last_drill_success, last_success_booted
-    from subvault.timeutil import format_age
     from subvault.plan.freshness import plan_drill
+    from subvault.timeutil import format_age
 
     if not ctx.config.target:
         return
@@ -413,13 +412,13 @@ def write_metrics(path: str, rows: list[LayerRow], ctx: Context, problems: dict[
     if problems is not None:
         write_textfile(Path(path), build_registry(problems=problems, generated_at=ctx.now, command="check"))
         return
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     done = job_layers(ctx, job) if job is not None else {}
     before = previous_successes(Path(path))
     layers = []
     for r in rows:
         ok, sent = done.get((r.subvolume, r.layer), (False, 0))
-        last = finished if ok else (datetime.fromtimestamp(before[(r.subvolume, r.layer)], timezone.utc) if (r.subvolume, r.layer) in before else None)
+        last = finished if ok else (datetime.fromtimestamp(before[(r.subvolume, r.layer)], UTC) if (r.subvolume, r.layer) in before else None)
         age = (ctx.now - r.newest).total_seconds() if r.newest else None
         layers.append(LayerStatus(r.subvolume, r.layer, last, age, sent, r.count))
     write_textfile(Path(path), build_registry(layers, None, generated_at=finished, command="run"))

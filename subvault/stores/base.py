@@ -23,7 +23,6 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from subvault.errors import PermanentError, TransientError
 
-
 Bytes = bytes | bytearray | memoryview
 
 

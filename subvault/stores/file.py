@@ -55,7 +55,7 @@ class FileStore:
             raise _os_error(self.url, key, exc) from None
         staged.commit()
 
-    def stage(self, key: str, *, retain_until: datetime | None = None) -> "StagedFile":
+    def stage(self, key: str, *, retain_until: datetime | None = None) -> StagedFile:
         """Open key's temp file for the caller to write (age writes a part straight into it).
 
         It becomes the object on `commit()` (fsync, rename, directory fsync, as `put`);
@@ -63,7 +63,7 @@ class FileStore:
         """
         return self._staged(key, retain_until)
 
-    def _staged(self, key: str, retain_until: datetime | None) -> "StagedFile":
+    def _staged(self, key: str, retain_until: datetime | None) -> StagedFile:
         if retain_until is not None:
             raise StoreError(f"{self.url}: object lock is not supported by the file store")
         self._require_root()

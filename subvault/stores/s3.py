@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from subvault.process import redact
 from subvault.stores.base import (
@@ -113,7 +113,7 @@ class S3Store:
         if retain_until is not None:
             extra = {
                 "ObjectLockMode": "COMPLIANCE",
-                "ObjectLockRetainUntilDate": retain_until.astimezone(timezone.utc),
+                "ObjectLockRetainUntilDate": retain_until.astimezone(UTC),
                 "ChecksumAlgorithm": "CRC32",
             }
         self._call("put", key, self._client.put_object, Key=self._full(key), Body=data, **extra)

@@ -23,10 +23,11 @@ import copy
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from wsproto.connection import Connection, ConnectionType
@@ -143,7 +144,7 @@ class FakeKube:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeKube":
+    def start(self) -> FakeKube:
         self._thread.start()
         return self
 
@@ -151,7 +152,7 @@ class FakeKube:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeKube":
+    def __enter__(self) -> FakeKube:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -65,7 +65,7 @@ class HttpReceiver:
     """A threaded HTTP server on 127.0.0.1 (a free port) recording requests in a queue."""
 
     responder: Responder = ok
-    requests: "queue.Queue[Recorded]" = field(default_factory=queue.Queue)
+    requests: queue.Queue[Recorded] = field(default_factory=queue.Queue)
     seen: list[Recorded] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -82,7 +82,7 @@ class HttpReceiver:
         """Return http://127.0.0.1:PORT (no trailing slash)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "HttpReceiver":
+    def __enter__(self) -> HttpReceiver:
         self._thread.start()
         return self
 

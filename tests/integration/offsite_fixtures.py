@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from subvault import process
@@ -12,7 +12,7 @@ from subvault.offsite.manifest import MacKey
 from subvault.offsite.upload import UploadRequest
 from subvault.stores.file import FileStore
 
-T0 = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

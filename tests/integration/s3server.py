@@ -71,7 +71,7 @@ class S3Server:
         return path
 
     @classmethod
-    def start(cls, root: Path, *, timeout: float = 30.0) -> "S3Server":
+    def start(cls, root: Path, *, timeout: float = 30.0) -> S3Server:
         root.mkdir(parents=True, exist_ok=True)
         server = cls(root, free_port(), "AK" + secrets.token_hex(8), "SK" + secrets.token_hex(16))
         argv = [

@@ -15,14 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from offsite_fixtures import T0, mac_key
+from s3server import S3Server
 
 from subvault.offsite import layout, ledger
 from subvault.offsite.lease import WriterBusy, WriterLease, read_claims
 from subvault.plan.retention import parse_policy
 from subvault.stores import open_store
-
-from offsite_fixtures import T0, mac_key
-from s3server import S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -147,6 +146,7 @@ def test_attack_ledger_replayed_or_emptied_is_detected_with_the_cache(target: di
 
 def _two_points(store, tmp_path: Path):
     from offsite_fixtures import make_age_key, make_stream, request
+
     from subvault.offsite.upload import upload
 
     age = make_age_key(tmp_path / "id.txt")

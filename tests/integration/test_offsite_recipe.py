@@ -13,12 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from offsite_fixtures import mac_key, make_age_key, make_stream, request
 
 from subvault.offsite import layout
 from subvault.offsite.upload import upload
 from subvault.stores import open_store
-
-from offsite_fixtures import mac_key, make_age_key, make_stream, request
 
 pytestmark = pytest.mark.integration
 RECIPE = Path(__file__).parents[2] / "docs" / "offsite-recipe.md"

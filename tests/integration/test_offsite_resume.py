@@ -11,13 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from offsite_fixtures import appending_sink, mac_key, make_age_key, make_stream, request
 
 from subvault.offsite import layout
 from subvault.offsite.restore import restore, verify_target
 from subvault.offsite.upload import upload
 from subvault.stores import open_store
-
-from offsite_fixtures import appending_sink, mac_key, make_age_key, make_stream, request
 
 pytestmark = pytest.mark.integration
 PART = 512 << 10

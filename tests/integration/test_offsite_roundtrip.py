@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from offsite_fixtures import BufferedFileStore, appending_sink, mac_key, make_age_key, make_stream, request
+from s3server import S3Server, free_port
 
 from subvault.errors import CommandFailed
 from subvault.offsite import layout
@@ -14,9 +16,6 @@ from subvault.offsite.manifest import MacKey, ManifestError, from_json, to_json
 from subvault.offsite.restore import IdentityMismatch, RestoreRefused, load_manifest, restore, verify_target
 from subvault.offsite.upload import upload
 from subvault.stores import Store, StoreUnreachable, open_store
-
-from offsite_fixtures import BufferedFileStore, appending_sink, mac_key, make_age_key, make_stream, request
-from s3server import S3Server, free_port
 
 pytestmark = pytest.mark.integration
 PART = 256 << 10

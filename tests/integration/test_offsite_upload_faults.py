@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from offsite_fixtures import T0, appending_sink, mac_key, make_age_key, make_stream, request
 
 from subvault.errors import CommandFailed
 from subvault.offsite import layout
 from subvault.offsite.restore import restore, verify_target
 from subvault.offsite.upload import UploadRequest, upload
 from subvault.stores import open_store
-
-from offsite_fixtures import T0, appending_sink, mac_key, make_age_key, make_stream, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 PART = 256 << 10

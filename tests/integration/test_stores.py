@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3server import S3Server, free_port
 
+from subvault.process import redact
 from subvault.stores import ObjectNotFound, Store, StoreAuthError, StoreError, StoreUnreachable, open_store
 from subvault.stores.credentials import load_credentials_file, parse_env_lines
-from subvault.process import redact
-
-from s3server import S3Server, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from subvault.btrfs import adapter, local
@@ -12,7 +12,7 @@ from subvault.config.load import parse_config
 from subvault.run.context import Context
 from subvault.run.replicate import host_name
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 
 

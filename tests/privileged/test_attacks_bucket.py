@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ from subvault.stores import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from s3server import S3Server  # noqa: E402
-
 
 SUB = "var_lib_pvc"
 REPO = Path(__file__).resolve().parents[2]

@@ -14,13 +14,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from replication_helpers import container, context, dump, entries, make_sources, snap
+from sshd import REPO, make_sshd, serve_command  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter
 from subvault.run.replicate import host_name, replicate
 from subvault.timeutil import utcnow
-
-from replication_helpers import container, context, dump, entries, make_sources, snap
-from sshd import REPO, make_sshd, serve_command  # noqa: F401 - fixtures
 
 HOST = host_name()
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 
 from subvault.dr.machine import Machine, machine_config
-
-from conftest import run_cli
 
 
 @pytest.fixture

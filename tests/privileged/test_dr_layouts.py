@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from subvault import process
 from subvault.btrfs import adapter, local
@@ -24,8 +25,6 @@ from subvault.dr.digest import tree_digest
 from subvault.dr.machine import NO_CACHE, Machine, machine_config
 from subvault.dr.workspace import Workspace
 from subvault.testbed import PROTECTED, build_homelab
-
-from conftest import run_cli
 
 
 def _dr_table(m, drill_dir: Path, disks: list[str]) -> str:
@@ -159,7 +158,7 @@ class WholeDisk:
         self.tmp, self.image, self.size = tmp, tmp / "data.img", size_mib << 20
         self.ws = Workspace(tmp / "whole")
 
-    def build(self) -> "WholeDisk":
+    def build(self) -> WholeDisk:
         with open(self.image, "wb") as fh:
             fh.truncate(self.size)
         process.run(["mkfs.btrfs", "-q", "-f", "-L", "data", str(self.image)], env=NO_CACHE)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from subvault import process
 from subvault.btrfs import adapter, local
@@ -23,7 +24,6 @@ from subvault.dr.parse import parse_sfdisk_dump
 from subvault.dr.workspace import Workspace
 from subvault.testbed import PROTECTED
 
-from conftest import run_cli
 
 @pytest.fixture
 def machine(tmp_path):

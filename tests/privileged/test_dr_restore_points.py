@@ -17,10 +17,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import REPO, run_cli
 
 from subvault import process
 from subvault.btrfs import adapter, local
@@ -32,8 +33,6 @@ from subvault.dr.restore import restore_workdir
 from subvault.dr.workspace import Workspace
 from subvault.plan.replication import parse_entry_time
 from subvault.testbed import PROTECTED
-
-from conftest import REPO, run_cli
 
 
 @pytest.fixture
@@ -76,7 +75,7 @@ def _write_esp(machine, content: bytes) -> None:
 
 def _next_second(after: datetime) -> None:
     """Entry names have a resolution of one second: let the clock pass `after` so the next point gets its own name."""
-    while datetime.now(timezone.utc).replace(microsecond=0) <= after:
+    while datetime.now(UTC).replace(microsecond=0) <= after:
         os.sched_yield()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -66,7 +66,7 @@ def test_snapshots_plain_directory_refused(homelab):
 
 def test_snapshot_number_already_taken(homelab):
     sub = homelab.paths["data"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     first = local.create("data", sub, kind="timeline", description="timeline", now=now)
     before = sorted(os.listdir(first.path.parent))
     with pytest.raises(SnapshotNumberTaken, match="already exists"):
@@ -106,7 +106,7 @@ def test_enospc_while_snapshotting_leaves_nothing_half_created(make_fs, tmp_path
     errors = 0
     for _ in range(20):
         try:
-            local.create("vol", sub, kind="timeline", description="timeline", now=datetime.now(timezone.utc))
+            local.create("vol", sub, kind="timeline", description="timeline", now=datetime.now(UTC))
         except NoSpace as exc:
             errors += 1
             assert "no space left on device" in str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from msgspec.structs import replace
 
@@ -88,11 +88,11 @@ def test_prechange_fewer_than_keep_are_never_pruned(homelab):
 
 def test_timeline_prune_follows_policy(homelab):
     cfg = load_config(homelab.config)
-    now = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
     # 30 hourly snapshots, oldest first; "24h 7d 4w" keeps the first of each of the last 24 hours
     for h in range(30, 0, -1):
         local.create("data", homelab.paths["data"], kind="timeline", description="timeline", now=now - timedelta(hours=h))
-    ctx = Context(cfg, now=now, tz=timezone.utc)
+    ctx = Context(cfg, now=now, tz=UTC)
     out = prune(ctx, names=["data"])
     deleted = [i for i in out.items if i.action == "deleted"]
     kept = local.scan("data", homelab.paths["data"])
@@ -108,10 +108,10 @@ def test_foreign_snapshots_never_deleted(homelab):
     ndir = sub / ".snapshots" / "1"
     ndir.mkdir()
     adapter.snapshot(sub, ndir / "snapshot")
-    write_atomic(ndir / "info.xml", render_info(Info(num=1, date=datetime(2020, 1, 1, tzinfo=timezone.utc), description="snapper timeline", cleanup="timeline")))
+    write_atomic(ndir / "info.xml", render_info(Info(num=1, date=datetime(2020, 1, 1, tzinfo=UTC), description="snapper timeline", cleanup="timeline")))
     cfg = load_config(homelab.config)
     for i in range(3):
-        local.create("var", sub, kind="prechange", description=f"c{i}", now=datetime.now(timezone.utc))
+        local.create("var", sub, kind="prechange", description=f"c{i}", now=datetime.now(UTC))
     ctx = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=0)))
     prune(ctx, names=["var"])
     left = local.scan("var", sub)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+from datetime import UTC
+
 from fakekube import FakeKube, flux_obj  # noqa: E402
 
 from subvault.btrfs import local  # noqa: E402
@@ -135,12 +137,12 @@ def _start_prechange(homelab, tmp_path):
 
 
 def _backdate(fake, kind, ns, name, hours: float):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     with fake.lock:
         meta = fake.objects[(kind, ns, name)]["metadata"]
         assert SUSPENDED_AT in meta["annotations"], meta
-        meta["annotations"][SUSPENDED_AT] = (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat()
+        meta["annotations"][SUSPENDED_AT] = (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
 
 
 def test_invariant_6_flux_left_suspended_by_killed_prechange_is_flagged_and_resumed_by_run(homelab, tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from replication_helpers import T0, context, make_sources, snap
+
 from subvault.btrfs.prefetch import Prefetch
 from subvault.run.replicate import replicate
-
-from replication_helpers import T0, context, make_sources, snap
 
 
 def _pair(make_fs, mib_changed: int = 3):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import subprocess
+from pathlib import Path
 
 from sshd import make_sshd, serve_command  # noqa: F401 - fixture
 

@@ -7,7 +7,6 @@ first bytes moved: deterministic, no sleeps.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,15 +16,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from replication_helpers import T0, config_text, container, context, dump, entries, make_sources, sent_items, snap
+from sshd import sshd  # noqa: F401 - fixture
 
 from subvault.btrfs import adapter
 from subvault.endpoints import endpoint as endpoint_mod
 from subvault.run import replicate as replicate_mod
 from subvault.run.replicate import replicate, replication_holds
 from subvault.testbed import exclude_foreign
-
-from replication_helpers import T0, config_text, container, context, dump, entries, make_sources, sent_items, snap
-from sshd import sshd  # noqa: F401 - fixture
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
+from replication_helpers import T0, container, context, dump, entries, hourly, make_sources, sent_items, snap
 
 from subvault.btrfs import adapter, local
 from subvault.errors import NotBtrfs, NotFound
 from subvault.run.holds import all_holds
 from subvault.run.local import prune as local_prune
 from subvault.run.replicate import replicate, replication_holds
-
-from replication_helpers import T0, container, context, dump, entries, hourly, make_sources, sent_items, snap
 
 
 @pytest.fixture
@@ -200,12 +199,11 @@ def test_restore_from_target_at_a_number_or_uuid_even_within_one_second(two, mak
 
 
 def test_run_metrics_report_bytes_sent_and_the_jobs_own_time(two, tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from replication_helpers import config_text
     from conftest import run_cli
+    from prometheus_client.parser import text_string_to_metric_families
+    from replication_helpers import config_text
 
     paths, root, state = two
     cfg = tmp_path / "subvault.toml"
@@ -221,7 +219,7 @@ def test_run_metrics_report_bytes_sent_and_the_jobs_own_time(two, tmp_path):
 
     got = read()
     assert got[("subvault_sent_bytes", "data", "replica:pi")] >= 2 << 20  # the 2 MiB file went over
-    between = datetime.now(timezone.utc).timestamp()
+    between = datetime.now(UTC).timestamp()
     run_cli("--config", str(cfg), "run", "--metrics-file", str(metrics))  # nothing due, all up to date
     got = read()
     # The job's clock, not the newest snapshot's date (which is from the first run).

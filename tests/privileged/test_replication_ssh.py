@@ -7,14 +7,13 @@ import subprocess
 from datetime import timedelta
 
 import pytest
+from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
+from sshd import REPO, make_sshd, serve_command, sshd  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter
 from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.run.replicate import replicate
 from subvault.testbed_ssh import HungListener, refused_port
-
-from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
-from sshd import REPO, make_sshd, serve_command, sshd  # noqa: F401 - fixtures
 
 
 def _target_extra(server, *, compress: str = "none") -> str:

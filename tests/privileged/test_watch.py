@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
@@ -39,7 +39,7 @@ def test_invariant_5_new_unprotected_subvolume_fails_check_then_recovers(homelab
 
 
 def test_stale_snapshots_fail_freshness(homelab):
-    old = datetime.now(timezone.utc) - timedelta(days=3)
+    old = datetime.now(UTC) - timedelta(days=3)
     for name in homelab.paths:
         if name in ("var_cache", "var_tmp", "var_lib_kubelet"):
             continue

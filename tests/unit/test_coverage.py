@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from subvault.model import SubvolInfo
 from subvault.plan.coverage import (
     ExcludedFilesystem,
     ExcludedPath,
@@ -19,7 +20,6 @@ from subvault.plan.coverage import (
     plan_coverage,
     reachable_paths,
 )
-from subvault.model import SubvolInfo
 
 FS = "fs-1111"
 MOUNTS = [MountPoint(FS, "root", "/"), MountPoint(FS, "home", "/home")]
@@ -131,7 +131,7 @@ def test_exclude_by_filesystem_covers_the_whole_filesystem_or_one_subvolume_path
     assert len(plan_coverage(found, PROTECTED, [])) == 3
     only_old = [ExcludedFilesystem(FS, "root-old", "rollback leftover")]
     [left] = plan_coverage(found, PROTECTED, [], only_old)
-    assert "'scratch'" in left.message and f'subvolume = "scratch"' in left.message
+    assert "'scratch'" in left.message and 'subvolume = "scratch"' in left.message
     assert plan_coverage(found, PROTECTED, [], [ExcludedFilesystem(FS, "", "scratch disk")]) == []
     assert len(plan_coverage(found, PROTECTED, [], [ExcludedFilesystem("other-fs", "", "x")])) == 3
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_dr_sample import sample_manifest
 
 from subvault.dr import manifest as M
-from test_dr_sample import sample_manifest
 
 
 def test_roundtrip():

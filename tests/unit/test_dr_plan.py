@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from test_dr_sample import DISK_BYTES, FS, choices, disk, fstab, sample_manifest
 
 from subvault.dr.plan import (
     DiskFacts,
@@ -19,7 +20,6 @@ from subvault.dr.plan import (
 )
 from subvault.errors import EXIT_USAGE, UsageError
 from subvault.testbed import EXCLUDED, PROTECTED
-from test_dr_sample import DISK_BYTES, FS, choices, disk, fstab, sample_manifest
 
 
 def plan(**kw):

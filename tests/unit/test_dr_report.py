@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from test_dr_sample import ESP, FS, NOW, choices, fstab, sample_manifest, table
+
 from subvault.dr.parse import parse_sfdisk_dump, render_sfdisk_script
 from subvault.dr.report import Check, DrillReport, RestoredFs, compare_ids, render_report, resolve_fstab, rpo
-from test_dr_sample import ESP, FS, NOW, choices, fstab, sample_manifest, table
 
 SUBS = frozenset({"root", "var", "var_lib_pvc", "var_cache"})
 

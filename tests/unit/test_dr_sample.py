@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from subvault.dr import manifest as M
 from subvault.dr.parse import GPT_ESP, Partition, PartitionTable, parse_fstab
 from subvault.dr.plan import Choice, DiskFacts
 from subvault.testbed import EXCLUDED, PROTECTED
 
-NOW = datetime(2026, 11, 26, 3, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 3, 30, tzinfo=UTC)
 FS = "11111111-2222-3333-4444-555555555555"
 ESP = "1A2B-3C4D"
 LINUX = "0FC63DAF-8483-4772-8E79-3D69E4F7C709"

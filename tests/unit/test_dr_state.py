@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from subvault.dr.state import DRILL_FILE, last_drill, last_drill_success, record_drill
 
-T = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
 
 def test_no_record_means_no_success(tmp_path):

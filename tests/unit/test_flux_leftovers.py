@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from subvault.k8s.client import FluxObject, ObjRef
 from subvault.k8s.flux import ANNOTATION, SUSPENDED_AT, suspended_since
 from subvault.run.flux_leftovers import Leftover, Owner, holding, judge, owner_of
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DELAY = timedelta(hours=1)
 
 
@@ -50,9 +50,9 @@ def test_message_names_the_object_and_the_command_that_resumes_it() -> None:
 def test_suspended_since_reads_the_annotation_or_the_run_id() -> None:
     ref = ObjRef("Kustomization", "ns", "x")
     at = FluxObject(ref, True, {ANNOTATION: "pre-change-20261126T030000-42", SUSPENDED_AT: "2026-11-26T02:00:00+00:00"})
-    assert suspended_since(at) == datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    assert suspended_since(at) == datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     by_id = FluxObject(ref, True, {ANNOTATION: "pre-change-20261126T030000-42"})
-    assert suspended_since(by_id) == datetime(2026, 11, 26, 3, 0).astimezone(timezone.utc)
+    assert suspended_since(by_id) == datetime(2026, 11, 26, 3, 0).astimezone(UTC)
     assert suspended_since(FluxObject(ref, True, {ANNOTATION: "pre-change-x"})) is None
 
 

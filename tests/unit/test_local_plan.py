@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from subvault.model import LocalSnapshot
 from subvault.plan.local import plan_prune, timeline_due
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def snap(n: int, hours_ago: float, kind: str = "timeline", uuid: str | None = None) -> LocalSnapshot:
@@ -24,7 +24,7 @@ def snap(n: int, hours_ago: float, kind: str = "timeline", uuid: str | None = No
 
 def test_invariant_2_owed_snapshot_survives_local_prune():
     snaps = [snap(i, 1000 - i) for i in range(10)]  # all far outside "1h"
-    steps = plan_prune(snaps, timeline="1h", prechange_keep=0, now=NOW, tz=timezone.utc, held={"u0": "owed to pi"})
+    steps = plan_prune(snaps, timeline="1h", prechange_keep=0, now=NOW, tz=UTC, held={"u0": "owed to pi"})
     kept = {s.snapshot.number: s.reasons for s in steps if s.keep}
     assert 0 in kept and "held: owed to pi" in kept[0]
     assert 9 in kept  # newest
@@ -33,13 +33,13 @@ def test_invariant_2_owed_snapshot_survives_local_prune():
 
 def test_invariant_8_foreign_snapshots_get_no_step():
     snaps = [snap(1, 5000, kind="foreign"), snap(2, 1)]
-    steps = plan_prune(snaps, timeline="1h", prechange_keep=0, now=NOW, tz=timezone.utc)
+    steps = plan_prune(snaps, timeline="1h", prechange_keep=0, now=NOW, tz=UTC)
     assert [s.snapshot.number for s in steps] == [2]
 
 
 def test_prechange_by_count_in_creation_order_when_dates_tie():
     snaps = [snap(i, 1, kind="prechange") for i in range(1, 6)]
-    steps = plan_prune(snaps, timeline="24h", prechange_keep=2, now=NOW, tz=timezone.utc)
+    steps = plan_prune(snaps, timeline="24h", prechange_keep=2, now=NOW, tz=UTC)
     assert [s.snapshot.number for s in steps if s.keep] == [4, 5]
 
 
@@ -48,7 +48,7 @@ def test_prechange_by_count_in_creation_order_when_dates_tie():
 def test_held_and_newest_always_kept(ages, held_idx):
     snaps = [snap(i, a) for i, a in enumerate(ages)]
     held = {f"u{i}": "base" for i in held_idx if i < len(snaps)}
-    steps = plan_prune(snaps, timeline="24h 7d 4w", prechange_keep=0, now=NOW, tz=timezone.utc, held=held)
+    steps = plan_prune(snaps, timeline="24h 7d 4w", prechange_keep=0, now=NOW, tz=UTC, held=held)
     kept = {s.snapshot.uuid for s in steps if s.keep}
     assert set(held) <= kept
     newest = max(snaps, key=lambda s: (s.date, s.number))
@@ -56,8 +56,8 @@ def test_held_and_newest_always_kept(ages, held_idx):
 
 
 def test_timeline_due_hourly():
-    assert timeline_due([], "24h", NOW, timezone.utc)
+    assert timeline_due([], "24h", NOW, UTC)
     later = NOW + timedelta(minutes=40)
-    assert not timeline_due([snap(1, 0)], "24h", later, timezone.utc)  # same hour
-    assert timeline_due([snap(1, 0.5)], "24h", later, timezone.utc)  # 11:30, the hour before
-    assert not timeline_due([snap(1, 5)], "7d", NOW, timezone.utc)  # daily cadence
+    assert not timeline_due([snap(1, 0)], "24h", later, UTC)  # same hour
+    assert timeline_due([snap(1, 0.5)], "24h", later, UTC)  # 11:30, the hour before
+    assert not timeline_due([snap(1, 5)], "7d", NOW, UTC)  # daily cadence

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from subvault.notify.metrics import LayerStatus, MetricsWriteFailed, build_registry, previous_successes, render, write_textfile
 
-WHEN = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+WHEN = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from subvault.stores import StoreAuthError
 def manifest(parts: int = 2) -> Manifest:
     return Manifest(
         subvolume="pvc", uuid="u2", parent_uuid="u1", chain=("u1", "u2"),
-        created=datetime(2026, 11, 1, 3, tzinfo=timezone.utc),
+        created=datetime(2026, 11, 1, 3, tzinfo=UTC),
         parts=tuple(Part(layout.part_key("pvc", "u2", i), 100 + i, f"{i:064x}") for i in range(parts)),
         recipients=("age1example",),
     )

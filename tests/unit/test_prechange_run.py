@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Mapping, Sequence
 
 import pytest
 

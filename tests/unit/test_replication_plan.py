@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subvault.plan.replication import (
     Entry,
+    Received,
     Source,
     entry_name,
     parse_entry_time,
-    Received,
     plan_received_prune,
     plan_replication,
 )
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 11, 26, 3, 30, tzinfo=UTC)
 KEEPS = ["24h 8d 5w", "latest", "all", "3h 2d", "0h 1d", "*d"]
 

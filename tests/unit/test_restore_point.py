@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from subvault.errors import NotFound, UsageError
 from subvault.plan.restore_point import Point, choose
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
 # 2 and 3 were made in the same second (snapshot --force), 3 incremental on 2

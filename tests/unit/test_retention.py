@@ -8,7 +8,7 @@ now) instead of the integer bucket indices the real planner uses.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +30,7 @@ from subvault.plan.retention import (
     plan_retention,
 )
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")

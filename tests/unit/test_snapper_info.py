@@ -1,12 +1,12 @@
 """info.xml: the one-regex fast form reads every text exactly as the XML parser does."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subvault.btrfs.snapper import Info, _FAST_INFO, _parse_info_xml, parse_info, render_info
+from subvault.btrfs.snapper import _FAST_INFO, Info, _parse_info_xml, parse_info, render_info
 
 SNAPPER_WRITTEN = """<?xml version="1.0"?>
 <snapshot>
@@ -33,7 +33,7 @@ def _same(text: str):
 
 def test_snapper_and_subvault_forms_take_the_fast_path():
     assert _FAST_INFO.match(SNAPPER_WRITTEN)
-    info = Info(num=7, date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), description="d", cleanup="number",
+    info = Info(num=7, date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), description="d", cleanup="number",
                 userdata=(("subvault", "prechange"), ("x", "")))
     assert _FAST_INFO.match(render_info(info))
     assert parse_info(render_info(info)) == info
