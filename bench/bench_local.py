@@ -150,7 +150,7 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
     out["scan: listing + read and parse every info.xml"] = median_of(lambda: t(scan_all), rounds)
     out["plan retention (all subvolumes)"] = median_of(lambda: t(lambda: [
         plan_prune(sn, timeline=cfg.timeline_of(s), prechange_keep=cfg.prechange_keep_of(s), now=ctx.now, tz=ctx.tz)
-        for s, sn in zip(subs, snaps)]), rounds)
+        for s, sn in zip(subs, snaps, strict=True)]), rounds)
     def render():
         with redirect_stdout(io.StringIO()):
             emit_json("list", listings)

@@ -206,7 +206,7 @@ def create_many(requests: list[Request], *, now: datetime) -> list[LocalSnapshot
     errors = adapter.snapshot_many([(str(r.source or r.sub_path), str(d / "snapshot"), r.readonly) for _, r, d in jobs])
     results: list[LocalSnapshot | SubvaultError] = [s if isinstance(s, SubvaultError) else None for s in staged]  # type: ignore[misc]
     written: list[tuple[int, Path]] = []
-    for (i, req, ndir), err in zip(jobs, errors):
+    for (i, req, ndir), err in zip(jobs, errors, strict=True):
         if err is not None:
             _undo(ndir)
             results[i] = err

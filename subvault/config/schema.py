@@ -85,7 +85,7 @@ def _ssh_url(value: str, expected: str) -> str | None:
     if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
         return f'url: "{value}": the host and user must not start with "-" (expected "{expected}")'
     try:
-        parts.port
+        _ = parts.port  # reading it validates the port
     except ValueError:
         return f'url: "{value}": the port is not a number (expected "{expected}")'
     return None

@@ -140,7 +140,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
         report.checks += _subvolume_checks(m, done)
         report.checks += _digest_checks(m, digests, sources, restored_at)
         restored = _restored_filesystems(m, done)
-        tables = {d.name: _table_of(img.path) for d, img in zip(m.disks, images)}
+        tables = {d.name: _table_of(img.path) for d, img in zip(m.disks, images, strict=True)}
         report.checks += compare_ids(m, tables, restored)
         report.checks += resolve_fstab(fstab, restored)
     report.checks.append(Check("plan", not plan.warnings, "; ".join(plan.warnings)))

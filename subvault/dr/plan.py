@@ -96,7 +96,7 @@ def check_disks(manifest: Manifest, facts: list[DiskFacts]) -> dict[str, str]:
         names = ", ".join(d.device for d in manifest.disks)
         raise UsageError(f"the capture has {len(manifest.disks)} disk(s) ({names}); give one --disk for each, in that order")
     pairs = {}
-    for disk, fact in zip(manifest.disks, facts):
+    for disk, fact in zip(manifest.disks, facts, strict=True):
         if fact.in_use:
             raise DiskInUse(f"{fact.path} is in use ({fact.in_use}); unmount it and stop what holds it first")
         need = max(disk.size_bytes, disk.table.required_bytes())

@@ -19,9 +19,9 @@ import posixpath
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import ContextManager
 
 from subvault import process
 from subvault.btrfs.prefetch import Prefetch

@@ -77,7 +77,7 @@ def _create_all(ctx: Context, out: Outcome, subs: list[SubvolumeConf], *, kind: 
             out.items.append(Item(sub.name, "would-create", kind if description == kind else f"{kind}: {description}"))
         return
     requests = [local.Request(sub.name, sub.path, kind, description) for sub in subs]
-    for sub, result in zip(subs, local.create_many(requests, now=ctx.now)):
+    for sub, result in zip(subs, local.create_many(requests, now=ctx.now), strict=True):
         if isinstance(result, SubvaultError):
             out.fail(sub.name, result)
         else:
