@@ -45,3 +45,26 @@ def exclusive(state_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def on_directory(directory: str | Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold an flock on a directory itself (no file is written there): two processes
+    working on one directory exclude each other whatever their state dirs.
+
+    Raise LockHeld after `wait` seconds.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockHeld(f"another subvault works on {directory}; wait for it, or pass --wait SECONDS") from None
+                time.sleep(0.2)  # polling an flock held by another process
+        yield
+    finally:
+        os.close(fd)

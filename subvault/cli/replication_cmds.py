@@ -5,6 +5,8 @@ Imported at the bottom of subvault.cli.main so that they join the `cli` group.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
@@ -67,7 +69,7 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, state_dir: str
 
     from subvault.cli.render import emit_outcome
     from subvault.errors import UsageError
-    from subvault.lock import exclusive
+    from subvault.lock import exclusive, on_directory
     from subvault.run.prune_received import prune_received
     from subvault.timeutil import local_zone, utcnow
 
@@ -76,7 +78,10 @@ def prune_received_cmd(root: str, keep: str, tz_name: str | None, state_dir: str
     except ValueError as exc:
         raise UsageError(f"--timezone: {exc}") from None
     try:
-        with nullcontext() if dry_run else exclusive(state_dir, wait=wait):  # a dry run writes no lock file
+        # Two locks: this host's (shared with pull and run), and one on the root itself, so
+        # that two prune-received with different --state-dir never race on one root.
+        with (nullcontext() if dry_run else exclusive(state_dir, wait=wait),
+              on_directory(root, wait=wait) if os.path.isdir(root) else nullcontext()):
             outcome = prune_received(root, keep, now=utcnow(), tz=tz, dry_run=dry_run)
     except ValueError as exc:
         raise UsageError(f"--keep: {exc}") from None

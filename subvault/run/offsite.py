@@ -156,7 +156,10 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = dict(plan.hold_local)
     newest = max((p.created for p in state.points), default=None)
     step = plan.upload
-    if only_due and step and not step.resume and not is_due(newest, policy, ctx.now, ctx.tz):
+    # "Not due" only over a whole bucket: with a point damaged, gone or failing to
+    # authenticate, the step goes ahead (and fails loudly if it must), never "up to date".
+    whole = not state.damaged and not state.problems and not (state.judgement and state.judgement.gone)
+    if only_due and step and not step.resume and whole and not is_due(newest, policy, ctx.now, ctx.tz):
         out.items.append(Item(subject, "not-due", f"newest restore point {newest:%Y-%m-%d %H:%M} is within {policy.describe()}"))
         step = None
     present = {m.uuid: m.created for m in state.manifests}

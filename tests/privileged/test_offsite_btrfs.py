@@ -218,3 +218,19 @@ def test_a_chain_that_lost_its_full_is_never_up_to_date_and_the_next_upload_is_a
     into = homelab.paths["var_tmp"]
     homelab.cli("restore", "home", "--from", "offsite", "--into", str(into), "--identity", str(key))
     assert (into / "home" / "user" / "notes.txt").read_text() == "changed\n"
+
+
+def test_attack_replaced_newest_manifest_is_never_not_due_in_run(homelab, offsite):
+    # The timer's `run` once said "not-due"/"up-to-date" (exit 0) while `offsite` refused.
+    key, bucket = offsite
+    homelab.cli("snapshot")
+    _offsite(homelab)
+    homelab.cli("snapshot", "--force")
+    _offsite(homelab)
+    manifests = sorted((bucket / "var_lib_pvc").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    manifests[-1].write_text('{"x": 1}')
+    proc = homelab.cli("run", "--json", check=False)
+    assert proc.returncode != 0, proc.stdout
+    items = [i for i in json.loads(proc.stdout)["result"]["items"] if i["subject"] == "var_lib_pvc→offsite"]
+    assert not any(i["action"] in ("not-due", "up-to-date") for i in items), items
+    assert manifests[-1].read_text() == '{"x": 1}'  # reported, never deleted

@@ -36,3 +36,4 @@ def test_a_corrupt_file_reads_as_no_success(tmp_path):
 def test_a_missing_state_dir_is_created(tmp_path):
     record_drill(tmp_path / "deep" / "state", {}, ok=True, finished=T)
     assert last_drill_success(tmp_path / "deep" / "state") == T
+
