@@ -288,6 +288,9 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     """
     from subvault.btrfs import adapter
     from subvault.offsite.restore import list_manifests, restore_chain
+    from subvault.secrets import read_private
+
+    read_private(identity, "age identity")  # invariant 11: a readable identity decrypts every backup
     from subvault.plan import restore_point
 
     tconf = ctx.config.get_target(target)
@@ -366,7 +369,10 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
     import subprocess
 
     from subvault.offsite.restore import list_manifests, restore_chain, verify_target
+    from subvault.secrets import read_private
 
+    if deep and identity:
+        read_private(identity, "age identity")  # invariant 11: a readable identity decrypts every backup
     tconf = object_targets(ctx, target)[0]
     store = open_target_store(tconf)
     key = mac_key(tconf, store)

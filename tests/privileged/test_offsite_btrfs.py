@@ -234,3 +234,14 @@ def test_attack_replaced_newest_manifest_is_never_not_due_in_run(homelab, offsit
     items = [i for i in json.loads(proc.stdout)["result"]["items"] if i["subject"] == "var_lib_pvc→offsite"]
     assert not any(i["action"] in ("not-due", "up-to-date") for i in items), items
     assert manifests[-1].read_text() == '{"x": 1}'  # reported, never deleted
+
+
+def test_invariant_11_world_readable_age_identity_is_refused(homelab, offsite, tmp_path):
+    key, bucket = offsite
+    homelab.cli("snapshot")
+    _offsite(homelab)
+    key.chmod(0o644)
+    proc = homelab.cli("restore", "var_lib_pvc", "--from", "offsite", "--at", "latest", "--into", str(homelab.paths["var_tmp"]),
+                       "--identity", str(key), check=False)
+    assert proc.returncode == 1 and "age identity" in proc.stderr and "group or others" in proc.stderr, proc.stderr
+    assert not (homelab.paths["var_tmp"] / "var_lib_pvc").exists()
