@@ -204,7 +204,8 @@ def coverage_problems(ctx: Context) -> list[Problem]:
         for info in infos:
             managed = "/.snapshots/" in f"/{info.path}/" or info.path.endswith(".snapshots")
             found.append(found_from_info(fs_uuid, info, fs_mounts, managed_snapshot=managed))
-        top = _top_level(fs_uuid, fs_mounts, [e.path for e in excluded], {norm_path(s.path) for s in ctx.config.subvolume})
+        device = next((src for src, u in uuid_of.items() if u == fs_uuid), None)
+        top = _top_level(fs_uuid, fs_mounts, [e.path for e in excluded], {norm_path(s.path) for s in ctx.config.subvolume}, device)
         if top is not None:
             found.append(top)
     protected = [ProtectedPath(s.name, s.path, ("local", *ctx.config.targets_of(s))) for s in ctx.config.subvolume]
@@ -227,15 +228,46 @@ def _list_any(fs_mounts: list[MountPoint]) -> list:
     raise error
 
 
-def _top_level(fs_uuid: str, fs_mounts: list[MountPoint], skip: list[str], configured: set[str]) -> FoundSubvolume | None:
-    """The top level as coverage input when it is mounted and configured, or holds a file outside every subvolume."""
+def _top_level(
+    fs_uuid: str, fs_mounts: list[MountPoint], skip: list[str], configured: set[str], device: str | None = None
+) -> FoundSubvolume | None:
+    """The top level as coverage input when it is mounted and configured, or holds a file outside every subvolume.
+
+    A top level mounted nowhere (the usual / = subvol=root layout) is looked at through
+    a private read-only mount of subvolid 5, made and removed here: files left there are
+    data nothing protects.
+    """
     tops = sorted((m.mount_path for m in fs_mounts if m.subvol_path == ""), key=lambda p: (len(p), p))
     if not tops:
-        return None
+        loose = _loose_in_unmounted_top(device) if device else None
+        return None if loose is None else FoundSubvolume(fs_uuid, TOP_LEVEL_ID, "", (), f"{fs_uuid}:top-level", loose_file=loose)
     loose = loose_file(tops[0], skip)
     if loose is None and not configured.intersection(tops):
         return None
     return FoundSubvolume(fs_uuid, TOP_LEVEL_ID, "", tuple(tops), f"{fs_uuid}:top-level", loose_file=loose)
+
+
+def _loose_in_unmounted_top(device: str) -> str | None:
+    """Mount the top level read-only in a private directory, look for a loose file, unmount.
+    Return it as `<top level>/PATH`, or None (also when it cannot be mounted, e.g. not root)."""
+    import tempfile
+
+    from subvault import process
+
+    where = tempfile.mkdtemp(prefix="subvault-check-top-")
+    try:
+        if process.run(["mount", "-t", "btrfs", "-o", "ro,subvolid=5", device, where], check=False).returncode != 0:
+            return None
+        try:
+            found = loose_file(where, [])
+        finally:
+            process.run(["umount", where], check=False)
+        return None if found is None else "<top level>/" + os.path.relpath(found, where)
+    finally:
+        try:
+            os.rmdir(where)
+        except OSError:
+            pass  # still mounted (busy): left for the admin rather than removed under a mount
 
 
 def loose_file(root: str, skip: list[str]) -> str | None:

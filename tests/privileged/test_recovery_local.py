@@ -186,7 +186,7 @@ def _tree(root):
 
 def _restore_json(homelab, *args, check=True):
     proc = homelab.cli("restore", *args, "--json", check=check)
-    return proc, (json.loads(proc.stdout)["result"] if proc.stdout.strip() else None)
+    return proc, (json.loads(proc.stdout).get("result") if proc.stdout.strip() else None)
 
 
 @pytest.mark.timeout(120)  # before the fix, cp wrote a file into a fifo at the destination and hung

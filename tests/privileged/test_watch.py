@@ -216,3 +216,24 @@ def test_invariant_5_subvolume_mounted_nowhere_is_flagged_and_can_be_excluded(ho
         assert proc.returncode == 0, proc.stdout
     finally:
         _umount(sysroot)
+
+
+def test_invariant_5_loose_files_in_a_top_level_mounted_nowhere_fail_check(homelab, make_fs, tmp_path):
+    # The usual layout mounts only subvolumes (/ = subvol=root): files left in the top
+    # level are still data nothing protects, and check once passed over them.
+    homelab.cli("run")
+    disk = make_fs("toponly", size="256M")
+    adapter.create_subvolume(disk.mountpoint / "app")
+    (disk.mountpoint / "loosefile").write_text("not in any subvolume\n")
+    subprocess.run(["umount", str(disk.mountpoint)], check=True)
+    app = _mount(["-t", "btrfs", "-o", "subvol=app", disk.device], tmp_path / "app")
+    try:
+        _add(homelab, f'[[subvolume]]\nname = "app"\npath = "{app}"')
+        homelab.cli("run")
+        proc = homelab.cli("check", check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert "top level" in proc.stdout and "loosefile" in proc.stdout, proc.stdout
+        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "subvault-check-top-" in line]
+    finally:
+        _umount(app)
+        subprocess.run(["mount", "-t", "btrfs", disk.device, str(disk.mountpoint)], check=False)  # the fixture unmounts it
