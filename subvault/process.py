@@ -210,7 +210,9 @@ def spawn_console(argv: Sequence[str]) -> subprocess.Popen[bytes]:
     """
     argv = [str(a) for a in argv]
     log.debug("spawn %s", _describe(argv))
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # Dies with the thread that started it (setpriv --pdeathsig): a drill killed by
+    # SIGTERM or SIGKILL never leaves its VM running.
+    return subprocess.Popen(_dies_with_us(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @dataclass
