@@ -113,3 +113,23 @@ def test_age_failure_shows_ages_cause_not_its_report_line(tmp_path):
     with pytest.raises(CommandFailed) as err:
         process.run(["age", "-d", "-i", str(tmp_path / "missing-identity")], what="age decrypt", input="")
     assert "missing-identity" in str(err.value) and "report unexpected" not in str(err.value)
+
+
+def test_a_console_program_dies_with_the_process_that_started_it():
+    # A drill killed by SIGTERM or SIGKILL once left its QEMU running (and its port open).
+    import signal
+
+    script = "from subvault import process\nimport time\np = process.spawn_console(['sleep', '300'])\nprint(p.pid, flush=True)\ntime.sleep(300)\n"
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        child = int(owner.stdout.readline())
+        assert _state(child) not in ("gone", "Z")
+        owner.send_signal(sig)
+        owner.wait()
+        for _ in range(100):  # the kernel delivers the death signal at once; reaping may lag
+            if _state(child) in ("gone", "Z"):
+                break
+            import time
+
+            time.sleep(0.05)
+        assert _state(child) in ("gone", "Z"), sig
