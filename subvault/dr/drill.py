@@ -117,7 +117,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     sources = _source_paths(ctx, src, choices)
     digests: dict[str, tuple[Future, Future | None]] = {}
     booting: Future[BootResult] | None = None
-    # The boot pool is left last: a boot never outlives its drill, and it may run on after the images are unmounted.
+    # The boot pool is left last: a boot never outlives its drill.
     with ThreadPoolExecutor(max_workers=1) as boot_pool, ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
         # Source digests run while the receives run; each received copy's digest as soon as it is verified.
         early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
@@ -143,9 +143,12 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
         tables = {d.name: _table_of(img.path) for d, img in zip(m.disks, images, strict=True)}
         report.checks += compare_ids(m, tables, restored)
         report.checks += resolve_fstab(fstab, restored)
+        # The boot reads its kernel and initrd from the restored filesystems: wait for it
+        # before the workspace unmounts them (a fast drill once unmounted them first).
+        boot_result = booting.result() if booting is not None else None
     report.checks.append(Check("plan", not plan.warnings, "; ".join(plan.warnings)))
-    if booting is not None:
-        report.boot = booting.result()
+    if booting is not None and boot_result is not None:
+        report.boot = boot_result
         report.checks.append(Check("boot", report.boot.ok, f"{report.boot.method} on {report.boot.accelerator}: {report.boot.reason}"))
         report.checks += report.boot.probes
     return report
