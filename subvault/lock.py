@@ -27,19 +27,9 @@ def exclusive(state_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]:
     path = state / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise LockHeld(
-                        f"another subvault (pid {owner}) is running and holds {path}; "
-                        "wait for it, or pass --wait SECONDS"
-                    ) from None
-                time.sleep(0.2)  # polling an flock held by another process
+        if not _flock(fd, wait):
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise LockHeld(f"another subvault (pid {owner}) is running and holds {path}; wait for it, or pass --wait SECONDS")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -56,15 +46,21 @@ def on_directory(directory: str | Path, *, wait: float = 0.0) -> Iterator[None]:
     """
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockHeld(f"another subvault works on {directory}; wait for it, or pass --wait SECONDS") from None
-                time.sleep(0.2)  # polling an flock held by another process
+        if not _flock(fd, wait):
+            raise LockHeld(f"another subvault works on {directory}; wait for it, or pass --wait SECONDS")
         yield
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, wait: float) -> bool:
+    """Take an exclusive flock on fd, waiting up to `wait` seconds; return whether it was taken."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)  # polling an flock held by another process
