@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -73,18 +72,3 @@ def test_foreign_unit_of_same_name_is_refused(tmp_path: Path, exe: Path) -> None
     with pytest.raises(systemd.NotOwned, match="not written by subvault"):
         systemd.install(tmp_path, str(exe), "/etc/subvault/subvault.toml", False)
     assert systemd.uninstall(tmp_path) == []
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_units_pass_systemd_analyze_verify(tmp_path: Path, exe: Path) -> None:
-    written = systemd.install(tmp_path / "units", str(exe), "/etc/subvault/subvault.toml", False, str(tmp_path))
-    result = systemd.verify([p for p, _ in written])
-    assert result.returncode == 0, result.stderr
-    ours = [line for line in result.stderr.splitlines() if "subvault" in line]
-    assert ours == [], result.stderr
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_verify_catches_a_missing_executable(tmp_path: Path) -> None:
-    written = systemd.install(tmp_path, "/nonexistent/subvault", "/etc/subvault/subvault.toml", False)
-    assert systemd.verify([p for p, _ in written]).returncode != 0
