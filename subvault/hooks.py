@@ -23,35 +23,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from subvault import process
-from subvault.errors import CommandFailed, ConfigError
+from subvault.config.schema import HookConf
+from subvault.errors import CommandFailed
 
+# One `[[hook]]` of the config. Its rules and defaults live in the schema only.
+Hook = HookConf
 HookWhen = Literal["pre-snapshot", "post-snapshot"]
-OnError = Literal["fail", "continue"]
-DEFAULT_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Hook:
-    """One `[[hook]]` entry of the config."""
-
-    when: HookWhen
-    run: tuple[str, ...]
-    timeout: float = DEFAULT_TIMEOUT
-    on_error: OnError = "fail"
-
-    def __post_init__(self) -> None:
-        if self.when not in ("pre-snapshot", "post-snapshot"):
-            raise ConfigError(f"[[hook]] when = {self.when!r}: expected 'pre-snapshot' or 'post-snapshot'")
-        if not self.run or not all(isinstance(a, str) and a for a in self.run):
-            raise ConfigError(f"[[hook]] run = {list(self.run)!r}: expected a non-empty argv list of strings")
-        if not self.timeout > 0:
-            raise ConfigError(f"[[hook]] timeout = {self.timeout!r}: expected a positive number of seconds")
-        if self.on_error not in ("fail", "continue"):
-            raise ConfigError(f"[[hook]] on_error = {self.on_error!r}: expected 'fail' or 'continue'")
-
-    @property
-    def name(self) -> str:
-        return f"hook {' '.join(self.run)}"
 
 
 @dataclass(frozen=True)

@@ -134,9 +134,7 @@ def _kube(cfg):
 
 
 def _hooks(cfg):
-    from subvault.hooks import Hook
-
-    return [Hook(h.when, tuple(h.run), h.timeout, h.on_error) for h in cfg.hook]
+    return list(cfg.hook)
 
 
 def _selection(cfg):

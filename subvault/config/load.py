@@ -7,11 +7,14 @@ Errors name the file, the key and what was expected, one line per problem, e.g.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from subvault.errors import ConfigError
 
@@ -78,90 +81,126 @@ def validate(text: str, *, name: str = "subvault.toml") -> Validated:
 
 
 def _tables(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Convert each top-level table (each item of an array on its own); return the valid ones and the problems."""
-    import typing
-
-    import msgspec
-
+    """Check each top-level table (each item of an array on its own); return the valid ones and the problems."""
     from subvault.config.schema import Config
 
-    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
     parts: dict[str, Any] = {}
     errors: list[str] = []
-    for key in data:
-        if key not in fields:
-            errors.append(f'unknown key "{key}" (check the spelling; see `subvault config sample`)')
-    for key, kind in fields.items():
-        if key not in data:
-            continue
-        value = data[key]
-        if typing.get_origin(kind) is list and isinstance(value, list):
-            (item_kind,) = typing.get_args(kind)
-            parts[key] = []
-            for i, item in enumerate(value):
-                try:
-                    parts[key].append(msgspec.convert(item, item_kind, strict=True))
-                except msgspec.ValidationError as exc:
-                    errors += _format(str(exc), data, (key, i))
-            continue
-        try:
-            parts[key] = msgspec.convert(value, kind, strict=True)
-        except msgspec.ValidationError as exc:
-            errors += _format(str(exc), data, (key,))
+    fields = {f.name: f for f in msgspec.structs.fields(Config)}
+    errors += [f"{_unknown(key)}" for key in data if key not in fields]
+    for key, field in fields.items():
+        if key in data:
+            value, problems = _check(data[key], field.type, [key])
+            errors += problems
+            if not problems or isinstance(value, list):
+                parts[key] = value
     return parts, errors
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<loc>[^`]*)`)?$", re.S)
-_LOC = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
+# The walk below knows where it is, so no location is ever read back out of msgspec's
+# message text: it checks the shape of a table (unknown and missing keys) and converts
+# each value on its own with msgspec, then builds the table, which runs its rules.
+# A table reports all of its problems; an item of an array is labelled by its name.
+
+_ITEM_LABELS = ("subvolume", "target", "exclude", "hook", "source")
 
 
-def _label(loc: tuple, data: dict[str, Any]) -> list[str]:
-    """Turn a location into words: ('target', 0, 'keep') -> ['target "pi"', 'keep']."""
-    parts: list[str] = []
-    node: Any = data
-    i = 0
-    while i < len(loc):
-        key = loc[i]
-        if isinstance(key, str) and i + 1 < len(loc) and isinstance(loc[i + 1], int):
-            idx = loc[i + 1]
-            items = node.get(key, []) if isinstance(node, dict) else []
-            item = items[idx] if isinstance(items, list) and idx < len(items) else {}
-            ident = (item.get("name") or item.get("path")) if isinstance(item, dict) else None
-            if key in ("subvolume", "target", "exclude", "hook", "source"):
-                parts.append(f'{key} "{ident}"' if ident else f"{key} #{idx + 1}")
-            else:
-                parts.append(f"{key}[{idx}]")
-            node = item
-            i += 2
-            continue
-        parts.append(str(key))
-        node = node.get(key, {}) if isinstance(node, dict) else {}
-        i += 1
-    return parts
+def _check(value: Any, kind: Any, where: list[str]) -> tuple[Any, list[str]]:
+    """Convert value to kind; return (converted, problems), each problem "where: what"."""
+    shape = _without_none(_bare(kind))
+    if isinstance(shape, type) and issubclass(shape, msgspec.Struct):
+        return _check_table(value, shape, where)
+    if typing.get_origin(shape) is list and isinstance(value, list):
+        (item,) = typing.get_args(shape)
+        out, problems = [], []
+        for i, one in enumerate(value):
+            converted, found = _check(one, item, _item_where(where, i, one))
+            if not found:  # a valid item is kept even when its neighbours are not
+                out.append(converted)
+            problems += found
+        if problems:
+            return out, problems
+    if typing.get_origin(shape) is dict and isinstance(value, dict):
+        _, item = typing.get_args(shape)
+        problems = [p for k, one in value.items() for p in _check(one, item, [*where, f'"{k}"'])[1]]
+        if problems:
+            return None, problems
+    try:  # the whole value: this also applies the list's own constraints (min_length)
+        return msgspec.convert(value, kind, strict=True), []
+    except msgspec.ValidationError as exc:
+        return None, [_at(where, _expected(kind, value, str(exc)))]
 
 
-def _format(text: str, data: dict[str, Any], base: tuple = ()) -> list[str]:
-    """Render a msgspec error ("msg - at `$.keep`", under base ("target", 0)) as lines "target "pi": keep: msg".
-
-    A rule may report several problems at once, one a line; each becomes a line.
-    """
-    m = _AT.match(text)
-    msg, raw_loc = (m.group("msg"), m.group("loc") or "") if m else (text, "")
-    loc = base + tuple(name if name else int(idx) for name, idx in _LOC.findall(raw_loc))
-    where = _label(loc, data)
-    prefix = ": ".join(where) + ": " if where else ""
-    return [prefix + _plain(line, loc) for line in msg.splitlines() or [msg]]
+def _bare(kind: Any) -> Any:
+    """The type under `Annotated[...]` (its constraints are applied when the value is converted)."""
+    while typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    return kind
 
 
-def _plain(msg: str, loc: tuple) -> str:
-    unknown = re.match(r"Object contains unknown field `(.+)`$", msg)
-    missing = re.match(r"Object missing required field `(.+)`$", msg)
-    if unknown:
-        return f'unknown key "{unknown.group(1)}" (check the spelling; see `subvault config sample`)'
-    if missing:
-        return f'missing required key "{missing.group(1)}"'
-    if msg.startswith("Invalid enum value "):
-        return f"{msg[len('Invalid enum value '):]} is not an allowed value (see `subvault config sample`)"
-    if loc and isinstance(loc[-1], str) and msg.startswith("Expected"):
-        return f"{msg[0].lower()}{msg[1:]}"
-    return msg
+def _check_table(value: Any, kind: type[msgspec.Struct], where: list[str]) -> tuple[Any, list[str]]:
+    if not isinstance(value, dict):
+        return None, [_at(where, f"expected a table, got {_toml_type(value)}")]
+    fields = {f.name: f for f in msgspec.structs.fields(kind)}
+    problems = [_at(where, _unknown(key)) for key in value if key not in fields]
+    problems += [_at(where, f'missing required key "{name}"') for name, f in fields.items() if f.required and name not in value]
+    for name, field in fields.items():
+        if name in value:
+            problems += _check(value[name], field.type, [*where, name])[1]
+    if problems:
+        return None, problems
+    try:
+        return msgspec.convert(value, kind, strict=True), []
+    except msgspec.ValidationError as exc:  # the table's own rules (__post_init__), one problem a line
+        return None, [_at(where, line) for line in str(exc).splitlines()]
+
+
+def _without_none(kind: Any) -> Any:
+    """`X | None` is `X` here: TOML has no null, so a present key always means X."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return kind
+
+
+def _item_where(where: list[str], i: int, item: Any) -> list[str]:
+    """("target", 0) with name "pi" -> 'target "pi"'; unnamed -> "target #1"."""
+    *outer, key = where
+    if key in _ITEM_LABELS:
+        ident = (item.get("name") or item.get("path")) if isinstance(item, dict) else None
+        return [*outer, f'{key} "{ident}"' if ident else f"{key} #{i + 1}"]
+    return [*outer, f"{key}[{i}]"]
+
+
+def _expected(kind: Any, value: Any, message: str) -> str:
+    """What was wrong with one value, in the config's words."""
+    allowed = _literal_values(_without_none(_bare(kind)))
+    if allowed is not None:
+        choices = ", ".join(f'"{a}"' for a in allowed)
+        return f"{_toml_value(value)} is not an allowed value (expected one of {choices})"
+    # msgspec's own text for a scalar says what it expected ("Expected `int` >= 0, got `str`")
+    return message[:1].lower() + message[1:]
+
+
+def _literal_values(kind: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(kind) is typing.Literal:
+        return typing.get_args(kind)
+    return None
+
+
+def _toml_value(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _toml_type(value: Any) -> str:
+    return {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array"}.get(type(value), type(value).__name__)
+
+
+def _unknown(key: str) -> str:
+    return f'unknown key "{key}" (check the spelling; see `subvault config sample`)'
+
+
+def _at(where: list[str], what: str) -> str:
+    return ": ".join([*where, what]) if where else what

@@ -150,20 +150,25 @@ class ExcludeConf(Strict):
     subvolume: Annotated[str | None, _doc("with filesystem: a subvolume path from its top level (and everything beneath it), e.g. one mounted nowhere")] = None
 
     def __post_init__(self) -> None:
+        problems: list[str | None] = []
         if (self.path is None) == (self.filesystem is None):
-            raise ValueError('an exclude names either path = "/var/cache" or filesystem = "<btrfs UUID>", not both')
+            problems.append('an exclude names either path = "/var/cache" or filesystem = "<btrfs UUID>", not both')
         if self.path is not None:
-            self.path = _abs_path("path", self.path)
+            try:
+                self.path = _abs_path("path", self.path)
+            except ValueError as exc:
+                problems.append(str(exc))
         if self.subvolume is not None and self.filesystem is None:
-            raise ValueError('subvolume: needs filesystem = "<btrfs UUID>" beside it')
+            problems.append('subvolume: needs filesystem = "<btrfs UUID>" beside it')
         if self.filesystem is not None:
             if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", self.filesystem):
-                raise ValueError(f'filesystem: "{self.filesystem}" is not a btrfs filesystem UUID (see `btrfs filesystem show`)')
+                problems.append(f'filesystem: "{self.filesystem}" is not a btrfs filesystem UUID (see `btrfs filesystem show`)')
             self.filesystem = self.filesystem.lower()
             if self.subvolume is not None:
                 self.subvolume = str(PurePosixPath("/" + self.subvolume.strip().lstrip("/"))).strip("/")
         if not self.reason.strip():
-            raise ValueError("reason: an exclude needs a reason (e.g. \"ephemeral\")")
+            problems.append('reason: an exclude needs a reason (e.g. "ephemeral")')
+        _fail(*problems)
 
 
 class TargetConf(Strict):
@@ -234,8 +239,12 @@ class SourceSubvolumeConf(Strict):
     path: Annotated[str, _doc("its path on the source host (snapshots are read from <path>/.snapshots)")]
 
     def __post_init__(self) -> None:
-        _fail(_name(self.name))
-        self.path = _abs_path("path", self.path)
+        problems = [_name(self.name)]
+        try:
+            self.path = _abs_path("path", self.path)
+        except ValueError as exc:
+            problems.append(str(exc))
+        _fail(*problems)
 
 
 class SourceConf(Strict):
@@ -318,8 +327,12 @@ class FluxConf(Strict):
 class HookConf(Strict):
     when: Annotated[Literal["pre-snapshot", "post-snapshot"], _doc("when the hook runs")]
     run: Annotated[list[str], _doc("argv, run without a shell", min_length=1)]
-    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 30.0  # = hooks.DEFAULT_TIMEOUT, one default everywhere
+    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 30.0
     on_error: Annotated[Literal["fail", "continue"], _doc("a failing hook aborts (fail) or is only reported")] = "fail"
+
+    @property
+    def name(self) -> str:
+        return f"hook {' '.join(self.run)}"
 
 
 class CheckConf(Strict):

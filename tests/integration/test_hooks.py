@@ -40,7 +40,7 @@ def _state(pid: int) -> str:
 
 def test_hook_leaving_a_background_child_is_judged_by_its_own_exit_and_the_child_is_stopped(tmp_path):
     pidfile = tmp_path / "pid"
-    hook = Hook(when="pre-snapshot", run=("sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo started"), timeout=20)
+    hook = Hook(when="pre-snapshot", run=["sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo started"], timeout=20)
     lines: list[str] = []
     outcome = run_hook(hook, lines.append)
     assert outcome.ok, outcome
@@ -50,7 +50,7 @@ def test_hook_leaving_a_background_child_is_judged_by_its_own_exit_and_the_child
 
 def test_hook_timeout_stops_the_whole_group(tmp_path):
     pidfile = tmp_path / "pid"
-    hook = Hook(when="pre-snapshot", run=("sh", "-c", f"sleep 300 & echo $! > {pidfile}; sleep 300"), timeout=1)
+    hook = Hook(when="pre-snapshot", run=["sh", "-c", f"sleep 300 & echo $! > {pidfile}; sleep 300"], timeout=1)
     outcome = run_hook(hook, lambda m: None)
     assert not outcome.ok and outcome.fatal
     assert "timed out" in outcome.detail

@@ -95,7 +95,7 @@ def test_failing_command_fails_the_run_after_the_snapshot_and_resumes():
 
 def test_generic_hooks_run_around_the_snapshot_and_a_hanging_one_is_stopped():
     kube = MemoryKube([ks("a")])
-    hooks = [Hook("pre-snapshot", ("sleep", "30"), timeout=0.3), Hook("post-snapshot", ("true",))]
+    hooks = [Hook(when="pre-snapshot", run=["sleep", "30"], timeout=0.3), Hook(when="post-snapshot", run=["true"])]
     with pytest.raises(PrechangeFailed) as info:
         prechange(kube, kube.events, hooks=hooks)
     result = info.value.result
@@ -106,7 +106,7 @@ def test_generic_hooks_run_around_the_snapshot_and_a_hanging_one_is_stopped():
 
 def test_continue_hook_failure_only_warns():
     kube = MemoryKube([ks("a")])
-    result = prechange(kube, kube.events, hooks=[Hook("pre-snapshot", ("false",), on_error="continue")])
+    result = prechange(kube, kube.events, hooks=[Hook(when="pre-snapshot", run=["false"], on_error="continue")])
     assert result.ok and result.snapshot_taken and any("continuing" in w for w in result.warnings)
 
 

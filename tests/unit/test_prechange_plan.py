@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from subvault.errors import ConfigError
-from subvault.hooks import Hook
 from subvault.k8s.client import Condition, FluxObject, ObjRef, PodInfo
 from subvault.k8s.flux import ANNOTATION, FluxSelection, in_flight, is_ours, plan_suspend
 from subvault.k8s.velero import (
@@ -133,12 +132,16 @@ def test_plan_skips_pods_that_are_not_running():
     assert [h.pod.name for h in plan.pre] == ["up"] and [h.pod.name for h in plan.post] == ["up"]
 
 
-def test_hook_config_validation():
-    assert Hook("pre-snapshot", ("sync",)).timeout == 30.0
-    for bad in [dict(when="before", run=("x",)), dict(when="pre-snapshot", run=()),
-                dict(when="pre-snapshot", run=("x",), timeout=0), dict(when="pre-snapshot", run=("x",), on_error="x")]:
-        with pytest.raises(ConfigError):
-            Hook(**bad)  # type: ignore[arg-type]
+def test_hook_rules_and_defaults_live_in_the_config_schema_only():
+    from subvault.config.load import parse_config
+
+    cfg = parse_config('[[hook]]\nwhen = "pre-snapshot"\nrun = ["sync"]\n')
+    assert cfg.hook[0].timeout == 30.0 and cfg.hook[0].on_error == "fail" and cfg.hook[0].name == "hook sync"
+    for bad, key in [('when = "before"\nrun = ["x"]', "when"), ('when = "pre-snapshot"\nrun = []', "run"),
+                     ('when = "pre-snapshot"\nrun = ["x"]\ntimeout = 0', "timeout"),
+                     ('when = "pre-snapshot"\nrun = ["x"]\non_error = "x"', "on_error")]:
+        with pytest.raises(ConfigError, match=f"hook #1: {key}: "):
+            parse_config(f"[[hook]]\n{bad}\n")
 
 
 def test_default_description_and_run_id():
