@@ -12,11 +12,14 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from subvault.errors import ConfigError
+
+if TYPE_CHECKING:
+    from subvault.config.schema import Config
 
 DEFAULT_PATH = "/etc/subvault/subvault.toml"
 
@@ -26,7 +29,7 @@ def config_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("SUBVAULT_CONFIG") or DEFAULT_PATH)
 
 
-def load_config(path: str | Path):
+def load_config(path: str | Path) -> Config:
     """Given a path, return the validated Config. Raise ConfigError naming every problem."""
     text, name = read_config(path)
     return parse_config(text, name=name)
@@ -45,12 +48,13 @@ def read_config(path: str | Path) -> tuple[str, str]:
     return raw.decode("utf-8", errors="replace"), name
 
 
-def parse_config(text: str, *, name: str = "subvault.toml"):
+def parse_config(text: str, *, name: str = "subvault.toml") -> Config:
     """Given TOML text, return the validated Config. Raise ConfigError listing every problem, one a line."""
     checked = validate(text, name=name)
     if checked.errors:
         raise ConfigError("\n".join(checked.errors))
-    return checked.config
+    config: Config = checked.config
+    return config
 
 
 @dataclass

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import SplitResult
 
 import msgspec
 from msgspec import Meta
@@ -22,7 +23,7 @@ from msgspec import Meta
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _doc(text: str, **constraints) -> Meta:
+def _doc(text: str, **constraints: Any) -> Meta:
     return Meta(description=text, **constraints)
 
 
@@ -361,7 +362,7 @@ class Config(Strict):
     source: list[SourceConf] = msgspec.field(default_factory=list)
     dr: DrConf | None = None
 
-    def problems(self, declared_targets: set[str] = frozenset()) -> list[str]:
+    def problems(self, declared_targets: frozenset[str] | set[str] = frozenset()) -> list[str]:
         """Return the rules that span tables, each "where: what is wrong (expected …)".
 
         `load.py` runs them after every table validated on its own (tables that failed are
@@ -385,11 +386,11 @@ class Config(Strict):
             if e.path in protected:
                 problems.append(f'exclude "{e.path}" is also a [[subvolume]]; keep one of them')
         first: dict[tuple[str, ...], TargetConf] = {}
-        for t in self.target:
-            other = first.setdefault(t.storage(), t)
-            if other is not t:
+        for target in self.target:
+            other = first.setdefault(target.storage(), target)
+            if other is not target:
                 problems.append(
-                    f'target "{t.name}": url: "{t.url}" is the same storage as target "{other.name}" ("{other.url}"), '
+                    f'target "{target.name}": url: "{target.url}" is the same storage as target "{other.name}" ("{other.url}"), '
                     "and their retentions would prune each other (expected one target per storage)"
                 )
         return problems
@@ -438,8 +439,9 @@ def _norm(path: str) -> str:
     return "/" + posixpath.normpath(path or "/").lstrip("/")
 
 
-def _port(parts) -> int | None:
+def _port(parts: SplitResult) -> int | None:
     try:
-        return parts.port
+        port: int | None = parts.port
+        return port
     except ValueError:
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any
 
 from subvault.config.schema import Config
 
@@ -47,7 +48,7 @@ def is_age_recipient(text: str) -> bool:
     return True
 
 
-def recipient_errors(data: dict) -> list[str]:
+def recipient_errors(data: dict[str, Any]) -> list[str]:
     """Check every object target's recipients in the parsed TOML (also of a target that failed to load)."""
     out = []
     targets = data.get("target")
@@ -89,7 +90,7 @@ def notify_errors(cfg: Config) -> list[str]:
     return out
 
 
-def deep_errors(cfg: Config, data: dict) -> list[str]:
+def deep_errors(cfg: Config, data: dict[str, Any]) -> list[str]:
     """The errors loading does not catch (so that loading stays fast and the brief's example loads).
 
     cfg holds the tables that loaded; data is the parsed TOML.

@@ -232,10 +232,10 @@ def _config_problems(
                 f"{path}: [[subvolume]] '{entry.name}' is in no layer, so nothing protects it; "
                 "give it a timeline or a target",
             ))
-    for entry in excluded:
-        if not is_reason(entry.reason):
-            path = norm_path(entry.path)
-            placeholder = f" ({entry.reason.strip()!r} is a placeholder)" if entry.reason.strip() else ""
+    for gap in excluded:
+        if not is_reason(gap.reason):
+            path = norm_path(gap.path)
+            placeholder = f" ({gap.reason.strip()!r} is a placeholder)" if gap.reason.strip() else ""
             problems.append(Problem(
                 ProblemKind.NO_REASON, path,
                 f"{path}: [[exclude]] has no reason{placeholder}; add reason = \"…\" saying why it needs no backup",

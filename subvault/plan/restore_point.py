@@ -41,7 +41,7 @@ class Point:
         return f"{num}{self.uuid} ({self.created.astimezone(tz):%Y-%m-%d %H:%M:%S})"
 
 
-def _newness(p: Point) -> tuple:
+def _newness(p: Point) -> tuple[datetime, int, int, str]:
     return (p.created, p.order, p.number if p.number is not None else -1, p.uuid)
 
 
