@@ -19,28 +19,11 @@ Rules:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
-from subvault.errors import ConfigError
 from subvault.plan.retention import Point, Policy, plan_retention
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([hdwmy])\s*$")
-_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
-         "m": timedelta(days=30), "y": timedelta(days=365)}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Given "30d", "12h", "2w", "1m" (30 days) or "1y" (365 days), return the timedelta.
-
-    Raise ConfigError if the text is not one count and one unit.
-    """
-    match = _DURATION.match(text or "")
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(f"full_every: expected a positive duration like '30d' (units h d w m y), got {text!r}")
-    return int(match.group(1)) * _UNIT[match.group(2)]
 
 
 @dataclass(frozen=True)

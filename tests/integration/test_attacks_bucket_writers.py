@@ -171,8 +171,9 @@ def test_attack_deleted_or_resized_part_makes_the_point_and_its_dependents_not_w
 
 def test_attack_new_key_with_a_leftover_journal_deletes_nothing(target: dict, tmp_path: Path) -> None:
     from subvault.offsite.manifest import MacKey
-    from subvault.offsite.plan import LocalSnapshot, parse_duration, plan_offsite
+    from subvault.offsite.plan import LocalSnapshot, plan_offsite
     from subvault.offsite.target import apply_deletions, scan
+    from subvault.timeutil import parse_duration
 
     store = _store(target)
     _two_points(store, tmp_path)

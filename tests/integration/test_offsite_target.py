@@ -10,11 +10,12 @@ from offsite_fixtures import T0, mac_key, make_age_key, make_stream, request
 from s3server import free_port
 
 from subvault.offsite import layout
-from subvault.offsite.plan import LocalSnapshot, lock_until, parse_duration, plan_offsite
+from subvault.offsite.plan import LocalSnapshot, lock_until, plan_offsite
 from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
 from subvault.offsite.upload import upload
 from subvault.plan.retention import parse_policy
 from subvault.stores import open_store
+from subvault.timeutil import parse_duration
 
 pytestmark = pytest.mark.integration
 PART = 64 << 10
