@@ -29,6 +29,7 @@ import os
 import posixpath
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from subvault import process
@@ -184,34 +185,29 @@ class _Receiving:
         return C.rename(self.new_name(src, ENTRY), target)
 
     def _send(self, argv: list[str]) -> list[str]:
-        rest = argv[3:]
-        out = ["btrfs", "send", "-q"]
-        while len(rest) > 1:
-            flag, value = rest[0], rest[1]
-            if flag not in ("-p", "-c"):
-                raise Rejected(f"btrfs send option {flag} is not allowed")
-            out += [flag, self.fdpath(value, ENTRY, subvolume=True)]
-            rest = rest[2:]
-        if len(rest) != 1:
-            raise Rejected("btrfs send needs one path")
-        return [*out, self.fdpath(rest[0], ENTRY, subvolume=True)]
+        return _send_argv(argv, lambda path: self.fdpath(path, ENTRY, subvolume=True))
 
 
 _DEPTH_NAMES = {ROOT: "<root>", HOST: "<root>/<host>", CONTAINER: "<root>/<host>/<subvolume>", ENTRY: "<root>/<host>/<subvolume>/<entry>"}
 
 
 def _check_send(root: Path, argv: list[str]) -> list[str]:
+    return _send_argv(argv, lambda path: _inside(root, path, must_exist=True))
+
+
+def _send_argv(argv: list[str], resolve: Callable[[str], str]) -> list[str]:
+    """`btrfs send [-p P | -c C]... PATH` rebuilt with -q and every path resolved; anything else is refused."""
     rest = argv[3:]
     out = ["btrfs", "send", "-q"]
     while len(rest) > 1:
         flag, value = rest[0], rest[1]
         if flag not in ("-p", "-c"):
             raise Rejected(f"btrfs send option {flag} is not allowed")
-        out += [flag, _inside(root, value, must_exist=True)]
+        out += [flag, resolve(value)]
         rest = rest[2:]
     if len(rest) != 1:
         raise Rejected("btrfs send needs one path")
-    return [*out, _inside(root, rest[0], must_exist=True)]
+    return [*out, resolve(rest[0])]
 
 
 MAX_STEPS = 1000

@@ -257,6 +257,14 @@ def _unquote(value: str) -> str:
     return value
 
 
+def subvol_option(options: str) -> str | None:
+    """The btrfs subvolume path in mount options ("rw,subvol=/root" → "root"), if any."""
+    for opt in options.split(","):
+        if opt.startswith("subvol="):
+            return opt.removeprefix("subvol=").strip("/")
+    return None
+
+
 @dataclass(frozen=True)
 class Mount:
     """One mounted filesystem as findmnt reports it."""
@@ -271,10 +279,7 @@ class Mount:
     @property
     def subvol(self) -> str | None:
         """The btrfs subvolume path from the options (subvol=/root → "root"), if any."""
-        for opt in self.options.split(","):
-            if opt.startswith("subvol="):
-                return opt.removeprefix("subvol=").strip("/")
-        return None
+        return subvol_option(self.options)
 
 
 def parse_findmnt_json(text: str) -> list[Mount]:
@@ -321,10 +326,7 @@ class FstabEntry:
 
     @property
     def subvol(self) -> str | None:
-        for opt in self.options.split(","):
-            if opt.startswith("subvol="):
-                return opt.removeprefix("subvol=").strip("/")
-        return None
+        return subvol_option(self.options)
 
 
 def parse_fstab(text: str) -> list[FstabEntry]:
