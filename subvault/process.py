@@ -6,7 +6,7 @@ Rules:
   error names the first stage that failed with the tail of its stderr (invariant 9).
 - Timeouts are by progress, not by wall clock: a pipeline is stalled when no stage
   has moved bytes for `stall_seconds`, however long the whole transfer takes.
-- Secrets registered with `mask()` never appear in errors or logs.
+- Secrets registered with `secrets.mask()` never appear in errors or logs.
 """
 
 from __future__ import annotations
@@ -28,28 +28,11 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from subvault.errors import CommandFailed, NoSpace, StalledTransfer, bounded
+from subvault.secrets import redact
 
 log = logging.getLogger("subvault.process")
 
-_SECRETS: set[str] = set()
 STDERR_TAIL_LINES = 20
-
-
-def mask(secret: str) -> None:
-    """Register a secret so that it is replaced by *** in every message from here on."""
-    if secret and len(secret) >= 4:
-        _SECRETS.add(secret)
-
-
-def redact(text: str) -> str:
-    """Return text with every registered secret replaced by ***.
-
-    Longest first: a secret that contains another (a whole URL and its token) is
-    replaced whole, so no part of it is left showing, whatever the set's order.
-    """
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def _describe(argv: Sequence[str]) -> str:

@@ -1,4 +1,5 @@
-"""Secrets files: read only when nobody but root or the running user can read or change them (invariant 11)."""
+"""Secrets (invariant 11): the registry of values never shown (`mask`, `redact`), and
+secrets files, read only when nobody but root or the running user can read or change them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,25 @@ import stat
 from pathlib import Path
 
 from subvault.errors import PermanentError
+
+_SECRETS: set[str] = set()
+
+
+def mask(secret: str) -> None:
+    """Register a secret so that it is replaced by *** in every message from here on."""
+    if secret and len(secret) >= 4:
+        _SECRETS.add(secret)
+
+
+def redact(text: str) -> str:
+    """Return text with every registered secret replaced by ***.
+
+    Longest first: a secret that contains another (a whole URL and its token) is
+    replaced whole, so no part of it is left showing, whatever the set's order.
+    """
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 class SecretsFileExposed(PermanentError):
@@ -44,10 +64,8 @@ def read_private(path: str | Path, what: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """A log formatter that replaces every registered secret (subvault.process.mask) with ***,
+    """A log formatter that replaces every registered secret (`mask`) with ***,
     in the message, its arguments and any traceback (invariant 11)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from subvault.process import redact
-
         return redact(super().format(record))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from subvault import process
 from subvault.errors import Refused
+from subvault.secrets import redact
 
 DEFAULT_DEST = Path("/etc/systemd/system")
 MARKER = "# Written by subvault install-systemd, which also removes it on uninstall."
@@ -214,7 +215,7 @@ def run_commands(commands: list[list[str]], check: bool = True) -> list[str]:
     for argv in commands:
         result = process.run(argv, what=" ".join(argv[:2]), timeout=120, check=check)
         if result.returncode != 0:
-            failures.append(process.redact(result.stderr.strip()))
+            failures.append(redact(result.stderr.strip()))
     return failures
 
 

@@ -92,7 +92,7 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
         refused = Outcome("dr restore", dry_run=dry_run)  # --json answers in JSON, refusals too
         refused.fail("restore", exc)
         emit_outcome(refused, True)
-        from subvault.process import redact
+        from subvault.secrets import redact
 
         click.echo(f"error: {redact(str(exc))}", err=True)
         return exc.exit_code

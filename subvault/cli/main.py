@@ -29,7 +29,7 @@ def _handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        from subvault.process import redact
+        from subvault.secrets import redact
 
         as_json = bool(kwargs.get("as_json"))
         try:

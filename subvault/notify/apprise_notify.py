@@ -7,7 +7,7 @@ Rules:
 - Sending never raises: a malformed, failing or unreachable URL becomes a warning
   (returned and logged), so a notification can never hide the error it reports.
 - Secrets inside Apprise URLs (bot tokens, passwords, API keys) are registered with
-  `subvault.process.mask()` before anything is sent or logged, and Apprise's own log
+  `subvault.secrets.mask()` before anything is sent or logged, and Apprise's own log
   records pass through the same redaction.
 """
 
@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import apprise
 
-from subvault.process import mask, redact
+from subvault.secrets import mask, redact
 
 log = logging.getLogger("subvault.notify")
 
@@ -58,7 +58,7 @@ def validate_url(url: str) -> str | None:
 
     The error never contains the URL itself (it may hold a token); the config schema
     prefixes it with the key, e.g. `notify.urls[0]`. As a side effect the URL and its
-    secret parts are registered with `process.mask()`, before Apprise logs anything.
+    secret parts are registered with `secrets.mask()`, before Apprise logs anything.
     """
     if not isinstance(url, str) or not url.strip():
         return "expected an Apprise URL such as tgram://BOT_TOKEN/CHAT_ID, got an empty value"
@@ -79,7 +79,7 @@ _WEBHOOKS = ("json", "form", "xml")
 
 
 def register_url_secrets(url: str) -> None:
-    """Register every secret part of an Apprise URL with `process.mask()`.
+    """Register every secret part of an Apprise URL with `secrets.mask()`.
 
     Secrets are the parts Apprise itself hides in its privacy view of the URL (bot
     tokens, passwords, keys). An unusable URL is masked whole, since its parts are

@@ -32,7 +32,7 @@ from pathlib import Path
 from subvault.errors import exit_code as exit_code_for
 from subvault.notify.apprise_notify import Message, hostname, send_message
 from subvault.notify.ping import Pinger
-from subvault.process import redact
+from subvault.secrets import redact
 
 log = logging.getLogger("subvault.notify")
 

@@ -26,7 +26,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
-from subvault.process import mask, redact
+from subvault.secrets import mask, redact
 
 log = logging.getLogger("subvault.notify")
 

@@ -19,6 +19,7 @@ from subvault import process
 from subvault.errors import CommandFailed
 from subvault.notify.apprise_notify import Message, hostname, send_message
 from subvault.notify.lifecycle import load_entry
+from subvault.secrets import redact
 
 log = logging.getLogger("subvault.notify")
 
@@ -43,7 +44,7 @@ def journal_tail(unit_name: str, lines: int = JOURNAL_LINES) -> list[str]:
     except CommandFailed as exc:
         return [f"(journal not available: {exc})"]
     text = result.stdout.strip() or result.stderr.strip()
-    return [process.redact(line) for line in text.splitlines()[-lines:]] or ["(the journal holds no lines for it)"]
+    return [redact(line) for line in text.splitlines()[-lines:]] or ["(the journal holds no lines for it)"]
 
 
 def already_notified(unit_name: str, state_dir: Path | None, env: Mapping[str, str]) -> bool:

@@ -2,7 +2,7 @@
 
 Rules (invariant 11):
 - A credentials file readable by group or others is refused; it must be 0600 or 0400.
-- Every secret read is registered with `subvault.process.mask()` before anything can
+- Every secret read is registered with `subvault.secrets.mask()` before anything can
   print it, and no message from here contains a value.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from subvault import process
+from subvault.secrets import mask
 from subvault.stores.base import StoreAuthError
 
 ACCESS_KEY = "AWS_ACCESS_KEY_ID"
@@ -57,7 +57,7 @@ def _from_mapping(values: Mapping[str, str], source: str) -> Credentials | None:
     token = values.get(SESSION_TOKEN) or None
     for secret_value in (access, secret, token):
         if secret_value:
-            process.mask(secret_value)
+            mask(secret_value)
     return Credentials(access, secret, token, source)
 
 

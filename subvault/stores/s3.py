@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from subvault.process import redact
+from subvault.secrets import redact
 from subvault.stores.base import (
     Bytes,
     ObjectInfo,

@@ -9,6 +9,7 @@ import pytest
 
 from subvault import process
 from subvault.errors import CommandFailed, NoSpace, StalledTransfer
+from subvault.secrets import mask
 
 PY = sys.executable
 
@@ -50,7 +51,7 @@ def test_enospc_is_typed():
 
 
 def test_invariant_11_registered_secrets_are_masked():
-    process.mask("s3cr3t-token-value")
+    mask("s3cr3t-token-value")
     with pytest.raises(CommandFailed) as info:
         process.run([PY, "-c", "import sys; sys.stderr.write('bad token s3cr3t-token-value\\n'); sys.exit(2)"])
     assert "s3cr3t-token-value" not in str(info.value) and "***" in str(info.value)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from s3server import S3Server, free_port
 
-from subvault.process import redact
+from subvault.secrets import redact
 from subvault.stores import ObjectNotFound, Store, StoreAuthError, StoreError, StoreUnreachable, open_store
 from subvault.stores.credentials import load_credentials_file, parse_env_lines
 

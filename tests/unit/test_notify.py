@@ -8,11 +8,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subvault import process
 from subvault.notify.apprise_notify import MESSAGE_LIMIT, Message, register_url_secrets, validate_url
 from subvault.notify.lifecycle import STATE_FILE, Job, failure_message, load_outcome, save_outcome
 from subvault.notify.ping import Pinger, validate_ping_url
 from subvault.notify.unit_failure import already_notified, job_of_unit, unit_failure_message
+from subvault.secrets import redact
 
 TOKEN = "918273645:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ"
 
@@ -31,15 +31,15 @@ def test_malformed_apprise_urls_give_an_error_without_the_url() -> None:
 
 def test_bot_token_is_masked() -> None:
     register_url_secrets(f"tgram://{TOKEN}/987654321")
-    shown = process.redact(f"failed tgram://{TOKEN}/987654321")
+    shown = redact(f"failed tgram://{TOKEN}/987654321")
     assert "AAbbCCdd" not in shown and "918273645" not in shown
     # the chat id alone is not a secret (in the whole URL it goes with it, whatever the order)
-    assert "987654321" in process.redact("sent to chat 987654321")
+    assert "987654321" in redact("sent to chat 987654321")
 
 
 def test_password_in_url_is_masked() -> None:
     register_url_secrets("json://user:hunter2secret@127.0.0.1:8080/x")
-    assert "hunter2secret" not in process.redact("json://user:hunter2secret@127.0.0.1:8080/x")
+    assert "hunter2secret" not in redact("json://user:hunter2secret@127.0.0.1:8080/x")
 
 
 def test_render_escapes_html() -> None:
@@ -76,7 +76,7 @@ def test_ping_endpoints() -> None:
     assert pinger.endpoint("start") == "https://hc-ping.com/0f3c-uuid-example/start?rid=r1"
     assert pinger.endpoint("") == "https://hc-ping.com/0f3c-uuid-example?rid=r1"
     assert pinger.endpoint("3") == "https://hc-ping.com/0f3c-uuid-example/3?rid=r1"
-    assert "0f3c-uuid-example" not in process.redact("GET https://hc-ping.com/0f3c-uuid-example/start")
+    assert "0f3c-uuid-example" not in redact("GET https://hc-ping.com/0f3c-uuid-example/start")
 
 
 def test_ping_url_validation() -> None:
@@ -158,4 +158,4 @@ def test_invariant_11_webhook_path_tokens_and_library_logs_are_redacted() -> Non
     register_url_secrets("json://127.0.0.1:47999/SECRETTOKEN123")
     record = logging.LogRecord("urllib3", logging.WARNING, __file__, 1, "Max retries exceeded with url: %s", ("/SECRETTOKEN123",), None)
     assert "SECRETTOKEN123" not in RedactingFormatter("%(name)s: %(message)s").format(record)
-    assert process.redact("pre-snapshot hook ran") == "pre-snapshot hook ran"  # short words stay readable
+    assert redact("pre-snapshot hook ran") == "pre-snapshot hook ran"  # short words stay readable
