@@ -45,7 +45,7 @@ def raw_receive(entries: list[Path], scratch: LoopFs) -> float:
     try:
         t0 = time.monotonic()
         for e in entries:
-            with process.pipeline([["btrfs", "send", "-q", str(e)], ["btrfs", "receive", str(scratch.mountpoint)]], stdout=subprocess.DEVNULL) as p:
+            with process.pipeline([["btrfs", "send", "-q", str(e)], ["btrfs", "receive", str(scratch.mountpoint)]], stdout=process.DEVNULL) as p:
                 p.run()
         process.run(["sync"])
         return time.monotonic() - t0

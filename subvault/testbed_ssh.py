@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -129,7 +128,7 @@ class Sshd:
             proc.terminate()
             try:
                 proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except process.TimeoutExpired:
                 proc.kill()
                 proc.wait()
 

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -134,7 +133,7 @@ class Console:
         self._partial = b""
         self._cond = threading.Condition()
         self._fh = open(log, "wb")
-        self.proc: subprocess.Popen[bytes] = process.spawn_console(argv)
+        self.proc: process.Process[bytes] = process.spawn_console(argv)
         self.exited: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -191,11 +190,11 @@ class Console:
         self.send("\npoweroff -f\n")
         try:
             self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+        except process.TimeoutExpired:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
+            except process.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=grace)

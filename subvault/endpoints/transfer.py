@@ -16,7 +16,6 @@ rename may be left `owed`, for the caller to send with its next command.
 from __future__ import annotations
 
 import posixpath
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
@@ -108,7 +107,7 @@ def transfer(
     # a joined `show` answers on it, into a file (never a pipe nobody drains).
     try:
         with tempfile.TemporaryFile() as answer:
-            with gate, ahead, process.pipeline([*send, *recv], what=what, stdout=answer if joined else subprocess.DEVNULL) as pipe:
+            with gate, ahead, process.pipeline([*send, *recv], what=what, stdout=answer if joined else process.DEVNULL) as pipe:
                 result = pipe.run(
                     meter_after=len(send) - 1 if meter else None,
                     progress=progress,

@@ -25,7 +25,8 @@ from pathlib import Path
 from subvault.errors import CommandFailed, NotFound, PermanentError, Refused
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, authenticate, from_json
-from subvault.offsite.streams import PipelineWriter, filter_bytes
+from subvault.process.filters import filter_bytes
+from subvault.process.streams import PipelineWriter
 from subvault.stores.base import ObjectNotFound, Store
 
 DECOMPRESS = ("zstd", "-d", "-q", "-c")

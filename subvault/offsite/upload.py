@@ -53,7 +53,9 @@ from typing import Protocol
 from subvault.errors import PermanentError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, authenticate, from_json, to_json
-from subvault.offsite.streams import CHUNK, FdFilter, Filter, PipelineReader
+from subvault.process.filters import FdFilter, Filter
+from subvault.process.splice import CHUNK
+from subvault.process.streams import PipelineReader
 from subvault.stores.base import ObjectNotFound, Store
 
 log = logging.getLogger("subvault.offsite")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from subvault import process
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.errors import NotFound, SubvaultError, UsageError
@@ -330,10 +331,8 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
         link_dirs[manifest.uuid] = d
         return ["btrfs", "receive", "-q", str(d)]
 
-    import subprocess
-
     try:
-        restore_chain(store, chosen, Path(identity), sink, key, sink_stdout=subprocess.DEVNULL)
+        restore_chain(store, chosen, Path(identity), sink, key, sink_stdout=process.DEVNULL)
         received = link_dirs[chosen.uuid] / "snapshot"
         adapter.snapshot(received, final, readonly=False)
     finally:
@@ -366,8 +365,6 @@ def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume
 
 def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | None = None) -> Outcome:
     """Check every object's presence and hash; with deep, decrypt the newest chain per subvolume through `btrfs receive --dump`."""
-    import subprocess
-
     from subvault.offsite.restore import list_manifests, restore_chain, verify_target
     from subvault.secrets import read_private
 
@@ -401,7 +398,7 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
                 newest[m.subvolume] = m
         for sub, m in sorted(newest.items()):
             try:
-                restore_chain(store, m, Path(identity), ["btrfs", "receive", "--dump"], key, sink_stdout=subprocess.DEVNULL)
+                restore_chain(store, m, Path(identity), ["btrfs", "receive", "--dump"], key, sink_stdout=process.DEVNULL)
                 out.items.append(Item(sub, "decrypted", f"{m.uuid}: the stream parses (btrfs receive --dump)"))
             except SubvaultError as exc:
                 out.fail(sub, exc)
