@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.render import emit_json, one_line, table
+from subvault.cli.render import emit_json, printable, table
 
 
 def render_listing(listings, ctx, as_json: bool) -> int:
@@ -13,9 +13,9 @@ def render_listing(listings, ctx, as_json: bool) -> int:
         return emit_json("list", listings, 1 if any(l.error for l in listings) else 0)
     failed = 0
     for listing in listings:
-        click.echo(one_line(f"{listing.subvolume} ({listing.path})"))
+        click.echo(printable(f"{listing.subvolume} ({listing.path})"))
         if listing.error:
-            click.echo(f"  error: {one_line(listing.error)}")
+            click.echo(f"  error: {printable(listing.error)}")
             failed = 1
             continue
         rows = [
@@ -29,7 +29,7 @@ def render_listing(listings, ctx, as_json: bool) -> int:
             for s in listing.snapshots
         ]
         for err in listing.target_errors:
-            click.echo(f"  warning: {one_line(err)}")
+            click.echo(f"  warning: {printable(err)}")
         if rows:
             click.echo("  " + table(rows, ["#", "date", "kind", "description", "targets"]).replace("\n", "\n  "))
         else:

@@ -39,25 +39,6 @@ def emit_json_error(command: str, message: str, exit_code: int) -> None:
     _json_printed = True
 
 
-def one_line(text: str) -> str:
-    """Return text as one line: line breaks and other control characters escaped (\\n, \\t, \\x1b)."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable():
-            out.append(ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        else:
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
-    return "".join(out)
-
-
 LONG_LIST = 64
 
 
@@ -100,23 +81,23 @@ def emit_outcome(outcome: Outcome, as_json: bool, *, verbose: bool = False) -> i
         rows.append((item.subject, item.action, item.detail))
     rows += [(subject, "keep", f"{n} snapshot{'s' if n != 1 else ''}") for subject, n in kept.items()]
     if rows:
-        w_subject = max(len(one_line(r[0])) for r in rows)
+        w_subject = max(len(printable(r[0])) for r in rows)
         w_action = max(len(r[1]) for r in rows)
         lines = []
         for subject, action, detail in rows:
-            line = f"{prefix}{one_line(subject):<{w_subject}}  {action:<{w_action}}  {one_line(detail)}"
+            line = f"{prefix}{printable(subject):<{w_subject}}  {action:<{w_action}}  {printable(detail)}"
             lines.append(line.rstrip())
         click.echo("\n".join(lines))
     for warning in outcome.warnings:
-        click.echo(f"warning: {one_line(warning)}", err=True)
+        click.echo(f"warning: {printable(warning)}", err=True)
     for error in outcome.errors:
-        click.echo(f"error: {one_line(error)}", err=True)
+        click.echo(f"error: {printable(error)}", err=True)
     return outcome.exit_code
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
     """Plain table whose columns are as wide as their longest cell; cells are kept on one line."""
-    rows = [[one_line(cell) for cell in row] for row in rows]
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -132,8 +113,17 @@ _CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\
 
 def printable(text: str) -> str:
     """Return text safe for one line of a terminal: control characters and backslashes
-    escaped as in C (`new\\nline`), bytes that are not UTF-8 as \\xNN."""
+    escaped as in C (`new\\nline`), bytes that are not UTF-8 as \\xNN, and any other
+    character a terminal would not print as itself (a line separator, a bidi override)
+    as \\xNN or \\uNNNN. Printable text, the common case, is returned as it is."""
+    if text.isprintable() and "\\" not in text:
+        return text
     out = text.translate(_CONTROL)
-    if any("\udc80" <= ch <= "\udcff" for ch in out):
-        out = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else ch for ch in out)
-    return out
+    return out if out.isprintable() else "".join(ch if ch.isprintable() else _escape(ch) for ch in out)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"

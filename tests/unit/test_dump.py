@@ -22,6 +22,8 @@ def test_printable_keeps_one_line() -> None:
     assert printable("a\\b") == "a\\\\b"
     assert printable(unescape(r"x\377")) == "x\\xff"
     assert printable("ünïcødé") == "ünïcødé"
+    # What a terminal would not show as itself: a line separator, a bidi override.
+    assert printable("a\u2028b\u202ec") == "a\\u2028b\\u202ec"
 
 
 def test_reversed_stream_maps_orphans_back_to_real_names() -> None:
