@@ -55,3 +55,14 @@ class LocalSnapshot:
     @property
     def key(self) -> str:
         return self.uuid or f"{self.subvolume}#{self.number}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A subvolume found in a btrfs target's directory for one source subvolume."""
+
+    name: str
+    uuid: str
+    received_uuid: str | None
+    readonly: bool
+    incoming: bool = False  # lives in the receive area, not under a final name

@@ -1,6 +1,6 @@
 """The `subvault` command line: parse arguments, call one executor, render its result.
 
-Imports of heavy modules (pydantic, executors) happen inside each command, so that
+Imports of heavy modules (executors, their libraries) happen inside each command, so that
 `subvault --help` and a `run` with nothing due stay fast.
 """
 

@@ -13,7 +13,6 @@ import posixpath
 from datetime import datetime
 from pathlib import Path
 
-from subvault.btrfs import adapter
 from subvault.config.schema import Config, TargetConf
 from subvault.dr.manifest import Manifest, read_capture
 from subvault.dr.plan import Choice
@@ -100,7 +99,3 @@ def find_capture(source: TargetSource, config: Config, capture_dir: str, when: d
             f"{source.entry_path(choice)}/{rel}/latest from it and pass --capture DIR"
         )
     return read_capture(entry / rel)
-
-
-def is_btrfs_dir(path: Path) -> bool:
-    return path.exists() and adapter.is_btrfs(path)

@@ -26,7 +26,8 @@ from subvault.endpoints.runner import SSH_FAILED, Argv, LocalRunner, Runner, Ssh
 from subvault.errors import CommandFailed, NotBtrfs, NotFound, Refused
 
 SSH_CONNECTION_ERROR = SSH_FAILED
-from subvault.plan.replication import Entry, parse_entry_time
+from subvault.model import Entry
+from subvault.plan.replication import parse_entry_time
 
 
 class Endpoint:
@@ -156,10 +157,6 @@ class Endpoint:
         """Run steps in order, stopping at the first that fails (one round trip to a remote). Raise CommandFailed."""
         if steps:
             self.runner.run_steps(steps, what=f"{self.name}: {what}")
-
-    def wait_deleted(self, path: str) -> None:
-        """Wait until deleted subvolumes on path's filesystem have released their space."""
-        self._run(C.sync(path), "wait for deleted subvolumes")
 
     def rename(self, src: str, dst: str) -> None:
         if self.is_local:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
+from subvault.model import Entry
 from subvault.plan.retention import Point, parse_policy, plan_retention
 
 NAME_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -46,17 +47,6 @@ class Source:
     path: str
     received_uuid: str | None = None
     number: int = 0
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A subvolume found in the target's directory for one source subvolume."""
-
-    name: str
-    uuid: str
-    received_uuid: str | None
-    readonly: bool
-    incoming: bool = False  # lives in the receive area, not under a final name
 
 
 @dataclass(frozen=True)

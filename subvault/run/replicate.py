@@ -24,7 +24,8 @@ from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
 from subvault.errors import StalledTransfer, SubvaultError
-from subvault.plan.replication import Entry, ReplicationPlan, Source, entry_name, holds_when_unreachable, plan_replication
+from subvault.model import Entry
+from subvault.plan.replication import ReplicationPlan, Source, entry_name, holds_when_unreachable, plan_replication
 from subvault.run import holds, lasterror
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome

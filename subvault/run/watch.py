@@ -72,18 +72,11 @@ class WatchReport:
 
 
 LayerSource = Callable[[Context, SubvolumeConf], list[LayerRow]]
-ProblemSource = Callable[[Context], list[Problem]]
 _LAYER_SOURCES: list[LayerSource] = []
-_PROBLEM_SOURCES: list[ProblemSource] = []
 
 
 def register_layer(source: LayerSource) -> LayerSource:
     _LAYER_SOURCES.append(source)
-    return source
-
-
-def register_problems(source: ProblemSource) -> ProblemSource:
-    _PROBLEM_SOURCES.append(source)
     return source
 
 
@@ -344,8 +337,6 @@ def check(ctx: Context) -> WatchReport:
     from subvault.run.neighbours import snapper_cleanup_problems
 
     report.problems += snapper_cleanup_problems([s.path for s in ctx.config.subvolume])
-    for source in _PROBLEM_SOURCES:
-        report.problems += source(ctx)
     _drill_age(ctx, report)
     report.warnings += verify_age(ctx)
     _flux_left_suspended(ctx, report)

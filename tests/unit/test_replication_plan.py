@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from subvault.model import Entry
 from subvault.plan.replication import (
-    Entry,
     Received,
     Source,
     entry_name,
