@@ -3,8 +3,9 @@
 Rules:
 - Every error subvault raises on purpose derives from `SubvaultError` and carries a
   message written for a human: what went wrong and what to do about it, on one line.
-- `TransientError` means "try again later may work" (network, lock held, remote busy);
-  `PermanentError` means the input or the state must change first.
+- A class says what happened, not whether to retry: nothing decides on "transient" or
+  "permanent". Every failed subvolume or target is tried again by the next timer run,
+  whatever the cause, and the message says what to do before then.
 - Each class maps to one exit code (see `exit_code`), documented in the README.
 - Catches are narrow inside a subvolume's or a target's work. The per-subvolume and
   per-target loops catch `SubvaultError` and `OSError` (the system refusing: a
@@ -57,27 +58,19 @@ class SubvaultError(Exception):
         return self.message
 
 
-class TransientError(SubvaultError):
-    """May succeed when retried later (network, lock, remote busy)."""
-
-
-class PermanentError(SubvaultError):
-    """Will fail again until the input or the state changes."""
-
-
-class ConfigError(PermanentError):
+class ConfigError(SubvaultError):
     """The config file is malformed or names something impossible. Exit 2."""
 
     exit_code = EXIT_USAGE
 
 
-class UsageError(PermanentError):
+class UsageError(SubvaultError):
     """Bad command-line arguments. Exit 2."""
 
     exit_code = EXIT_USAGE
 
 
-class LockHeld(TransientError):
+class LockHeld(SubvaultError):
     """Another subvault process holds the lock."""
 
 
@@ -99,27 +92,27 @@ def cause_line(stderr: str) -> str:
     return bounded((causes or lines or [""])[-1], 300)
 
 
-class NoSpace(PermanentError):
+class NoSpace(SubvaultError):
     """A filesystem is full (ENOSPC)."""
 
 
-class StalledTransfer(TransientError):
+class StalledTransfer(SubvaultError):
     """A pipeline made no progress for too long."""
 
 
-class NotBtrfs(PermanentError):
+class NotBtrfs(SubvaultError):
     """A configured path is missing or is not on btrfs."""
 
 
-class SnapshotNumberTaken(PermanentError):
+class SnapshotNumberTaken(SubvaultError):
     """The snapper number chosen for a new snapshot already exists."""
 
 
-class NotFound(PermanentError):
+class NotFound(SubvaultError):
     """A named subvolume, snapshot, target or object does not exist."""
 
 
-class Refused(PermanentError):
+class Refused(SubvaultError):
     """An operation was refused to protect data (an invariant or an unsafe layout)."""
 
 

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from subvault.errors import PermanentError
+from subvault.errors import SubvaultError
 
 _SECRETS: set[str] = set()
 
@@ -30,7 +30,7 @@ def redact(text: str) -> str:
     return text
 
 
-class SecretsFileExposed(PermanentError):
+class SecretsFileExposed(SubvaultError):
     """A secrets file is missing, unreadable, readable by group or others, or owned by another user."""
 
 

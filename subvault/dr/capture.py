@@ -31,7 +31,7 @@ from subvault.config.schema import Config
 from subvault.dr import manifest as M
 from subvault.dr.parse import WHOLE_DISK, Mount, no_table, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
 from subvault.dr.settings import DrSettings
-from subvault.errors import NotFound, PermanentError, SubvaultError
+from subvault.errors import NotFound, SubvaultError
 from subvault.run.context import Context
 from subvault.run.results import Item, Outcome
 
@@ -41,7 +41,7 @@ SYS_BTRFS = Path("/sys/fs/btrfs")
 NO_CACHE = {"BLKID_FILE": "/dev/null"}
 
 
-class UnsupportedLayout(PermanentError):
+class UnsupportedLayout(SubvaultError):
     """Nothing on this machine is a layout `dr capture` records (every filesystem spans several devices)."""
 
 

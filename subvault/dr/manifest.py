@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 
 from subvault.dr.parse import PartitionTable
-from subvault.errors import NotFound, PermanentError
+from subvault.errors import NotFound, SubvaultError
 
 FORMAT = "subvault-dr"
 VERSION = 1
@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 LATEST = "latest"
 
 
-class CaptureInvalid(PermanentError):
+class CaptureInvalid(SubvaultError):
     """A capture is missing, from a newer subvault, or its files do not match the manifest."""
 
 

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from subvault.dr.manifest import BtrfsRecord, Manifest
 from subvault.dr.parse import WHOLE_DISK, FstabEntry, PartitionTable
-from subvault.errors import PermanentError, Refused, UsageError
+from subvault.errors import Refused, SubvaultError, UsageError
 
 MKFS_TYPES = ("btrfs", "vfat", "ext2", "ext3", "ext4", "xfs", "swap")
 RESTORE_AREA = ".subvault-dr"
@@ -37,7 +37,7 @@ class DiskInUse(Refused):
     """The target disk is mounted, held by another device, or attached to a loop device."""
 
 
-class NoRestorePoint(PermanentError):
+class NoRestorePoint(SubvaultError):
     """A protected subvolume has no verified copy at or before --at on the source."""
 
 

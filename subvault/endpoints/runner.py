@@ -33,7 +33,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from subvault import process
-from subvault.errors import CommandFailed, ConfigError, Refused, TransientError
+from subvault.errors import CommandFailed, ConfigError, Refused, SubvaultError
 from subvault.process import Result
 
 Argv = list[str]
@@ -46,7 +46,7 @@ SERVER_ALIVE_INTERVAL = 15  # a keep-alive after this many silent seconds ...
 SERVER_ALIVE_COUNT_MAX = 4  # ... and this many unanswered end it: 60 s for key exchange, login, or a dead link
 
 
-class Unreachable(TransientError):
+class Unreachable(SubvaultError):
     """ssh could not connect, or its connection failed (exit 255): nothing was asked of the remote."""
 
 

@@ -27,18 +27,18 @@ from subvault.btrfs.prefetch import Prefetch
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import SSH_CONNECTION_ERROR, Endpoint
 from subvault.endpoints.runner import Step
-from subvault.errors import CommandFailed, NoSpace, PermanentError, StalledTransfer, SubvaultError, TransientError, cause_line
+from subvault.errors import CommandFailed, NoSpace, StalledTransfer, SubvaultError, cause_line
 from subvault.plan.replication import Removal, ReplicationPlan
 
 Progress = Callable[[int], None]
 
-class TransferFailed(TransientError):
+class TransferFailed(SubvaultError):
     """A stage of the send | receive pipeline failed; the partial is removed by the next run."""
 
 class LinkLost(TransferFailed):
     """The ssh connection itself failed (exit 255): the rest of this target's work would too."""
 
-class VerifyFailed(PermanentError):
+class VerifyFailed(SubvaultError):
     """A receive finished but its result is not the snapshot that was sent."""
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from subvault.errors import PermanentError, TransientError
+from subvault.errors import SubvaultError
 
 FluxKind = Literal["Kustomization", "HelmRelease"]
 FLUX_KINDS: tuple[FluxKind, ...] = ("Kustomization", "HelmRelease")
@@ -32,7 +32,7 @@ FLUX_API: dict[FluxKind, tuple[str, str, str]] = {
 FIELD_MANAGER = "subvault"
 
 
-class KubeError(TransientError):
+class KubeError(SubvaultError):
     """Root of the Kubernetes errors."""
 
 
@@ -40,7 +40,7 @@ class KubeUnreachable(KubeError):
     """No connection to the API server (refused, DNS, TLS, timeout)."""
 
 
-class KubeAuthError(PermanentError):
+class KubeAuthError(SubvaultError):
     """The API server rejected the credentials (401) or the permission (403)."""
 
 

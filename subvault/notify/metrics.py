@@ -22,12 +22,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from subvault.errors import PermanentError
+from subvault.errors import SubvaultError
 
 LABELS = ("subvolume", "layer")
 
 
-class MetricsWriteFailed(PermanentError):
+class MetricsWriteFailed(SubvaultError):
     """The metrics file could not be written."""
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from subvault.errors import SubvaultError, TransientError
+from subvault.errors import SubvaultError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey
 from subvault.stores.base import ObjectNotFound, Store
@@ -49,7 +49,7 @@ log = logging.getLogger("subvault.offsite")
 TTL = timedelta(minutes=15)
 
 
-class WriterBusy(TransientError):
+class WriterBusy(SubvaultError):
     """Another writer holds the bucket prefix."""
 
 

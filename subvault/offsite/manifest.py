@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from subvault.errors import PermanentError
+from subvault.errors import SubvaultError
 from subvault.offsite import layout
 from subvault.stores.base import StoreAuthError
 
@@ -35,11 +35,11 @@ FORMAT_VERSION = 1
 DEFAULT_MAC_KEY = Path("/etc/subvault/offsite.mac")
 
 
-class ManifestError(PermanentError):
+class ManifestError(SubvaultError):
     """A manifest is malformed, forged, or does not match its objects."""
 
 
-class MacKeyMissing(PermanentError):
+class MacKeyMissing(SubvaultError):
     """The manifest key is gone while the bucket holds points signed with it."""
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from subvault.errors import CommandFailed, NotFound, PermanentError, Refused
+from subvault.errors import CommandFailed, NotFound, Refused, SubvaultError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, authenticate, from_json
 from subvault.process.filters import filter_bytes
@@ -36,7 +36,7 @@ class RestoreRefused(Refused):
     """Objects are missing or corrupt; nothing was fed to the sink."""
 
 
-class IdentityMismatch(PermanentError):
+class IdentityMismatch(SubvaultError):
     """The age identity given does not decrypt the backup."""
 
 

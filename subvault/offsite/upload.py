@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from subvault.errors import PermanentError
+from subvault.errors import SubvaultError
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey, Manifest, ManifestError, Part, authenticate, from_json, to_json
 from subvault.process.filters import FdFilter, Filter
@@ -136,7 +136,7 @@ def upload(
     and the journal lets the next call resume.
     """
     if not request.recipients:
-        raise PermanentError(f"offsite upload of {request.subvolume}: no age recipients configured")
+        raise SubvaultError(f"offsite upload of {request.subvolume}: no age recipients configured")
     mkey = layout.manifest_key(request.subvolume, request.uuid)
     existing = _existing_manifest(store, mkey, mac_key)
     if existing is not None and not replace:

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from subvault.errors import PermanentError
+from subvault.errors import SubvaultError
 from subvault.process.pipeline import Pipeline, pipeline
 from subvault.process.splice import big_pipe
 
 
-class StageStoppedReading(PermanentError):
+class StageStoppedReading(SubvaultError):
     """A pipeline's first stage exited successfully without reading all its input."""
 
 

@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from subvault import process
-from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, PermanentError, SubvaultError
+from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, SubvaultError
 from subvault.hooks import Hook, HookOutcome, run_hook, select
 from subvault.k8s import flux as fluxops
 from subvault.k8s.autoresume import AutoResume
@@ -59,11 +59,11 @@ class PrechangeInterrupted(SubvaultError):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
-class FluxUnavailable(PermanentError):
+class FluxUnavailable(SubvaultError):
     """`--flux required` and the API could not be used; nothing was changed."""
 
 
-class HookFailed(PermanentError):
+class HookFailed(SubvaultError):
     """A hook with on-error Fail failed."""
 
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from subvault.errors import PermanentError, TransientError
+from subvault.errors import SubvaultError
 
 Bytes = bytes | bytearray | memoryview
 
 
-class StoreError(PermanentError):
+class StoreError(SubvaultError):
     """A store refused an operation for a reason that retrying will not fix."""
 
 
@@ -38,7 +38,7 @@ class StoreAuthError(StoreError):
     """The store refused the credentials (wrong key, no permission, unreadable file)."""
 
 
-class StoreUnreachable(TransientError):
+class StoreUnreachable(SubvaultError):
     """The store's endpoint could not be reached (DNS, refused, timeout)."""
 
 
