@@ -196,9 +196,9 @@ def _unique_name(wanted: str, names: set[str]) -> str:
 
 def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundBtrbk | None,
                targets: dict[tuple[object, ...], TargetPlan], names: set[str]) -> SubPlan:
-    wanted = fb.sub.snapshot_name if fb else fs.conf.name  # type: ignore[union-attr]
+    wanted = fb.sub.snapshot_name if fb else fs.conf.name  # type: ignore[union-attr]  # callers pass fs or fb, never neither
     name = _unique_name(wanted, names)
-    path = fs.path if fs else fb.sub.full_path  # type: ignore[union-attr]
+    path = fs.path if fs else fb.sub.full_path  # type: ignore[union-attr]  # callers pass fs or fb, never neither
     comments: list[str] = []
     timeline, keep_n = None, 10
     if fs is not None:

@@ -74,7 +74,7 @@ def read_snapshot(sub_name: str, ndir: str | Path, *, uuid: str | None = None, r
         return None
     userdata = info.userdata_dict
     owner_kind = userdata.get(OWNER_KEY)
-    kind: SnapshotKind = owner_kind if owner_kind in ("timeline", "prechange") else "foreign"  # type: ignore[assignment]
+    kind: SnapshotKind = owner_kind if owner_kind in ("timeline", "prechange") else "foreign"  # type: ignore[assignment]  # owner_kind is one of the literal's values here; `in` does not narrow a str
     return LocalSnapshot(
         subvolume=sub_name,
         number=info.num,
@@ -204,7 +204,7 @@ def create_many(requests: list[Request], *, now: datetime) -> list[LocalSnapshot
     staged: list[tuple[Request, Path] | SubvaultError] = [_stage(r) for r in requests]
     jobs = [(i, r, d) for i, (r, d) in ((i, s) for i, s in enumerate(staged) if not isinstance(s, SubvaultError))]
     errors = adapter.snapshot_many([(str(r.source or r.sub_path), str(d / "snapshot"), r.readonly) for _, r, d in jobs])
-    results: list[LocalSnapshot | SubvaultError] = [s if isinstance(s, SubvaultError) else None for s in staged]  # type: ignore[misc]
+    results: list[LocalSnapshot | SubvaultError] = [s if isinstance(s, SubvaultError) else None for s in staged]  # type: ignore[misc]  # None holds the place of a snapshot made below
     written: list[tuple[int, Path]] = []
     for (i, req, ndir), err in zip(jobs, errors, strict=True):
         if err is not None:
@@ -223,7 +223,7 @@ def create_many(requests: list[Request], *, now: datetime) -> list[LocalSnapshot
         results[i] = LocalSnapshot(
             subvolume=req.sub_name, number=info.num, path=ndir / "snapshot", date=date,
             description=req.description, cleanup=info.cleanup,
-            kind=req.kind if req.kind in KIND_CLEANUP else "foreign",  # type: ignore[arg-type]
+            kind=req.kind if req.kind in KIND_CLEANUP else "foreign",  # type: ignore[arg-type]  # a kind in KIND_CLEANUP is a SnapshotKind; `in` does not narrow a str
             owned=req.kind in KIND_CLEANUP, userdata=dict(info.userdata),
         )
     _sync_filesystems([ndir for _, ndir in written])

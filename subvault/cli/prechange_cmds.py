@@ -80,7 +80,7 @@ def pre_change(
         try:
             result = run_prechange(
                 flux=kube,
-                flux_mode=flux_mode,  # type: ignore[arg-type]
+                flux_mode=flux_mode,  # type: ignore[arg-type]  # click.Choice lets only the FluxMode values through
                 hooks=_hooks(cfg),
                 snap_all=lambda d: _snap_all(env, d),
                 description=description,

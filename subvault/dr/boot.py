@@ -273,7 +273,7 @@ def probe_command(con: qemu.Console, command: str, expect: str, wait: float = 30
     found = con.wait(lambda lines, exited: next((i for i in range(start, len(lines)) if _RC.match(lines[i])), None), deadline)
     if found is None:
         return Check(name, False, "no answer on the serial console")
-    rc = int(_RC.match(con.lines[found]).group(1))  # type: ignore[union-attr]
+    rc = int(_RC.match(con.lines[found]).group(1))  # type: ignore[union-attr]  # found is the index of a line _RC matched (the wait above)
     output = "\n".join(x for x in con.lines[start:found] if "__SUBVAULT_RC" not in x)
     if rc != 0:
         return Check(name, False, f"exit {rc}: {output[-200:]}")

@@ -162,7 +162,7 @@ def _table_of(image: str) -> PartitionTable | None:
 
 def _source_paths(ctx: Context, src: TargetSource, choices: dict[str, Choice]) -> dict[str, Path]:
     """For each choice, the source snapshot it came from: the local snapshot with its uuid, else the target's copy if local."""
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path | None] = {}
     for sub in ctx.config.subvolume:
         c = choices.get(sub.name)
         if c is None:
@@ -172,10 +172,10 @@ def _source_paths(ctx: Context, src: TargetSource, choices: dict[str, Choice]) -
         except SubvaultError:
             snaps = []
         found = next((s.path for s in snaps if s.uuid == c.received_uuid or (s.received_uuid and s.received_uuid == c.received_uuid)), None)
-        paths[sub.name] = Path(found) if found else src.local_entry_path(c)  # type: ignore[assignment]
+        paths[sub.name] = Path(found) if found else src.local_entry_path(c)
     for name, c in choices.items():
         if name not in paths and src.local_entry_path(c) is not None:
-            paths[name] = src.local_entry_path(c)  # type: ignore[assignment]
+            paths[name] = src.local_entry_path(c)
     return {n: p for n, p in paths.items() if p is not None}
 
 

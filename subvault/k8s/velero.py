@@ -126,7 +126,7 @@ def pod_hook(pod: PodInfo, phase: Phase) -> PodHook | None:
             timeout = parse_go_duration(ann[key("timeout")]) or DEFAULT_TIMEOUT
         except ValueError as e:
             raise bad("timeout", str(e)) from None
-    return PodHook(pod, phase, container, command, on_error, timeout)  # type: ignore[arg-type]
+    return PodHook(pod, phase, container, command, on_error, timeout)  # type: ignore[arg-type]  # on_error was checked above to be Continue or Fail; `in` does not narrow a str
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def plan_pod_hooks(pods: Iterable[PodInfo]) -> PodHookPlan:
         if pod.phase != "Running":
             continue
         for phase, bucket in (("pre", pre), ("post", post)):
-            hook = pod_hook(pod, phase)  # type: ignore[arg-type]
+            hook = pod_hook(pod, phase)  # type: ignore[arg-type]  # phase is "pre" or "post" from the pairs above; mypy widens it to str
             if hook is not None:
                 bucket.append(hook)
     return PodHookPlan(tuple(pre), tuple(post))

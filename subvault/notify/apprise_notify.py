@@ -191,7 +191,7 @@ def _send_one(url: str, title: str, body: str, notify_type: apprise.NotifyType) 
 def _reason(result: object) -> str:
     """Return the last warning or error Apprise logged for a failed result."""
     reasons: list[str] = []
-    for service in getattr(result, "results", None) or list(result):  # type: ignore[call-overload]
+    for service in getattr(result, "results", None) or list(result):  # type: ignore[call-overload]  # Apprise returns a result object or an iterable of them; neither is typed
         for attempt in getattr(service, "attempts", None) or []:
             for entry in attempt.logs:
                 level = getattr(entry, "level", "")

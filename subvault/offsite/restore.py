@@ -206,7 +206,7 @@ def restore(
 ) -> RestoreResult:
     """Restore snapshot `uuid` of `subvolume` from store; see `restore_chain`."""
     target = load_manifest(store, subvolume, uuid, mac_key)
-    return restore_chain(store, target, Path(identity), sink, mac_key, **kw)  # type: ignore[arg-type]
+    return restore_chain(store, target, Path(identity), sink, mac_key, **kw)  # type: ignore[arg-type]  # kw are restore_chain's keyword options, passed through as given
 
 
 def verify_target(store: Store, mac_key: MacKey | None, *, hashes: bool = True) -> list[Problem]:

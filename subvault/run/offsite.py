@@ -378,7 +378,7 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
     manifests, _ = list_manifests(store, key)
     subs = {m.subvolume for m in manifests} | {s.name for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)}
     for sub in sorted(subs):  # points the ledger lists that are gone, a rolled-back ledger
-        problems += scan(store, key, sub, cache=ledger_cache(ctx, tconf.name, sub)).judgement.problems  # type: ignore[union-attr]
+        problems += scan(store, key, sub, cache=ledger_cache(ctx, tconf.name, sub)).judgement.problems  # type: ignore[union-attr]  # scan always judges the ledger; the field is optional for states built without one
     for p in problems:
         out.errors.append(str(p))
     _record_verify(ctx, tconf.name, manifests, problems)
@@ -392,10 +392,7 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
     if deep:
         if not identity:
             raise UsageError("--deep decrypts a sample: give --identity KEYFILE")
-        newest: dict[str, object] = {}
-        for m in manifests:
-            if m.subvolume not in newest or m.created > newest[m.subvolume].created:  # type: ignore[attr-defined]
-                newest[m.subvolume] = m
+        newest = {m.subvolume: m for m in sorted(manifests, key=lambda m: m.created)}  # the newest per subvolume
         for sub, m in sorted(newest.items()):
             try:
                 restore_chain(store, m, Path(identity), ["btrfs", "receive", "--dump"], key, sink_stdout=process.DEVNULL)

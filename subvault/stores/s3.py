@@ -124,7 +124,7 @@ class S3Store:
 
     def open(self, key: str) -> BinaryIO:
         resp = self._call("get", key, self._client.get_object, Key=self._full(key))
-        return io.BufferedReader(_BodyReader(resp["Body"], self, key), buffer_size=1 << 20)  # type: ignore[return-value]
+        return io.BufferedReader(_BodyReader(resp["Body"], self, key), buffer_size=1 << 20)  # type: ignore[return-value]  # a BufferedReader is a binary file; typeshed does not call it a BinaryIO
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)

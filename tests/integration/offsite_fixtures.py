@@ -56,4 +56,4 @@ def request(subvol: str, uuid: str, parent: str | None, chain: tuple[str, ...], 
 class BufferedFileStore(FileStore):
     """A file store without `stage`: exercises the upload executor's buffered path."""
 
-    stage = None  # type: ignore[assignment]
+    stage = None  # type: ignore[assignment]  # a store without stage(), as the upload executor checks for

@@ -104,10 +104,10 @@ def test_resume_reuploads_from_where_the_stream_differs(tmp_path: Path) -> None:
             raise OSError("simulated crash")
         real_put(k, data, **kw)
 
-    store.put = failing_put  # type: ignore[method-assign]
+    store.put = failing_put  # type: ignore[method-assign]  # a fault injected into this one store object
     with pytest.raises(OSError):
         upload(store, req, key, part_size=PART, compress=["cat"])
-    store.put = real_put  # type: ignore[method-assign]
+    store.put = real_put  # type: ignore[method-assign]  # the fault removed again
 
     changed = bytearray(src.read_bytes())
     changed[2 * PART + 10] ^= 0xFF

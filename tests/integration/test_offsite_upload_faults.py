@@ -104,10 +104,10 @@ def test_journal_of_another_format_starts_the_upload_over(tmp_path: Path) -> Non
             raise OSError("simulated crash")
         real_put(k, data, **kw)
 
-    store.put = failing_put  # type: ignore[method-assign]
+    store.put = failing_put  # type: ignore[method-assign]  # a fault injected into this one store object
     with pytest.raises(OSError):
         upload(store, req, key, part_size=PART, compress=["cat"])
-    store.put = real_put  # type: ignore[method-assign]
+    store.put = real_put  # type: ignore[method-assign]  # the fault removed again
     raw = json.loads(store.get(layout.journal_key("pvc", "u1")))
     raw["journal"]["format"] = 1
     raw["mac"] = key.mac_bytes(json.dumps(raw["journal"], sort_keys=True, separators=(",", ":")).encode())
@@ -135,10 +135,10 @@ def test_resumed_stream_ending_early_on_a_boundary_drops_the_journal_tail(tmp_pa
             raise OSError("simulated crash")
         real_put(k, data, **kw)
 
-    store.put = failing_put  # type: ignore[method-assign]
+    store.put = failing_put  # type: ignore[method-assign]  # a fault injected into this one store object
     with pytest.raises(OSError):
         upload(store, req, key, part_size=PART, compress=["cat"])
-    store.put = real_put  # type: ignore[method-assign]
+    store.put = real_put  # type: ignore[method-assign]  # the fault removed again
     assert len(_journal(store)["parts"]) == 4
 
     src.write_bytes(src.read_bytes()[:2 * PART])

@@ -192,11 +192,11 @@ def refused_url() -> str:
     """A loopback port that refuses connections (bound, never listening), kept for the test's life."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    refused_url.keep.append(sock)  # type: ignore[attr-defined]
+    refused_url.keep.append(sock)  # type: ignore[attr-defined]  # a function attribute keeps the sockets bound for the session
     return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-refused_url.keep = []  # type: ignore[attr-defined]
+refused_url.keep = []  # type: ignore[attr-defined]  # a function attribute keeps the sockets bound for the session
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ MOUNTS = [MountPoint(FS, "root", "/"), MountPoint(FS, "home", "/home")]
 
 def sub(path: str, sid: int, **kw: object) -> FoundSubvolume:
     """A subvolume at top-level path, reachable wherever MOUNTS make it reachable."""
-    return FoundSubvolume(FS, sid, path, reachable_paths(FS, path, MOUNTS), f"uuid-{sid}", **kw)  # type: ignore[arg-type]
+    return FoundSubvolume(FS, sid, path, reachable_paths(FS, path, MOUNTS), f"uuid-{sid}", **kw)  # type: ignore[arg-type]  # kw are FoundSubvolume's optional fields, as each test gives them
 
 
 def fedora() -> list[FoundSubvolume]:

@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 def snap(n: int, hours_ago: float, kind: str = "timeline", uuid: str | None = None) -> LocalSnapshot:
     return LocalSnapshot(
         subvolume="data", number=n, path=Path(f"/d/.snapshots/{n}/snapshot"), date=NOW - timedelta(hours=hours_ago),
-        description=kind, cleanup="timeline" if kind == "timeline" else "number", kind=kind,  # type: ignore[arg-type]
+        description=kind, cleanup="timeline" if kind == "timeline" else "number", kind=kind,  # type: ignore[arg-type]  # the tests pass only SnapshotKind values
         owned=kind != "foreign", uuid=uuid or f"u{n}",
     )
 

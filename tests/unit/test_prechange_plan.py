@@ -26,7 +26,7 @@ POST = "post.hook.backup.velero.io"
 
 def obj(name: str, *, suspended: bool = False, ann: dict | None = None, ns: str = "apps",
         kind: str = "Kustomization", labels: dict | None = None, conds: tuple = ()) -> FluxObject:
-    return FluxObject(ObjRef(kind, ns, name), suspended, ann or {}, labels or {}, conds)  # type: ignore[arg-type]
+    return FluxObject(ObjRef(kind, ns, name), suspended, ann or {}, labels or {}, conds)  # type: ignore[arg-type]  # loose test inputs (plain dicts and tuples) for the frozen fields
 
 
 def test_user_suspended_objects_are_left_alone_and_ours_are_adopted():
