@@ -141,7 +141,8 @@ class Pipeline:
         started = time.monotonic()
         counted = counted_stage(self.stages_argv, meter_after) if meter_after is not None else None
         if meter_after is not None and counted is None:
-            total = self._run_spliced(meter_after, self._meter(stall_seconds, progress, watch))
+            counter = Meter(self.what, stall_seconds, progress, watch, failed=self._any_failed, stop=self.kill)
+            total = self._run_spliced(meter_after, counter)
         else:
             stages = self._chain(self.stages_argv, self.stdin, self.stdout)
             meter = None
@@ -154,9 +155,6 @@ class Pipeline:
         if progress and meter_after is not None:
             progress(total)
         return PipelineResult(total, time.monotonic() - started)
-
-    def _meter(self, stall_seconds: float | None, progress: ProgressCallback | None, watch: ProgressCallback | None) -> Meter:
-        return Meter(self.what, stall_seconds, progress, watch, failed=self._any_failed, stop=self.kill)
 
     def _run_spliced(self, after: int, meter: Meter) -> int:
         """Run stages 0..after into one pipe and the rest from another, splicing the stream

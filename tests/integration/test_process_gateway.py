@@ -98,3 +98,48 @@ def test_a_report_of_many_lines_keeps_every_line() -> None:
 
     lines = [f"/etc/subvault/subvault.toml: target[{i}]: url: {'x' * 80} (expected a path)" for i in range(15)]
     assert str(ConfigError("\n".join(lines))).split("\n") == lines
+
+
+@pytest.fixture
+def no_io_accounting(monkeypatch):
+    """A kernel without per-process I/O counts: the metered stream is spliced through us."""
+    from subvault.process import meter
+
+    monkeypatch.setattr(meter, "_IO_ACCOUNTING", False)
+
+
+def test_spliced_stream_reaches_the_rest_of_the_pipeline_whole_and_counted(tmp_path, no_io_accounting):
+    out = tmp_path / "out"
+    stages = [["head", "-c", "3000000", "/dev/zero"], ["cat"], ["cat"]]
+    seen: list[int] = []
+    with open(out, "wb") as fh, process.pipeline(stages, stdout=fh) as pipe:
+        result = pipe.run(meter_after=0, progress=seen.append)
+    assert result.bytes == 3_000_000 and out.stat().st_size == 3_000_000 and seen[-1] == 3_000_000
+
+
+def test_a_last_ssh_stage_is_counted_by_splicing_into_the_callers_file(tmp_path, monkeypatch):
+    """An ssh client's own writes say nothing (ControlMaster), and no stage reads after it: splice and count."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text("#!/bin/sh\nexec head -c 3000000 /dev/zero\n")
+    (fake / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{__import__('os').environ['PATH']}")
+    out = tmp_path / "out"
+    with open(out, "wb") as fh, process.pipeline([["ssh", "host", "btrfs send"]], stdout=fh) as pipe:
+        result = pipe.run(meter_after=0)
+    assert result.bytes == 3_000_000 and out.stat().st_size == 3_000_000
+
+
+def test_invariant_9_spliced_stream_names_the_consumer_that_failed(no_io_accounting):
+    stages = [["yes"], [PY, "-c", "import sys; sys.stdin.read(10); sys.stderr.write('receiver broke\\n'); sys.exit(3)"]]
+    with pytest.raises(CommandFailed) as info:
+        with process.pipeline(stages, what="test transfer", stdout=subprocess.DEVNULL) as pipe:
+            pipe.run(meter_after=0)
+    assert "receiver broke" in str(info.value) and info.value.returncode == 3
+
+
+def test_spliced_stream_stall_is_detected_by_progress(no_io_accounting):
+    stages = [[PY, "-c", "import time, sys; sys.stdout.write('x'); sys.stdout.flush(); time.sleep(60)"], ["cat"]]
+    with pytest.raises(StalledTransfer, match="no data for 1s"):
+        with process.pipeline(stages, what="slow", stdout=subprocess.DEVNULL) as pipe:
+            pipe.run(meter_after=0, stall_seconds=1)
