@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -49,6 +51,28 @@ def dies_with_us(argv: list[str]) -> list[str]:
     """
     setpriv = _setpriv()
     return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
+def wait_armed(pid: int) -> None:
+    """Return once the child started through `dies_with_us` carries its death signal.
+
+    setpriv sets it, then execs the program; a parent killed before that would leave
+    the program running. Popen returns once setpriv runs, so this waits (a few ms at
+    most) for the child's executable to be something else than setpriv, or for the
+    child to be gone.
+    """
+    setpriv = _setpriv()
+    if not setpriv:
+        return
+    real = os.path.realpath(setpriv)
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") != real:
+                return
+        except OSError:  # gone, or a zombie already
+            return
+        time.sleep(0.0005)
 
 
 @functools.cache

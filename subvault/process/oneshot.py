@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from subvault.errors import CommandFailed
-from subvault.process.launch import as_text, describe, dies_with_us, log, not_found, raise_for
+from subvault.process.launch import as_text, describe, dies_with_us, log, not_found, raise_for, wait_armed
 from subvault.secrets import redact
 
 TAIL_BYTES = 64 * 1024
@@ -165,4 +165,6 @@ def spawn_console(argv: Sequence[object]) -> subprocess.Popen[bytes]:
     log.debug("spawn %s", describe(args))
     # Dies with the thread that started it (setpriv --pdeathsig): a drill killed by
     # SIGTERM or SIGKILL never leaves its VM running.
-    return subprocess.Popen(dies_with_us(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(dies_with_us(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_armed(proc.pid)
+    return proc

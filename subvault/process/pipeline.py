@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from subvault.errors import bounded
-from subvault.process.launch import as_text, describe, dies_with_us, log, not_found, raise_for
+from subvault.process.launch import as_text, describe, dies_with_us, log, not_found, raise_for, wait_armed
 from subvault.process.meter import IoMeter, Meter, ProgressCallback, counted_stage
 from subvault.process.splice import pump
 
@@ -103,6 +103,7 @@ class Pipeline:
         except FileNotFoundError:
             self.kill()
             raise not_found(argv, self.what) from None
+        wait_armed(proc.pid)
         stage = Stage(argv, proc)
         stage.reader = threading.Thread(target=_drain_stderr, args=(stage,), daemon=True)
         stage.reader.start()
