@@ -120,8 +120,9 @@ def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: 
               as_json: bool) -> int:
     """Restore everything into a scratch disk image, verify it, report RTO and RPO."""
     from subvault.cli.render import emit_json
-    from subvault.dr.drill import DrillRequest, drill
+    from subvault.dr.drill import DrillRequest, check_boot_options, drill
     from subvault.dr.report import render_report
+    from subvault.dr.settings import DrSettings
     from subvault.errors import NotFound
 
     if source is None:
@@ -129,9 +130,10 @@ def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: 
         if not btrfs:
             raise NotFound("no btrfs target configured to drill from; name one with --from")
         source = btrfs[0]
+    req = DrillRequest(source, at, capture, host, workdir, keep, boot, boot_timeout, boot_ports, boot_command=boot_command, boot_expect=boot_expect)
+    check_boot_options(req, DrSettings.from_config(env.config).boot)  # before the lock: a bad option waits for nothing
     with env.lock():
-        report = drill(env.context(quiet=as_json), DrillRequest(source, at, capture, host, workdir, keep, boot, boot_timeout, boot_ports,
-                                                                      boot_command=boot_command, boot_expect=boot_expect))
+        report = drill(env.context(quiet=as_json), req)
     code = 0 if report.ok else 1
     if as_json:
         return emit_json("drill", report.to_json(), code)

@@ -289,13 +289,13 @@ class DrConf(Strict):
     def __post_init__(self) -> None:
         self.capture_dir = _abs_path("capture_dir", self.capture_dir)
         self.drill_dir = _abs_path("drill_dir", self.drill_dir)
-        if self.boot_timeout <= 0:
-            raise ValueError("boot_timeout: must be a positive number of seconds")
-        for key in ("boot_milestone", "boot_expect"):
-            try:
-                re.compile(getattr(self, key))
-            except re.error as exc:
-                raise ValueError(f"{key}: not a regex ({exc})") from None
+        from subvault.dr.bootopts import boot_value_problems
+
+        _fail(*boot_value_problems(self.boot_timeout, self.boot_ports, self.boot_milestone, self.boot_command or None, self.boot_expect,
+                                   names=BOOT_KEYS))
+
+
+BOOT_KEYS = {"timeout": "boot_timeout", "ports": "boot_ports", "milestone": "boot_milestone", "command": "boot_command", "expect": "boot_expect"}
 
 
 class NotifyConf(Strict):

@@ -41,7 +41,7 @@ from subvault.dr.settings import DrSettings
 from subvault.dr.source import TargetSource, find_capture
 from subvault.dr.state import record_drill
 from subvault.dr.workspace import Workspace
-from subvault.errors import SubvaultError
+from subvault.errors import BadArgument, SubvaultError
 from subvault.run.context import Context
 from subvault.timeutil import parse_at
 from subvault.units import human_size
@@ -74,6 +74,7 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
 
     started = time.monotonic()
     settings = DrSettings.from_config(ctx.config)
+    check_boot_options(req, settings.boot)
     when = parse_at(req.at, ctx.now, ctx.tz)
     work = Path(req.workdir or settings.drill_dir) / ctx.now.strftime("%Y%m%dT%H%M%SZ")
     try:
@@ -91,6 +92,21 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
     report.rpo_seconds = rpo(choices, ctx.now).total_seconds()
     record_drill(ctx.state_dir, report.to_json(), ok=report.ok, finished=ctx.now)
     return report
+
+
+def check_boot_options(req: DrillRequest, conf: BootSettings) -> None:
+    """Refuse boot options that cannot work (bootopts.py) before the drill locks, restores or records anything."""
+    from subvault.dr.bootopts import boot_value_problems, unused_option_problems
+
+    given = {"--boot-timeout": req.boot_timeout is not None, "--boot-port": bool(req.boot_ports),
+             "--boot-command": req.boot_command is not None, "--boot-expect": req.boot_expect is not None}
+    enabled = conf.enabled if req.boot is None else req.boot
+    problems = boot_value_problems(req.boot_timeout, req.boot_ports, None, req.boot_command, req.boot_expect,
+                                   command_elsewhere=bool(conf.command.strip()))
+    if not enabled:
+        problems += unused_option_problems(name for name, yes in given.items() if yes)
+    if problems:
+        raise BadArgument("; ".join(problems))
 
 
 def _boot_settings(conf: BootSettings, req: DrillRequest) -> BootSettings:
