@@ -13,7 +13,8 @@ Verification (each a Check in the report):
 RTO is the wall time from start to verified; RPO the age of the oldest restore point.
 With --boot (or [dr] boot = true) the restored machine is then booted in QEMU (see
 boot.py and bootdrill.py): the boot overlaps the content digests, its time is reported
-apart (and counted in RTO), its serial log kept as <state_dir>/drill-boot.log.
+apart (and counted in RTO), its whole serial log kept beside the drill record as
+<state_dir>/drill-logs/<drill id>-boot.log (state.py says how long).
 The result is recorded in <state_dir>/drill.json for `check`. Loop devices and mounts
 are undone and the images removed afterwards, pass or fail (unless keep).
 """
@@ -39,7 +40,7 @@ from subvault.dr.report import Check, DrillReport, RestoredFs, compare_ids, reso
 from subvault.dr.restore import NO_CACHE, Executor, Restored
 from subvault.dr.settings import DrSettings
 from subvault.dr.source import TargetSource, find_capture
-from subvault.dr.state import record_drill
+from subvault.dr.state import new_boot_log, record_drill
 from subvault.dr.workspace import Workspace
 from subvault.errors import BadArgument, SubvaultError
 from subvault.run.context import Context
@@ -76,14 +77,15 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
     settings = DrSettings.from_config(ctx.config)
     check_boot_options(req, settings.boot)
     when = parse_at(req.at, ctx.now, ctx.tz)
-    work = Path(req.workdir or settings.drill_dir) / ctx.now.strftime("%Y%m%dT%H%M%SZ")
+    drill_id = ctx.now.strftime("%Y%m%dT%H%M%SZ")
+    work = Path(req.workdir or settings.drill_dir) / drill_id
     try:
         with TargetSource(ctx.config.get_target(req.source), req.host or host_name()) as src:
             manifest, here = find_capture(src, ctx.config, settings.capture_dir, when, req.capture)
             choices = src.choose_all([p.name for p in manifest.protected], when)
-            report = _drill_into_images(ctx, manifest, here, src, choices, work, req, _boot_settings(settings.boot, req))
+            report = _drill_into_images(ctx, manifest, here, src, choices, work, req, _boot_settings(settings.boot, req), drill_id)
     except SubvaultError as exc:
-        record_drill(ctx.state_dir, {"source": req.source, "at": req.at, "error": str(exc)}, ok=False, finished=ctx.now)
+        record_drill(ctx.state_dir, {"id": drill_id, "source": req.source, "at": req.at, "error": str(exc)}, ok=False, finished=ctx.now)
         raise
     finally:
         if not req.keep:
@@ -119,7 +121,7 @@ def _boot_settings(conf: BootSettings, req: DrillRequest) -> BootSettings:
 
 
 def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource, choices: dict[str, Choice], work: Path, req: DrillRequest,
-                       boot: BootSettings) -> DrillReport:
+                       boot: BootSettings, drill_id: str) -> DrillReport:
     work.mkdir(parents=True, exist_ok=True)
     images = []
     for disk in m.disks:
@@ -129,7 +131,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
         images.append(DiskFacts(str(image), disk.size_bytes))
     fstab = parse_fstab((here / "fstab").read_text())
     plan = plan_restore(m, images, choices, fstab, source=src.name, drill=True)
-    report = DrillReport(src.name, req.at, 0.0, 0.0, {n: c.time.isoformat() for n, c in choices.items()}, image=str(work))
+    report = DrillReport(src.name, req.at, 0.0, 0.0, {n: c.time.isoformat() for n, c in choices.items()}, image=str(work), id=drill_id)
     sources = _source_paths(ctx, src, choices)
     digests: dict[str, tuple[Future, Future | None]] = {}
     booting: Future[BootResult] | None = None
@@ -151,7 +153,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
                 req.after_restore(done)
             # The boot runs while the digests finish (the filesystems are read-only from here on).
             booting = bootdrill.start(boot, m, fstab, done, ws.root, [i.path for i in images], work / "boot",
-                                      Path(ctx.state_dir) / "drill-boot.log", boot_pool, ctx.say)
+                                      new_boot_log(ctx.state_dir, drill_id), boot_pool, ctx.say)
         report.bytes_received = done.bytes
         report.checks += _subvolume_checks(m, done)
         report.checks += _digest_checks(m, digests, sources, restored_at)

@@ -49,6 +49,7 @@ class DrillReport:
     bytes_received: int = 0
     image: str = ""
     boot: Any = None  # a boot.BootResult when the drill booted the machine
+    id: str = ""  # the drill's start time (UTC, %Y%m%dT%H%M%SZ): names its serial log
 
     @property
     def boot_seconds(self) -> float:
@@ -60,7 +61,7 @@ class DrillReport:
 
     def to_json(self) -> dict:
         return {
-            "ok": self.ok, "source": self.source, "at": self.at,
+            "ok": self.ok, "id": self.id, "source": self.source, "at": self.at,
             "rto_seconds": round(self.rto_seconds, 3), "rpo_seconds": round(self.rpo_seconds, 3),
             "restore_points": self.restore_points, "bytes_received": self.bytes_received, "image": self.image,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],

@@ -115,3 +115,56 @@ def plan_drill(
         f"last successful {what} was {human_age(age)} ago (limit {human_age(max_age)}); "
         f"run `{cmd}`",
     )]
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    """What the drill record (dr/state.py) says, as `check` needs it. Times are aware."""
+
+    last_success: datetime | None = None
+    success_booted: str = ""  # how the last successful drill booted the machine ("direct on tcg"); "" when it did not
+    last_booted: datetime | None = None  # when the last successful drill that booted the machine finished
+    last_failed: datetime | None = None  # when the last drill finished, if it failed
+    last_failure: str = ""  # why it failed
+    last_log: str = ""  # its serial log, when it booted
+
+
+def plan_drill_record(r: DrillRecord, now: datetime, max_age: timedelta = DEFAULT_DRILL_MAX_AGE,
+                      boot_required: bool = False) -> tuple[str, list[Problem], list[str]]:
+    """Return check's drill line, its problems and its warnings.
+
+    Rules: the drill that counts is the last successful one, or with boot_required ([dr]
+    boot = true) the last successful one that booted the machine. A missing one is a
+    reminder (warning) until a drill has succeeded here; with boot_required and only
+    unbooted successes, it becomes a problem once the newest of them is older than
+    max_age (enabling boot gives one drill_max_age to boot). The line always says whether
+    the last success booted, and a last drill that failed after it is named with its reason.
+    """
+    from subvault.timeutil import format_age
+
+    counted = r.last_booted if boot_required else r.last_success
+    found = plan_drill(counted, now, max_age, booted=boot_required)
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    if counted is not None or (r.last_success is not None and now - r.last_success > max_age):
+        problems = found
+    else:
+        warnings = [p.message for p in found]
+    cmd = "subvault drill --boot" if boot_required else "subvault drill"
+    if r.last_success is None:
+        line = f"no successful drill recorded: recovery {'and boot ' if boot_required else ''}not proven; run `{cmd}`"
+    else:
+        line = f"last successful drill {format_age(now - r.last_success)} ago, "
+        if r.success_booted:
+            line += f"booted the machine ({r.success_booted})"
+        else:
+            line += "did not boot the machine"
+            if r.last_booted is not None:
+                line += f" (last booted {format_age(now - r.last_booted)} ago)"
+            elif boot_required:
+                line += "; no booted drill recorded"
+    if r.last_failed is not None and (r.last_success is None or r.last_failed > r.last_success):
+        failed = f"the last drill, {format_age(now - r.last_failed)} ago, FAILED: {r.last_failure or 'see its report'}"
+        line += f"; {failed}" + (f" (serial log: {r.last_log})" if r.last_log else "")
+        warnings.append(failed + f"; run `{cmd}` to see it again")
+    return line, problems, warnings

@@ -337,7 +337,7 @@ def check(ctx: Context) -> WatchReport:
     from subvault.run.neighbours import snapper_cleanup_problems
 
     report.problems += snapper_cleanup_problems([s.path for s in ctx.config.subvolume])
-    _drill_age(ctx, report)
+    drill_age(ctx, report)
     report.warnings += verify_age(ctx)
     _flux_left_suspended(ctx, report)
     report.warnings += stale_pull_records(ctx)
@@ -399,29 +399,22 @@ def stale_pull_records(ctx: Context) -> list[str]:
     return out
 
 
-def _drill_age(ctx: Context, report: WatchReport) -> None:
-    """A stale drill is a problem once one has succeeded here; before that, a warning.
+def drill_age(ctx: Context, report: WatchReport) -> None:
+    """The drill line, and a stale or missing drill (freshness.plan_drill_record says when each is a problem).
 
     The drill record lives in the state dir, a cache (invariant 12): losing it turns
     the check back into a reminder, never into a failure.
     """
-    from subvault.dr.state import last_drill_success, last_success_booted
-    from subvault.plan.freshness import plan_drill
-    from subvault.timeutil import format_age
+    from subvault.dr.state import drill_record
+    from subvault.plan.freshness import plan_drill_record
 
     if not ctx.config.target:
         return
     boot = bool(getattr(ctx.config.dr, "boot", False))  # [dr] boot = true: only a drill that booted counts
-    last = last_drill_success(ctx.state_dir, booted=boot)
-    found = plan_drill(last, ctx.now, parse_duration(ctx.config.check.drill_max_age), booted=boot)
-    success = last_drill_success(ctx.state_dir)
-    if success is not None:
-        how = last_success_booted(ctx.state_dir)
-        report.drill = f"last successful drill {format_age(ctx.now - success)} ago, " + (f"booted the machine ({how})" if how else "did not boot the machine")
-    if last is None:
-        report.warnings += [p.message for p in found]
-    else:
-        report.problems += found
+    line, problems, warnings = plan_drill_record(drill_record(ctx.state_dir), ctx.now, parse_duration(ctx.config.check.drill_max_age), boot)
+    report.drill = line
+    report.problems += problems
+    report.warnings += warnings
 
 
 def problem_counts(report: WatchReport) -> dict[str, int]:

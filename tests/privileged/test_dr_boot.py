@@ -75,7 +75,7 @@ def test_drill_boot_reaches_the_milestone_and_answers_its_probes(machine, make_f
     assert probes[f"probe tcp/{tinyos.PORT}"]["ok"]
     assert probes["probe command 'cat /etc/hostname'"]["ok"] and probes["probe command 'cat /etc/hostname'"]["detail"] == "vps1"
     log = Path(boot["log"])
-    assert log.parent == state and "Reached target Multi-User System" in log.read_text(errors="replace")
+    assert log.parent == state / "drill-logs" and log.name.startswith(report["id"]) and "Reached target Multi-User System" in log.read_text(errors="replace")
     assert report["rto_seconds"] >= boot["seconds"]
     print(f"\nbooted drill: RTO {report['rto_seconds']:.1f}s, boot {boot['method']} on {boot['accelerator']} {boot['seconds']:.1f}s to the milestone")
     text = cli("check", check=False).stdout

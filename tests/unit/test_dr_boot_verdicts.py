@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import UTC, datetime
+from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 from subvault.dr import qemu
 from subvault.dr.boot import DEFAULT_MILESTONE, find_entry, judge, kernel_command_line, parse_bls, parse_grub_cfg
@@ -73,8 +75,6 @@ def test_the_drill_record_says_whether_the_last_success_booted(tmp_path):
 
 
 def test_with_boot_required_the_drill_age_names_a_booted_drill():
-    from datetime import timedelta
-
     from subvault.plan.freshness import plan_drill
 
     now = datetime(2026, 3, 1, tzinfo=UTC)
@@ -82,3 +82,108 @@ def test_with_boot_required_the_drill_age_names_a_booted_drill():
     stale = plan_drill(now - timedelta(days=40), now, timedelta(days=30), booted=True)[0].message
     assert "booted recovery drill" in stale and "subvault drill --boot" in stale
     assert plan_drill(now - timedelta(days=1), now, timedelta(days=30), booted=True) == []
+
+
+def _record(state, day: int, *, ok: bool, booted: bool | None):
+    """Record a drill finished on 2026-01-<day>; booted None: it did not try to boot (so no serial log)."""
+    from subvault.dr.state import new_boot_log
+
+    boot = None
+    if booted is not None:
+        log = new_boot_log(state, f"202601{day:02d}T000000Z")
+        log.write_text(f"serial console of drill {day}\n")
+        boot = {"ok": booted, "method": "direct", "accelerator": "tcg", "log": str(log)}
+    record_drill(state, {"id": f"202601{day:02d}T000000Z", "boot": boot}, ok=ok, finished=datetime(2026, 1, day, tzinfo=UTC))
+    return Path(boot["log"]) if boot else None
+
+
+def test_the_serial_log_is_kept_beside_the_report_that_names_it(tmp_path):
+    from subvault.dr.state import new_boot_log
+
+    first = _record(tmp_path, 1, ok=True, booted=True)
+    second = _record(tmp_path, 2, ok=False, booted=False)
+    assert first != second and first.read_text() == "serial console of drill 1\n"  # the next drill never overwrites it
+    assert first.name.startswith("20260101T000000Z") and second.name.startswith("20260102T000000Z")
+    assert new_boot_log(tmp_path, "20260102T000000Z") != second  # two drills in one second: two logs
+
+
+def test_serial_logs_are_kept_while_the_drill_record_names_them(tmp_path):
+    from subvault.dr.state import boot_logs
+
+    booted = _record(tmp_path, 1, ok=True, booted=True)  # the last booted success: kept until a newer one
+    failed = _record(tmp_path, 2, ok=False, booted=False)
+    _record(tmp_path, 3, ok=True, booted=None)  # a success without a boot: the booted one's log stays
+    assert set(boot_logs(tmp_path)) == {booted}  # the failed drill is neither the last nor a success any more
+    assert not failed.exists()
+    failed_again = _record(tmp_path, 4, ok=False, booted=False)
+    assert set(boot_logs(tmp_path)) == {booted, failed_again}
+    newer = _record(tmp_path, 5, ok=True, booted=True)
+    assert set(boot_logs(tmp_path)) == {newer}  # bounded: only what the record names
+    assert json.loads((tmp_path / "drill.json").read_text())["last_booted_log"] == str(newer)
+
+
+CHECK_CONFIG = """
+[defaults]
+state_dir = "{state}"
+[[subvolume]]
+name = "root"
+path = "/"
+[[target]]
+name = "pi"
+type = "btrfs"
+url = "/mnt/pi"
+keep = "all"
+[dr]
+boot = {boot}
+"""
+
+
+def _check_drill(state, *, boot: bool, day: int = 10):
+    """What `check` says about drills (its drill line, problems, warnings) on day <day> of 2026 with [dr] boot = boot."""
+    from subvault.config.load import parse_config
+    from subvault.run.context import Context
+    from subvault.run.watch import WatchReport, drill_age
+
+    ctx = Context(parse_config(CHECK_CONFIG.format(state=state, boot=str(boot).lower())))
+    ctx.now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day - 1)
+    report = WatchReport()
+    drill_age(ctx, report)
+    return report.drill, [p.message for p in report.problems], report.warnings
+
+
+def test_check_says_so_when_no_drill_was_ever_run(tmp_path):
+    for boot, cmd in ((False, "`subvault drill`"), (True, "`subvault drill --boot`")):
+        line, problems, warnings = _check_drill(tmp_path, boot=boot)
+        assert line.startswith("no successful drill recorded") and "not proven" in line and cmd in line, line
+        assert not problems and warnings  # before any drill succeeded here: a reminder, not a failure
+
+
+def test_check_says_the_last_drill_did_not_boot_when_boot_is_enabled_later(tmp_path):
+    _record(tmp_path, 1, ok=True, booted=None)  # drilled while [dr] boot was false
+    line, problems, warnings = _check_drill(tmp_path, boot=True, day=3)
+    assert "did not boot the machine" in line and "no booted drill recorded" in line, line
+    assert not problems and any("booted recovery drill" in w for w in warnings)
+    # [dr] boot = true and still no booted drill a drill_max_age later: a problem, not a reminder forever
+    line, problems, _ = _check_drill(tmp_path, boot=True, day=31 + 1)
+    assert problems and "subvault drill --boot" in problems[0], problems
+
+
+def test_check_names_a_failed_boot_after_an_earlier_boot_passed(tmp_path):
+    _record(tmp_path, 1, ok=True, booted=True)
+    log = _record(tmp_path, 2, ok=False, booted=False)
+    line, problems, warnings = _check_drill(tmp_path, boot=True, day=3)
+    assert "booted the machine (direct on tcg)" in line, line
+    assert "the last drill, 1d ago, FAILED" in line and str(log) in line, line
+    assert not problems  # the booted success is within drill_max_age
+    assert any("last drill" in w and "FAILED" in w for w in warnings), warnings
+    _, problems, _ = _check_drill(tmp_path, boot=True, day=1 + 31)
+    assert problems and "booted recovery drill" in problems[0]  # drill_max_age counts the last booted success
+
+
+def test_check_with_boot_off_still_says_whether_the_last_success_booted(tmp_path):
+    _record(tmp_path, 1, ok=True, booted=True)
+    line, problems, _ = _check_drill(tmp_path, boot=False, day=2)
+    assert line.startswith("last successful drill 1d ago, booted the machine (direct on tcg)") and not problems, line
+    _record(tmp_path, 2, ok=True, booted=None)
+    line, _, _ = _check_drill(tmp_path, boot=False, day=3)
+    assert "did not boot the machine" in line and "last booted 2d ago" in line, line
