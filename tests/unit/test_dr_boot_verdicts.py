@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from subvault.dr import qemu
 from subvault.dr.boot import DEFAULT_MILESTONE, find_entry, judge, kernel_command_line, parse_bls, parse_grub_cfg
