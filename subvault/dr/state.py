@@ -16,7 +16,10 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from subvault.plan.freshness import DrillRecord
 
 DRILL_FILE = "drill.json"
 LOG_DIR = "drill-logs"
@@ -62,7 +65,7 @@ def record_drill(state_dir: str | Path, result: dict[str, Any], *, ok: bool, fin
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _prune_logs(Path(state_dir), {log, data["last_success_log"], data["last_booted_log"]})
+    _prune_logs(Path(state_dir), {log, str(data["last_success_log"] or ""), str(data["last_booted_log"] or "")})
     return path
 
 
@@ -98,14 +101,14 @@ def last_drill_success(state_dir: str | Path, *, booted: bool = False) -> dateti
     return _when(_read(Path(state_dir) / DRILL_FILE).get("last_booted_success" if booted else "last_success"))
 
 
-def drill_record(state_dir: str | Path):
+def drill_record(state_dir: str | Path) -> DrillRecord:
     """The record as `check` reads it (a freshness.DrillRecord); empty when there is none or it is unreadable."""
     from subvault.plan.freshness import DrillRecord
 
     data = _read(Path(state_dir) / DRILL_FILE)
-    last = data.get("last") if isinstance(data.get("last"), dict) else {}
-    boot = last.get("boot") if isinstance(last.get("boot"), dict) else {}
-    failed = last and not last.get("ok")
+    last: dict[str, Any] = data["last"] if isinstance(data.get("last"), dict) else {}
+    boot: dict[str, Any] = last["boot"] if isinstance(last.get("boot"), dict) else {}
+    failed = bool(last) and not last.get("ok")
     return DrillRecord(
         last_success=_when(data.get("last_success")), success_booted=last_success_booted(state_dir),
         last_booted=_when(data.get("last_booted_success")), last_failed=_when(last.get("finished")) if failed else None,
@@ -127,7 +130,7 @@ def _failure(last: dict[str, Any]) -> str:
     """Why a recorded drill failed: its error, its boot's reason, or its first failed check."""
     if last.get("error"):
         return str(last["error"])
-    boot = last.get("boot") if isinstance(last.get("boot"), dict) else {}
+    boot: dict[str, Any] = last["boot"] if isinstance(last.get("boot"), dict) else {}
     if boot and not boot.get("ok"):
         return f"boot: {boot.get('reason') or 'failed'}"
     bad = next((c for c in last.get("checks") or [] if isinstance(c, dict) and not c.get("ok")), None)
