@@ -78,10 +78,12 @@ class BootResult:
     probes: list[Check] = field(default_factory=list)
     log: str = ""
     way_note: str = ""  # why this way (e.g. why not firmware)
+    firmware_not_proven: str = ""  # why the firmware way was not taken ("" when the machine booted through its firmware)
 
     def to_json(self) -> dict[str, object]:
         return {"method": self.method, "accelerator": self.accelerator, "milestone": self.milestone or None,
                 "seconds": round(self.seconds, 3), "ok": self.ok, "reason": self.reason, "note": self.way_note,
+                "firmware_not_proven": self.firmware_not_proven or None,
                 "probes": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.probes],
                 "log": self.log, "console_tail": self.tail}
 
@@ -169,20 +171,21 @@ def _resolve(path: str, root: Path, boot: Path, top: Path | None) -> Path | None
 
 
 def firmware_possible(firmware: str, esp_has_removable: bool, mbr_has_code: bool) -> tuple[bool, str]:
-    """Whether a firmware boot can be tried here, and why not (pure but for the installed firmware files)."""
+    """Whether a firmware boot can be tried here: (True, how), or (False, why the firmware way is not proven)."""
     if firmware == "uefi":
         if not qemu.first_existing(qemu.OVMF_CODE) or not qemu.first_existing(qemu.OVMF_VARS):
-            return False, "OVMF is not installed (apt-get install ovmf)"
+            return False, "UEFI firmware boot not proven: OVMF is not installed (apt-get install ovmf)"
         if not esp_has_removable:
-            return False, "the restored ESP has no EFI/BOOT/BOOTX64.EFI, the only loader a fresh NVRAM boots"
+            return False, "UEFI firmware boot not proven: the restored ESP has no EFI/BOOT/BOOTX64.EFI, the only loader a fresh NVRAM boots"
         return True, "OVMF through the restored ESP"
     if firmware == "bios":
         if not qemu.first_existing(qemu.SEABIOS):
-            return False, "SeaBIOS is not installed (apt-get install seabios)"
+            return False, "BIOS firmware boot not proven: SeaBIOS is not installed (apt-get install seabios)"
         if not mbr_has_code:
-            return False, "the restored disk has no boot code in its MBR"
+            return False, ("BIOS firmware boot not proven: BIOS starts the boot code grub-install writes into a disk's first sectors; "
+                           "the capture holds no such sectors and a drill skips the restore's grub-install step, so the restored image has none")
         return True, "SeaBIOS through the restored MBR"
-    return False, f"firmware {firmware or 'unknown'} is not one QEMU can start"
+    return False, f"firmware boot not proven: firmware {firmware or 'unknown'} is not one QEMU can start"
 
 
 # ---- running it
@@ -196,10 +199,12 @@ def boot(settings: BootSettings, disks: list[str], entry: BootEntry | None, firm
     note = fw_ok[1]
     if method == "auto":
         method = "firmware" if fw_ok[0] else "direct"
+    unproven = "" if method == "firmware" else (fw_ok[1] if not fw_ok[0] else "firmware boot not tried: [dr] boot_method = \"direct\"")
     if method == "firmware" and not fw_ok[0]:
-        return BootResult("firmware", "none", False, f"firmware boot impossible: {fw_ok[1]}", way_note=note)
+        return BootResult("firmware", "none", False, fw_ok[1], way_note=note, firmware_not_proven=fw_ok[1])
     if method == "direct" and entry is None:
-        return BootResult("direct", "none", False, "no kernel found: no BLS entry or grub.cfg in the restored /boot names one", way_note=note)
+        return BootResult("direct", "none", False, "no kernel found: no BLS entry or grub.cfg in the restored /boot names one", way_note=note,
+                          firmware_not_proven=unproven)
     work.mkdir(parents=True, exist_ok=True)
     spec = qemu.VmSpec(disks=disks, accel="tcg", firmware=firmware)
     if method == "direct":
@@ -225,7 +230,8 @@ def boot(settings: BootSettings, disks: list[str], entry: BootEntry | None, firm
             verdict = judge(con.lines, con.exited, milestone, timed_out=True, timeout=settings.timeout)
         assert verdict is not None
         seconds = time.monotonic() - started
-        result = BootResult(method, spec.accel, verdict.ok, verdict.reason, verdict.line if verdict.ok else "", seconds, way_note=note, log=str(log))
+        result = BootResult(method, spec.accel, verdict.ok, verdict.reason, verdict.line if verdict.ok else "", seconds, way_note=note, log=str(log),
+                            firmware_not_proven=unproven)
         if verdict.ok:
             for host, guest in spec.forwards.items():
                 result.probes.append(probe_port(host, guest, settings.timeout))

@@ -91,6 +91,8 @@ def render_report(report: DrillReport) -> list[str]:
         lines.append(f"boot: {b.method} on {b.accelerator.upper()}, {'milestone ' + repr(b.milestone) if b.ok else 'FAILED: ' + b.reason} after {b.seconds:.1f}s")
         if b.way_note:
             lines.append(f"  way: {b.way_note}")
+        if b.firmware_not_proven:
+            lines.append(f"  firmware: {b.firmware_not_proven}")
         if b.log:
             lines.append(f"  serial log: {b.log}")
         if not b.ok:

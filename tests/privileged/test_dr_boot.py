@@ -36,7 +36,7 @@ def machine(tmp_path):
         m.close()
 
 
-def _prepare(machine, make_fs, tmp_path, spoil=None):
+def _prepare(machine, make_fs, tmp_path, spoil=None, capture_args=None):
     """run, capture, (spoil the live machine after its capture), snapshot, replicate, wipe; return (cli, state, capture)."""
     pi = make_fs("pi", size="2G")
     state = tmp_path / "state"
@@ -47,7 +47,7 @@ def _prepare(machine, make_fs, tmp_path, spoil=None):
         return run_cli("--config", str(cfg), *args, check=check)
 
     cli("run")
-    cli("dr", "capture", *machine.capture_args())
+    cli("dr", "capture", *(capture_args or machine.capture_args()))
     if spoil:
         spoil(machine)  # after the capture: the captured layout stays right, the restored root is not
     cli("snapshot", "--force")
@@ -71,6 +71,7 @@ def test_drill_boot_reaches_the_milestone_and_answers_its_probes(machine, make_f
     assert boot["ok"] and boot["method"] == "direct" and boot["accelerator"] in ("kvm", "tcg")
     assert "Multi-User System" in boot["milestone"] and boot["seconds"] > 0
     assert "EFI/BOOT/BOOTX64.EFI" in boot["note"]  # why not firmware: the tiny machine's ESP has no removable loader
+    assert boot["firmware_not_proven"].startswith("UEFI firmware boot not proven: the restored ESP has no EFI/BOOT/BOOTX64.EFI")
     probes = {p["name"]: p for p in boot["probes"]}
     assert probes[f"probe tcp/{tinyos.PORT}"]["ok"]
     assert probes["probe command 'cat /etc/hostname'"]["ok"] and probes["probe command 'cat /etc/hostname'"]["detail"] == "vps1"
@@ -164,5 +165,26 @@ def test_drill_boots_through_the_restored_bootloader_with_ovmf(tmp_path, make_fs
     report = json.loads(res.stdout)["result"]
     boot = report["boot"]
     assert report["ok"] and boot["ok"], (report["checks"], boot and boot["console_tail"])
-    assert boot["method"] == "firmware" and "OVMF" in boot["note"]
+    assert boot["method"] == "firmware" and "OVMF" in boot["note"] and boot["firmware_not_proven"] is None
     print(f"\nfirmware drill: RTO {report['rto_seconds']:.1f}s, boot {boot['method']} on {boot['accelerator']} {boot['seconds']:.1f}s to the milestone")
+
+
+def test_a_bios_drill_boots_direct_and_says_why_seabios_is_not_proven(tmp_path, make_fs):
+    """BIOS way: the boot code grub-install writes to a disk's first sectors is neither captured nor written by a
+    drill, so SeaBIOS has nothing to start: the drill boots direct and its report says the firmware way is not proven."""
+    m = Machine(tmp_path, bootable=True)
+    try:
+        m.build()
+        cli, _, capture = _prepare(m, make_fs, tmp_path, capture_args=[*m.capture_args()[:-1], "bios"])
+        res = cli("drill", "--from", "pi", "--capture", str(capture), "--workdir", str(tmp_path / "drill"), "--boot",
+                  "--boot-timeout", "240", "--json", check=False)
+        text = cli("drill", "--from", "pi", "--capture", str(capture), "--workdir", str(tmp_path / "drill2"), "--boot",
+                   "--boot-timeout", "240", check=False).stdout
+    finally:
+        m.close()
+    report = json.loads(res.stdout)["result"]
+    boot = report["boot"]
+    assert report["ok"] and boot["ok"] and boot["method"] == "direct", (report["checks"], boot and boot["console_tail"])
+    assert boot["firmware_not_proven"].startswith("BIOS firmware boot not proven: ") and "grub-install" in boot["firmware_not_proven"]
+    assert "firmware: BIOS firmware boot not proven: " in text and "boot: direct" in text, text
+    print(f"\nbios drill (direct): boot {boot['seconds']:.1f}s to the milestone")

@@ -187,3 +187,12 @@ def test_check_with_boot_off_still_says_whether_the_last_success_booted(tmp_path
     _record(tmp_path, 2, ok=True, booted=None)
     line, _, _ = _check_drill(tmp_path, boot=False, day=3)
     assert "did not boot the machine" in line and "last booted 2d ago" in line, line
+
+
+def test_a_bios_drill_says_why_firmware_boot_is_not_proven():
+    from subvault.dr.boot import firmware_possible
+
+    ok, why = firmware_possible("bios", esp_has_removable=False, mbr_has_code=False)
+    assert not ok and why.startswith("BIOS firmware boot not proven: ") and "grub-install" in why and "direct" not in why
+    ok, why = firmware_possible("uefi", esp_has_removable=False, mbr_has_code=False)
+    assert not ok and why.startswith("UEFI firmware boot not proven: ") and "EFI/BOOT/BOOTX64.EFI" in why
