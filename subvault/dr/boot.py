@@ -4,7 +4,8 @@ Rules:
 - Two ways. firmware: OVMF (uefi) or SeaBIOS (bios), as captured, through the restored
   bootloader; possible only when that bootloader is there (uefi: the ESP's removable
   path EFI/BOOT/BOOTX64.EFI, since a fresh NVRAM knows no other; bios: boot code in the
-  MBR) and the firmware is installed. direct: the kernel and initramfs found in the
+  MBR, which the restore writes back as captured) and the firmware is installed. When
+  the firmware way is not taken, the result says why it is not proven. direct: the kernel and initramfs found in the
   restored /boot, the command line from its BLS entry (/boot/loader/entries) or grub.cfg.
   "auto" uses firmware when it is possible here, else direct; the report names the way.
 - Success is the milestone regex on the serial console within the timeout. Failure names
@@ -182,9 +183,9 @@ def firmware_possible(firmware: str, esp_has_removable: bool, mbr_has_code: bool
         if not qemu.first_existing(qemu.SEABIOS):
             return False, "BIOS firmware boot not proven: SeaBIOS is not installed (apt-get install seabios)"
         if not mbr_has_code:
-            return False, ("BIOS firmware boot not proven: BIOS starts the boot code grub-install writes into a disk's first sectors; "
-                           "the capture holds no such sectors and a drill skips the restore's grub-install step, so the restored image has none")
-        return True, "SeaBIOS through the restored MBR"
+            return False, ("BIOS firmware boot not proven: the restored disk has no boot code in its first sectors (the capture holds "
+                           "none: its MBR was empty, or an older subvault captured it) and a drill does not run grub-install")
+        return True, "SeaBIOS through the restored boot sectors (as captured) and /boot"
     return False, f"firmware boot not proven: firmware {firmware or 'unknown'} is not one QEMU can start"
 
 

@@ -183,9 +183,12 @@ def gather(config: Config, spec: CaptureSpec, now: datetime) -> Gathered:
     boot, sources = _gather_boot(spec.boot_dirs)
     dr_sub, dr_rel = _owner(config, str(spec.dest))
     firmware = spec.firmware or detect_firmware()
+    if firmware == "bios":
+        disk_records = [_with_boot_sectors(d, files) for d in disk_records]
     selinux = detect_selinux() if spec.selinux is None else spec.selinux
     parts = {
         "disks": [(d.name, d.table) for d in disk_records], "fs": fs_records, "btrfs": btrfs,
+        "boot_sectors": [hashlib.sha256(files.get(d.boot_code, b"") + files.get(d.boot_core, b"")).hexdigest() for d in disk_records],
         "protected": protected, "fstab": files["fstab"].decode(errors="replace"), "firmware": firmware,
         "selinux": selinux, "boot": [(b.path, b.fs_uuid, b.dest, _tree_stamp(sources[b.archive])) for b in boot],
     }
@@ -197,6 +200,41 @@ def gather(config: Config, spec: CaptureSpec, now: datetime) -> Gathered:
         dr_subvolume=dr_sub, dr_relpath=dr_rel,
     )
     return Gathered(manifest, files, sources, list(left_out.values()))
+
+
+MAX_BOOT_CORE = 2 << 20  # a BIOS boot partition or post-MBR gap larger than this is not GRUB's alone
+
+
+def _with_boot_sectors(d: M.DiskRecord, files: dict[str, bytes]) -> M.DiskRecord:
+    """BIOS: the record with the disk's boot code and the area it loads GRUB's core from, when the MBR holds code.
+
+    The area is the GPT's BIOS boot partition, else (an MBR table) the sectors between the MBR and the first partition.
+    """
+    from dataclasses import replace
+
+    from subvault.dr.parse import GPT_BIOS_BOOT
+
+    if d.table.whole_disk:
+        return d
+    ss = d.table.sector_size
+    with open(d.device, "rb") as fh:
+        code = fh.read(440)
+        if len(code) < 440 or not any(code):
+            return d
+        bios_boot = next((p for p in d.table.partitions if p.type.upper() == GPT_BIOS_BOOT), None)
+        if bios_boot is not None:
+            offset, size = bios_boot.start * ss, bios_boot.size * ss
+        elif d.table.label == "dos" and d.table.partitions:
+            offset, size = ss, min(p.start for p in d.table.partitions) * ss - ss
+        else:
+            offset, size = 0, 0
+        fh.seek(offset)
+        core = fh.read(min(size, MAX_BOOT_CORE)) if size > 0 else b""
+    files[f"disks/{d.name}.bootcode"] = code
+    if any(core):
+        files[f"disks/{d.name}.bootcore"] = core
+    return replace(d, boot_code=f"disks/{d.name}.bootcode", boot_core=f"disks/{d.name}.bootcore" if any(core) else "",
+                   boot_core_offset=offset if any(core) else 0)
 
 
 def _without_multi_device(records: list[M.FsRecord], left_out: dict[str, str]) -> list[M.FsRecord]:

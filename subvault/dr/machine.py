@@ -18,7 +18,7 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.dr import fat
-from subvault.dr.parse import PartitionTable, parse_blkid_export, parse_sfdisk_dump
+from subvault.dr.parse import GPT_BIOS_BOOT, PartitionTable, parse_blkid_export, parse_sfdisk_dump
 from subvault.dr.workspace import Workspace
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}
@@ -27,8 +27,13 @@ LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69E4F7C709"
 EFI_FILE = "EFI/fedora/grubx64.efi"
 
 
-def table_script(esp_mib: int = 64) -> str:
-    return f'label: gpt\nunit: sectors\n\nsize={esp_mib}MiB, type={ESP_TYPE}, name="EFI System"\ntype={LINUX_TYPE}, name="root"\n'
+def table_script(esp_mib: int = 64, *, bios_boot_of_mib: int = 0) -> str:
+    """The machine's GPT; bios_boot_of_mib (the disk's size): root leaves room for a 1 MiB BIOS boot partition at the end."""
+    if not bios_boot_of_mib:
+        return f'label: gpt\nunit: sectors\n\nsize={esp_mib}MiB, type={ESP_TYPE}, name="EFI System"\ntype={LINUX_TYPE}, name="root"\n'
+    root_mib = bios_boot_of_mib - esp_mib - 4  # 1 MiB before the first partition, 1 for BIOS boot, room for the backup GPT
+    return (f'label: gpt\nunit: sectors\n\nsize={esp_mib}MiB, type={ESP_TYPE}, name="EFI System"\n'
+            f'size={root_mib}MiB, type={LINUX_TYPE}, name="root"\nsize=1MiB, type={GPT_BIOS_BOOT}, name="BIOS boot"\n')
 
 
 class Machine:
@@ -38,9 +43,12 @@ class Machine:
     .paths (homelab subvolumes), .esp_uuid, .fs_uuid, .fstab (path of root's fstab).
     """
 
-    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1, bootable: bool = False, firmware_boot: bool = False) -> None:
+    def __init__(self, tmp: Path, *, size_mib: int = 1536, data_mib: int = 1, bootable: bool = False, firmware_boot: bool = False,
+                 bios_boot: bool = False) -> None:
         self.tmp = tmp
         self.firmware_boot = firmware_boot  # also a GRUB at the ESP's removable path (EFI/BOOT/BOOTX64.EFI), for OVMF
+        self.bios_boot = bios_boot  # a BIOS machine: GRUB in the MBR and a BIOS boot partition, modules in root's /boot/grub
+        self.firmware = "bios" if bios_boot else "uefi"
         self.bootable = bootable  # a kernel, initramfs and init in root (tinyos), a BLS entry
         self.image = tmp / "machine.img"
         self.size_mib = size_mib
@@ -53,9 +61,9 @@ class Machine:
 
         with open(self.image, "wb") as fh:
             fh.truncate(self.size_mib << 20)
-        process.run(["sfdisk", "-q", str(self.image)], input=table_script())
+        process.run(["sfdisk", "-q", str(self.image)], input=table_script(bios_boot_of_mib=self.size_mib if self.bios_boot else 0))
         self.table = parse_sfdisk_dump(process.run(["sfdisk", "--dump", str(self.image)]).stdout)
-        esp, root = self.partitions()
+        esp, root = self.partitions()[:2]
         process.run(["mkfs.vfat", "-F", "32", "-n", "ESP", esp], env=NO_CACHE)
         process.run(["mkfs.btrfs", "-q", "-f", "-L", "fedora", root], env=NO_CACHE)
         self.esp = esp
@@ -66,10 +74,12 @@ class Machine:
             (Path(staging) / EFI_FILE).parent.mkdir(parents=True)
             (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
             fs_uuid = self.uuid(root)
-            if self.bootable or self.firmware_boot:
+            if self.bootable or self.firmware_boot or self.bios_boot:
                 from subvault.dr import tinyos
 
                 tinyos.install(self.paths["root"], fs_uuid)
+                if self.bios_boot:
+                    tinyos.grub_bios(self.image, self.table.partitions[2].start, fs_uuid, self.paths["root"])
                 if self.firmware_boot:
                     (Path(staging) / "EFI" / "BOOT").mkdir(parents=True)
                     tinyos.grub_efi(Path(staging) / "EFI" / "BOOT" / "BOOTX64.EFI", fs_uuid)
@@ -95,7 +105,7 @@ class Machine:
     def capture_args(self, dest: Path | None = None) -> list[str]:
         """The `dr capture` arguments for this machine (its image, its fstab, its ESP device)."""
         return ["--dest", str(dest or self.capture_dir), "--disk", str(self.image), "--fstab", str(self.fstab),
-                "--boot-dir", f"/boot/efi={self.esp}", "--firmware", "uefi"]
+                "--boot-dir", f"/boot/efi={self.esp}", "--firmware", self.firmware]
 
     def partitions(self) -> list[str]:
         assert self.table is not None

@@ -11,6 +11,9 @@ On disk (all readable with standard tools; invariant 10):
         findmnt.json             `findmnt -J` (the mount layout)
         fstab                    the machine's fstab
         boot/<slug>.tar          /boot, /boot/efi (tar with xattrs and ACLs)
+        disks/<name>.bootcode    BIOS: the disk's first 440 bytes (`dd of=DISK bs=440 count=1 conv=notrunc`)
+        disks/<name>.bootcore    BIOS: GRUB's core (a BIOS boot partition, or the gap after the MBR), at the
+                                 manifest's boot_core_offset (`dd of=DISK bs=512 seek=OFFSET/512 conv=notrunc`)
 
 Write ordering: raw files first, the manifest (with each file's sha256) last, the
 `latest` link after that. A crash leaves an unlinked directory; readers follow `latest`.
@@ -46,6 +49,11 @@ class DiskRecord:
     dump_file: str
     json_file: str
     table: PartitionTable
+    # BIOS: the disk's boot code (its first 440 bytes) and the area that code loads GRUB's core from (a BIOS boot
+    # partition, or the gap after the MBR), as captured; "" when there is none. Written back by the restore.
+    boot_code: str = ""
+    boot_core: str = ""
+    boot_core_offset: int = 0  # bytes from the disk's start
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class Choice:
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # partition, mkfs, receive, snapshot, create, set-default, boot-files, bootloader, autorelabel
+    kind: str  # partition, mkfs, receive, snapshot, create, set-default, boot-files, boot-sectors, bootloader, autorelabel
     subject: str
     detail: str
     reason: str
@@ -226,6 +226,13 @@ def _boot_steps(manifest: Manifest, fstab: list[FstabEntry], plan: RestorePlan, 
         ))
     root = root_location(manifest, fstab)
     boot_disk = _root_disk(manifest, root)
+    for d in manifest.disks if manifest.firmware == "bios" else ():
+        if d.boot_code:
+            plan.steps.append(Step(
+                "boot-sectors", d.name, f"{d.boot_code}{' and ' + d.boot_core if d.boot_core else ''} → the first sectors of {plan.disks.get(d.name, '')}",
+                "BIOS starts the code in the disk's first sectors, which is not a file: written as captured (so a drill boots it too)",
+                {"disk": plan.disks.get(d.name, ""), "code": d.boot_code, "core": d.boot_core, "offset": str(d.boot_core_offset)},
+            ))
     if manifest.firmware == "bios" and (boot_disk is None or boot_disk.table.whole_disk):
         why = ("the capture holds no root filesystem (fstab's / is on a disk not captured)" if boot_disk is None
                else "the root filesystem fills a disk without a partition table, where grub-install has no room")

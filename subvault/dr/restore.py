@@ -303,6 +303,18 @@ class Executor:
             shutil.rmtree(staging, ignore_errors=True)
         return f"extracted into {a['fs_type']} {a['fs_uuid']} (mtools)"
 
+    def _boot_sectors(self, step: Step) -> str:
+        """Write the captured boot code (the MBR's first 440 bytes: never its partition table) and GRUB's core area."""
+        a = step.args
+        with open(a["disk"], "r+b") as fh:
+            fh.write((self.capture / a["code"]).read_bytes()[:440])
+            if a["core"]:
+                fh.seek(int(a["offset"]))
+                fh.write((self.capture / a["core"]).read_bytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        return "written as captured"
+
     def _bootloader(self, step: Step) -> str:
         """BIOS: grub-install in a chroot of the restored root, for the disk as the chroot sees it.
 

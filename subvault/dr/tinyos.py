@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 from pathlib import Path
 
 from subvault import process
@@ -199,6 +200,44 @@ def grub_efi(dest: Path, fs_uuid: str, *, subvol: str = "root") -> Path:
                  "--modules=part_gpt btrfs search search_fs_uuid linux serial terminal", f"boot/grub/grub.cfg={cfg}"], what="grub-mkstandalone")
     cfg.unlink()
     return dest
+
+
+GRUB_PC = Path("/usr/lib/grub/i386-pc")
+KERNEL_SECTOR, DRIVE_CHECK = 0x5C, 0x66  # boot.img: the LBA of core.img's first sector; the jump over the BIOS drive check
+BLOCKLIST = 0x200 - 12  # core.img's first sector ends with {start: u64, len: u16, segment: u16}: where the rest of it is
+
+
+def grub_bios(disk: Path, embed_lba: int, fs_uuid: str, root: Path, *, subvol: str = "root") -> None:
+    """Install GRUB for BIOS as grub-install does: boot.img's code into the MBR, core.img at embed_lba (a BIOS boot
+    partition), GRUB's modules and grub.cfg in root's /boot/grub. core.img finds that directory by the filesystem's UUID."""
+    _, release = kernel_tree()
+    if shutil.which("grub-mkimage") is None or not (GRUB_PC / "boot.img").is_file():
+        raise SubvaultError("grub-pc-bin is needed for a BIOS-bootable machine: apt-get install grub-pc-bin")
+    grub = root / "boot" / "grub"
+    shutil.copytree(GRUB_PC, grub / "i386-pc", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.img", "*.image", "*.module"))
+    (grub / "grub.cfg").write_text(GRUB_CFG.format(uuid=fs_uuid, subvol=subvol, release=release))
+    early = grub / "early.cfg"
+    # The serial console first, so that GRUB's own errors (a missing /boot/grub, a bad module) reach the drill's log.
+    early.write_text(f"serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
+                     f"search.fs_uuid {fs_uuid} root\nset prefix=($root)/{subvol}/boot/grub\n")
+    core_path = grub / "core.img"
+    process.run(["grub-mkimage", "-O", "i386-pc", "-o", str(core_path), "-c", str(early), "-p", f"/{subvol}/boot/grub",
+                 "biosdisk", "part_gpt", "part_msdos", "btrfs", "search_fs_uuid", "serial", "terminal"], what="grub-mkimage")
+    core = bytearray(core_path.read_bytes())
+    early.unlink()
+    core_path.unlink()
+    sectors = -(-len(core) // 512)
+    struct.pack_into("<QH", core, BLOCKLIST, embed_lba + 1, sectors - 1)
+    with open(disk, "r+b") as fh:
+        mbr = bytearray(fh.read(512))
+        mbr[:440] = (GRUB_PC / "boot.img").read_bytes()[:440]
+        mbr[3:0x5A] = b"\0" * (0x5A - 3)  # no BIOS parameter block on a partitioned disk
+        struct.pack_into("<Q", mbr, KERNEL_SECTOR, embed_lba)
+        mbr[DRIVE_CHECK:DRIVE_CHECK + 2] = b"\x90\x90"  # a hard disk: trust the drive number the BIOS passes
+        fh.seek(0)
+        fh.write(mbr)
+        fh.seek(embed_lba * 512)
+        fh.write(bytes(core))
 
 
 def install(root: Path, fs_uuid: str, *, subvol: str = "root", with_btrfs: bool = True) -> None:

@@ -169,9 +169,9 @@ def test_drill_boots_through_the_restored_bootloader_with_ovmf(tmp_path, make_fs
     print(f"\nfirmware drill: RTO {report['rto_seconds']:.1f}s, boot {boot['method']} on {boot['accelerator']} {boot['seconds']:.1f}s to the milestone")
 
 
-def test_a_bios_drill_boots_direct_and_says_why_seabios_is_not_proven(tmp_path, make_fs):
-    """BIOS way: the boot code grub-install writes to a disk's first sectors is neither captured nor written by a
-    drill, so SeaBIOS has nothing to start: the drill boots direct and its report says the firmware way is not proven."""
+def test_a_bios_drill_without_boot_code_boots_direct_and_says_why_seabios_is_not_proven(tmp_path, make_fs):
+    """BIOS way, no boot code: the machine's MBR holds none, so neither its capture nor the restored image does and
+    SeaBIOS has nothing to start: the drill boots direct and its report says the firmware way is not proven."""
     m = Machine(tmp_path, bootable=True)
     try:
         m.build()
@@ -188,3 +188,23 @@ def test_a_bios_drill_boots_direct_and_says_why_seabios_is_not_proven(tmp_path, 
     assert boot["firmware_not_proven"].startswith("BIOS firmware boot not proven: ") and "grub-install" in boot["firmware_not_proven"]
     assert "firmware: BIOS firmware boot not proven: " in text and "boot: direct" in text, text
     print(f"\nbios drill (direct): boot {boot['seconds']:.1f}s to the milestone")
+
+
+def test_drill_boots_through_the_restored_boot_sectors_with_seabios(tmp_path, make_fs):
+    """BIOS firmware way: the machine's GRUB (boot code in the MBR, core in a BIOS boot partition, modules and
+    grub.cfg in root's /boot/grub) is captured and restored; SeaBIOS starts it, and it loads the kernel from btrfs."""
+    m = Machine(tmp_path, bootable=True, bios_boot=True)
+    try:
+        m.build()
+        cli, _, capture = _prepare(m, make_fs, tmp_path)
+        res = cli("drill", "--from", "pi", "--capture", str(capture), "--workdir", str(tmp_path / "drill"), "--boot",
+                  "--boot-timeout", "240", "--json", check=False)
+    finally:
+        m.close()
+    report = json.loads(res.stdout)["result"]
+    boot = report["boot"]
+    assert report["ok"] and boot["ok"], (report["checks"], boot and boot["console_tail"])
+    assert boot["method"] == "firmware" and "SeaBIOS" in boot["note"] and boot["firmware_not_proven"] is None, boot
+    [disk] = json.loads((capture / "latest" / "manifest.json").read_text())["disks"]
+    assert disk["boot_code"] and disk["boot_core"] and disk["boot_core_offset"] > 0  # GRUB's core from the BIOS boot partition
+    print(f"\nSeaBIOS drill: RTO {report['rto_seconds']:.1f}s, boot {boot['method']} on {boot['accelerator']} {boot['seconds']:.1f}s to the milestone")
