@@ -243,7 +243,7 @@ def _boot_steps(manifest: Manifest, fstab: list[FstabEntry], plan: RestorePlan, 
         disk = boot_disk.name if boot_disk else ""
         plan.steps.append(Step(
             "bootloader", "grub", f"grub-install {plan.disks.get(disk, '')} in a chroot of the restored root",
-            "BIOS boots from code in the disk's first sectors, which is not a file" + ("; skipped in a drill (an image is never booted)" if drill else ""),
+            "BIOS boots from code in the disk's first sectors, which is not a file" + ("; skipped in a drill (grub-install is never run on an image: the captured boot sectors are written instead)" if drill else ""),
             {"disk": plan.disks.get(disk, ""), "fs_uuid": root[0] if root else "", "path": root[1] if root else "", "skip": "1" if drill else ""},
         ))
     else:

@@ -110,6 +110,19 @@ def test_a_drill_never_installs_a_bootloader():
     assert boot.args["skip"] == "1" and "skipped in a drill" in boot.reason
 
 
+def test_bios_boot_sectors_as_captured_are_written_back_in_a_restore_and_a_drill():
+    m = sample_manifest(firmware="bios")
+    m = replace(m, disks=(replace(m.disks[0], boot_code="disks/vda.bootcode", boot_core="disks/vda.bootcore", boot_core_offset=1 << 20),))
+    for drill in (False, True):
+        steps = plan(manifest=m, drill=drill).steps
+        (sectors,) = [s for s in steps if s.kind == "boot-sectors"]
+        assert sectors.args == {"disk": "/dev/sdb", "code": "disks/vda.bootcode", "core": "disks/vda.bootcore", "offset": str(1 << 20)}
+        assert [s.kind for s in steps].index("boot-sectors") < [s.kind for s in steps].index("bootloader")  # grub-install may redo it
+    assert plan(manifest=sample_manifest(firmware="bios")).of_kind("boot-sectors") == []  # none captured: nothing written
+    uefi = sample_manifest()
+    assert plan(manifest=replace(uefi, disks=(replace(uefi.disks[0], boot_code="disks/vda.bootcode"),))).of_kind("boot-sectors") == []
+
+
 def test_autorelabel_only_when_selinux_was_enabled():
     assert [s.args for s in plan().of_kind("autorelabel")] == [{"fs_uuid": FS, "path": "root"}]
     assert plan(manifest=sample_manifest(selinux=False)).of_kind("autorelabel") == []
