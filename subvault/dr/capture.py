@@ -188,10 +188,11 @@ def gather(config: Config, spec: CaptureSpec, now: datetime) -> Gathered:
     selinux = detect_selinux() if spec.selinux is None else spec.selinux
     parts = {
         "disks": [(d.name, d.table) for d in disk_records], "fs": fs_records, "btrfs": btrfs,
-        "boot_sectors": [hashlib.sha256(files.get(d.boot_code, b"") + files.get(d.boot_core, b"")).hexdigest() for d in disk_records],
         "protected": protected, "fstab": files["fstab"].decode(errors="replace"), "firmware": firmware,
         "selinux": selinux, "boot": [(b.path, b.fs_uuid, b.dest, _tree_stamp(sources[b.archive])) for b in boot],
     }
+    if any(d.boot_code for d in disk_records):  # a GRUB update rewrites them: capture again
+        parts["boot_sectors"] = [hashlib.sha256(files.get(d.boot_code, b"") + files.get(d.boot_core, b"")).hexdigest() for d in disk_records]
     fingerprint = hashlib.sha256(json.dumps(_jsonable(parts), sort_keys=True).encode()).hexdigest()
     manifest = M.Manifest(
         format=M.FORMAT, version=M.VERSION, host=spec.host or _hostname(), captured_at=now,
