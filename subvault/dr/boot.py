@@ -213,7 +213,7 @@ def boot(settings: BootSettings, disks: list[str], entry: BootEntry | None, firm
         spec.kernel = str(shutil.copyfile(entry.kernel, work / "vmlinuz"))
         spec.initrd = str(shutil.copyfile(entry.initrd, work / "initrd")) if entry.initrd else None
         spec.append = kernel_command_line(entry.options)
-        note = f"direct: {entry.source}" + (f" (firmware not used: {fw_ok[1]})" if not fw_ok[0] else "")
+        note = f"direct: {entry.source}"  # why not firmware: firmware_not_proven
     elif firmware == "uefi":
         spec.vars_copy = str(shutil.copyfile(qemu.first_existing(qemu.OVMF_VARS) or "", work / "OVMF_VARS.fd"))
     spec.accel = qemu.accelerator(Path(spec.kernel) if spec.kernel else None)
