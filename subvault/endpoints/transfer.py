@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import NoReturn
 
 from subvault import process
 from subvault.btrfs.prefetch import Prefetch
@@ -48,6 +49,7 @@ class Transferred:
     name: str
     owed: tuple[Step, ...] = ()  # the rename still to run on dest (when rename=False)
 
+
 def transfer(
     source: Endpoint,
     path: str,
@@ -69,19 +71,17 @@ def transfer(
 ) -> Transferred:
     """Send the snapshot at path (uuid) into container on dest, verify it and give it final_name.
 
-    `gate` is held only while the stream flows (the caller's limit on bulk streams);
-    verifying and renaming happen outside it. `before`: steps owed to dest, run ahead of
-    the receive (in its command, on a remote). With rename=False a remote's rename is
-    returned as `owed` instead of being run.
+    `gate` (the caller's limit on bulk streams) is held only while the stream flows.
+    `before`: steps owed to dest, run ahead of the receive. rename=False: a remote's
+    rename is returned as `owed`, not run.
 
-    Parent and clone paths are on the source side. Compression applies only when a side
-    is remote. With meter, bytes are counted (progress, stall detection) between the
-    sending and the receiving stages. Raise CommandFailed/NoSpace/StalledTransfer if a
-    stage fails, VerifyFailed (after deleting the result) if the result is wrong.
+    Parent and clone paths are on the source side; compression applies only when a side
+    is remote; with meter, bytes are counted (progress, stall) between send and receive.
+    Raise CommandFailed/NoSpace/StalledTransfer if a stage fails, VerifyFailed (after
+    deleting the result) if the result is wrong.
 
-    untrusted (pull: the source may lie, dest is local): the stream is received with
-    --chroot, and what it made is found by what is new in the container, never by the
-    name the source reported, so a failed check deletes only what this receive made.
+    untrusted (pull: the source may lie; dest is local): received with --chroot; what it
+    made is found as what is new in the container, never by the name the source reported.
     """
     wire = compress and not (source.is_local and dest.is_local)
     bulk = parent is None  # a full send is the big one: it gets its own ssh connection
@@ -93,11 +93,47 @@ def transfer(
     if before and not joined:
         dest.apply(before, "finish earlier work")
     send = source.send_stages(path, parent, clones, compress=wire, bulk=bulk)
-    recv = dest.receive_stages(
-        container, compress=wire, bulk=bulk, before=before if joined else (), after=[[C.show(received)]] if joined else (),
-        chroot=untrusted,
-    )
+    recv = dest.receive_stages(container, compress=wire, bulk=bulk, before=before if joined else (),
+                               after=[[C.show(received)]] if joined else (), chroot=untrusted)
     what = f"send {path} to {dest.name}"
+    try:
+        result, shown_text = _stream(source, path, parent, [*send, *recv], len(send), what, joined=joined,
+                                     meter=meter, wire=wire, progress=progress, stall_seconds=stall_seconds, gate=gate)
+    except (CommandFailed, NoSpace, StalledTransfer) as exc:
+        _failed(exc, what, source, dest, lambda: _discard(dest, container, received, final_name, existing if untrusted else None))
+    received = _made_by_receive(container, existing, what) if untrusted else received
+    _verify(dest, received, uuid, _parse_answer(shown_text, dest, received) if joined else dest.show(received))
+    final = posixpath.join(container, final_name)
+    owed: tuple[Step, ...] = ()
+    if final != received and (rename or not joined):
+        dest.rename(received, final)
+    elif final != received:
+        owed = ([C.rename(received, final)],)
+    return Transferred(result.bytes, result.seconds, final_name, owed=owed)
+
+
+def _failed(exc: CommandFailed | NoSpace | StalledTransfer, what: str, source: Endpoint, dest: Endpoint,
+            discard: Callable[[], None]) -> NoReturn:
+    """After a failed stream: remove what it made where that is safe, and raise what the caller acts on."""
+    if isinstance(exc, NoSpace):
+        discard()
+        raise exc
+    if isinstance(exc, StalledTransfer):
+        if dest.is_local:  # a stalled remote may not answer the delete either
+            discard()
+        raise exc
+    if exc.argv[:1] == ["ssh"] and exc.returncode == SSH_CONNECTION_ERROR:
+        raise LinkLost(f"{what}: the connection to {dest.name if not dest.is_local else source.name} was lost ({_how(exc)}); run again, it resumes from the last verified snapshot") from None
+    discard()
+    raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
+
+
+def _stream(
+    source: Endpoint, path: str, parent: str | None, stages: list[list[str]], senders: int, what: str, *,
+    joined: bool, meter: bool, wire: bool, progress: Progress | None, stall_seconds: float | None,
+    gate: ContextManager[object],
+) -> tuple[process.PipelineResult, str]:
+    """Run send | receive; return its result and what a joined `show` answered on stdout."""
     # Reading ahead needs the source here and the meter's count; a full send is scanned
     # only when someone watches its progress (the scan walks the whole tree).
     expect = getattr(progress, "expect", None)
@@ -105,39 +141,17 @@ def transfer(
     ahead = Prefetch(path, parent, on_expected=None if wire else expect) if scan else nullcontext()
     # The receiver's chatter ("At snapshot …") must never reach our stdout (--json);
     # a joined `show` answers on it, into a file (never a pipe nobody drains).
-    try:
-        with tempfile.TemporaryFile() as answer:
-            with gate, ahead, process.pipeline([*send, *recv], what=what, stdout=answer if joined else process.DEVNULL) as pipe:
-                result = pipe.run(
-                    meter_after=len(send) - 1 if meter else None,
-                    progress=progress,
-                    stall_seconds=stall_seconds,
-                    watch=ahead.moved if isinstance(ahead, Prefetch) else None,
-                )
-            answer.seek(0)
-            shown_text = answer.read().decode(errors="replace")
-    except CommandFailed as exc:
-        if exc.argv[:1] == ["ssh"] and exc.returncode == SSH_CONNECTION_ERROR:
-            raise LinkLost(f"{what}: the connection to {dest.name if not dest.is_local else source.name} was lost ({_how(exc)}); run again, it resumes from the last verified snapshot") from None
-        _discard(dest, container, received, final_name, existing if untrusted else None)
-        raise TransferFailed(f"{what}: {_stage_name(exc.argv)} {_how(exc)}; run again, it resumes from the last verified snapshot") from None
-    except NoSpace:
-        _discard(dest, container, received, final_name, existing if untrusted else None)
-        raise
-    except StalledTransfer:
-        if dest.is_local:  # a stalled remote may not answer the delete either
-            _discard(dest, container, received, final_name, existing if untrusted else None)
-        raise
-    if untrusted:
-        received = _made_by_receive(container, existing, what)
-    _verify(dest, received, uuid, _parse_answer(shown_text, dest, received) if joined else dest.show(received))
-    final = posixpath.join(container, final_name)
-    if final == received:
-        return Transferred(result.bytes, result.seconds, final_name)
-    if rename or not joined:
-        dest.rename(received, final)
-        return Transferred(result.bytes, result.seconds, final_name)
-    return Transferred(result.bytes, result.seconds, final_name, owed=([C.rename(received, final)],))
+    with tempfile.TemporaryFile() as answer:
+        with gate, ahead, process.pipeline(stages, what=what, stdout=answer if joined else process.DEVNULL) as pipe:
+            result = pipe.run(
+                meter_after=senders - 1 if meter else None,
+                progress=progress,
+                stall_seconds=stall_seconds,
+                watch=ahead.moved if isinstance(ahead, Prefetch) else None,
+            )
+        answer.seek(0)
+        return result, answer.read().decode(errors="replace")
+
 
 def _discard(dest: Endpoint, container: str, received: str, final_name: str, existing: dict[int, str] | None) -> None:
     """After a failed receive, remove what it made: by name for our own streams; for an
