@@ -15,87 +15,17 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
-from urllib.parse import SplitResult
 
 import msgspec
 from msgspec import Meta
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from subvault.config import rules as R
+
+NAME_RE = R.NAME_RE
 
 
 def _doc(text: str, **constraints: Any) -> Meta:
     return Meta(description=text, **constraints)
-
-
-# Rules return a problem ("key: what is wrong (expected …)") or None; `_fail` raises them
-# all at once, so one table reports every one of its problems, not only the first.
-
-
-def _fail(*problems: str | None) -> None:
-    """Raise one ValueError listing every problem given (one a line); return if there are none."""
-    found = [p for p in problems if p]
-    if found:
-        raise ValueError("\n".join(found))
-
-
-def _retention(key: str, value: str) -> str | None:
-    from subvault.plan.retention import RetentionSyntaxError, parse_policy
-
-    try:
-        parse_policy(value)
-    except RetentionSyntaxError as exc:
-        return f"{key}: {exc}"
-    return None
-
-
-def _duration(key: str, value: str, *, positive: bool = False) -> str | None:
-    from subvault.timeutil import parse_duration
-
-    try:
-        length = parse_duration(value)
-    except ValueError as exc:
-        return f"{key}: {exc}"
-    if positive and not length:
-        return f'{key}: "{value}" must be longer than zero (expected e.g. "30d")'
-    return None
-
-
-def _name(value: str) -> str | None:
-    if not NAME_RE.match(value):
-        return f'name: "{value}" is not a valid name (expected letters, digits, "_", "-" or ".")'
-    return None
-
-
-def _listed_once(key: str, names: list[str] | None) -> list[str]:
-    seen: set[str] = set()
-    twice = []
-    for n in names or []:
-        if n in seen:
-            twice.append(f'{key}: "{n}" is listed twice (expected each target once)')
-        seen.add(n)
-    return twice
-
-
-def _ssh_url(value: str, expected: str) -> str | None:
-    """Check an ssh:// URL's shape; a host starting with "-" would reach ssh as an option."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(value)
-    if parts.scheme != "ssh" or not parts.hostname or not parts.path.startswith("/"):
-        return f'url: "{value}" is not an ssh URL (expected "{expected}")'
-    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
-        return f'url: "{value}": the host and user must not start with "-" (expected "{expected}")'
-    try:
-        _ = parts.port  # reading it validates the port
-    except ValueError:
-        return f'url: "{value}": the port is not a number (expected "{expected}")'
-    return None
-
-
-def _abs_path(key: str, value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f'{key}: "{value}" is not an absolute path')
-    return str(PurePosixPath(value))
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,9 +41,9 @@ class Defaults(Strict):
     timezone: Annotated[str | None, _doc("IANA zone for retention periods; default: the system's local time")] = None
 
     def __post_init__(self) -> None:
-        problems = [_retention("timeline", self.timeline), *_listed_once("targets", self.targets)]
+        problems = [R.retention("timeline", self.timeline), *R.listed_once("targets", self.targets)]
         try:
-            self.state_dir = _abs_path("state_dir", self.state_dir)
+            self.state_dir = R.abs_path("state_dir", self.state_dir)
         except ValueError as exc:
             problems.append(str(exc))
         if self.timezone is not None:
@@ -123,7 +53,7 @@ class Defaults(Strict):
                 ZoneInfo(self.timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 problems.append(f'timezone: "{self.timezone}" is not a known time zone (expected e.g. "Europe/Berlin")')
-        _fail(*problems)
+        R.fail(*problems)
 
 
 class SubvolumeConf(Strict):
@@ -134,14 +64,14 @@ class SubvolumeConf(Strict):
     prechange_keep: Annotated[Annotated[int, Meta(ge=0)] | None, _doc("overrides defaults.prechange_keep")] = None
 
     def __post_init__(self) -> None:
-        problems = [_name(self.name), *_listed_once("targets", self.targets)]
+        problems = [R.name(self.name), *R.listed_once("targets", self.targets)]
         if self.timeline is not None:
-            problems.append(_retention("timeline", self.timeline))
+            problems.append(R.retention("timeline", self.timeline))
         try:
-            self.path = _abs_path("path", self.path)
+            self.path = R.abs_path("path", self.path)
         except ValueError as exc:
             problems.append(str(exc))
-        _fail(*problems)
+        R.fail(*problems)
 
 
 class ExcludeConf(Strict):
@@ -156,7 +86,7 @@ class ExcludeConf(Strict):
             problems.append('an exclude names either path = "/var/cache" or filesystem = "<btrfs UUID>", not both')
         if self.path is not None:
             try:
-                self.path = _abs_path("path", self.path)
+                self.path = R.abs_path("path", self.path)
             except ValueError as exc:
                 problems.append(str(exc))
         if self.subvolume is not None and self.filesystem is None:
@@ -169,7 +99,7 @@ class ExcludeConf(Strict):
                 self.subvolume = str(PurePosixPath("/" + self.subvolume.strip().lstrip("/"))).strip("/")
         if not self.reason.strip():
             problems.append('reason: an exclude needs a reason (e.g. "ephemeral")')
-        _fail(*problems)
+        R.fail(*problems)
 
 
 class TargetConf(Strict):
@@ -195,7 +125,7 @@ class TargetConf(Strict):
     object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock: lock each object while its chain may be kept, plus this many days")] = None
 
     def __post_init__(self) -> None:
-        _fail(_name(self.name), self._reserved(), _retention("keep", self.keep), *self._type_problems())
+        R.fail(R.name(self.name), self._reserved(), R.retention("keep", self.keep), *self._type_problems())
 
     def _reserved(self) -> str | None:
         if self.name == "local":
@@ -206,11 +136,11 @@ class TargetConf(Strict):
         url = self.url
         if self.type == "btrfs":
             if url.startswith("ssh://"):
-                return [_ssh_url(url, "ssh://user@host:22/path")]
+                return [R.ssh_url(url, "ssh://user@host:22/path")]
             if not url.startswith("/"):
                 return [f'url: "{url}" is not a btrfs target (expected "/mnt/usb/backup" or "ssh://user@host:22/path")']
             return []
-        problems = [_duration("full_every", self.full_every, positive=True)]
+        problems = [R.duration("full_every", self.full_every, positive=True)]
         if not (url.startswith("s3://") or url.startswith("file:///")):
             problems.append(f'url: "{url}" is not an object target (expected "s3://bucket/prefix" or "file:///path")')
         if not self.recipients:
@@ -225,14 +155,14 @@ class TargetConf(Strict):
         from urllib.parse import urlsplit
 
         if self.url.startswith("/"):
-            return ("local", _norm(self.url))
+            return ("local", R.norm(self.url))
         parts = urlsplit(self.url)
         if parts.scheme == "ssh":
             # the user does not matter (same disk); a URL without a port means ssh's default
-            return ("ssh", (parts.hostname or "").lower(), str(_port(parts) or 22), _norm(parts.path))
+            return ("ssh", (parts.hostname or "").lower(), str(R.port(parts) or 22), R.norm(parts.path))
         if parts.scheme == "file":
-            return ("file", _norm(parts.path))
-        return (parts.scheme, (self.endpoint or "").rstrip("/").lower(), parts.netloc, _norm("/" + parts.path))
+            return ("file", R.norm(parts.path))
+        return (parts.scheme, (self.endpoint or "").rstrip("/").lower(), parts.netloc, R.norm("/" + parts.path))
 
 
 class SourceSubvolumeConf(Strict):
@@ -240,12 +170,12 @@ class SourceSubvolumeConf(Strict):
     path: Annotated[str, _doc("its path on the source host (snapshots are read from <path>/.snapshots)")]
 
     def __post_init__(self) -> None:
-        problems = [_name(self.name)]
+        problems = [R.name(self.name)]
         try:
-            self.path = _abs_path("path", self.path)
+            self.path = R.abs_path("path", self.path)
         except ValueError as exc:
             problems.append(str(exc))
-        _fail(*problems)
+        R.fail(*problems)
 
 
 class SourceConf(Strict):
@@ -264,12 +194,12 @@ class SourceConf(Strict):
     puller: Annotated[str | None, _doc("name this host's incremental bases are recorded under on the source (its key: `serve --send-only --puller NAME`); default: this host's short name")] = None
 
     def __post_init__(self) -> None:
-        problems = [_name(self.name), _retention("keep", self.keep), _ssh_url(self.url, "ssh://user@host:22/")]
+        problems = [R.name(self.name), R.retention("keep", self.keep), R.ssh_url(self.url, "ssh://user@host:22/")]
         try:
-            self.dest = _abs_path("dest", self.dest)
+            self.dest = R.abs_path("dest", self.dest)
         except ValueError as exc:
             problems.append(str(exc))
-        _fail(*problems)
+        R.fail(*problems)
 
 
 class DrConf(Strict):
@@ -287,11 +217,11 @@ class DrConf(Strict):
     boot_expect: Annotated[str, _doc("regex the boot_command's output must match")] = ""
 
     def __post_init__(self) -> None:
-        self.capture_dir = _abs_path("capture_dir", self.capture_dir)
-        self.drill_dir = _abs_path("drill_dir", self.drill_dir)
+        self.capture_dir = R.abs_path("capture_dir", self.capture_dir)
+        self.drill_dir = R.abs_path("drill_dir", self.drill_dir)
         from subvault.dr.bootopts import boot_value_problems
 
-        _fail(*boot_value_problems(self.boot_timeout, self.boot_ports, self.boot_milestone, self.boot_command or None, self.boot_expect,
+        R.fail(*boot_value_problems(self.boot_timeout, self.boot_ports, self.boot_milestone, self.boot_command or None, self.boot_expect,
                                    names=BOOT_KEYS))
 
 
@@ -309,7 +239,7 @@ class NotifyConf(Strict):
         problems = [f'urls[{i}]: not an Apprise URL (expected e.g. "tgram://BOT_TOKEN/CHAT_ID")' for i, url in enumerate(self.urls) if "://" not in url]
         if self.ping is not None and not self.ping.startswith(("http://", "https://")):
             problems.append('ping: not an http(s) URL (expected e.g. "https://hc-ping.com/UUID")')
-        _fail(*problems)
+        R.fail(*problems)
 
 
 class FluxConf(Strict):
@@ -343,10 +273,10 @@ class CheckConf(Strict):
     verify_max_age: Annotated[str, _doc("warn when an object target's last `subvault verify` is older")] = "30d"
 
     def __post_init__(self) -> None:
-        _fail(
-            _duration("slack", self.slack),
-            _duration("drill_max_age", self.drill_max_age),
-            _duration("verify_max_age", self.verify_max_age),
+        R.fail(
+            R.duration("slack", self.slack),
+            R.duration("drill_max_age", self.drill_max_age),
+            R.duration("verify_max_age", self.verify_max_age),
         )
 
 
@@ -369,9 +299,9 @@ class Config(Strict):
         left out; their names are in declared_targets, so they are not reported again
         as unknown).
         """
-        problems = _unique("subvolume", [s.name for s in self.subvolume])
-        problems += _unique("subvolume path", [s.path for s in self.subvolume])
-        problems += _unique("target", [t.name for t in self.target])
+        problems = R.unique("subvolume", [s.name for s in self.subvolume])
+        problems += R.unique("subvolume path", [s.path for s in self.subvolume])
+        problems += R.unique("target", [t.name for t in self.target])
         known = {t.name for t in self.target}
         declared = known | set(declared_targets)
         for t in self.defaults.targets:
@@ -420,28 +350,3 @@ class Config(Strict):
             if t.name == name:
                 return t
         raise NotFound(f'no target named "{name}" in the config (known: {", ".join(t.name for t in self.target) or "none"})')
-
-
-def _unique(what: str, names: list[str]) -> list[str]:
-    seen: set[str] = set()
-    twice = []
-    for n in names:
-        if n in seen:
-            twice.append(f'{what} "{n}" is defined twice')
-        seen.add(n)
-    return twice
-
-
-def _norm(path: str) -> str:
-    """A path as the filesystem sees it: no trailing "/", no "//", ".", or ".."."""
-    import posixpath
-
-    return "/" + posixpath.normpath(path or "/").lstrip("/")
-
-
-def _port(parts: SplitResult) -> int | None:
-    try:
-        port: int | None = parts.port
-        return port
-    except ValueError:
-        return None

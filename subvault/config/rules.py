@@ -1,0 +1,105 @@
+"""The rules the config schema's tables apply: each returns a problem or None.
+
+A problem reads "key: what is wrong (expected …)"; `fail` raises them all at once, so a
+table reports every one of its problems, not only the first. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from urllib.parse import SplitResult
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def fail(*problems: str | None) -> None:
+    """Raise one ValueError listing every problem given (one a line); return if there are none."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("\n".join(found))
+
+
+def retention(key: str, value: str) -> str | None:
+    from subvault.plan.retention import RetentionSyntaxError, parse_policy
+
+    try:
+        parse_policy(value)
+    except RetentionSyntaxError as exc:
+        return f"{key}: {exc}"
+    return None
+
+
+def duration(key: str, value: str, *, positive: bool = False) -> str | None:
+    from subvault.timeutil import parse_duration
+
+    try:
+        length = parse_duration(value)
+    except ValueError as exc:
+        return f"{key}: {exc}"
+    if positive and not length:
+        return f'{key}: "{value}" must be longer than zero (expected e.g. "30d")'
+    return None
+
+
+def name(value: str) -> str | None:
+    if not NAME_RE.match(value):
+        return f'name: "{value}" is not a valid name (expected letters, digits, "_", "-" or ".")'
+    return None
+
+
+def listed_once(key: str, names: list[str] | None) -> list[str]:
+    seen: set[str] = set()
+    twice = []
+    for n in names or []:
+        if n in seen:
+            twice.append(f'{key}: "{n}" is listed twice (expected each target once)')
+        seen.add(n)
+    return twice
+
+
+def ssh_url(value: str, expected: str) -> str | None:
+    """Check an ssh:// URL's shape; a host starting with "-" would reach ssh as an option."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme != "ssh" or not parts.hostname or not parts.path.startswith("/"):
+        return f'url: "{value}" is not an ssh URL (expected "{expected}")'
+    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        return f'url: "{value}": the host and user must not start with "-" (expected "{expected}")'
+    try:
+        _ = parts.port  # reading it validates the port
+    except ValueError:
+        return f'url: "{value}": the port is not a number (expected "{expected}")'
+    return None
+
+
+def abs_path(key: str, value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f'{key}: "{value}" is not an absolute path')
+    return str(PurePosixPath(value))
+
+
+def unique(what: str, names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    twice = []
+    for n in names:
+        if n in seen:
+            twice.append(f'{what} "{n}" is defined twice')
+        seen.add(n)
+    return twice
+
+
+def norm(path: str) -> str:
+    """A path as the filesystem sees it: no trailing "/", no "//", ".", or ".."."""
+    import posixpath
+
+    return "/" + posixpath.normpath(path or "/").lstrip("/")
+
+
+def port(parts: SplitResult) -> int | None:
+    try:
+        port: int | None = parts.port
+        return port
+    except ValueError:
+        return None
