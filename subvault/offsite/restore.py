@@ -119,6 +119,21 @@ def check_parts(store: Store, manifests: Iterable[Manifest], *, hashes: bool = T
     return problems
 
 
+def whole_chain(store: Store, target: Manifest, mac_key: MacKey | None, *, hashes: bool = True) -> list[Manifest]:
+    """Return target's chain, full first, once every link and part is there (and, with hashes, whole).
+
+    Raise RestoreRefused naming the missing link or every missing or damaged part. A dry
+    run checks the same without hashes (sizes from the store), so it refuses alike.
+    """
+    chain = resolve_chain(store, target, mac_key)
+    problems = check_parts(store, chain, hashes=hashes)
+    if problems:
+        raise RestoreRefused(
+            f"refusing to restore {target.subvolume} {target.uuid}: " + "; ".join(map(str, problems))
+        )
+    return chain
+
+
 def _stream_sha256(store: Store, key: str) -> str:
     digest = hashlib.sha256()
     with store.open(key) as f:
@@ -166,12 +181,7 @@ def restore_chain(
     runs, IdentityMismatch if the identity cannot decrypt, CommandFailed if a stage
     fails.
     """
-    chain = resolve_chain(store, target, mac_key)
-    problems = check_parts(store, chain)
-    if problems:
-        raise RestoreRefused(
-            f"refusing to restore {target.subvolume} {target.uuid}: " + "; ".join(map(str, problems))
-        )
+    chain = whole_chain(store, target, mac_key)
     first = next((m for m in chain if m.parts), None)
     if first is not None:
         _decrypt(_fetch(store, first.parts[0].key, first.parts[0].sha256), identity, first, first.parts[0].key)

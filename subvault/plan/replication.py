@@ -27,12 +27,12 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
 from subvault.model import Entry
-from subvault.plan.retention import Point, parse_policy, plan_retention
+from subvault.plan.retention import Point, Policy, bucket_index, local_wall, parse_policy, plan_retention
 
 NAME_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _NAME_RE = re.compile(r"^(?P<sub>.+)\.(?P<ts>\d{8}T\d{6}Z)(?:_(?P<n>\d+))?$")
@@ -260,6 +260,7 @@ class Received:
     id: int  # the receiving filesystem's subvolume id: ids only grow, so this is the order of receipt
     otime: datetime  # aware: the receiving host's clock when the receive created it
     verified: bool  # read-only with a received_uuid: a complete receive
+    received_uuid: str | None = None  # from the stream: a client chose it; reported, never planned on
 
 
 def plan_received_prune(received: Iterable[Received], keep: str, now: datetime, tz: tzinfo) -> ReplicationPlan:
@@ -271,12 +272,19 @@ def plan_received_prune(received: Iterable[Received], keep: str, now: datetime, 
       never by its name, the times a sender reported or the uuids in its stream. An
       entry received later is never older than one received before it, so it can never
       take an existing entry's place as the first of its period.
-    - Only verified entries (read-only, received) are planned; the newest of them is
-      always kept (the base of the next incremental send, invariant 1). Anything else is
-      returned as a partial, to report: the sender clears it before its next receive.
+    - Only verified entries (read-only, received) are planned. Anything else is returned
+      as a partial, to report: the sender clears it before its next receive.
+    - Held whatever the policy says: the newest entry (the base of the next incremental
+      send, invariant 1); every entry received inside the policy's finest window
+      (received_window: the last 24 hours of "24h 8d 5w", today under "1d"); and the
+      newest entry received before that window. So a receive moves no hold while it is
+      itself inside the window: nothing a client adds causes an existing entry to be
+      pruned until the addition has been on this host for the whole finest window,
+      which is the time to notice a compromised sender (`latest` has no window).
     Raise ValueError as plan_retention.
     """
     plan = ReplicationPlan()
+    policy = parse_policy(keep)
     listed = sorted(received, key=lambda r: r.id)
     by_key = {f"{r.id:020d}": r for r in listed if r.verified}
     for r in listed:
@@ -291,15 +299,40 @@ def plan_received_prune(received: Iterable[Received], keep: str, now: datetime, 
         points.append(Point(key, floor))
     if not points:
         return plan
-    newest = points[-1].key
-    held = {newest: "newest received: the base of the next incremental send (invariant 1)"}
-    for d in plan_retention(points, parse_policy(keep), now, tz, held=held):
+    held = {points[-1].key: "newest received: the base of the next incremental send (invariant 1)"}
+    inside = received_window(policy, now, tz)
+    before = [p for p in points if not inside(p.time) and p.time <= now]
+    for p in points:
+        if inside(p.time):
+            held.setdefault(p.key, f"received inside the finest window of {policy.describe()}: no later receive releases it yet")
+    if before and before[-1].key != points[-1].key:
+        held.setdefault(before[-1].key, "newest received before the finest window: held until a later receive has left it")
+    for d in plan_retention(points, policy, now, tz, held=held):
         name = by_key[d.key].name
         if d.keep:
             plan.kept[name] = "; ".join(d.reasons)
         else:
             plan.prune.append(Removal(name, False, "; ".join(d.reasons)))
     return plan
+
+
+def received_window(policy: Policy, now: datetime, tz: tzinfo) -> Callable[[datetime], bool]:
+    """Return a predicate: is a receive time inside the policy's finest window (its finest keeping
+    unit's last N periods on the local calendar, now's included)? Never for `all`, `latest` or all-zero counts.
+    """
+    unit = policy.cadence()
+    count = policy.counts.get(unit) if unit else 0
+    if unit is None or count == 0:
+        return lambda t: False
+    now_index = bucket_index(unit, now.astimezone(tz).replace(tzinfo=None))
+
+    def inside(t: datetime) -> bool:
+        wall = local_wall(t, tz)
+        if wall is None or t > now:
+            return False
+        return count is None or now_index - bucket_index(unit, wall) < count
+
+    return inside
 
 
 def holds_when_unreachable(sources: Sequence[Source], target: str) -> dict[str, str]:

@@ -288,7 +288,7 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     received links are kept read-only under <into>/.subvault-offsite/ only while needed.
     """
     from subvault.btrfs import adapter
-    from subvault.offsite.restore import list_manifests, restore_chain
+    from subvault.offsite.restore import list_manifests, restore_chain, whole_chain
     from subvault.secrets import read_private
 
     read_private(identity, "age identity")  # invariant 11: a readable identity decrypts every backup
@@ -318,8 +318,9 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
         raise UsageError(f"{final} exists; choose another --into or move it aside")
     out = Outcome("restore", dry_run=ctx.dry_run)
     label = f"{pick.label(ctx.tz)} (chain of {len(chosen.chain)})"
-    if ctx.dry_run:
-        out.items.append(Item(subvolume, "would-restore", f"{label} -> {final}"))
+    if ctx.dry_run:  # the same verdict as the real run: every link there, every part there at its size
+        whole_chain(store, chosen, key, hashes=False)
+        out.items.append(Item(subvolume, "would-restore", f"{label} -> {final} (links and part sizes checked; SHA-256 when restoring)"))
         return out
     work = dest / ".subvault-offsite"
     work.mkdir(exist_ok=True)

@@ -7,10 +7,12 @@ is planned on its own by plan.replication.plan_received_prune over what this hos
 filesystem says of each entry (subvolume id, creation time, read-only, received),
 never over names, reported times or stream uuids.
 
-What a client may still do is add entries. That is bounded: an entry that is not the
-first of a period of the policy (by this host's clock) is pruned by the next run, so a
-flood leaves at most one entry per period plus the newest. It is also reported: every
-entry that is not a complete receive, and a filesystem fuller than FULL_WARN, is a warning.
+What a client may still do is add entries. An addition releases no hold while it is
+inside the policy's finest window (plan_received_prune), so it never causes an existing
+entry to be pruned before that. Past the window an entry that is not the first of a
+period (by this host's clock) is pruned, so a flood leaves one entry per period plus
+two. It is also reported: every entry that is not a complete receive, one snapshot
+received twice, and a filesystem fuller than FULL_WARN, is a warning.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def received(container: str) -> list[Received]:
         if info.top_level != own:
             continue
         otime = info.otime or datetime.fromtimestamp(child.stat(follow_symlinks=False).st_ctime, UTC)
-        out.append(Received(child.name, info.id, otime, info.readonly and bool(info.received_uuid)))
+        out.append(Received(child.name, info.id, otime, info.readonly and bool(info.received_uuid), info.received_uuid))
     return out
 
 
@@ -72,7 +74,8 @@ def prune_received(root: str, keep: str, *, now: datetime, tz: tzinfo, dry_run: 
         subject = f"{host}/{name}"
         container = posixpath.join(root, host, name)
         try:
-            plan = plan_received_prune(received(container), keep, now, tz)
+            found = received(container)
+            plan = plan_received_prune(found, keep, now, tz)
             if not dry_run:
                 ep.apply(prune_steps(container, plan.prune), "prune")
         except (SubvaultError, OSError) as exc:
@@ -82,12 +85,30 @@ def prune_received(root: str, keep: str, *, now: datetime, tz: tzinfo, dry_run: 
             f"{subject}: {r.name} is not a complete receive ({r.reason}); the sender clears it on its next run, "
             "if it stays, no sender is running or a key is misused: look at it, `btrfs subvolume delete` it" for r in plan.partials
         ]
+        out.warnings += duplicate_warnings(subject, found)
         verb = "would-prune" if dry_run else "prune"
         out.items += [Item(subject, verb, f"{r.name} ({r.reason})") for r in plan.prune]
-        if not plan.prune:
-            out.items.append(Item(subject, "keep", f"{len(plan.kept)} entries"))
+        # One item per entry kept, as every command reports what stays: text counts them, JSON lists them.
+        out.items += [Item(subject, "keep", f"{name} ({why})") for name, why in plan.kept.items()]
+    if parse_policy(keep).latest_only:
+        out.warnings.append("--keep latest keeps the newest receive alone: a client's next receive replaces it; "
+                            'give a period policy (e.g. "24h 8d 5w")')
     out.warnings += _space_warning(root)
     return out
+
+
+def duplicate_warnings(subject: str, found: list[Received]) -> list[str]:
+    """One warning per received_uuid that two or more complete receives carry: the same snapshot
+    received twice is no second backup (a retried send, or a client replaying a stream)."""
+    by_uuid: dict[str, list[str]] = {}
+    for r in sorted(found, key=lambda r: r.id):
+        if r.verified and r.received_uuid:
+            by_uuid.setdefault(r.received_uuid, []).append(r.name)
+    return [
+        f"{subject}: {', '.join(names)} are the same snapshot (received_uuid {uuid}), received {len(names)} times; "
+        "only one is a backup: if no sender retried, a key is misused"
+        for uuid, names in by_uuid.items() if len(names) > 1
+    ]
 
 
 def _space_warning(root: str) -> list[str]:

@@ -159,6 +159,16 @@ def _set_aside(sub_name: str, entries: list[Entry], plan, now) -> dict[str, str]
     return out
 
 
+def _partial_items(subject: str, partials, aside: dict[str, str], prefix: str = "") -> list[Item]:
+    """Report each partial as what is done to it: deleted, or (a complete receive an append-only key may not delete) renamed aside."""
+    return [
+        Item(subject, f"{prefix}set-aside", f"{r.name} → {aside[r.name]} (a complete receive under a non-final name; "
+             "this key may not delete it: the target host's prune-received dates it by its own clock)", {"renamed_to": aside[r.name]})
+        if r.name in aside else Item(subject, f"{prefix}delete-partial", f"{r.name} ({r.reason})")
+        for r in partials
+    ]
+
+
 def _replicate_one(
     ctx: Context, ep: Endpoint, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, progress: ProgressFactory | None, meter: bool
 ) -> None:
@@ -169,8 +179,9 @@ def _replicate_one(
     plan = plan_replication(sub.name, sources, entries or [], tconf.keep, ctx.now, ctx.tz)
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
     by_uuid = {s.uuid: s for s in sources}
+    aside = _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else {}
     if ctx.dry_run:
-        out.items += [Item(subject, "would-delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
+        out.items += _partial_items(subject, plan.partials, aside, "would-")
         out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
         for send in plan.sends:
             kind = "full" if send.full else "incremental"
@@ -182,8 +193,8 @@ def _replicate_one(
         ep.ensure_container(container, known_missing=True)
     # Partials and adoptions (rare: only after a failure) go alone: waiting for the
     # cleaner must not count against the next stream's stall timer.
-    ep.apply(settle_steps(container, plan, _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else None), "delete partials")
-    out.items += [Item(subject, "delete-partial", f"{r.name} ({r.reason})") for r in plan.partials]
+    ep.apply(settle_steps(container, plan, aside or None), "delete partials")
+    out.items += _partial_items(subject, plan.partials, aside)
     out.items += [Item(subject, "adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
     # A verified receive's rename is owed to the target and travels with the next
     # command sent there: ahead of the next receive, or with the prune. Should that

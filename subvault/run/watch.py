@@ -121,7 +121,8 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             continue
         verified = [e for e in entries if is_verified(e)]
         times = [t for t in (parse_entry_time(sub.name, e.name) for e in verified) if t]
-        row = LayerRow(sub.name, layer, max(times, default=None), len(verified), cadence)
+        # A snapshot received twice (an append-only key can) is one backup: counted once; prune-received names it.
+        row = LayerRow(sub.name, layer, max(times, default=None), len({e.received_uuid for e in verified}), cadence)
         if verified and plan_replication(sub.name, sources, entries, tconf.keep, ctx.now, ctx.tz).base_before is None:
             row.error = "no snapshot in common with the target: the chain is broken and the next send will be full"
         last = failures.get(lasterror.key(sub.name, tconf.name))

@@ -256,6 +256,21 @@ def test_attack_newest_manifest_deleted_is_detected_and_never_silently_restored(
     _assert_all_kept_restore(lab)
 
 
+def test_attack_older_manifest_deleted_dry_run_refuses_as_the_restore_does(lab):
+    """The newest point's chain runs through an older manifest that is deleted: the restore refuses,
+    and its --dry-run reaches the same verdict (it said "would restore")."""
+    older, newer = _two_points(lab)
+    lab.bucket.store.delete(layout.manifest_key(SUB, older))
+    into = lab.paths["var_tmp"] / "r0"
+    into.mkdir()
+    argv = ["restore", SUB, "--from", "offsite", "--at", "latest", "--into", str(into), "--identity", str(lab.identity)]
+    real = lab.cli(*argv, check=False)
+    dry = lab.cli(*argv, "--dry-run", check=False)
+    assert real.returncode == 1 and older in real.stderr, real.stdout + real.stderr
+    assert dry.returncode == real.returncode and older in dry.stderr and "would" not in dry.stdout, dry.stdout + dry.stderr
+    assert not (into / SUB).exists()
+
+
 def test_attack_ledger_rolled_back_with_the_newest_point(lab):
     lab.cli("snapshot")
     lab.cli("offsite")

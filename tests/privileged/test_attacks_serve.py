@@ -227,3 +227,51 @@ def test_attack_append_only_key_cannot_delete_a_real_backup_whose_rename_was_cut
     assert res.returncode != 0 and "append-only" in res.stderr.decode()
     (c / "snapshot").rename(c / name)
     _assert_kept_and_restores(root, kept)
+
+
+def test_attack_append_only_key_adds_a_receive_and_the_previous_newest_is_not_pruned(world, make_sshd, tmp_path):
+    """Issue 13.1, "it can never cause an existing entry to be pruned": two honest backups today, the
+    second held only as the newest under `--keep 1d`; the key receives any stream and names it
+    final. The host's own `prune-received` keeps both real backups (the addition moves no hold
+    while it is inside the policy's finest window)."""
+    paths, root, state, mnt = world
+    server = make_sshd(serve_command(root, "--host", HOST, "--append-only"))
+    now = utcnow().replace(microsecond=0)
+    _honest_backup(paths, root, state, server, now - timedelta(minutes=3))
+    kept = _honest_backup(paths, root, state, server, now - timedelta(minutes=2))
+    assert len(kept) == 2
+    c = container(root, "data")
+    adapter.snapshot(mnt / "evil", mnt / "lie", readonly=True)
+    res = _ssh(server, f"btrfs receive {c}", _stream(mnt / "lie"))
+    assert res.returncode == 0, res.stderr
+    res = _ssh(server, f"mv -T {c / 'lie'} {c / ('data.' + now.strftime('%Y%m%dT%H%M%SZ'))}")
+    assert res.returncode == 0, res.stderr
+    result = _prune_received(root, "1d", tmp_path)
+    assert not result["errors"], result
+    assert not [i for i in result["items"] if i.get("action") == "prune"], result
+    _assert_kept_and_restores(root, kept)
+
+
+def test_attack_append_only_key_parks_a_complete_receive_and_the_report_says_what_was_done(world, make_sshd, tmp_path):
+    """A complete receive parked under a non-final name (`data.partial`) is renamed aside to a
+    final name, never deleted: the sender's report (and its dry run) says set-aside and the new
+    name, not delete-partial."""
+    paths, root, state, mnt = world
+    server = make_sshd(serve_command(root, "--host", HOST, "--append-only"))
+    now = utcnow().replace(microsecond=0)
+    _honest_backup(paths, root, state, server, now - timedelta(minutes=2))
+    c = container(root, "data")
+    adapter.snapshot(mnt / "evil", mnt / "data.partial", readonly=True)
+    assert _ssh(server, f"btrfs receive {c}", _stream(mnt / "data.partial")).returncode == 0
+    snap("data", paths["data"], now - timedelta(minutes=1))
+    ctx = context(paths, server.url(root), now=now, state=state, extra_target=_extra(server))
+    ctx.dry_run = True
+    dry = replicate(ctx)
+    assert [i.action for i in dry.items if "partial" in i.detail] == ["would-set-aside"], dump(dry)
+    out = replicate(context(paths, server.url(root), now=now, state=state, extra_target=_extra(server)))
+    assert not out.errors, dump(out)
+    (item,) = [i for i in out.items if "data.partial" in i.detail]
+    assert item.action == "set-aside", dump(out)
+    new_name = item.data["renamed_to"]
+    assert not (c / "data.partial").exists() and adapter.show(c / new_name).readonly, "the report names where it went"
+    assert not [i for i in out.items if i.action == "delete-partial"], dump(out)

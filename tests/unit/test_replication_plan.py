@@ -234,22 +234,34 @@ def received_sets(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(received_sets(), st.integers(0, 30), st.sampled_from(KEEPS))
-def test_attack_append_only_key_adds_entries_and_no_existing_entry_is_pruned_for_it(existing, extra, keep):
-    """Whatever a client adds after the fact (any names, any count), each existing entry is decided as before.
-
-    The one exception is the "newest" hold, which moves to the newest receive as an
-    honest sender's next run would move it: the previous newest then stands on the policy.
-    """
+@given(received_sets(), st.integers(0, 30), st.sampled_from(KEEPS), st.integers(0, 29))
+def test_attack_append_only_key_adds_entries_and_no_existing_entry_is_pruned_for_it(existing, extra, keep, minutes):
+    """Whatever a client adds (any names, any count), no existing entry is pruned for it while the
+    additions are inside the policy's finest window: not even the previous newest ("latest" has no window)."""
     last = existing[-1].otime if existing else NOW - timedelta(days=40)
-    added = [Received(entry_name("sub", NOW - timedelta(days=300)), 1000 + i, min(NOW, last + timedelta(minutes=i)), True) for i in range(extra)]
+    at = max(last, NOW - timedelta(minutes=minutes))  # NOW is 03:30: the current hour, inside every finest window
+    added = [Received(entry_name("sub", NOW - timedelta(days=300)), 1000 + i, at, True) for i in range(extra)]
     alone = plan_received_prune(existing, keep, NOW, UTC)
     attacked = plan_received_prune([*existing, *added], keep, NOW, UTC)
-    newest = existing[-1].name if existing else None
     lost = {r.name for r in attacked.prune} & {e.name for e in existing}
-    assert lost <= {r.name for r in alone.prune} | {newest}
+    if keep == "latest" and existing:
+        assert lost <= {r.name for r in alone.prune} | {existing[-1].name}
+    else:
+        assert lost <= {r.name for r in alone.prune}
     if existing:
         assert existing[-1].name in alone.kept
+
+
+def test_received_prune_an_addition_releases_the_previous_newest_only_after_the_finest_window():
+    real = Received("sub.real", 256, NOW - timedelta(days=3, hours=1), True)  # not first of its day
+    first = Received("sub.first", 255, NOW - timedelta(days=3, hours=2), True)
+    lie = Received("sub.lie", 300, NOW - timedelta(minutes=5), True)
+    plan = plan_received_prune([first, real, lie], "24h 7d", NOW, UTC)
+    assert plan.prune == [], "the addition is inside the last 24 hours: it releases nothing"
+    assert "before the finest window" in plan.kept[real.name]
+    later = NOW + timedelta(days=1, hours=1)
+    plan = plan_received_prune([first, real, lie], "24h 7d", later, UTC)
+    assert [r.name for r in plan.prune] == [real.name], "a day later the addition stands on the policy, and so does the old newest"
 
 
 def test_received_prune_dates_by_the_receiving_host_never_by_names():
@@ -260,7 +272,7 @@ def test_received_prune_dates_by_the_receiving_host_never_by_names():
     lie = Received("sub.20261126T000000Z", 300, NOW - timedelta(minutes=5), True)
     plan = plan_received_prune([first, real, lie], "1d", NOW, UTC)
     assert first.name in plan.kept and lie.name in plan.kept, "the lie is dated by when this host received it"
-    assert [r.name for r in plan.prune] == [real.name], "only the newest hold moved, as an honest next send moves it"
+    assert plan.prune == [] and real.name in plan.kept, "the previous newest is not released by a receive of today"
     real = Received(entry_name("sub", NOW - timedelta(days=2)), 256, NOW - timedelta(days=2), True)
     plan = plan_received_prune([real, lie], "3d", NOW, UTC)
     assert plan.prune == [] and set(plan.kept) == {real.name, lie.name}
