@@ -368,17 +368,14 @@ def run_prechange(
 ) -> PrechangeResult:
     """Run one pre-change (see the module docstring for the order) and return what it did.
 
-    With dry_run, only read what Flux and the pods look like (GET requests) and return
-    the steps it would take in `planned`: nothing is suspended, run or snapshotted.
-
-    `flux` serves both Flux and the Velero pod hooks of `node` (None: neither);
-    `arm_timer(run_id)` arms the auto-resume timer. `live_run(run_id)` says whether
-    another pre-change that marked objects is still running (its objects are left to it).
-    `release_lock()` is called once the snapshot and post hooks are done, before COMMAND:
-    the subvault lock guards the quiesce-and-snapshot window, not the user's change,
-    so a timer `run` during a long COMMAND goes on. Raise PrechangeFailed (carrying
-    the result) if the run stopped early, a fatal hook failed, COMMAND failed, a
-    signal arrived, or resume failed; Flux has been resumed before it is raised.
+    dry_run: only read Flux and the pods (GETs); `planned` lists the steps it would take.
+    `flux` serves Flux and the Velero pod hooks of `node` (None: neither); `arm_timer(run_id)`
+    arms the auto-resume timer; `live_run(run_id)`: is another pre-change that marked
+    objects still running (its objects are left to it). `release_lock()` runs after the
+    snapshot and post hooks, before COMMAND: the lock guards the quiesce-and-snapshot
+    window, not the user's change. Raise PrechangeFailed (carrying the result) if it
+    stopped early, a fatal hook or COMMAND failed, a signal arrived, or resume failed;
+    Flux has been resumed before it is raised.
     """
     run_id = run_id or new_run_id(now)
     result = PrechangeResult(run_id, description or default_description(now), dry_run=dry_run)
@@ -393,19 +390,7 @@ def run_prechange(
     with SignalGuard() as guard:
         try:
             run.read(flux_mode, selection, node, pod_hooks)
-            if run.kube is not None and run.plan.ours and arm_timer is not None:
-                run.timer = arm_timer(run_id)
-                result.auto_resume_unit = run.timer.unit if run.timer else None
-            run.suspend(run_id)
-            run.wait(wait_timeout)
-            run.pre_hooks(hooks)
-            run.say(f"snapshotting all subvolumes: {result.description}")
-            result.snapshot = snap_all(result.description)
-            result.snapshot_taken = True
-            run.post_hooks(hooks, normal=True)
-            if release_lock is not None:
-                release_lock()
-            run.command(command)
+            _quiesce_snapshot_change(run, run_id, hooks, snap_all, command, wait_timeout, arm_timer, release_lock)
         except SubvaultError as e:
             failure = e
             result.error = str(e)
@@ -419,6 +404,27 @@ def run_prechange(
     if failure is not None:
         raise PrechangeFailed(result, failure) from failure
     return result
+
+
+def _quiesce_snapshot_change(
+    run: _Run, run_id: str, hooks: Sequence[Hook], snap_all: Callable[[str], object], command: Sequence[str] | None,
+    wait_timeout: float, arm_timer: ArmTimer | None, release_lock: Callable[[], None] | None,
+) -> None:
+    """The steps between reading Flux and cleaning up, in the module docstring's order."""
+    result = run.result
+    if run.kube is not None and run.plan.ours and arm_timer is not None:
+        run.timer = arm_timer(run_id)
+        result.auto_resume_unit = run.timer.unit if run.timer else None
+    run.suspend(run_id)
+    run.wait(wait_timeout)
+    run.pre_hooks(hooks)
+    run.say(f"snapshotting all subvolumes: {result.description}")
+    result.snapshot = snap_all(result.description)
+    result.snapshot_taken = True
+    run.post_hooks(hooks, normal=True)
+    if release_lock is not None:
+        release_lock()
+    run.command(command)
 
 
 def _planned_steps(run: _Run, hooks: Sequence[Hook], description: str, command: Sequence[str] | None) -> list[str]:
