@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
-from types import FrameType
-from typing import Any, Literal
+from typing import Literal
 
 from subvault import process
 from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, SubvaultError
@@ -42,6 +40,8 @@ from subvault.k8s.autoresume import AutoResume
 from subvault.k8s.client import KubeAuthError, KubeClient, KubeError, KubeUnreachable, ObjRef, PodInfo
 from subvault.k8s.flux import FluxSelection, SuspendPlan
 from subvault.k8s.velero import PodHook, PodHookPlan, plan_pod_hooks, run_pod_hook
+from subvault.run.prechange_result import PrechangeResult
+from subvault.run.signal_guard import SignalGuard
 
 FluxMode = Literal["auto", "required", "off"]
 FluxClient = KubeClient
@@ -49,14 +49,6 @@ Log = Callable[[str], None]
 ArmTimer = Callable[[str], "AutoResume | None"]
 DEFAULT_WAIT_TIMEOUT = 120.0
 OUTPUT_TAIL_LINES = 50
-
-
-class PrechangeInterrupted(SubvaultError):
-    """A signal (SIGTERM, SIGINT, SIGHUP) stopped the run; Flux is resumed on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
 class FluxUnavailable(SubvaultError):
@@ -69,46 +61,6 @@ class HookFailed(SubvaultError):
 
 class ResumeFailed(SubvaultError):
     """Some objects subvault suspended could not be resumed."""
-
-
-@dataclass
-class PrechangeResult:
-    """What one pre-change did; `ok` is false if anything after planning went wrong."""
-
-    run_id: str
-    description: str
-    flux: str = "off"  # suspended | off | not-configured | unavailable
-    suspended: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-    user_suspended: list[str] = field(default_factory=list)
-    still_reconciling: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
-    resume_failed: list[str] = field(default_factory=list)
-    hooks: list[HookOutcome] = field(default_factory=list)
-    snapshot: object | None = None
-    snapshot_taken: bool = False
-    command_exit: int | None = None
-    command_output: str = ""
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    signals: list[str] = field(default_factory=list)
-    auto_resume_unit: str | None = None
-    dry_run: bool = False
-    planned: list[str] = field(default_factory=list)  # with dry_run: each step it would take
-
-    @property
-    def ok(self) -> bool:
-        if self.dry_run:
-            return self.error is None
-        return self.snapshot_taken and self.error is None and not self.resume_failed
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (the snapshot value is rendered with str unless it has to_dict)."""
-        data = asdict(self)
-        snap = self.snapshot
-        data["snapshot"] = snap.to_dict() if hasattr(snap, "to_dict") else (None if snap is None else str(snap))
-        data["ok"] = self.ok
-        return data
 
 
 class PrechangeFailed(SubvaultError):
@@ -135,40 +87,6 @@ def default_description(now: datetime) -> str:
 def new_run_id(now: datetime) -> str:
     """Return the run id written into the annotation: `pre-change-<time>-<pid>`."""
     return f"{fluxops.RUN_PREFIX}{now:%Y%m%dT%H%M%S}-{os.getpid()}"
-
-
-class SignalGuard:
-    """Turns SIGTERM/SIGINT/SIGHUP into PrechangeInterrupted until `defer()`, then only records them.
-
-    Installed only in the main thread; the old handlers come back on exit.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        self._deferred = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received.append(signum)
-        if not self._deferred:
-            self._deferred = True
-            raise PrechangeInterrupted(signum)
-
-    def defer(self) -> None:
-        """From now on, signals are recorded and do not interrupt (cleanup is running)."""
-        self._deferred = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _safe(log: Log) -> Log:

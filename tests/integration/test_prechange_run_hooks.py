@@ -13,7 +13,8 @@ import pytest
 from subvault.hooks import Hook
 from subvault.k8s.client import Condition, ExecResult, FluxObject, KubeApiError, ObjRef, PodInfo
 from subvault.k8s.flux import ANNOTATION
-from subvault.run.prechange import PrechangeFailed, SignalGuard, run_prechange
+from subvault.run.prechange import PrechangeFailed, run_prechange
+from subvault.run.signal_guard import SignalGuard
 
 NOW = datetime(2026, 11, 26, 3, 0, 0)
 
