@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from subvault.adopt.btrbk_conf import format_snapshot_name  # noqa: E402
+from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name  # noqa: E402
 from subvault.btrfs import fastpath  # noqa: E402
 from subvault.btrfs.snapper import Info, render_info  # noqa: E402
 from subvault.testbed import PROTECTED, LoopFs, build_homelab  # noqa: E402
@@ -172,6 +172,16 @@ def change(paths: dict[str, Path], seed: int) -> None:
                 fh.write(rng.randbytes(1 << 20))
 
 
+def redate(*dirs: Path, hours: int = 2) -> None:
+    """Name btrbk's snapshot and its copy `hours` earlier, as an hourly btrbk would have: on both sides alike, so
+    subvault's timeline is due (btrbk's own run snapshots whatever the time)."""
+    for d in dirs:
+        for e in sorted(d.iterdir()):
+            parsed = parse_snapshot_name(e.name, TZ)
+            if parsed:
+                e.rename(d / format_snapshot_name(parsed[0], parsed[1] - timedelta(hours=hours), "long", TZ))
+
+
 def received(root: Path) -> int:
     out = subprocess.run(["btrfs", "subvolume", "list", "-r", "-o", str(root)], capture_output=True, text=True, check=True).stdout
     return len(out.splitlines())
@@ -196,6 +206,7 @@ def bench_run(work: Path, mib: int, rounds: int) -> tuple[list[float], list[floa
                 conf = work / f"btrbk-{side}{r}.conf"
                 btrbk_conf(conf, vol, tdir, work, f"{side}{r}")
                 sh(["btrbk", "-c", str(conf), "run"])  # the full send: history, not timed
+                redate(vol / "btrbk_snapshots", tdir)
                 sides[side] = (paths, conf, tdir)
             del blobs
             for side in sides:
