@@ -291,12 +291,11 @@ def _exists(ep: Endpoint, path: str) -> bool:
 def preflight(plan: AdoptPlan) -> None:
     """Check, before --apply changes anything, what it needs on each ssh target: python3 (see flip.py).
 
-    Raise PermanentError naming the target and what to install.
+    Raise SubvaultError naming the target and what to install.
     """
     from subvault.adopt.flip import PYTHON3_PROBE
     from subvault.config.schema import TargetConf
     from subvault.endpoints.endpoint import open_target
-    from subvault.errors import PermanentError
 
     moving = {a.data["target"] for a in plan.actions if a.kind == "move-entry"}
     for tp in plan.targets:
@@ -308,7 +307,7 @@ def preflight(plan: AdoptPlan) -> None:
             res = ep.runner.run([PYTHON3_PROBE], what=f"{tp.name}: look for python3", check=False)
         if res.returncode not in (0, 255):  # 255: ssh itself failed; the moves will say why
             host = tp.url[len("ssh://"):].split("/", 1)[0]
-            raise PermanentError(
+            raise SubvaultError(
                 f"target {tp.name} ({host}): adopt --apply needs python3 there to move btrbk's entries keeping "
                 "their received_uuid, and it is missing: install it on that host (Debian/Raspberry Pi OS: "
                 "`apt install python3-minimal`) and run adopt --apply again; nothing was changed"
