@@ -46,6 +46,7 @@ class Sshd:
     port: int = 0
     address: str = "127.0.0.1"
     netns: str | None = None  # run inside this network namespace (which the caller made)
+    env: dict[str, str] = field(default_factory=dict)  # more SetEnv for sessions (e.g. a PATH without python3)
     proc: object | None = None
     log: list[str] = field(default_factory=list)
 
@@ -97,7 +98,7 @@ class Sshd:
                     f"PidFile {self.dir / 'sshd.pid'}",
                     "StrictModes no",
                     "UsePAM no",
-                    f"SetEnv PYTHONPATH={REPO}",
+                    f"SetEnv PYTHONPATH={REPO}" + "".join(f" {k}={v}" for k, v in self.env.items()),  # sshd reads one SetEnv line
                     "MaxStartups 100",
                     "ClientAliveInterval 2",
                     "ClientAliveCountMax 2",

@@ -21,6 +21,7 @@ import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subvault import process, systemd
 from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
@@ -29,6 +30,10 @@ from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, wri
 from subvault.errors import SubvaultError
 from subvault.run.results import Item, Outcome
 
+if TYPE_CHECKING:
+    from subvault.endpoints.endpoint import Endpoint
+
+INFO_PENDING = "info.xml.adopt"  # info.xml of a btrbk snapshot being moved in (see _move_local)
 ORDER = ("disable-timer", "disable-cron", "snapper-config", "move-local", "move-entry", "take-over", "install-timers")
 
 
@@ -42,12 +47,27 @@ def apply_plan(plan: AdoptPlan, *, root: str, config_path: str, out: Outcome) ->
         if kind == "move-entry":
             _move_entries(plan, actions, out)
             continue
+        if kind == "move-local":
+            for s in plan.subvolumes:
+                try:
+                    finished = finish_local(s.path) if s.btrbk else []
+                except OSError as exc:
+                    out.fail(f"{s.name} (move-local)", SubvaultError(f"finishing an interrupted move in {s.path}/.snapshots: {exc}"))
+                    continue
+                if finished:
+                    out.items.append(Item(s.name, kind, f"finished #{', #'.join(map(str, finished))} (an earlier --apply was interrupted)"))
         for a in actions:
             try:
                 detail = _APPLY[kind](a, root=root, config_path=config_path)
                 out.items.append(Item(a.subject, kind, detail or a.detail))
             except (SubvaultError, OSError) as exc:
                 out.fail(f"{a.subject} ({kind})", exc if isinstance(exc, SubvaultError) else SubvaultError(str(exc)))
+        if kind == "take-over" and actions:
+            # info.xml was replaced without an fsync each (2,000 snapshots: seconds): one syncfs per filesystem.
+            try:
+                local._sync_filesystems(sorted({Path(a.data["path"]).parent for a in actions}))
+            except OSError as exc:
+                out.fail("take-over (sync)", SubvaultError(f"syncing the rewritten info.xml files: {exc}"))
 
 
 def _systemctl(root: str, *args: str) -> list[str]:
@@ -93,9 +113,10 @@ def _move_local(a: Action, *, root: str, config_path: str) -> str:
     """Move one btrbk snapshot into .snapshots/N as a subvault timeline snapshot (same uuid).
 
     No pending marker here: `finish_pending` removes a marked snapshot that is not
-    read-only, and this one is writable for a moment. Order: mkdir N, flip rw, rename,
-    flip ro, then info.xml (atomic). A crash leaves at worst N without info.xml, which
-    snapper and subvault ignore and nothing deletes.
+    read-only, and this one is writable for a moment. Order: mkdir N, info.xml under a
+    name snapper and subvault ignore (INFO_PENDING), flip rw, rename, flip ro, then
+    INFO_PENDING becomes info.xml. A crash leaves N with INFO_PENDING, which the next
+    --apply finishes (`finish_local`); nothing deletes it meanwhile.
     """
     from subvault.adopt.flip import set_readonly
 
@@ -107,18 +128,37 @@ def _move_local(a: Action, *, root: str, config_path: str) -> str:
     ndir = sdir / str(num)
     os.mkdir(ndir, 0o755)
     dst = ndir / "snapshot"
+    info = Info(num=num, date=datetime.fromisoformat(a.data["time"]), description=f"btrbk {a.data['btrbk_name']}",
+                cleanup="timeline", userdata=((OWNER_KEY, "timeline"), (ADOPTED_KEY, "btrbk")))
+    write_atomic(ndir / INFO_PENDING, render_info(info))
     set_readonly(src, False)
     try:
         _rename_subvolume(src, dst, a.data.get("btrbk_sub_path"), sub_path, num)
     except BaseException:
         set_readonly(src, True)
+        (ndir / INFO_PENDING).unlink()
         ndir.rmdir()
         raise
     set_readonly(dst, True)
-    info = Info(num=num, date=datetime.fromisoformat(a.data["time"]), description=f"btrbk {a.data['btrbk_name']}",
-                cleanup="timeline", userdata=((OWNER_KEY, "timeline"), (ADOPTED_KEY, "btrbk")))
-    write_atomic(ndir / "info.xml", render_info(info))
+    os.rename(ndir / INFO_PENDING, ndir / "info.xml")
     return f"{src} → {dst} (#{num}, same uuid)"
+
+
+def finish_local(sub_path: str) -> list[int]:
+    """Finish the btrbk snapshots an interrupted --apply moved into sub_path/.snapshots: return their numbers."""
+    from subvault.adopt.flip import set_readonly
+
+    done = []
+    for pending in sorted(local.snapshots_dir(sub_path).glob(f"*/{INFO_PENDING}")):
+        ndir = pending.parent
+        if (ndir / "snapshot").is_dir():
+            set_readonly(ndir / "snapshot", True)
+            os.rename(pending, ndir / "info.xml")
+            done.append(int(ndir.name))
+        else:  # the rename had not happened: the snapshot is still where btrbk left it
+            pending.unlink()
+            ndir.rmdir()
+    return done
 
 
 def _rename_subvolume(src: str, dst: Path, btrbk_sub_path: str | None, sub_path: str, num: int) -> None:
@@ -149,7 +189,7 @@ def _take_over(a: Action, *, root: str, config_path: str) -> str:
         return f"#{info.num} already subvault's"
     userdata = (*info.userdata, (OWNER_KEY, a.data["kind"]), (ADOPTED_KEY, "snapper"))
     new = Info(info.num, info.date, info.description, info.cleanup, info.type, userdata)
-    write_atomic(info_path, render_info(new), info_path.stat().st_mode & 0o7777)
+    write_atomic(info_path, render_info(new), info_path.stat().st_mode & 0o7777, durable=False)  # synced by apply_plan
     return f"#{info.num} ({info.cleanup}) → subvault {a.data['kind']} (retention from now on by subvault's policy)"
 
 
@@ -173,54 +213,105 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
     (a subvolume subvault never lists), each flipped writable for its rename and
     read-only right after (received_uuid kept, see flip.py); only then does the staging
     container take its final name. A crash half-way leaves the staging container and
-    btrbk's directory, neither of which subvault prunes: nothing is lost, and the
-    entries still in btrbk's directory move on the next --apply.
+    btrbk's directory, neither of which subvault prunes: nothing is lost, and the next
+    --apply finishes it (entries in staging made read-only, the rest moved, the rename).
     """
-    from subvault.adopt.flip import flip_argv
     from subvault.config.schema import TargetConf
-    from subvault.endpoints import commands as C
     from subvault.endpoints.endpoint import open_target
-    from subvault.errors import NotFound
 
-    targets = {t.name: t for t in plan.targets}
-    by_target: dict[str, list[Action]] = {}
+    by_target: dict[str, dict[str, list[Action]]] = {}
+    for tp in plan.targets:
+        for container in tp.containers:
+            by_target.setdefault(tp.name, {}).setdefault(container, [])
     for a in actions:
-        by_target.setdefault(a.data["target"], []).append(a)
-    for name, moves in by_target.items():
-        tp: TargetPlan = targets[name]
+        by_target.setdefault(a.data["target"], {}).setdefault(a.data["container"], []).append(a)
+    targets = {t.name: t for t in plan.targets}
+    for name, containers in by_target.items():
+        tp = targets[name]
         conf = TargetConf(name=tp.name, type="btrfs", url=tp.url, keep=tp.keep, ssh_identity=tp.ssh_identity,
                           ssh_cipher=tp.ssh_cipher, ssh_options=list(tp.ssh_options))
         try:
             with open_target(conf) as ep:
                 ep.check()
-                by_container: dict[str, list[Action]] = {}
-                for a in moves:
-                    by_container.setdefault(a.data["container"], []).append(a)
-                for container, group in by_container.items():
-                    subject = group[0].subject
-                    try:
-                        ep.show(container)
-                        out.fail(f"{subject} (move-entry)", SubvaultError(
-                            f"{container} exists already (subvault ran before adopt?): btrbk's entries stay in "
-                            f"{tp.btrbk_dir}; move them into it by hand (see docs/adopt.md)"))
-                        continue
-                    except NotFound:
-                        pass
-                    parent = container.rsplit("/", 1)[0]
-                    staging = f"{parent}/.adopt-{container.rsplit('/', 1)[1]}"
-                    steps: list[list[list[str]]] = [[C.mkdirs(parent)]]
-                    try:
-                        ep.show(staging)
-                    except NotFound:
-                        steps.append([C.create(staging)])
-                    for a in group:
-                        final = f"{staging}/{a.data['dst'].rsplit('/', 1)[1]}"
-                        steps += [[flip_argv(a.data["src"], False)], [C.rename(a.data["src"], final)], [flip_argv(final, True)]]
-                    steps.append([C.rename(staging, container)])
-                    ep.apply(steps, f"move btrbk entries into {container}")
-                    out.items += [Item(a.subject, "move-entry", a.detail) for a in group]
+                for container, group in containers.items():
+                    _move_group(ep, tp, container, group, out)
         except SubvaultError as exc:
             out.fail(f"{name} (move-entry)", exc)
+
+
+def _move_group(ep: Endpoint, tp: TargetPlan, container: str, group: list[Action], out: Outcome) -> None:
+    from subvault.adopt.flip import move_argv, move_into
+    from subvault.btrfs import adapter
+    from subvault.endpoints import commands as C
+
+    parent, leaf = container.rsplit("/", 1)
+    staging = f"{parent}/.adopt-{leaf}"
+    subject = group[0].subject if group else f"{leaf}→{tp.name}"
+    resumed = _exists(ep, staging)
+    if not group and not resumed:
+        return
+    if _exists(ep, container):
+        out.fail(f"{subject} (move-entry)", SubvaultError(
+            f"{container} exists already (subvault ran before adopt?): btrbk's entries stay in {tp.btrbk_dir}"
+            f"{f' and {staging}' if resumed else ''}; move them into it by hand (see docs/adopt.md)"))
+        return
+    moves = [(a.data["src"], a.data["dst"].rsplit("/", 1)[1]) for a in group]
+    try:
+        if ep.is_local:
+            os.makedirs(parent, exist_ok=True)
+            if not resumed:
+                adapter.create_subvolume(staging)
+            move_into(staging, container, moves)
+        else:
+            steps: list[list[list[str]]] = [[C.mkdirs(parent)]]
+            if not resumed:
+                steps.append([C.create(staging)])
+            steps.append([move_argv(staging, container, moves)])
+            ep.apply(steps, f"move btrbk entries into {container}")
+    except OSError as exc:
+        out.fail(f"{subject} (move-entry)", SubvaultError(
+            f"moving btrbk entries into {staging}: {exc.strerror} ({exc.filename}); nothing is lost: "
+            f"the entries are in {tp.btrbk_dir} or {staging}; fix the cause and run adopt --apply again"))
+        return
+    if resumed:
+        out.items.append(Item(subject, "move-entry", f"finished {staging} → {container} (an earlier --apply was interrupted)"))
+    out.items += [Item(a.subject, "move-entry", a.detail) for a in group]
+
+
+def _exists(ep: Endpoint, path: str) -> bool:
+    from subvault.errors import NotFound
+
+    try:
+        ep.show(path)
+        return True
+    except NotFound:
+        return False
+
+
+def preflight(plan: AdoptPlan) -> None:
+    """Check, before --apply changes anything, what it needs on each ssh target: python3 (see flip.py).
+
+    Raise SubvaultError naming the target and what to install.
+    """
+    from subvault.adopt.flip import PYTHON3_PROBE
+    from subvault.config.schema import TargetConf
+    from subvault.endpoints.endpoint import open_target
+
+    moving = {a.data["target"] for a in plan.actions if a.kind == "move-entry"}
+    for tp in plan.targets:
+        if not tp.url.startswith("ssh://") or not (tp.name in moving or tp.containers):
+            continue
+        conf = TargetConf(name=tp.name, type="btrfs", url=tp.url, keep=tp.keep, ssh_identity=tp.ssh_identity,
+                          ssh_cipher=tp.ssh_cipher, ssh_options=list(tp.ssh_options))
+        with open_target(conf) as ep:
+            res = ep.runner.run([PYTHON3_PROBE], what=f"{tp.name}: look for python3", check=False)
+        if res.returncode not in (0, 255):  # 255: ssh itself failed; the moves will say why
+            host = tp.url[len("ssh://"):].split("/", 1)[0]
+            raise SubvaultError(
+                f"target {tp.name} ({host}): adopt --apply needs python3 there to move btrbk's entries keeping "
+                "their received_uuid, and it is missing: install it on that host (Debian/Raspberry Pi OS: "
+                "`apt install python3-minimal`) and run adopt --apply again; nothing was changed"
+            )
 
 
 _APPLY = {

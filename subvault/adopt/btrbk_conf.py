@@ -61,6 +61,11 @@ SECTIONS = ("volume", "subvolume", "target")
 TARGET_TYPES = ("send-receive", "raw")
 UNSUPPORTED_BACKENDS = ("btrfs-progs-sudo", "btrfs-progs-doas", "btrfs-progs-btrbk")
 
+# btrbk's grammar: a policy is `no` or tokens like 24h 8d 5w 6m 1y (a count or *); a minimum
+# is all, latest, no or one such token. subvault refuses what btrbk itself would refuse.
+_PRESERVE_TOKEN = re.compile(r"^(\d+|\*)[hdwmy]$")
+_MIN_TOKEN = re.compile(r"^(all|latest|no|\d+[hdwmy])$")
+_SSH_AUTHORITY = re.compile(r"^(?:[A-Za-z0-9_.][A-Za-z0-9_.-]*@)?(?:[A-Za-z0-9_.][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\])(?::\d+)?$")
 _NAME_RE = re.compile(
     r"^(?P<name>.+)\.(?P<date>\d{8})(?:T(?P<hm>\d{4})(?:(?P<s>\d{2})(?P<off>[+-]\d{4}|Z))?)?(?:_(?P<n>\d+))?$"
 )
@@ -237,9 +242,13 @@ def _check_subvolume(conf: BtrbkConfig, sub: BtrbkSubvolume) -> None:
     fmt = sub.get("timestamp_format")
     if fmt not in ("short", "long", "long-iso"):
         raise AdoptInputError(conf.file, sub.line_of("timestamp_format"), f'timestamp_format "{fmt}": expected short, long or long-iso')
+    _check_preserve(conf, sub, "snapshot_preserve", "snapshot_preserve_min")
     for t in sub.targets:
         if t.type != "send-receive":
             continue
+        _check_preserve(conf, t, "target_preserve", "target_preserve_min")
+        if t.is_ssh:
+            _check_ssh(conf, t)
         for key in ("backend", "backend_remote"):
             if t.is_ssh and t.get(key) in UNSUPPORTED_BACKENDS:
                 raise AdoptInputError(
@@ -247,6 +256,27 @@ def _check_subvolume(conf: BtrbkConfig, sub: BtrbkSubvolume) -> None:
                     f"{key} {t.get(key)}: btrbk reached {t.url} through sudo/doas/ssh_filter; subvault runs btrfs "
                     "directly as the ssh user (use root, or `subvault serve` as the key's forced command)",
                 )
+
+
+def _check_preserve(conf: BtrbkConfig, where: BtrbkSubvolume | BtrbkTarget, key: str, min_key: str) -> None:
+    value, minimum = where.get(key).strip(), where.get(min_key).strip()
+    if value not in ("", "no") and not all(_PRESERVE_TOKEN.match(w) for w in value.split()):
+        raise AdoptInputError(conf.file, where.line_of(key) or where.line,
+                              f'{key} "{value}": expected "no" or counts like "24h 8d 5w 6m" (btrbk would refuse it too)')
+    if minimum and not _MIN_TOKEN.match(minimum):
+        raise AdoptInputError(conf.file, where.line_of(min_key) or where.line,
+                              f'{min_key} "{minimum}": expected all, latest, no or an age like "18h" (btrbk would refuse it too)')
+
+
+def _check_ssh(conf: BtrbkConfig, t: BtrbkTarget) -> None:
+    port, user = t.get("ssh_port").strip(), t.get("ssh_user").strip()
+    if port and not port.isdigit():
+        raise AdoptInputError(conf.file, t.line_of("ssh_port") or t.line, f'ssh_port "{port}" is not a number')
+    if user and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$", user):
+        raise AdoptInputError(conf.file, t.line_of("ssh_user") or t.line, f'ssh_user "{user}" is not a user name')
+    authority, slash, _ = t.url[len("ssh://"):].partition("/")
+    if not _SSH_AUTHORITY.match(authority) or not slash:
+        raise AdoptInputError(conf.file, t.line, f'target "{t.url}": expected ssh://[user@]host[:port]/directory')
 
 
 def preserve_to_keep(preserve: str, preserve_min: str) -> tuple[str, list[str]]:

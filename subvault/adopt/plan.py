@@ -119,6 +119,7 @@ class TargetPlan:
     ssh_options: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     btrbk_dir: str = ""  # btrbk's target directory (the path part of url)
+    containers: list[str] = field(default_factory=list)  # <dir>/<host>/<sub> of each subvolume listed there
 
 
 @dataclass
@@ -331,12 +332,18 @@ def _entries(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, tp: T
         plan.manual.append(f"{tp.name}: could not list {t.url} ({found}); run adopt --apply again once it is reachable")
         return
     container = f"{tp.btrbk_dir.rstrip('/')}/{inp.host}/{name}"
+    if container not in tp.containers:
+        tp.containers.append(container)  # an interrupted --apply may have left its staging container to finish
     taken: set[str] = set()
     moved = 0
     for e in sorted(found, key=lambda e: (e.time, e.suffix, e.name)):
         if not (e.readonly and e.received_uuid):
+            hint = ""
+            if e.received_uuid:  # writable with a received_uuid: a receive or an adopt --apply was interrupted
+                hint = (f"; if it is whole (an adopt --apply interrupted between its flip and its rename), "
+                        f"`btrfs property set -ts {tp.btrbk_dir}/{e.name} ro true` and run adopt --apply again")
             plan.manual.append(f"{tp.name}: {tp.btrbk_dir}/{e.name} is not a verified receive (read-only with a received_uuid); "
-                               "left in place, not a restore point for subvault")
+                               f"left in place, not a restore point for subvault{hint}")
             continue
         final = entry_name(name, e.time, taken, e.suffix or moved + 1)
         taken.add(final)

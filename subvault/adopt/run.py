@@ -72,6 +72,10 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
         if dest:
             out.items.append(Item(dest, "would-write", "the config below"))
         return plan, out
+    if req.apply:
+        from subvault.adopt.apply import preflight
+
+        preflight(plan)  # before anything changes, the config file included
     if dest and req.apply and not req.write_path and Path(dest).exists() and not req.force:
         # A second --apply (or one after --write and review): the config in place is the user's now.
         out.items.append(Item(dest, "kept", "the existing config (--force replaces it with the adopted one)"))

@@ -43,8 +43,7 @@ def adopt(env: Env, use_snapper: bool, btrbk_file: str | None, write_path: str |
     )
     plan, out = do_adopt(req)
     if as_json:
-        emit_json("adopt", {"plan": plan, "outcome": out})
-        return out.exit_code
+        return emit_json("adopt", {"plan": plan, "outcome": out}, out.exit_code)
     pre = "[dry-run] " if dry_run else ""
     click.echo("found:")
     for line in plan.found:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -255,3 +256,168 @@ def test_snapper_config_for_a_non_btrfs_path_is_one_line_naming_file_and_line(in
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {bad}:2: SUBVOLUME=\"/srv\" ({plain}) is not on btrfs; subvault adopts btrfs configs only"] or \
         f"{bad}:2:" in proc.stderr, proc.stderr
+
+
+def _state(inst: Installation) -> dict[str, object]:
+    """Everything adopt could change: every file under the root (the pool, /etc, systemd, cron),
+    btrbk.conf, and every subvolume on the three filesystems with its flags."""
+    files: dict[str, object] = {"btrbk.conf": inst.btrbk_conf.read_bytes()}
+    for top, dirs, names in os.walk(inst.root):
+        for n in dirs + names:
+            p = Path(top) / n
+            if p.is_symlink():
+                files[str(p)] = ("->", os.readlink(p))
+            elif p.is_file():
+                files[str(p)] = (p.stat().st_mode, p.read_bytes())
+            else:
+                files[str(p)] = p.stat().st_mode
+    for m in (inst.pool, inst.usb.parent, inst.pi.parent):
+        for s in adapter.list_subvolumes(m):
+            files[f"{m}//{s.path}"] = (s.uuid, s.received_uuid, s.readonly)
+    return files
+
+
+def test_adopt_dry_run_apply_changes_nothing_and_json_says_what_it_would_do(installation, tmp_path):
+    inst = installation
+    config, written = tmp_path / "subvault.toml", tmp_path / "written.toml"
+    entries = {d: [p.name for p in d.iterdir()] for d in (inst.usb, inst.pi)}
+    before = _state(inst)
+
+    proc = _adopt(inst, config, "--apply", "--dry-run", "--json", "--write", str(written))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["command"], doc["exit_code"]) == ("adopt", 0)
+    plan, outcome = doc["result"]["plan"], doc["result"]["outcome"]
+    kinds: dict[str, int] = {}
+    for a in plan["actions"]:
+        kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
+    assert kinds == {
+        "disable-timer": 1, "disable-cron": 1, "snapper-config": len(SNAPPER_SUBS),
+        "move-local": len(BTRBK_SUBS),  # btrbk kept only its latest snapshot of each
+        "move-entry": sum(len(v) for v in entries.values()),
+        "take-over": 5 * len(SNAPPER_SUBS),  # 4 timeline + 1 number snapshot each
+        "install-timers": 1,
+    }, kinds
+    moved = {a["data"]["src"] for a in plan["actions"] if a["kind"] == "move-entry"}
+    assert moved == {f"{d}/{n}" for d, names in entries.items() for n in names}
+    assert {s["name"] for s in plan["subvolumes"]} == set(BTRBK_SUBS)
+    assert {(t["name"], t["keep"], t["compress"]) for t in plan["targets"]} == {("btrbk", "24h 8d 5w", "none"), ("127", "24h 8d 5w", "zstd")}
+    assert any("TIMELINE_MIN_AGE=1800" in line and "no equivalent" in line for line in plan["toml"].splitlines())
+    from subvault.config.load import parse_config
+
+    assert {s.name for s in parse_config(plan["toml"]).subvolume} == set(BTRBK_SUBS)
+    assert outcome["dry_run"] is True and [(i["subject"], i["action"]) for i in outcome["items"]] == [(str(written), "would-write")]
+    # --dry-run: no file written, no snapper or btrbk config touched, no timer, nothing moved.
+    assert not written.exists() and not config.exists()
+    assert _state(inst) == before
+
+    # --json without --dry-run or --apply: the config is written, and only that.
+    proc = _adopt(inst, config, "--json", "--write", str(written))
+    doc = json.loads(proc.stdout)
+    assert [(i["subject"], i["action"]) for i in doc["result"]["outcome"]["items"]] == [(str(written), "wrote")]
+    assert written.read_text() == doc["result"]["plan"]["toml"] and written.stat().st_mode & 0o777 == 0o600
+    assert _state(inst) == before
+
+
+# kill -9 of `adopt --apply` right after a rename, before the flip back to read-only:
+# "entry": the second target entry is in the staging container, still writable;
+# "local": btrbk's first local snapshot is in .snapshots/N, still writable, its info.xml pending.
+KILL_AT = """
+import os, runpy, sys
+from subvault.adopt import flip
+real, calls = flip.set_readonly, []
+def set_readonly(path, readonly):
+    if readonly and {marker!r} in str(path):
+        calls.append(path)
+        if len(calls) == {nth}:
+            os.kill(os.getpid(), 9)
+    real(path, readonly)
+flip.set_readonly = set_readonly
+sys.argv = ["subvault", *{args!r}]
+runpy.run_module("subvault.cli.main", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("where, marker, nth", [("entry", "/.adopt-", 2), ("local", "/.snapshots/", 1)])
+def test_adopt_apply_killed_mid_move_resumes_and_loses_nothing(installation, tmp_path, where, marker, nth):
+    inst = installation
+    config = tmp_path / "subvault.toml"
+    mounts = (inst.pool, inst.usb.parent, inst.pi.parent)
+    before = _uuids(*mounts)
+    opts = [x for o in (f"UserKnownHostsFile={inst.sshd.known_hosts}", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes")
+            for x in ("--ssh-option", o)]
+    args = ["--config", str(config), "adopt", "--root", str(inst.root), "--snapper", "--btrbk", str(inst.btrbk_conf), *opts, "--apply"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    killed = subprocess.run([sys.executable, "-c", KILL_AT.format(marker=marker, nth=nth, args=args)],
+                            capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2])
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    if where == "entry":
+        staged = list(inst.usb.glob("*/.adopt-*/*")) + list(inst.pi.glob("*/.adopt-*/*"))
+        assert len(staged) == nth and not all(adapter.show(p).readonly for p in staged), staged
+    else:
+        pending = [p for name in BTRBK_SUBS for p in (inst.pool / name / ".snapshots").glob("*/info.xml.adopt")]
+        assert len(pending) == 1 and not adapter.show(pending[0].parent / "snapshot").readonly, pending
+    assert before.keys() <= _uuids(*mounts).keys()  # nothing lost even now
+
+    again = _adopt(inst, config, "--apply", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = _uuids(*mounts)
+    assert before.keys() <= after.keys(), sorted(set(before) - set(after))
+    assert not list(inst.usb.glob("*/.adopt-*")) and not list(inst.pi.glob("*/.adopt-*"))
+    assert not [p for name in BTRBK_SUBS for p in (inst.pool / name / ".snapshots").glob("*/info.xml.adopt")]
+    for d in (inst.usb, inst.pi):
+        assert not [p for p in d.iterdir() if parse_snapshot_name(p.name, TZ)], sorted(d.iterdir())  # all moved
+        for entry in d.glob("*/*/*"):
+            shown = adapter.show(entry)
+            assert shown.readonly and shown.received_uuid, entry
+    # ... and the result is what a later run understands: every send incremental.
+    run = run_cli("--config", str(config), "run", "--json", check=False, env={"SUBVAULT_SYSROOT": str(inst.root)})
+    result = json.loads(run.stdout)["result"]
+    sent = [i for i in result["items"] if i["action"] == "sent"]
+    assert len(sent) == 2 * len(BTRBK_SUBS) and not [i for i in sent if i["data"]["full"]], run.stdout + run.stderr
+    assert not result["errors"], result["errors"]
+
+
+def test_ssh_target_without_python3_is_refused_up_front_naming_the_target_and_what_to_install(tmp_path):
+    """The entries on an ssh target move with a few lines of python3 there (flip.py); without it,
+    --apply says so in one line before it changes anything."""
+    from subvault.testbed_ssh import Sshd
+
+    no_python = tmp_path / "bin-no-python3"
+    no_python.mkdir()
+    for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for tool in sorted(Path(d).iterdir()) if Path(d).is_dir() else []:
+            if not tool.name.startswith("python") and not (no_python / tool.name).exists():
+                (no_python / tool.name).symlink_to(tool)
+    home = tmp_path / "home"  # root's ~/.bashrc here would put pyenv's python3 back on PATH
+    home.mkdir()
+    server = Sshd(tmp_path / "sshd", env={"PATH": str(no_python), "HOME": str(home)}).start()
+    root = tmp_path / "root"
+    fss = [LoopFs(tmp_path / "src.img", root / "mnt" / "pool").create(), LoopFs(tmp_path / "pi.img", tmp_path / "pi").create()]
+    try:
+        pool, pi = fss[0].mountpoint, fss[1].mountpoint / "backup"
+        pi.mkdir()
+        adapter.create_subvolume(pool / "data")
+        (pool / "btrbk_snapshots").mkdir()
+        name = format_snapshot_name("data", datetime.now(UTC) - timedelta(hours=1), "long", TZ)
+        adapter.snapshot(pool / "data", pool / "btrbk_snapshots" / name)
+        send = subprocess.Popen(["btrfs", "send", "-q", str(pool / "btrbk_snapshots" / name)], stdout=subprocess.PIPE)
+        subprocess.run(["btrfs", "receive", str(pi)], stdin=send.stdout, check=True, capture_output=True)
+        assert send.wait() == 0
+        conf = tmp_path / "btrbk.conf"
+        conf.write_text(f"ssh_identity {server.client_key}\nssh_user root\nvolume {pool}\n  snapshot_dir btrbk_snapshots\n"
+                        f"  target send-receive ssh://127.0.0.1:{server.port}{pi}\n  subvolume data\n")
+        before = {p: sorted(x.name for x in p.iterdir()) for p in (pool / "btrbk_snapshots", pi)}
+        ssh = [x for o in server.ssh_options() for x in ("--ssh-option", o)]
+        proc = run_cli("adopt", "--root", str(root), "--btrbk", str(conf), *ssh, "--apply", check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"127.0.0.1:{server.port}" in errors[0] and "python3" in errors[0] and "apt install" in errors[0], proc.stderr
+        # Up front: nothing changed, not even the config file.
+        assert not (root / "etc/subvault/subvault.toml").exists() and not (root / "etc/systemd").exists()
+        assert {p: sorted(x.name for x in p.iterdir()) for p in before} == before
+        assert adapter.show(pi / name).readonly
+    finally:
+        server.stop()
+        for fs in reversed(fss):
+            fs.close()

@@ -122,6 +122,15 @@ def test_btrbk_subvolume_options_override_volume_target():
         ("volume /p\n subvolume a\n target ssh://pi/b\n backend_remote btrfs-progs-sudo\n", 4, "sudo"),
         ("timestamp_format weird\nvolume /p\n subvolume a\n", 1, "timestamp_format"),
         ("target /x\n", 1, "outside a volume"),
+        # Values btrbk itself refuses: they used to become keep "all" / "latest" or a traceback-free
+        # error about "the adopted config" that named neither btrbk.conf nor its line.
+        ("volume /p\n target /t\n target_preserve_min no\n target_preserve 24x\n subvolume a\n", 4, "target_preserve"),
+        ("volume /p\n target /t\n target_preserve_min forever\n subvolume a\n", 3, "target_preserve_min"),
+        ("snapshot_preserve 3q\nvolume /p\n target /t\n subvolume a\n", 1, "snapshot_preserve"),
+        ("volume /p\n target ssh://pi/b\n ssh_port abc\n subvolume a\n", 3, "ssh_port"),
+        ("ssh_user -oProxyCommand=x\nvolume /p\n target ssh://pi/b\n subvolume a\n", 1, "ssh_user"),
+        ("volume /p\n target ssh://pi:xx/b\n subvolume a\n", 2, "ssh://[user@]host[:port]/directory"),
+        ("volume /p\n target ssh://pi\n subvolume a\n", 2, "ssh://[user@]host[:port]/directory"),
     ],
 )
 def test_btrbk_bad_input_names_file_and_line(text, line, words):
