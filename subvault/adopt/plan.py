@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, preserve_to_keep
+from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, btrbk_retention, preserve_to_keep
 from subvault.adopt.snapper_conf import SnapperConfig
 from subvault.config.schema import NAME_RE
 from subvault.model import LocalSnapshot
 from subvault.plan.replication import entry_name
-from subvault.plan.retention import parse_policy
+from subvault.plan.retention import KEEP_ALL, UNITS, Policy, parse_policy
 
 SNAPPER_OFF = ("TIMELINE_CREATE=no", "TIMELINE_CLEANUP=no", "NUMBER_CLEANUP=no", "EMPTY_PRE_POST_CLEANUP=no")
 ADOPTED_KEY = "adopted"
@@ -234,13 +234,8 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
             found = fb.entries[i] if i < len(fb.entries) else "not listed"
             _entries(plan, inp, fb, t, tp, name, found)
         _moves(plan, inp, fb, name, path)
-        if timeline is None:
-            unit = _finest_target_unit([tp for tp in targets.values() if tp.name in sub_targets])
-            timeline = f"2{unit}"
-            comments.append(
-                f"btrbk kept only its snapshots as parents ({fb.sub.get('snapshot_preserve_min')}/{fb.sub.get('snapshot_preserve')}); "
-                f"subvault keeps {timeline} locally plus whatever a target still needs"
-            )
+        timeline = _local_timeline(plan, inp, fb, name, timeline, comments,
+                                   [tp for tp in targets.values() if tp.name in sub_targets])
         if fb.sub.get("snapshot_create") not in ("always", ""):
             comments.append(f"{_where(inp, fb.sub.line_of('snapshot_create'))}: snapshot_create {fb.sub.get('snapshot_create')}: "
                             "no equivalent (subvault snapshots on its timeline's cadence)")
@@ -249,6 +244,51 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
         comments.append("snapper's TIMELINE_LIMIT_* are all 0: subvault needs a timeline; using the default 24h 7d 4w")
     return SubPlan(name, path, timeline, keep_n, sub_targets, fs.conf.name if fs else None,
                    fb.sub.full_path if fb else None, comments)
+
+
+def _local_timeline(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, name: str, snapper: str | None,
+                    comments: list[str], tps: list[TargetPlan]) -> str:
+    """The local timeline keeps at least what btrbk's snapshot_preserve(_min) kept (its
+    snapshots become subvault timeline snapshots) and what snapper's limits kept; where
+    that cannot be expressed it keeps more ("all") and says so."""
+    pres, pmin = fb.sub.get("snapshot_preserve"), fb.sub.get("snapshot_preserve_min")
+    where = _where(inp, fb.sub.line_of("snapshot_preserve_min") or fb.sub.line_of("snapshot_preserve"))
+    keep, notes = btrbk_retention(pres, pmin)
+    comments += [f"{where}: snapshot{n}" for n in notes]
+    if keep is None:
+        if snapper is not None:
+            return snapper
+        timeline = f"2{_finest_target_unit(tps)}"
+        comments.append(f"btrbk kept only its newest snapshot as the parent (snapshot_preserve_min {pmin}, snapshot_preserve {pres}); "
+                        f"subvault keeps {timeline} locally plus whatever a target still needs")
+        return timeline
+    hours = Counter(s.time.replace(minute=0, second=0, microsecond=0) for s in fb.snapshots)
+    if keep != KEEP_ALL and pmin not in ("latest", "no") and any(n > 1 for n in hours.values()):
+        msg = (f"{name}: btrbk kept every snapshot younger than {pmin} ({where}) and some of its {len(fb.snapshots)} snapshots "
+               'share an hour; subvault keeps one per hour, so the adopted timeline is "all" (nothing pruned) — '
+               "shorten it by hand once those snapshots have aged out")
+        plan.manual.append(msg)
+        comments.append(msg)
+        keep = KEEP_ALL
+    if snapper is None:
+        return keep
+    wider = _wider(snapper, keep)
+    if wider != snapper:
+        comments.append(f"timeline {wider}: snapper's {snapper} widened to keep what btrbk kept ({keep})")
+    return wider
+
+
+def _wider(a: str, b: str) -> str:
+    """A policy keeping at least the periods of both (per unit the larger count)."""
+    pa, pb = parse_policy(a), parse_policy(b)
+    if pa.keep_all or pb.keep_all:
+        return KEEP_ALL
+    counts: dict[str, int | None] = {}
+    for unit in UNITS:
+        if unit in pa.counts or unit in pb.counts:
+            ca, cb = pa.counts.get(unit, 0), pb.counts.get(unit, 0)
+            counts[unit] = None if ca is None or cb is None else max(ca, cb)
+    return Policy(counts=counts).describe() if counts else b
 
 
 def _where(inp: Inputs, line: int | None) -> str:

@@ -157,7 +157,9 @@ def _redate_newest(sub: Path, when: datetime) -> None:
 
 def _redate_btrbk_run(inst: Installation, when: datetime) -> None:
     """Rename the snapshots btrbk made just now, and their copies on both targets, to `when` (btrbk's long format)."""
-    for d in (inst.pool / "btrbk_snapshots", inst.usb, inst.pi):
+    for d in (inst.pool / "btrbk_snapshots", inst.usb, getattr(inst, "pi", None)):
+        if d is None:
+            continue
         for entry in sorted(d.iterdir()):
             parsed = parse_snapshot_name(entry.name, TZ)
             if parsed and parsed[1] > when:
@@ -255,3 +257,48 @@ def test_snapper_config_for_a_non_btrfs_path_is_one_line_naming_file_and_line(in
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {bad}:2: SUBVOLUME=\"/srv\" ({plain}) is not on btrfs; subvault adopts btrfs configs only"] or \
         f"{bad}:2:" in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def btrbk_days(tmp_path):
+    """btrbk only, the retention of its man page example: every snapshot for 2 days, dailies for 14.
+
+    Real `btrbk run`s to a local target, each re-dated to an earlier time as btrbk names
+    it, several on each of the last days; btrbk's own last run pruned what it would."""
+    inst = Installation(tmp_path, None)
+    try:
+        inst.fs("src", inst.pool)
+        adapter.create_subvolume(inst.pool / "data")
+        inst.usb = inst.fs("usb", tmp_path / "usb").mountpoint / "btrbk"
+        inst.usb.mkdir()
+        inst.bin.mkdir()
+        inst.btrbk_conf = tmp_path / "btrbk.conf"
+        inst.btrbk_conf.write_text(
+            "timestamp_format long\nsnapshot_preserve_min 2d\nsnapshot_preserve 14d\n"
+            f"volume {inst.pool}\n  snapshot_dir btrbk_snapshots\n  target send-receive {inst.usb}\n  subvolume data\n"
+        )
+        (inst.pool / "btrbk_snapshots").mkdir()
+        now = datetime.now(UTC)
+        for hours in (6 * 24, 5 * 24, 5 * 24 - 3, 4 * 24, 3 * 24, 2 * 24, 2 * 24 - 2, 24, 20, 5, 3, 1):
+            (inst.pool / "data" / "hour.txt").write_text(f"{hours}h ago\n")
+            inst.btrbk("run")
+            _redate_btrbk_run(inst, now - timedelta(hours=hours))
+        inst.btrbk("run")  # btrbk prunes by its own policy: what is left is what btrbk keeps
+        (inst.pool / "data" / "hour.txt").write_text("now\n")
+        yield inst
+    finally:
+        inst.close()
+
+
+def test_first_run_after_adopt_deletes_no_local_snapshot_btrbk_was_keeping(btrbk_days, tmp_path):
+    inst = btrbk_days
+    kept = sorted(p.name for p in (inst.pool / "btrbk_snapshots").iterdir())
+    assert len(kept) >= 8, kept
+    before = _uuids(inst.pool)
+    btrbk_uuids = {u for u, p in before.items() if "btrbk_snapshots" in str(p)}
+    config = tmp_path / "subvault.toml"
+    applied = run_cli("--config", str(config), "adopt", "--root", str(inst.root), "--btrbk", str(inst.btrbk_conf), "--apply")
+    assert 'timeline = "96h 15d"' in config.read_text(), config.read_text()
+    run = run_cli("--config", str(config), "run", "--json", check=False, env={"SUBVAULT_SYSROOT": str(inst.root)})
+    assert not json.loads(run.stdout)["result"]["errors"], run.stdout
+    assert btrbk_uuids <= _uuids(inst.pool).keys(), (applied.stdout, run.stdout)

@@ -8,7 +8,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from subvault.adopt.btrbk_conf import format_snapshot_name, parse_btrbk_conf, parse_snapshot_name, preserve_to_keep
+from subvault.adopt.btrbk_conf import (
+    btrbk_retention,
+    format_snapshot_name,
+    parse_btrbk_conf,
+    parse_snapshot_name,
+    preserve_to_keep,
+)
 from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
@@ -156,12 +162,24 @@ def test_btrbk_name_round_trip(fmt):
     assert got == ("pvc", day_start if fmt == "short" else when, 0)
 
 
-def test_preserve_mapping():
-    assert preserve_to_keep("24h 8d 5w", "no") == ("24h 8d 5w", [])
+def test_preserve_mapping_keeps_at_least_what_btrbk_keeps():
+    # btrbk keeps delta <= N: N + 1 periods counting the current one; subvault's N counts N.
+    assert preserve_to_keep("24h 8d 5w", "no") == ("25h 9d 6w", [preserve_to_keep("24h 8d 5w", "no")[1][0]])
     assert preserve_to_keep("no", "latest") == ("latest", [])
     assert preserve_to_keep("14d", "all")[0] == "all"
     keep, notes = preserve_to_keep("24h 8d", "18h")
-    assert keep == "24h 8d" and "no minimum age" in notes[0]
+    assert keep == "25h 9d" and any("no minimum age" in n for n in notes)
+    assert preserve_to_keep("*d 0w", "latest")[0] == "*d 0w"
+    assert btrbk_retention("14d", "2d")[0] == "96h 15d"  # every snapshot of today + 2 days, hourly
+    assert btrbk_retention("no", "latest")[0] is None
+
+
+@pytest.mark.parametrize("value", ["24h 7d* 4w", "7x", "3d 4d"])
+def test_btrbk_retention_btrbk_refuses_is_refused_naming_file_and_line(value):
+    text = f"volume /mnt/pool\n  target /usb\n  subvolume root\n    target_preserve {value}\n"
+    with pytest.raises(AdoptInputError) as err:
+        parse_btrbk_conf(text, "/etc/btrbk/btrbk.conf")
+    assert str(err.value).startswith("/etc/btrbk/btrbk.conf:4: target_preserve"), err.value
 
 
 def _snap(num: int, cleanup: str, owned: bool = False) -> LocalSnapshot:
@@ -202,7 +220,7 @@ def test_plan_homelab_config_loads_and_says_what_has_no_equivalent():
     assert cfg.timeline_of(subs["root"]) == "2h"  # btrbk only kept a parent; two periods of the target's finest unit
     (pi,) = cfg.target
     assert (pi.name, pi.url, pi.keep, pi.compress, pi.ssh_identity) == (
-        "pi", "ssh://root@pi.wg/mnt/backup/vps1", "24h 8d 5w", "zstd", "/etc/btrbk/ssh/id_ed25519")
+        "pi", "ssh://root@pi.wg/mnt/backup/vps1", "25h 9d 6w", "zstd", "/etc/btrbk/ssh/id_ed25519")
     assert "NUMBER_LIMIT_IMPORTANT=10: no equivalent" in plan.toml
     assert "btrbk group apps" in plan.toml
     assert any("raw target ssh://nas/backup/raw" in m and "not adopted" in m for m in plan.manual)
@@ -229,3 +247,32 @@ def test_plan_takes_over_timeline_and_number_snapshots_only_and_deletes_nothing(
     cmds = [a.command for a in plan.actions if a.command]
     assert "snapper -c var_lib_pvc set-config TIMELINE_CREATE=no TIMELINE_CLEANUP=no NUMBER_CLEANUP=no EMPTY_PRE_POST_CLEANUP=no" in cmds
     assert "systemctl disable --now btrbk.timer" in cmds
+
+
+def _btrbk_only(preserve_lines: str, snapshots: tuple[BtrbkSnapshot, ...] = ()) -> tuple[Inputs, str]:
+    conf = parse_btrbk_conf(f"{preserve_lines}volume /mnt/pool\n  target /usb\n  subvolume data\n", "/etc/btrbk/btrbk.conf")
+    return Inputs(host="h", btrbk=conf, btrbk_found=[FoundBtrbk(conf.subvolumes[0], "fs:256", snapshots, ((),))]), "data"
+
+
+@pytest.mark.parametrize(("lines", "timeline"), [
+    ("snapshot_preserve_min 2d\nsnapshot_preserve 14d\n", "96h 15d"),
+    ("", "all"),  # btrbk's default: snapshot_preserve_min all
+    ("snapshot_preserve_min all\nsnapshot_preserve 14d\n", "all"),
+    ("snapshot_preserve_min latest\nsnapshot_preserve 7d 4w\n", "8d 5w"),
+    ("snapshot_preserve_min latest\nsnapshot_preserve no\n", "2d"),  # only the parent: the floor
+])
+def test_plan_local_timeline_keeps_at_least_what_btrbk_snapshot_preserve_kept(lines, timeline):
+    inp, name = _btrbk_only(lines)
+    plan = plan_adoption(inp)
+    (sub,) = plan.subvolumes
+    assert sub.timeline == timeline, plan.toml
+    assert "kept only its snapshots as parents" not in plan.toml
+
+
+def test_plan_local_timeline_is_all_when_btrbk_snapshots_share_an_hour_inside_its_minimum_window():
+    t0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    snaps = (BtrbkSnapshot("data.20261126", t0, 0, uuid="a"), BtrbkSnapshot("data.20261126_1", t0, 1, uuid="b"))
+    inp, _ = _btrbk_only("timestamp_format short\nsnapshot_preserve_min 2d\nsnapshot_preserve 14d\n", snaps)
+    plan = plan_adoption(inp)
+    assert plan.subvolumes[0].timeline == "all"
+    assert any("share an hour" in m for m in plan.manual)
