@@ -302,3 +302,25 @@ def test_first_run_after_adopt_deletes_no_local_snapshot_btrbk_was_keeping(btrbk
     run = run_cli("--config", str(config), "run", "--json", check=False, env={"SUBVAULT_SYSROOT": str(inst.root)})
     assert not json.loads(run.stdout)["result"]["errors"], run.stdout
     assert btrbk_uuids <= _uuids(inst.pool).keys(), (applied.stdout, run.stdout)
+
+
+def test_invariant_3_writable_target_entry_with_a_received_uuid_is_reported_never_deleted(btrbk_days, tmp_path):
+    # An adopt move cut off between its two flips leaves a complete copy writable under its
+    # final name. An interrupted receive never has a received_uuid: this is not a partial.
+    from subvault.adopt.flip import set_readonly
+
+    inst = btrbk_days
+    config = tmp_path / "subvault.toml"
+    run_cli("--config", str(config), "adopt", "--root", str(inst.root), "--btrbk", str(inst.btrbk_conf), "--apply")
+    (container,) = [p for p in inst.usb.iterdir() if p.is_dir() and not p.name.startswith("data.")]
+    entry = sorted((container / "data").iterdir())[0]
+    received = adapter.show(entry).received_uuid
+    assert received
+    set_readonly(entry, False)
+    run = run_cli("--config", str(config), "run", "--json", check=False, env={"SUBVAULT_SYSROOT": str(inst.root)})
+    result = json.loads(run.stdout)["result"]
+    assert entry.exists(), run.stdout
+    assert not [i for i in result["items"] if i["action"] == "delete-partial"], run.stdout
+    lines = [w for w in result["warnings"] if str(entry) in w]
+    assert len(lines) == 1 and "ro true" in lines[0], result["warnings"]
+    assert adapter.show(entry).received_uuid == received
