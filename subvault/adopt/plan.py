@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -184,8 +185,14 @@ def plan_adoption(inp: Inputs) -> AdoptPlan:
     return plan
 
 
-def _unique_name(wanted: str, names: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "_.-" else "_" for c in wanted).lstrip("_.-") or "subvolume"
+def _unique_name(wanted: str, names: set[str], fallback: str = "subvolume") -> str:
+    """A config name (ASCII letters, digits, `_.-`) for wanted, not in names; added to names.
+
+    Accents are dropped (rööt → root), other non-ASCII becomes `_`: every candidate the
+    loop tries is then a valid name, so it ends.
+    """
+    ascii_ = unicodedata.normalize("NFKD", wanted).encode("ascii", "ignore").decode() if not wanted.isascii() else wanted
+    base = "".join(c if (c.isascii() and c.isalnum()) or c in "_.-" else "_" for c in ascii_).lstrip("_.-") or fallback
     name, n = base[:60], 2
     while name in names or not NAME_RE.match(name):
         name = f"{base[:57]}_{n}"
@@ -200,6 +207,9 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
     name = _unique_name(wanted, names)
     path = fs.path if fs else fb.sub.full_path  # type: ignore[union-attr]  # callers pass fs or fb, never neither
     comments: list[str] = []
+    if name != wanted:
+        comments.append(f'{"btrbk snapshot_name" if fb else "snapper config"} "{wanted}" is named "{name}" here: subvault names are '
+                        "ASCII letters, digits and _ . - (the moved target entries take this name)")
     timeline, keep_n = None, 10
     if fs is not None:
         conf = fs.conf

@@ -276,3 +276,14 @@ def test_plan_local_timeline_is_all_when_btrbk_snapshots_share_an_hour_inside_it
     plan = plan_adoption(inp)
     assert plan.subvolumes[0].timeline == "all"
     assert any("share an hour" in m for m in plan.manual)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("snapshot_name", "expected"), [("rööt", "root"), ("é", "e"), ("日本", "subvolume"), ("日本_db", "db")])
+def test_plan_non_ascii_btrbk_snapshot_name_is_adopted_under_an_ascii_name_and_ends(snapshot_name, expected):
+    conf = parse_btrbk_conf(f"snapshot_preserve_min latest\nvolume /mnt/pool\n  target /usb\n  subvolume data\n"
+                            f"    snapshot_name {snapshot_name}\n", "/etc/btrbk/btrbk.conf")
+    plan = plan_adoption(Inputs(host="h", btrbk=conf, btrbk_found=[FoundBtrbk(conf.subvolumes[0], "fs:256", (), ((),))]))
+    assert [s.name for s in plan.subvolumes] == [expected]
+    assert f'"{snapshot_name}" is named "{expected}"' in plan.toml
+    parse_config(plan.toml)
