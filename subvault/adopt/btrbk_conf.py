@@ -182,6 +182,10 @@ def parse_btrbk_conf(text: str, file: str) -> BtrbkConfig:
             if not volume and not value.startswith("/"):
                 raise AdoptInputError(file, number, f'subvolume "{value}" outside a volume section needs an absolute path')
             subvol = BtrbkSubvolume(vol_dir, value, number, sec)
+            first = next((s for s in conf.subvolumes if s.full_path == subvol.full_path), None)
+            if first is not None:
+                raise AdoptInputError(file, number, f'subvolume "{value}" is listed again (first at line {first.line}); '
+                                      "merge the two sections into one (their targets under it) and run adopt again")
             for vol, tsec in volume_targets:
                 if vol is volume:
                     # A volume-level target applies here, with this subvolume's options under its own.

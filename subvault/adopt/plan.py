@@ -39,10 +39,11 @@ from typing import Any
 
 from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, btrbk_retention, preserve_to_keep
 from subvault.adopt.snapper_conf import SnapperConfig
+from subvault.adopt.source import AdoptInputError
 from subvault.config.schema import NAME_RE
 from subvault.model import LocalSnapshot
 from subvault.plan.replication import entry_name
-from subvault.plan.retention import KEEP_ALL, UNITS, Policy, parse_policy
+from subvault.plan.retention import KEEP_ALL, KEEP_LATEST, UNITS, Policy, parse_policy
 
 SNAPPER_OFF = ("TIMELINE_CREATE=no", "TIMELINE_CLEANUP=no", "NUMBER_CLEANUP=no", "EMPTY_PRE_POST_CLEANUP=no")
 ADOPTED_KEY = "adopted"
@@ -120,6 +121,8 @@ class TargetPlan:
     ssh_options: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     btrbk_dir: str = ""  # btrbk's target directory (the path part of url)
+    keeps: dict[str, tuple[str, int]] = field(default_factory=dict)  # subvolume -> (keep btrbk gave it, btrbk.conf line)
+    line: int = 0  # btrbk.conf line of the first target line for this directory
 
 
 @dataclass
@@ -239,7 +242,12 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
                 plan.manual.append(msg)
                 comments.append(msg)
                 continue
-            tp = _target(plan, inp, fb, t, targets)
+            tp = _target(plan, inp, fb, t, targets, name)
+            if tp.name in sub_targets:  # btrbk lists it twice for this subvolume: one target, adopted once
+                msg = f"{_where(inp, t.line)}: target {t.url} is listed again for {fb.sub.path}; adopted once"
+                comments.append(msg)
+                plan.found.append(msg)
+                continue
             sub_targets.append(tp.name)
             found = fb.entries[i] if i < len(fb.entries) else "not listed"
             _entries(plan, inp, fb, t, tp, name, found)
@@ -315,9 +323,14 @@ def _finest_target_unit(tps: list[TargetPlan]) -> str:
     return "d"
 
 
-def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, targets: dict[tuple[object, ...], TargetPlan]) -> TargetPlan:
+def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, targets: dict[tuple[object, ...], TargetPlan],
+            sub_name: str) -> TargetPlan:
+    """One [[target]] per btrbk target directory: btrbk's per-subvolume target_preserve on
+    the same directory becomes the keep that keeps the most (a comment names each); ssh
+    settings that differ for the same directory are refused naming btrbk.conf:LINE."""
     keep, notes = preserve_to_keep(t.get("target_preserve"), t.get("target_preserve_min"))
-    comments = [f"{_where(inp, t.line_of('target_preserve_min'))}: target{n}" for n in notes]
+    line = t.line_of("target_preserve") or t.line_of("target_preserve_min")
+    comments = [f"{_where(inp, line)}: target{n}" for n in notes]
     conn = connection(t, inp.ssh_options)
     url, directory, identity, cipher, options = conn.url, conn.directory, conn.identity, conn.cipher, list(conn.options)
     compress = "none"
@@ -331,19 +344,36 @@ def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, target
         comments.append(f"{_where(inp, t.line_of('stream_compress'))}: stream_compress on a local target: not needed, not written")
     if t.get("incremental") == "no":
         comments.append(f"{_where(inp, t.line_of('incremental'))}: incremental no: subvault always sends incrementally when a parent exists")
-    key = (url, keep, compress, identity, cipher, tuple(options))
+    key = (url,)
     if key not in targets:
         host = url[len("ssh://"):].split("/", 1)[0].rsplit("@", 1)[-1].split(":")[0] if t.is_ssh else ""
         wanted = host.split(".")[0] if host else (directory.rstrip("/").rsplit("/", 1)[-1] or "local")
         taken = {tp.name for tp in targets.values()}
-        name = _unique_name(wanted, taken)
-        targets[key] = TargetPlan(name, url, keep, compress, identity, cipher, options, comments, directory.rstrip("/") or "/")
+        name = _unique_name(wanted, taken, "target")
+        targets[key] = TargetPlan(name, url, keep, compress, identity, cipher, options, comments, directory.rstrip("/") or "/",
+                                  {sub_name: (keep, t.line)}, t.line)
         plan.found.append(f"btrbk target {t.url} ({_where(inp, t.line)}) → [[target]] {name}: keep {keep}")
-    else:
-        for c in comments:
-            if c not in targets[key].comments:
-                targets[key].comments.append(c)
-    return targets[key]
+        return targets[key]
+    tp = targets[key]
+    if (identity, cipher, options) != (tp.ssh_identity, tp.ssh_cipher, tp.ssh_options):
+        raise AdoptInputError(
+            inp.btrbk.file if inp.btrbk else "btrbk.conf", t.line,
+            f"target {t.url} is reached with other ssh_identity/ssh_cipher_spec/ssh_compression than at line {tp.line}; "
+            "subvault has one set per target directory: make them the same in btrbk.conf and run adopt again",
+        )
+    if compress == "zstd":
+        tp.compress = "zstd"
+    tp.keeps.setdefault(sub_name, (keep, t.line))
+    if keep != tp.keep:
+        wider = _wider(tp.keep, keep) if KEEP_LATEST not in (tp.keep, keep) else (keep if tp.keep == KEEP_LATEST else tp.keep)
+        tp.keep = wider
+        tp.comments = [c for c in tp.comments if not c.startswith("btrbk kept ")]
+        each = ", ".join(f"{s} {k} ({_where(inp, ln)})" for s, (k, ln) in tp.keeps.items())
+        tp.comments.append(f"btrbk kept {each} here; subvault has one keep per target: {wider}, which keeps at least each")
+    for c in comments:
+        if c not in tp.comments:
+            tp.comments.append(c)
+    return tp
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from subvault.adopt.btrbk_conf import (
     parse_snapshot_name,
     preserve_to_keep,
 )
-from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
+from subvault.adopt.plan import AdoptPlan, BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.config.load import parse_config
@@ -287,3 +287,45 @@ def test_plan_non_ascii_btrbk_snapshot_name_is_adopted_under_an_ascii_name_and_e
     assert [s.name for s in plan.subvolumes] == [expected]
     assert f'"{snapshot_name}" is named "{expected}"' in plan.toml
     parse_config(plan.toml)
+
+
+def _plan_of(text: str) -> AdoptPlan:
+    conf = parse_btrbk_conf(text, "/etc/btrbk/btrbk.conf")
+    found = [FoundBtrbk(s, f"fs:{256 + i}", (), tuple(() for _ in s.targets)) for i, s in enumerate(conf.subvolumes)]
+    return plan_adoption(Inputs(host="h", btrbk=conf, btrbk_found=found))
+
+
+def test_plan_per_subvolume_target_preserve_on_one_target_keeps_the_most_and_says_what_each_had():
+    plan = _plan_of("target_preserve_min no\nvolume /mnt/pool\n  subvolume root\n    target send-receive /usb\n"
+                    "    target_preserve 1d\n  subvolume home\n    target send-receive /usb\n    target_preserve 30d\n")
+    cfg = parse_config(plan.toml)
+    (usb,) = cfg.target
+    assert usb.keep == "31d" and "root 2d" in plan.toml and "home 31d" in plan.toml
+    assert "/etc/btrbk/btrbk.conf:5" in plan.toml and "/etc/btrbk/btrbk.conf:8" in plan.toml
+
+
+def test_plan_subvolume_target_preserve_overriding_a_volume_level_target_is_adopted():
+    plan = _plan_of("target_preserve_min no\ntarget_preserve 7d\nvolume /mnt/pool\n  target send-receive /usb\n"
+                    "  subvolume root\n    target_preserve 2d\n  subvolume home\n")
+    (usb,) = parse_config(plan.toml).target
+    assert usb.keep == "8d"
+
+
+def test_plan_same_target_line_twice_is_adopted_once():
+    plan = _plan_of("volume /mnt/pool\n  subvolume root\n    target /usb\n    target /usb\n")
+    cfg = parse_config(plan.toml)
+    assert [t.name for t in cfg.target] == ["usb"] and "/etc/btrbk/btrbk.conf:4: target /usb is listed again" in plan.toml
+
+
+def test_btrbk_subvolume_twice_is_one_line_naming_file_and_line():
+    with pytest.raises(AdoptInputError) as err:
+        parse_btrbk_conf("volume /mnt/pool\n  subvolume root\n    target /usb\n  subvolume root\n", "/etc/btrbk/btrbk.conf")
+    assert str(err.value).startswith('/etc/btrbk/btrbk.conf:4: subvolume "root" is listed again (first at line 2)')
+
+
+def test_btrbk_same_target_with_different_ssh_settings_is_one_line_naming_file_and_line():
+    text = ("volume /mnt/pool\n  subvolume root\n    target ssh://pi/b\n    ssh_identity /k1\n"
+            "  subvolume home\n    target ssh://pi/b\n    ssh_identity /k2\n")
+    with pytest.raises(AdoptInputError) as err:
+        _plan_of(text)
+    assert str(err.value).startswith("/etc/btrbk/btrbk.conf:6: target ssh://pi/b is reached with other"), err.value
