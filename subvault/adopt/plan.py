@@ -55,6 +55,7 @@ class FoundSnapper:
     path: str  # SUBVOLUME as reachable here (under --root)
     ident: str | None
     snapshots: tuple[LocalSnapshot, ...] = ()
+    unreadable: tuple[str, ...] = ()  # .snapshots/N holding a snapshot whose info.xml is missing or unreadable
 
 
 @dataclass(frozen=True)
@@ -415,7 +416,9 @@ def _entries(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, tp: T
     moved = 0
     for e in sorted(found, key=lambda e: (e.time, e.suffix, e.name)):
         if not (e.readonly and e.received_uuid):
-            plan.manual.append(f"{tp.name}: {tp.btrbk_dir}/{e.name} is not a verified receive (read-only with a received_uuid); "
+            lacks = " and ".join(x for x in ("is writable" if not e.readonly else "",
+                                             "has no received_uuid" if not e.received_uuid else "") if x)
+            plan.manual.append(f"{tp.name}: {tp.btrbk_dir}/{e.name} {lacks}, so it is not a verified receive; "
                                "left in place, not a restore point for subvault")
             continue
         final = entry_name(name, e.time, taken, e.suffix or moved + 1)
@@ -449,6 +452,10 @@ def _take_over(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper, name: str) -> Non
         if kind:
             plan.actions.append(Action("take-over", name, f"#{s.number} ({s.cleanup}) → subvault {kind}",
                                        data={"path": str(s.path.parent), "kind": kind, "number": s.number}))
+    if fs.unreadable:
+        shown = ", ".join(fs.unreadable[:5]) + (f" and {len(fs.unreadable) - 5} more" if len(fs.unreadable) > 5 else "")
+        plan.manual.append(f"{name}: {len(fs.unreadable)} snapper snapshots with a missing or unreadable info.xml ({shown}) "
+                           "stay as they are: neither tool lists or prunes them; repair the info.xml or delete them by hand")
     if kinds["none"]:
         plan.manual.append(f"{name}: {kinds['none']} snapper snapshots without a cleanup algorithm stay snapper's (never deleted by either tool)")
     root = "" if inp.snapper_root in ("", "/") else f" --no-dbus --root {inp.snapper_root}"

@@ -324,3 +324,24 @@ def test_invariant_3_writable_target_entry_with_a_received_uuid_is_reported_neve
     lines = [w for w in result["warnings"] if str(entry) in w]
     assert len(lines) == 1 and "ro true" in lines[0], result["warnings"]
     assert adapter.show(entry).received_uuid == received
+
+
+def test_snapper_snapshots_with_missing_or_corrupt_info_xml_are_listed_as_staying_manual(tmp_path):
+    inst = Installation(tmp_path, None)
+    try:
+        inst.fs("src", inst.pool)
+        adapter.create_subvolume(inst.pool / "data")
+        adapter.create_subvolume(inst.pool / "data" / ".snapshots")
+        (inst.root / "etc/snapper/configs").mkdir(parents=True)
+        inst.snapper_config("data").write_text('SUBVOLUME="/mnt/pool/data"\nFSTYPE="btrfs"\nTIMELINE_CREATE="yes"\n')
+        for _ in range(3):
+            inst.snapper("data", "create", "--cleanup-algorithm", "timeline")
+        snaps = inst.pool / "data" / ".snapshots"
+        (snaps / "1" / "info.xml").unlink()
+        (snaps / "2" / "info.xml").write_text("<?xml version=\"1.0\"?>\n<snapshot><num>2</nu")
+        proc = run_cli("--config", str(tmp_path / "s.toml"), "adopt", "--root", str(inst.root), "--snapper", "--dry-run")
+        manual = proc.stdout[proc.stdout.index("stays manual"):] if "stays manual" in proc.stdout else proc.stdout
+        assert f"{snaps / '1'}" in manual and f"{snaps / '2'}" in manual, proc.stdout
+        assert f"{snaps / '3'}" not in manual, proc.stdout
+    finally:
+        inst.close()

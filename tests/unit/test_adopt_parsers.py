@@ -233,7 +233,7 @@ def test_plan_moves_only_verified_entries_into_subvault_layout():
         ("/mnt/backup/vps1/var_lib_pvc.20261125T0300", "/mnt/backup/vps1/vps1/var_lib_pvc/var_lib_pvc.20261125T020000Z"),
         ("/mnt/backup/vps1/var_lib_pvc.20261126T0300", "/mnt/backup/vps1/vps1/var_lib_pvc/var_lib_pvc.20261126T020000Z"),
     ]
-    assert any("var_lib_pvc.20261124T0300 is not a verified receive" in m for m in plan.manual)
+    assert any("var_lib_pvc.20261124T0300 is writable and has no received_uuid, so it is not a verified receive" in m for m in plan.manual)
     local = [a for a in plan.actions if a.kind == "move-local"]
     assert [a.data["src"] for a in local] == ["/mnt/btr_pool/btrbk_snapshots/var_lib_pvc.20261126T0300"]
 
@@ -329,3 +329,35 @@ def test_btrbk_same_target_with_different_ssh_settings_is_one_line_naming_file_a
     with pytest.raises(AdoptInputError) as err:
         _plan_of(text)
     assert str(err.value).startswith("/etc/btrbk/btrbk.conf:6: target ssh://pi/b is reached with other"), err.value
+
+
+def test_plan_snapper_snapshots_with_unreadable_info_xml_stay_manual():
+    inp = _homelab_inputs()
+    fs = inp.snapper[0]
+    inp.snapper = [FoundSnapper(fs.conf, fs.path, fs.ident, fs.snapshots, ("/var/lib/pvc/.snapshots/7",))]
+    plan = plan_adoption(inp)
+    assert any("1 snapper snapshots with a missing or unreadable info.xml (/var/lib/pvc/.snapshots/7)" in m for m in plan.manual)
+
+
+def test_snapper_subvolume_that_does_not_exist_says_so_naming_file_and_line(tmp_path):
+    from subvault.adopt.discover import snapper_configs
+
+    cdir = tmp_path / "etc/snapper/configs"
+    cdir.mkdir(parents=True)
+    (cdir / "gone").write_text('FSTYPE="btrfs"\nSUBVOLUME="/srv/gone"\n')
+    with pytest.raises(AdoptInputError) as err:
+        snapper_configs(str(tmp_path))
+    assert str(err.value).startswith(f'{cdir / "gone"}:2: SUBVOLUME="/srv/gone"') and "does not exist" in str(err.value)
+
+
+@pytest.mark.parametrize("existing", ["dir", "file"])
+def test_adopt_write_to_a_directory_or_a_different_existing_file_is_a_usage_error(tmp_path, existing):
+    from subvault.adopt.run import _write
+    from subvault.errors import UsageError
+
+    dest = tmp_path / "out"
+    dest.mkdir() if existing == "dir" else dest.write_text("# mine\n")
+    with pytest.raises(UsageError) as err:
+        _write(str(dest), "# adopted\n", force=False)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+    assert ("is a directory" if existing == "dir" else "exists and differs") in str(err.value)
