@@ -310,7 +310,7 @@ def btrbk_retention(preserve: str, preserve_min: str) -> tuple[str | None, list[
         raise ValueError(f'"{preserve}" is not a btrbk retention (expected e.g. "24h 7d 4w" or "no")')
     if pmin == "all":
         notes.append("_preserve_min all (btrbk's default) kept every snapshot: subvault keeps all of them "
-                     '(keep = "all"); choose a shorter policy once you decide what may be pruned')
+                     '("all"); choose a shorter policy once you decide what may be pruned')
         return "all", notes
     mapped: dict[str, int | None] = {u: (c + 1 if c else c) for u, c in counts.items()}
     if any(c for c in counts.values() if c is not None):
@@ -318,9 +318,7 @@ def btrbk_retention(preserve: str, preserve_min: str) -> tuple[str | None, list[
     m = _MIN_RE.match(pmin)
     if m:
         hours = (int(m.group(1)) + 2) * _UNIT_HOURS[m.group(2)] if m.group(2) != "h" else int(m.group(1)) + 1
-        if "h" in mapped and mapped["h"] is None:
-            pass
-        else:
+        if mapped.get("h", 0) is not None:  # `*h` keeps every hour already
             mapped["h"] = max(mapped.get("h") or 0, hours)
         notes.append(f"_preserve_min {pmin}: btrbk kept every snapshot of that window; subvault has no minimum age and "
                      f"keeps the first of each hour for {hours}h instead")
