@@ -16,6 +16,7 @@ What has no equivalent but changes nothing essential becomes a comment (`unmappe
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
@@ -61,10 +62,6 @@ SECTIONS = ("volume", "subvolume", "target")
 TARGET_TYPES = ("send-receive", "raw")
 UNSUPPORTED_BACKENDS = ("btrfs-progs-sudo", "btrfs-progs-doas", "btrfs-progs-btrbk")
 
-# btrbk's grammar: a policy is `no` or tokens like 24h 8d 5w 6m 1y (a count or *); a minimum
-# is all, latest, no or one such token. subvault refuses what btrbk itself would refuse.
-_PRESERVE_TOKEN = re.compile(r"^(\d+|\*)[hdwmy]$")
-_MIN_TOKEN = re.compile(r"^(all|latest|no|\d+[hdwmy])$")
 _SSH_AUTHORITY = re.compile(r"^(?:[A-Za-z0-9_.][A-Za-z0-9_.-]*@)?(?:[A-Za-z0-9_.][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\])(?::\d+)?$")
 _NAME_RE = re.compile(
     r"^(?P<name>.+)\.(?P<date>\d{8})(?:T(?P<hm>\d{4})(?:(?P<s>\d{2})(?P<off>[+-]\d{4}|Z))?)?(?:_(?P<n>\d+))?$"
@@ -186,6 +183,10 @@ def parse_btrbk_conf(text: str, file: str) -> BtrbkConfig:
             if not volume and not value.startswith("/"):
                 raise AdoptInputError(file, number, f'subvolume "{value}" outside a volume section needs an absolute path')
             subvol = BtrbkSubvolume(vol_dir, value, number, sec)
+            first = next((s for s in conf.subvolumes if s.full_path == subvol.full_path), None)
+            if first is not None:
+                raise AdoptInputError(file, number, f'subvolume "{value}" is listed again (first at line {first.line}); '
+                                      "merge the two sections into one (their targets under it) and run adopt again")
             for vol, tsec in volume_targets:
                 if vol is volume:
                     # A volume-level target applies here, with this subvolume's options under its own.
@@ -242,11 +243,11 @@ def _check_subvolume(conf: BtrbkConfig, sub: BtrbkSubvolume) -> None:
     fmt = sub.get("timestamp_format")
     if fmt not in ("short", "long", "long-iso"):
         raise AdoptInputError(conf.file, sub.line_of("timestamp_format"), f'timestamp_format "{fmt}": expected short, long or long-iso')
-    _check_preserve(conf, sub, "snapshot_preserve", "snapshot_preserve_min")
+    _check_retention(conf, sub.get, sub.line_of, "snapshot")
     for t in sub.targets:
         if t.type != "send-receive":
             continue
-        _check_preserve(conf, t, "target_preserve", "target_preserve_min")
+        _check_retention(conf, t.get, t.line_of, "target")
         if t.is_ssh:
             _check_ssh(conf, t)
         for key in ("backend", "backend_remote"):
@@ -256,16 +257,6 @@ def _check_subvolume(conf: BtrbkConfig, sub: BtrbkSubvolume) -> None:
                     f"{key} {t.get(key)}: btrbk reached {t.url} through sudo/doas/ssh_filter; subvault runs btrfs "
                     "directly as the ssh user (use root, or `subvault serve` as the key's forced command)",
                 )
-
-
-def _check_preserve(conf: BtrbkConfig, where: BtrbkSubvolume | BtrbkTarget, key: str, min_key: str) -> None:
-    value, minimum = where.get(key).strip(), where.get(min_key).strip()
-    if value not in ("", "no") and not all(_PRESERVE_TOKEN.match(w) for w in value.split()):
-        raise AdoptInputError(conf.file, where.line_of(key) or where.line,
-                              f'{key} "{value}": expected "no" or counts like "24h 8d 5w 6m" (btrbk would refuse it too)')
-    if minimum and not _MIN_TOKEN.match(minimum):
-        raise AdoptInputError(conf.file, where.line_of(min_key) or where.line,
-                              f'{min_key} "{minimum}": expected all, latest, no or an age like "18h" (btrbk would refuse it too)')
 
 
 def _check_ssh(conf: BtrbkConfig, t: BtrbkTarget) -> None:
@@ -279,22 +270,83 @@ def _check_ssh(conf: BtrbkConfig, t: BtrbkTarget) -> None:
         raise AdoptInputError(conf.file, t.line, f'target "{t.url}": expected ssh://[user@]host[:port]/directory')
 
 
-def preserve_to_keep(preserve: str, preserve_min: str) -> tuple[str, list[str]]:
-    """Map btrbk's *_preserve and *_preserve_min to a subvault retention string and notes.
+_PRESERVE_TOKEN = re.compile(r"^(\*|[0-9]+)([hdwmyHDWMY])$")
+_MIN_RE = re.compile(r"^([0-9]+)([hdwmy])$")
+# Hours that cover btrbk's `preserve_min N<unit>`: btrbk keeps every snapshot whose
+# delta in that unit, counted from the start of the current period, is <= N, so
+# N + 1 whole periods plus the current partial one (months/years at their longest).
+_UNIT_HOURS = {"h": 1, "d": 24, "w": 7 * 24, "m": 31 * 24, "y": 366 * 24}
 
-    `latest` min is subvault's rule anyway (the newest is always kept); `all` keeps
-    everything; a minimum age (`18h`) has no equivalent and is noted.
+
+def parse_preserve(value: str) -> dict[str, int | None] | None:
+    """Given a btrbk *_preserve value, return {unit: count or None for `*`}; {} for `no`.
+
+    Return None if btrbk would refuse it (its grammar: whitespace-separated `N<unit>` or
+    `*<unit>`, unit in hdwmy either case, each unit once).
+    """
+    if value.strip() in ("no", ""):
+        return {}
+    counts: dict[str, int | None] = {}
+    for token in value.split():
+        m = _PRESERVE_TOKEN.match(token)
+        unit = m.group(2).lower() if m else ""
+        if not m or unit in counts:
+            return None
+        counts[unit] = None if m.group(1) == "*" else int(m.group(1))
+    return counts
+
+
+def _check_retention(conf: BtrbkConfig, get: Callable[[str], str], line_of: Callable[[str], int | None], prefix: str) -> None:
+    for key in (f"{prefix}_preserve", f"{prefix}_preserve_min"):
+        try:
+            btrbk_retention(get(key) if key.endswith("preserve") else "no", get(key) if key.endswith("_min") else "latest")
+        except ValueError as exc:
+            raise AdoptInputError(conf.file, line_of(key), f"{key} {get(key)}: {exc}; btrbk refuses it too") from exc
+
+
+def btrbk_retention(preserve: str, preserve_min: str) -> tuple[str | None, list[str]]:
+    """Map btrbk's *_preserve and *_preserve_min to a subvault retention that keeps at
+    least every snapshot btrbk keeps, and notes saying where it keeps more.
+
+    Rules (btrbk's schedule()): `_min all` keeps everything → "all". `_min N<unit>` keeps
+    every snapshot of the last N + 1 periods (delta <= N): subvault has no minimum age, so
+    it becomes hourly buckets over that window (one snapshot per hour: btrbk ran at most
+    hourly, else adopt keeps all). `_preserve N<unit>` keeps the first of each of the last
+    N + 1 periods (delta <= N); subvault's N<unit> counts N periods including the current
+    one, so it becomes (N + 1)<unit>; `*` stays `*`; 0 keeps none. `_min latest`/`no` with
+    `_preserve no` keeps only the newest: return None (the caller picks the floor).
+    Raise ValueError naming the value if btrbk's grammar does not accept it.
     """
     notes: list[str] = []
     pmin = preserve_min.strip()
-    pres = preserve.strip()
+    counts = parse_preserve(preserve)
+    if counts is None:
+        raise ValueError(f'"{preserve}" is not a btrbk retention (expected e.g. "24h 7d 4w" or "no")')
     if pmin == "all":
+        notes.append("_preserve_min all (btrbk's default) kept every snapshot: subvault keeps all of them "
+                     '("all"); choose a shorter policy once you decide what may be pruned')
         return "all", notes
-    if pmin not in ("latest", "no", ""):
-        notes.append(f"_preserve_min {pmin}: subvault has no minimum age; only the policy and the newest are kept")
-    if pres in ("no", ""):
-        return "latest", notes
-    return pres, notes
+    mapped: dict[str, int | None] = {u: (c + 1 if c else c) for u, c in counts.items()}
+    if any(c for c in counts.values() if c is not None):
+        notes.append(f"_preserve {preserve}: btrbk counts the current period too (delta <= N), so subvault keeps one more of each")
+    m = _MIN_RE.match(pmin)
+    if m:
+        hours = (int(m.group(1)) + 2) * _UNIT_HOURS[m.group(2)] if m.group(2) != "h" else int(m.group(1)) + 1
+        if mapped.get("h", 0) is not None:  # `*h` keeps every hour already
+            mapped["h"] = max(mapped.get("h") or 0, hours)
+        notes.append(f"_preserve_min {pmin}: btrbk kept every snapshot of that window; subvault has no minimum age and "
+                     f"keeps the first of each hour for {hours}h instead")
+    elif pmin not in ("latest", "no", ""):
+        raise ValueError(f'"{pmin}" is not a btrbk minimum (expected all, latest, no or N<unit>)')
+    if not any(c is None or c > 0 for c in mapped.values()):
+        return None, notes
+    return " ".join(f"{'*' if mapped[u] is None else mapped[u]}{u}" for u in "hdwmy" if u in mapped), notes
+
+
+def preserve_to_keep(preserve: str, preserve_min: str) -> tuple[str, list[str]]:
+    """Map btrbk's target_preserve and target_preserve_min to a target's keep (see btrbk_retention)."""
+    keep, notes = btrbk_retention(preserve, preserve_min)
+    return keep or "latest", notes
 
 
 def parse_snapshot_name(name: str, tz: tzinfo) -> tuple[str, datetime, int] | None:

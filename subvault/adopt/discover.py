@@ -18,7 +18,9 @@ from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Schedul
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.btrfs import adapter, local
+from subvault.btrfs.snapper import numbered_dirs
 from subvault.errors import CommandFailed, SubvaultError
+from subvault.model import LocalSnapshot
 
 SNAPPER_CONFIGS = "etc/snapper/configs"
 BTRBK_CONF = "etc/btrbk/btrbk.conf"
@@ -59,14 +61,23 @@ def snapper_configs(root: str) -> list[FoundSnapper]:
             continue
         conf = parse_snapper_config(cfile.name, cfile.read_text(errors="replace"), str(cfile))
         path = under(root, conf.subvolume)
-        if not os.path.exists(path) or not adapter.is_btrfs(path):
+        if not os.path.exists(path):
+            raise AdoptInputError(str(cfile), conf.line_of("SUBVOLUME"), f'SUBVOLUME="{conf.subvolume}" ({path}) does not exist; '
+                                  "fix the path or remove the config")
+        if not adapter.is_btrfs(path):
             raise AdoptInputError(str(cfile), conf.line_of("SUBVOLUME"), f'SUBVOLUME="{conf.subvolume}" ({path}) is not on btrfs; subvault adopts btrfs configs only')
         ident = identity(path)
         if ident is None:
             raise AdoptInputError(str(cfile), conf.line_of("SUBVOLUME"), f'SUBVOLUME="{conf.subvolume}" ({path}) is not a btrfs subvolume')
         snaps = tuple(local.scan(conf.name, path, with_uuids=True))
-        found.append(FoundSnapper(conf, path, ident, snaps))
+        found.append(FoundSnapper(conf, path, ident, snaps, _unreadable(Path(path) / ".snapshots", snaps)))
     return found
+
+
+def _unreadable(sdir: Path, snaps: tuple[LocalSnapshot, ...]) -> tuple[str, ...]:
+    """snapper snapshots (a subvolume under N/) that scan left out: info.xml missing or unreadable."""
+    seen = {s.number for s in snaps}
+    return tuple(str(sdir / str(n)) for n in numbered_dirs(sdir) if n not in seen and (sdir / str(n) / "snapshot").is_dir())
 
 
 def btrbk_config(path: str) -> BtrbkConfig:

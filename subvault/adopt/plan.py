@@ -30,18 +30,20 @@ Rules:
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, preserve_to_keep
+from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, btrbk_retention, preserve_to_keep
 from subvault.adopt.snapper_conf import SnapperConfig
+from subvault.adopt.source import AdoptInputError
 from subvault.config.schema import NAME_RE
 from subvault.model import LocalSnapshot
 from subvault.plan.replication import entry_name
-from subvault.plan.retention import parse_policy
+from subvault.plan.retention import KEEP_ALL, KEEP_LATEST, UNITS, Policy, parse_policy
 
 SNAPPER_OFF = ("TIMELINE_CREATE=no", "TIMELINE_CLEANUP=no", "NUMBER_CLEANUP=no", "EMPTY_PRE_POST_CLEANUP=no")
 ADOPTED_KEY = "adopted"
@@ -53,6 +55,7 @@ class FoundSnapper:
     path: str  # SUBVOLUME as reachable here (under --root)
     ident: str | None
     snapshots: tuple[LocalSnapshot, ...] = ()
+    unreadable: tuple[str, ...] = ()  # .snapshots/N holding a snapshot whose info.xml is missing or unreadable
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class TargetPlan:
     ssh_options: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     btrbk_dir: str = ""  # btrbk's target directory (the path part of url)
+    keeps: dict[str, tuple[str, int]] = field(default_factory=dict)  # subvolume -> (keep btrbk gave it, btrbk.conf line)
+    line: int = 0  # btrbk.conf line of the first target line for this directory
     containers: list[str] = field(default_factory=list)  # <dir>/<host>/<sub> of each subvolume listed there
 
 
@@ -185,8 +190,14 @@ def plan_adoption(inp: Inputs) -> AdoptPlan:
     return plan
 
 
-def _unique_name(wanted: str, names: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "_.-" else "_" for c in wanted).lstrip("_.-") or "subvolume"
+def _unique_name(wanted: str, names: set[str], fallback: str = "subvolume") -> str:
+    """A config name (ASCII letters, digits, `_.-`) for wanted, not in names; added to names.
+
+    Accents are dropped (rööt → root), other non-ASCII becomes `_`: every candidate the
+    loop tries is then a valid name, so it ends.
+    """
+    ascii_ = unicodedata.normalize("NFKD", wanted).encode("ascii", "ignore").decode() if not wanted.isascii() else wanted
+    base = "".join(c if (c.isascii() and c.isalnum()) or c in "_.-" else "_" for c in ascii_).lstrip("_.-") or fallback
     name, n = base[:60], 2
     while name in names or not NAME_RE.match(name):
         name = f"{base[:57]}_{n}"
@@ -201,6 +212,9 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
     name = _unique_name(wanted, names)
     path = fs.path if fs else fb.sub.full_path  # type: ignore[union-attr]  # callers pass fs or fb, never neither
     comments: list[str] = []
+    if name != wanted:
+        comments.append(f'{"btrbk snapshot_name" if fb else "snapper config"} "{wanted}" is named "{name}" here: subvault names are '
+                        "ASCII letters, digits and _ . - (the moved target entries take this name)")
     timeline, keep_n = None, 10
     if fs is not None:
         conf = fs.conf
@@ -230,18 +244,18 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
                 plan.manual.append(msg)
                 comments.append(msg)
                 continue
-            tp = _target(plan, inp, fb, t, targets)
+            tp = _target(plan, inp, fb, t, targets, name)
+            if tp.name in sub_targets:  # btrbk lists it twice for this subvolume: one target, adopted once
+                msg = f"{_where(inp, t.line)}: target {t.url} is listed again for {fb.sub.path}; adopted once"
+                comments.append(msg)
+                plan.found.append(msg)
+                continue
             sub_targets.append(tp.name)
             found = fb.entries[i] if i < len(fb.entries) else "not listed"
             _entries(plan, inp, fb, t, tp, name, found)
         _moves(plan, inp, fb, name, path)
-        if timeline is None:
-            unit = _finest_target_unit([tp for tp in targets.values() if tp.name in sub_targets])
-            timeline = f"2{unit}"
-            comments.append(
-                f"btrbk kept only its snapshots as parents ({fb.sub.get('snapshot_preserve_min')}/{fb.sub.get('snapshot_preserve')}); "
-                f"subvault keeps {timeline} locally plus whatever a target still needs"
-            )
+        timeline = _local_timeline(plan, inp, fb, name, timeline, comments,
+                                   [tp for tp in targets.values() if tp.name in sub_targets])
         if fb.sub.get("snapshot_create") not in ("always", ""):
             comments.append(f"{_where(inp, fb.sub.line_of('snapshot_create'))}: snapshot_create {fb.sub.get('snapshot_create')}: "
                             "no equivalent (subvault snapshots on its timeline's cadence)")
@@ -250,6 +264,51 @@ def _subvolume(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper | None, fb: FoundB
         comments.append("snapper's TIMELINE_LIMIT_* are all 0: subvault needs a timeline; using the default 24h 7d 4w")
     return SubPlan(name, path, timeline, keep_n, sub_targets, fs.conf.name if fs else None,
                    fb.sub.full_path if fb else None, comments)
+
+
+def _local_timeline(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, name: str, snapper: str | None,
+                    comments: list[str], tps: list[TargetPlan]) -> str:
+    """The local timeline keeps at least what btrbk's snapshot_preserve(_min) kept (its
+    snapshots become subvault timeline snapshots) and what snapper's limits kept; where
+    that cannot be expressed it keeps more ("all") and says so."""
+    pres, pmin = fb.sub.get("snapshot_preserve"), fb.sub.get("snapshot_preserve_min")
+    where = _where(inp, fb.sub.line_of("snapshot_preserve_min") or fb.sub.line_of("snapshot_preserve"))
+    keep, notes = btrbk_retention(pres, pmin)
+    comments += [f"{where}: snapshot{n}" for n in notes]
+    if keep is None:
+        if snapper is not None:
+            return snapper
+        timeline = f"2{_finest_target_unit(tps)}"
+        comments.append(f"btrbk kept only its newest snapshot as the parent (snapshot_preserve_min {pmin}, snapshot_preserve {pres}); "
+                        f"subvault keeps {timeline} locally plus whatever a target still needs")
+        return timeline
+    hours = Counter(s.time.replace(minute=0, second=0, microsecond=0) for s in fb.snapshots)
+    if keep != KEEP_ALL and pmin not in ("latest", "no") and any(n > 1 for n in hours.values()):
+        msg = (f"{name}: btrbk kept every snapshot younger than {pmin} ({where}) and some of its {len(fb.snapshots)} snapshots "
+               'share an hour; subvault keeps one per hour, so the adopted timeline is "all" (nothing pruned) — '
+               "shorten it by hand once those snapshots have aged out")
+        plan.manual.append(msg)
+        comments.append(msg)
+        keep = KEEP_ALL
+    if snapper is None:
+        return keep
+    wider = _wider(snapper, keep)
+    if wider != snapper:
+        comments.append(f"timeline {wider}: snapper's {snapper} widened to keep what btrbk kept ({keep})")
+    return wider
+
+
+def _wider(a: str, b: str) -> str:
+    """A policy keeping at least the periods of both (per unit the larger count)."""
+    pa, pb = parse_policy(a), parse_policy(b)
+    if pa.keep_all or pb.keep_all:
+        return KEEP_ALL
+    counts: dict[str, int | None] = {}
+    for unit in UNITS:
+        if unit in pa.counts or unit in pb.counts:
+            ca, cb = pa.counts.get(unit, 0), pb.counts.get(unit, 0)
+            counts[unit] = None if ca is None or cb is None else max(ca, cb)
+    return Policy(counts=counts).describe() if counts else b
 
 
 def _where(inp: Inputs, line: int | None) -> str:
@@ -266,9 +325,14 @@ def _finest_target_unit(tps: list[TargetPlan]) -> str:
     return "d"
 
 
-def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, targets: dict[tuple[object, ...], TargetPlan]) -> TargetPlan:
+def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, targets: dict[tuple[object, ...], TargetPlan],
+            sub_name: str) -> TargetPlan:
+    """One [[target]] per btrbk target directory: btrbk's per-subvolume target_preserve on
+    the same directory becomes the keep that keeps the most (a comment names each); ssh
+    settings that differ for the same directory are refused naming btrbk.conf:LINE."""
     keep, notes = preserve_to_keep(t.get("target_preserve"), t.get("target_preserve_min"))
-    comments = [f"{_where(inp, t.line_of('target_preserve_min'))}: target{n}" for n in notes]
+    line = t.line_of("target_preserve") or t.line_of("target_preserve_min")
+    comments = [f"{_where(inp, line)}: target{n}" for n in notes]
     conn = connection(t, inp.ssh_options)
     url, directory, identity, cipher, options = conn.url, conn.directory, conn.identity, conn.cipher, list(conn.options)
     compress = "none"
@@ -282,19 +346,36 @@ def _target(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, target
         comments.append(f"{_where(inp, t.line_of('stream_compress'))}: stream_compress on a local target: not needed, not written")
     if t.get("incremental") == "no":
         comments.append(f"{_where(inp, t.line_of('incremental'))}: incremental no: subvault always sends incrementally when a parent exists")
-    key = (url, keep, compress, identity, cipher, tuple(options))
+    key = (url,)
     if key not in targets:
         host = url[len("ssh://"):].split("/", 1)[0].rsplit("@", 1)[-1].split(":")[0] if t.is_ssh else ""
         wanted = host.split(".")[0] if host else (directory.rstrip("/").rsplit("/", 1)[-1] or "local")
         taken = {tp.name for tp in targets.values()}
-        name = _unique_name(wanted, taken)
-        targets[key] = TargetPlan(name, url, keep, compress, identity, cipher, options, comments, directory.rstrip("/") or "/")
+        name = _unique_name(wanted, taken, "target")
+        targets[key] = TargetPlan(name, url, keep, compress, identity, cipher, options, comments, directory.rstrip("/") or "/",
+                                  {sub_name: (keep, t.line)}, t.line)
         plan.found.append(f"btrbk target {t.url} ({_where(inp, t.line)}) → [[target]] {name}: keep {keep}")
-    else:
-        for c in comments:
-            if c not in targets[key].comments:
-                targets[key].comments.append(c)
-    return targets[key]
+        return targets[key]
+    tp = targets[key]
+    if (identity, cipher, options) != (tp.ssh_identity, tp.ssh_cipher, tp.ssh_options):
+        raise AdoptInputError(
+            inp.btrbk.file if inp.btrbk else "btrbk.conf", t.line,
+            f"target {t.url} is reached with other ssh_identity/ssh_cipher_spec/ssh_compression than at line {tp.line}; "
+            "subvault has one set per target directory: make them the same in btrbk.conf and run adopt again",
+        )
+    if compress == "zstd":
+        tp.compress = "zstd"
+    tp.keeps.setdefault(sub_name, (keep, t.line))
+    if keep != tp.keep:
+        wider = _wider(tp.keep, keep) if KEEP_LATEST not in (tp.keep, keep) else (keep if tp.keep == KEEP_LATEST else tp.keep)
+        tp.keep = wider
+        tp.comments = [c for c in tp.comments if not c.startswith("btrbk kept ")]
+        each = ", ".join(f"{s} {k} ({_where(inp, ln)})" for s, (k, ln) in tp.keeps.items())
+        tp.comments.append(f"btrbk kept {each} here; subvault has one keep per target: {wider}, which keeps at least each")
+    for c in comments:
+        if c not in tp.comments:
+            tp.comments.append(c)
+    return tp
 
 
 @dataclass(frozen=True)
@@ -338,11 +419,13 @@ def _entries(plan: AdoptPlan, inp: Inputs, fb: FoundBtrbk, t: BtrbkTarget, tp: T
     moved = 0
     for e in sorted(found, key=lambda e: (e.time, e.suffix, e.name)):
         if not (e.readonly and e.received_uuid):
+            lacks = " and ".join(x for x in ("is writable" if not e.readonly else "",
+                                             "has no received_uuid" if not e.received_uuid else "") if x)
             hint = ""
-            if e.received_uuid:  # writable with a received_uuid: a receive or an adopt --apply was interrupted
+            if e.received_uuid:  # writable with a received_uuid: an adopt --apply was interrupted
                 hint = (f"; if it is whole (an adopt --apply interrupted between its flip and its rename), "
                         f"`btrfs property set -ts {tp.btrbk_dir}/{e.name} ro true` and run adopt --apply again")
-            plan.manual.append(f"{tp.name}: {tp.btrbk_dir}/{e.name} is not a verified receive (read-only with a received_uuid); "
+            plan.manual.append(f"{tp.name}: {tp.btrbk_dir}/{e.name} {lacks}, so it is not a verified receive; "
                                f"left in place, not a restore point for subvault{hint}")
             continue
         final = entry_name(name, e.time, taken, e.suffix or moved + 1)
@@ -376,6 +459,10 @@ def _take_over(plan: AdoptPlan, inp: Inputs, fs: FoundSnapper, name: str) -> Non
         if kind:
             plan.actions.append(Action("take-over", name, f"#{s.number} ({s.cleanup}) → subvault {kind}",
                                        data={"path": str(s.path.parent), "kind": kind, "number": s.number}))
+    if fs.unreadable:
+        shown = ", ".join(fs.unreadable[:5]) + (f" and {len(fs.unreadable) - 5} more" if len(fs.unreadable) > 5 else "")
+        plan.manual.append(f"{name}: {len(fs.unreadable)} snapper snapshots with a missing or unreadable info.xml ({shown}) "
+                           "stay as they are: neither tool lists or prunes them; repair the info.xml or delete them by hand")
     if kinds["none"]:
         plan.manual.append(f"{name}: {kinds['none']} snapper snapshots without a cleanup algorithm stay snapper's (never deleted by either tool)")
     root = "" if inp.snapper_root in ("", "/") else f" --no-dbus --root {inp.snapper_root}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from subvault.adopt import discover
 from subvault.adopt.plan import AdoptPlan, Inputs, plan_adoption
-from subvault.errors import SubvaultError, UsageError
+from subvault.errors import UsageError
 from subvault.run.results import Item, Outcome
 
 SYSROOT_ENV = "SUBVAULT_SYSROOT"
@@ -93,7 +93,9 @@ def _write(dest: str, text: str, *, force: bool) -> None:
     from subvault.btrfs.snapper import write_atomic
 
     path = Path(dest)
-    if path.exists() and not force and path.read_text() != text:
-        raise SubvaultError(f"{path} exists and differs from the adopted config; pass --force to replace it, or --write another path")
+    if path.is_dir():
+        raise UsageError(f"--write {path}: is a directory; give the config file's path, e.g. {path / 'subvault.toml'}")
+    if path.exists() and not force and path.read_text(errors="replace") != text:
+        raise UsageError(f"{path} exists and differs from the adopted config; pass --force to replace it, or --write another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text, 0o600)

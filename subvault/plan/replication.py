@@ -12,6 +12,12 @@ Rules:
   still under the stream's name but read-only, with the received_uuid of a source
   snapshot the target lacks. That is exactly what verification checks, so it is
   adopted (renamed to its final name before the next receive), not sent again.
+- A writable entry WITH a received_uuid under a final name is not a partial (an
+  interrupted receive never has one, and receives land in the incoming area): someone
+  made it writable, or an adopt move was cut off. It is never deleted and never a
+  parent: it is `stranded`, to report (make it read-only if it is a complete copy), and
+  its name is never reused. (In the incoming area it stays a partial: only our
+  receives write there, under the stream's name the next receive needs.)
 - Retention runs over the union of the source's timeline snapshots and the target's
   verified entries, with the target's keep policy. Source snapshots it keeps that the
   target lacks are sent, oldest first; target entries it drops are pruned. The newest
@@ -85,6 +91,7 @@ class Adoption:
 @dataclass
 class ReplicationPlan:
     partials: list[Removal] = field(default_factory=list)
+    stranded: list[Removal] = field(default_factory=list)  # writable but received: reported, never deleted
     adopt: list[Adoption] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
     prune: list[Removal] = field(default_factory=list)
@@ -151,6 +158,9 @@ def plan_replication(
             plan.adopt.append(Adoption(e.name, final, src.uuid))
             verified.append(Entry(final, e.uuid, e.received_uuid, readonly=True))
             continue
+        if e.received_uuid and not e.readonly and not e.incoming:
+            plan.stranded.append(Removal(e.name, e.incoming, "writable but received (it has a received_uuid): not a partial"))
+            continue
         why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
         plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))
     by_received = _dedupe(verified, sub_name, plan)
@@ -164,7 +174,7 @@ def plan_replication(
     keep_keys = {d.key for d in decisions if d.keep}
     reasons = {d.key: "; ".join(d.reasons) for d in decisions}
 
-    taken = set(by_received_names(by_received))
+    taken = set(by_received_names(by_received)) | {r.name for r in plan.stranded}
     for src in srcs:
         if src.uuid not in keep_keys or src.uuid in shared_uuids:
             continue

@@ -180,6 +180,13 @@ def _replicate_one(
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
     by_uuid = {s.uuid: s for s in sources}
     aside = _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else {}
+    for r in plan.stranded:  # never deleted: someone must look at it
+        path = f"{container}/{r.name}"
+        out.warnings.append(
+            f"{subject}: {path} is writable but was received (it has a received_uuid): left in place, never a parent; "
+            f"if it is a complete copy, make it read-only (`btrfs property set -f -ts {path} ro true`, or re-run "
+            "`subvault adopt --apply` if adopt was moving it), else delete it by hand"
+        )
     if ctx.dry_run:
         out.items += _partial_items(subject, plan.partials, aside, "would-")
         out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]

@@ -158,7 +158,9 @@ def _redate_newest(sub: Path, when: datetime) -> None:
 
 def _redate_btrbk_run(inst: Installation, when: datetime) -> None:
     """Rename the snapshots btrbk made just now, and their copies on both targets, to `when` (btrbk's long format)."""
-    for d in (inst.pool / "btrbk_snapshots", inst.usb, inst.pi):
+    for d in (inst.pool / "btrbk_snapshots", inst.usb, getattr(inst, "pi", None)):
+        if d is None:
+            continue
         for entry in sorted(d.iterdir()):
             parsed = parse_snapshot_name(entry.name, TZ)
             if parsed and parsed[1] > when:
@@ -301,7 +303,7 @@ def test_adopt_dry_run_apply_changes_nothing_and_json_says_what_it_would_do(inst
     moved = {a["data"]["src"] for a in plan["actions"] if a["kind"] == "move-entry"}
     assert moved == {f"{d}/{n}" for d, names in entries.items() for n in names}
     assert {s["name"] for s in plan["subvolumes"]} == set(BTRBK_SUBS)
-    assert {(t["name"], t["keep"], t["compress"]) for t in plan["targets"]} == {("btrbk", "24h 8d 5w", "none"), ("127", "24h 8d 5w", "zstd")}
+    assert {(t["name"], t["keep"], t["compress"]) for t in plan["targets"]} == {("btrbk", "25h 9d 6w", "none"), ("127", "25h 9d 6w", "zstd")}
     assert any("TIMELINE_MIN_AGE=1800" in line and "no equivalent" in line for line in plan["toml"].splitlines())
     from subvault.config.load import parse_config
 
@@ -421,3 +423,92 @@ def test_ssh_target_without_python3_is_refused_up_front_naming_the_target_and_wh
         server.stop()
         for fs in reversed(fss):
             fs.close()
+
+
+@pytest.fixture
+def btrbk_days(tmp_path):
+    """btrbk only, the retention of its man page example: every snapshot for 2 days, dailies for 14.
+
+    Real `btrbk run`s to a local target, each re-dated to an earlier time as btrbk names
+    it, several on each of the last days; btrbk's own last run pruned what it would."""
+    inst = Installation(tmp_path, None)
+    try:
+        inst.fs("src", inst.pool)
+        adapter.create_subvolume(inst.pool / "data")
+        inst.usb = inst.fs("usb", tmp_path / "usb").mountpoint / "btrbk"
+        inst.usb.mkdir()
+        inst.bin.mkdir()
+        inst.btrbk_conf = tmp_path / "btrbk.conf"
+        inst.btrbk_conf.write_text(
+            "timestamp_format long\nsnapshot_preserve_min 2d\nsnapshot_preserve 14d\n"
+            f"volume {inst.pool}\n  snapshot_dir btrbk_snapshots\n  target send-receive {inst.usb}\n  subvolume data\n"
+        )
+        (inst.pool / "btrbk_snapshots").mkdir()
+        now = datetime.now(UTC)
+        for hours in (6 * 24, 5 * 24, 5 * 24 - 3, 4 * 24, 3 * 24, 2 * 24, 2 * 24 - 2, 24, 20, 5, 3, 1):
+            (inst.pool / "data" / "hour.txt").write_text(f"{hours}h ago\n")
+            inst.btrbk("run")
+            _redate_btrbk_run(inst, now - timedelta(hours=hours))
+        inst.btrbk("run")  # btrbk prunes by its own policy: what is left is what btrbk keeps
+        (inst.pool / "data" / "hour.txt").write_text("now\n")
+        yield inst
+    finally:
+        inst.close()
+
+
+def test_first_run_after_adopt_deletes_no_local_snapshot_btrbk_was_keeping(btrbk_days, tmp_path):
+    inst = btrbk_days
+    kept = sorted(p.name for p in (inst.pool / "btrbk_snapshots").iterdir())
+    assert len(kept) >= 8, kept
+    before = _uuids(inst.pool)
+    btrbk_uuids = {u for u, p in before.items() if "btrbk_snapshots" in str(p)}
+    config = tmp_path / "subvault.toml"
+    applied = run_cli("--config", str(config), "adopt", "--root", str(inst.root), "--btrbk", str(inst.btrbk_conf), "--apply")
+    run = run_cli("--config", str(config), "run", "--json", check=False, env={"SUBVAULT_SYSROOT": str(inst.root)})
+    assert not json.loads(run.stdout)["result"]["errors"], run.stdout
+    gone = [before[u] for u in btrbk_uuids - _uuids(inst.pool).keys()]
+    assert not gone, f"the first run deleted btrbk snapshots it was keeping: {gone}"
+    assert 'timeline = "96h 15d"' in config.read_text(), applied.stdout
+
+
+def test_invariant_3_writable_target_entry_with_a_received_uuid_is_reported_never_deleted(btrbk_days, tmp_path):
+    # An adopt move cut off between its two flips leaves a complete copy writable under its
+    # final name. An interrupted receive never has a received_uuid: this is not a partial.
+    from subvault.adopt.flip import set_readonly
+
+    inst = btrbk_days
+    config = tmp_path / "subvault.toml"
+    run_cli("--config", str(config), "adopt", "--root", str(inst.root), "--btrbk", str(inst.btrbk_conf), "--apply")
+    (container,) = [p for p in inst.usb.iterdir() if p.is_dir() and not p.name.startswith("data.")]
+    entry = sorted((container / "data").iterdir())[0]
+    received = adapter.show(entry).received_uuid
+    assert received
+    set_readonly(entry, False)
+    run = run_cli("--config", str(config), "run", "--json", check=False, env={"SUBVAULT_SYSROOT": str(inst.root)})
+    result = json.loads(run.stdout)["result"]
+    assert entry.exists(), run.stdout
+    assert not [i for i in result["items"] if i["action"] == "delete-partial"], run.stdout
+    lines = [w for w in result["warnings"] if str(entry) in w]
+    assert len(lines) == 1 and "ro true" in lines[0], result["warnings"]
+    assert adapter.show(entry).received_uuid == received
+
+
+def test_snapper_snapshots_with_missing_or_corrupt_info_xml_are_listed_as_staying_manual(tmp_path):
+    inst = Installation(tmp_path, None)
+    try:
+        inst.fs("src", inst.pool)
+        adapter.create_subvolume(inst.pool / "data")
+        adapter.create_subvolume(inst.pool / "data" / ".snapshots")
+        (inst.root / "etc/snapper/configs").mkdir(parents=True)
+        inst.snapper_config("data").write_text('SUBVOLUME="/mnt/pool/data"\nFSTYPE="btrfs"\nTIMELINE_CREATE="yes"\n')
+        for _ in range(3):
+            inst.snapper("data", "create", "--cleanup-algorithm", "timeline")
+        snaps = inst.pool / "data" / ".snapshots"
+        (snaps / "1" / "info.xml").unlink()
+        (snaps / "2" / "info.xml").write_text("<?xml version=\"1.0\"?>\n<snapshot><num>2</nu")
+        proc = run_cli("--config", str(tmp_path / "s.toml"), "adopt", "--root", str(inst.root), "--snapper", "--dry-run")
+        manual = proc.stdout[proc.stdout.index("stays manual"):] if "stays manual" in proc.stdout else proc.stdout
+        assert f"{snaps / '1'}" in manual and f"{snaps / '2'}" in manual, proc.stdout
+        assert f"{snaps / '3'}" not in manual, proc.stdout
+    finally:
+        inst.close()

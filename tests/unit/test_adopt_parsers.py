@@ -8,8 +8,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from subvault.adopt.btrbk_conf import format_snapshot_name, parse_btrbk_conf, parse_snapshot_name, preserve_to_keep
-from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
+from subvault.adopt.btrbk_conf import (
+    btrbk_retention,
+    format_snapshot_name,
+    parse_btrbk_conf,
+    parse_snapshot_name,
+    preserve_to_keep,
+)
+from subvault.adopt.plan import AdoptPlan, BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.config.load import parse_config
@@ -165,12 +171,24 @@ def test_btrbk_name_round_trip(fmt):
     assert got == ("pvc", day_start if fmt == "short" else when, 0)
 
 
-def test_preserve_mapping():
-    assert preserve_to_keep("24h 8d 5w", "no") == ("24h 8d 5w", [])
+def test_preserve_mapping_keeps_at_least_what_btrbk_keeps():
+    # btrbk keeps delta <= N: N + 1 periods counting the current one; subvault's N counts N.
+    assert preserve_to_keep("24h 8d 5w", "no") == ("25h 9d 6w", [preserve_to_keep("24h 8d 5w", "no")[1][0]])
     assert preserve_to_keep("no", "latest") == ("latest", [])
     assert preserve_to_keep("14d", "all")[0] == "all"
     keep, notes = preserve_to_keep("24h 8d", "18h")
-    assert keep == "24h 8d" and "no minimum age" in notes[0]
+    assert keep == "25h 9d" and any("no minimum age" in n for n in notes)
+    assert preserve_to_keep("*d 0w", "latest")[0] == "*d 0w"
+    assert btrbk_retention("14d", "2d")[0] == "96h 15d"  # every snapshot of today + 2 days, hourly
+    assert btrbk_retention("no", "latest")[0] is None
+
+
+@pytest.mark.parametrize("value", ["24h 7d* 4w", "7x", "3d 4d"])
+def test_btrbk_retention_btrbk_refuses_is_refused_naming_file_and_line(value):
+    text = f"volume /mnt/pool\n  target /usb\n  subvolume root\n    target_preserve {value}\n"
+    with pytest.raises(AdoptInputError) as err:
+        parse_btrbk_conf(text, "/etc/btrbk/btrbk.conf")
+    assert str(err.value).startswith("/etc/btrbk/btrbk.conf:4: target_preserve"), err.value
 
 
 def _snap(num: int, cleanup: str, owned: bool = False) -> LocalSnapshot:
@@ -211,7 +229,7 @@ def test_plan_homelab_config_loads_and_says_what_has_no_equivalent():
     assert cfg.timeline_of(subs["root"]) == "2h"  # btrbk only kept a parent; two periods of the target's finest unit
     (pi,) = cfg.target
     assert (pi.name, pi.url, pi.keep, pi.compress, pi.ssh_identity) == (
-        "pi", "ssh://root@pi.wg/mnt/backup/vps1", "24h 8d 5w", "zstd", "/etc/btrbk/ssh/id_ed25519")
+        "pi", "ssh://root@pi.wg/mnt/backup/vps1", "25h 9d 6w", "zstd", "/etc/btrbk/ssh/id_ed25519")
     assert "NUMBER_LIMIT_IMPORTANT=10: no equivalent" in plan.toml
     assert "btrbk group apps" in plan.toml
     assert any("raw target ssh://nas/backup/raw" in m and "not adopted" in m for m in plan.manual)
@@ -224,7 +242,7 @@ def test_plan_moves_only_verified_entries_into_subvault_layout():
         ("/mnt/backup/vps1/var_lib_pvc.20261125T0300", "/mnt/backup/vps1/vps1/var_lib_pvc/var_lib_pvc.20261125T020000Z"),
         ("/mnt/backup/vps1/var_lib_pvc.20261126T0300", "/mnt/backup/vps1/vps1/var_lib_pvc/var_lib_pvc.20261126T020000Z"),
     ]
-    assert any("var_lib_pvc.20261124T0300 is not a verified receive" in m for m in plan.manual)
+    assert any("var_lib_pvc.20261124T0300 is writable and has no received_uuid, so it is not a verified receive" in m for m in plan.manual)
     local = [a for a in plan.actions if a.kind == "move-local"]
     assert [a.data["src"] for a in local] == ["/mnt/btr_pool/btrbk_snapshots/var_lib_pvc.20261126T0300"]
 
@@ -238,3 +256,117 @@ def test_plan_takes_over_timeline_and_number_snapshots_only_and_deletes_nothing(
     cmds = [a.command for a in plan.actions if a.command]
     assert "snapper -c var_lib_pvc set-config TIMELINE_CREATE=no TIMELINE_CLEANUP=no NUMBER_CLEANUP=no EMPTY_PRE_POST_CLEANUP=no" in cmds
     assert "systemctl disable --now btrbk.timer" in cmds
+
+
+def _btrbk_only(preserve_lines: str, snapshots: tuple[BtrbkSnapshot, ...] = ()) -> tuple[Inputs, str]:
+    conf = parse_btrbk_conf(f"{preserve_lines}volume /mnt/pool\n  target /usb\n  subvolume data\n", "/etc/btrbk/btrbk.conf")
+    return Inputs(host="h", btrbk=conf, btrbk_found=[FoundBtrbk(conf.subvolumes[0], "fs:256", snapshots, ((),))]), "data"
+
+
+@pytest.mark.parametrize(("lines", "timeline"), [
+    ("snapshot_preserve_min 2d\nsnapshot_preserve 14d\n", "96h 15d"),
+    ("", "all"),  # btrbk's default: snapshot_preserve_min all
+    ("snapshot_preserve_min all\nsnapshot_preserve 14d\n", "all"),
+    ("snapshot_preserve_min latest\nsnapshot_preserve 7d 4w\n", "8d 5w"),
+    ("snapshot_preserve_min latest\nsnapshot_preserve no\n", "2d"),  # only the parent: the floor
+])
+def test_plan_local_timeline_keeps_at_least_what_btrbk_snapshot_preserve_kept(lines, timeline):
+    inp, name = _btrbk_only(lines)
+    plan = plan_adoption(inp)
+    (sub,) = plan.subvolumes
+    assert sub.timeline == timeline, plan.toml
+    assert "kept only its snapshots as parents" not in plan.toml
+
+
+def test_plan_local_timeline_is_all_when_btrbk_snapshots_share_an_hour_inside_its_minimum_window():
+    t0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    snaps = (BtrbkSnapshot("data.20261126", t0, 0, uuid="a"), BtrbkSnapshot("data.20261126_1", t0, 1, uuid="b"))
+    inp, _ = _btrbk_only("timestamp_format short\nsnapshot_preserve_min 2d\nsnapshot_preserve 14d\n", snaps)
+    plan = plan_adoption(inp)
+    assert plan.subvolumes[0].timeline == "all"
+    assert any("share an hour" in m for m in plan.manual)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("snapshot_name", "expected"), [("rööt", "root"), ("é", "e"), ("日本", "subvolume"), ("日本_db", "db")])
+def test_plan_non_ascii_btrbk_snapshot_name_is_adopted_under_an_ascii_name_and_ends(snapshot_name, expected):
+    conf = parse_btrbk_conf(f"snapshot_preserve_min latest\nvolume /mnt/pool\n  target /usb\n  subvolume data\n"
+                            f"    snapshot_name {snapshot_name}\n", "/etc/btrbk/btrbk.conf")
+    plan = plan_adoption(Inputs(host="h", btrbk=conf, btrbk_found=[FoundBtrbk(conf.subvolumes[0], "fs:256", (), ((),))]))
+    assert [s.name for s in plan.subvolumes] == [expected]
+    assert f'"{snapshot_name}" is named "{expected}"' in plan.toml
+    parse_config(plan.toml)
+
+
+def _plan_of(text: str) -> AdoptPlan:
+    conf = parse_btrbk_conf(text, "/etc/btrbk/btrbk.conf")
+    found = [FoundBtrbk(s, f"fs:{256 + i}", (), tuple(() for _ in s.targets)) for i, s in enumerate(conf.subvolumes)]
+    return plan_adoption(Inputs(host="h", btrbk=conf, btrbk_found=found))
+
+
+def test_plan_per_subvolume_target_preserve_on_one_target_keeps_the_most_and_says_what_each_had():
+    plan = _plan_of("target_preserve_min no\nvolume /mnt/pool\n  subvolume root\n    target send-receive /usb\n"
+                    "    target_preserve 1d\n  subvolume home\n    target send-receive /usb\n    target_preserve 30d\n")
+    cfg = parse_config(plan.toml)
+    (usb,) = cfg.target
+    assert usb.keep == "31d" and "root 2d" in plan.toml and "home 31d" in plan.toml
+    assert "/etc/btrbk/btrbk.conf:5" in plan.toml and "/etc/btrbk/btrbk.conf:8" in plan.toml
+
+
+def test_plan_subvolume_target_preserve_overriding_a_volume_level_target_is_adopted():
+    plan = _plan_of("target_preserve_min no\ntarget_preserve 7d\nvolume /mnt/pool\n  target send-receive /usb\n"
+                    "  subvolume root\n    target_preserve 2d\n  subvolume home\n")
+    (usb,) = parse_config(plan.toml).target
+    assert usb.keep == "8d"
+
+
+def test_plan_same_target_line_twice_is_adopted_once():
+    plan = _plan_of("volume /mnt/pool\n  subvolume root\n    target /usb\n    target /usb\n")
+    cfg = parse_config(plan.toml)
+    assert [t.name for t in cfg.target] == ["usb"] and "/etc/btrbk/btrbk.conf:4: target /usb is listed again" in plan.toml
+
+
+def test_btrbk_subvolume_twice_is_one_line_naming_file_and_line():
+    with pytest.raises(AdoptInputError) as err:
+        parse_btrbk_conf("volume /mnt/pool\n  subvolume root\n    target /usb\n  subvolume root\n", "/etc/btrbk/btrbk.conf")
+    assert str(err.value).startswith('/etc/btrbk/btrbk.conf:4: subvolume "root" is listed again (first at line 2)')
+
+
+def test_btrbk_same_target_with_different_ssh_settings_is_one_line_naming_file_and_line():
+    text = ("volume /mnt/pool\n  subvolume root\n    target ssh://pi/b\n    ssh_identity /k1\n"
+            "  subvolume home\n    target ssh://pi/b\n    ssh_identity /k2\n")
+    with pytest.raises(AdoptInputError) as err:
+        _plan_of(text)
+    assert str(err.value).startswith("/etc/btrbk/btrbk.conf:6: target ssh://pi/b is reached with other"), err.value
+
+
+def test_plan_snapper_snapshots_with_unreadable_info_xml_stay_manual():
+    inp = _homelab_inputs()
+    fs = inp.snapper[0]
+    inp.snapper = [FoundSnapper(fs.conf, fs.path, fs.ident, fs.snapshots, ("/var/lib/pvc/.snapshots/7",))]
+    plan = plan_adoption(inp)
+    assert any("1 snapper snapshots with a missing or unreadable info.xml (/var/lib/pvc/.snapshots/7)" in m for m in plan.manual)
+
+
+def test_snapper_subvolume_that_does_not_exist_says_so_naming_file_and_line(tmp_path):
+    from subvault.adopt.discover import snapper_configs
+
+    cdir = tmp_path / "etc/snapper/configs"
+    cdir.mkdir(parents=True)
+    (cdir / "gone").write_text('FSTYPE="btrfs"\nSUBVOLUME="/srv/gone"\n')
+    with pytest.raises(AdoptInputError) as err:
+        snapper_configs(str(tmp_path))
+    assert str(err.value).startswith(f'{cdir / "gone"}:2: SUBVOLUME="/srv/gone"') and "does not exist" in str(err.value)
+
+
+@pytest.mark.parametrize("existing", ["dir", "file"])
+def test_adopt_write_to_a_directory_or_a_different_existing_file_is_a_usage_error(tmp_path, existing):
+    from subvault.adopt.run import _write
+    from subvault.errors import UsageError
+
+    dest = tmp_path / "out"
+    dest.mkdir() if existing == "dir" else dest.write_text("# mine\n")
+    with pytest.raises(UsageError) as err:
+        _write(str(dest), "# adopted\n", force=False)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+    assert ("is a directory" if existing == "dir" else "exists and differs") in str(err.value)

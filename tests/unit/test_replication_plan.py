@@ -120,8 +120,12 @@ def test_invariant_3_partials_removed_and_never_parents(sc):
     sources, entries, keep = sc
     plan = plan_replication("sub", sources, entries, keep, NOW, UTC)
     counted = _verified(entries, sources)
-    partial = [e for e in entries if counted.get(e.received_uuid) is not e]
+    partial = [e for e in entries if counted.get(e.received_uuid) is not e and not (e.received_uuid and not e.readonly and not e.incoming)]
     assert sorted((r.name, r.incoming) for r in plan.partials) == sorted((e.name, e.incoming) for e in partial)
+    stranded = [e for e in entries if e.received_uuid and not e.readonly and not e.incoming]
+    assert sorted(r.name for r in plan.stranded) == sorted(e.name for e in stranded)
+    assert not {r.name for r in plan.prune} & {e.name for e in stranded}
+    assert not {x.name for x in plan.sends} & {e.name for e in stranded}  # its name is never reused
     assert {a.name for a in plan.adopt} == {e.name for e in counted.values() if e.incoming}
     usable = set(counted)
     for send in plan.sends:
@@ -190,6 +194,16 @@ def test_incremental_uses_newest_shared_parent():
     plan = plan_replication("sub", s, entries, "24h", NOW, UTC)
     assert [(x.uuid, x.parent) for x in plan.sends] == [("u2", "u1")]
     assert plan.base_before == "u1" and plan.base_after == "u2"
+
+
+def test_invariant_3_writable_entry_with_a_received_uuid_is_never_deleted_as_a_partial():
+    # An interrupted receive never has a received_uuid; a writable one that has it (an adopt
+    # move cut off between its two flips) is someone's complete copy: reported, never deleted.
+    s = [Source("u0", NOW - timedelta(hours=2), "/p0", number=0), Source("u1", NOW - timedelta(hours=1), "/p1", number=1)]
+    final = entry_name("sub", s[0].time)
+    plan = plan_replication("sub", s, [Entry(final, "t0", "u0", False)], "24h", NOW, UTC)
+    assert plan.partials == [] and [r.name for r in plan.stranded] == [final]
+    assert final not in {x.name for x in plan.sends} and not plan.prune
 
 
 def test_received_source_matches_by_received_uuid():
