@@ -92,12 +92,10 @@ class Section:
         return None
 
 
-@dataclass
-class BtrbkTarget:
-    type: str
-    url: str
-    line: int
-    section: Section  # options resolve target → subvolume → volume → global
+class _Options:
+    """An option as btrbk resolves it: this section, then its parents, then btrbk's default."""
+
+    section: Section
 
     def get(self, key: str) -> str:
         s = self.section.lookup(key)
@@ -106,6 +104,14 @@ class BtrbkTarget:
     def line_of(self, key: str) -> int | None:
         s = self.section.lookup(key)
         return s.line if s is not None else None
+
+
+@dataclass
+class BtrbkTarget(_Options):
+    type: str
+    url: str
+    line: int
+    section: Section  # options resolve target → subvolume → volume → global
 
     @property
     def is_ssh(self) -> bool:
@@ -113,20 +119,12 @@ class BtrbkTarget:
 
 
 @dataclass
-class BtrbkSubvolume:
+class BtrbkSubvolume(_Options):
     volume: str
     path: str  # as written: relative to the volume, or absolute
     line: int
     section: Section
     targets: list[BtrbkTarget] = field(default_factory=list)
-
-    def get(self, key: str) -> str:
-        s = self.section.lookup(key)
-        return s.value if s is not None else DEFAULTS.get(key, "")
-
-    def line_of(self, key: str) -> int | None:
-        s = self.section.lookup(key)
-        return s.line if s is not None else None
 
     @property
     def full_path(self) -> str:
