@@ -109,7 +109,7 @@ def fast_info_fields(text: str) -> InfoFields | None:
         when = _utc(date.strip())
     except ValueError as exc:
         raise ValueError(f"bad num or date: {exc}") from None
-    pairs = tuple((k.strip(), v.strip()) for k, v in _FAST_USERDATA.findall(userdata) if k) if userdata else ()
+    pairs = tuple([(k.strip(), v.strip()) for k, v in _FAST_USERDATA.findall(userdata) if k]) if userdata else ()
     return type_.strip(), num_i, when, (description or "").strip(), (cleanup or "").strip(), pairs
 
 
