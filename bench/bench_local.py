@@ -162,6 +162,7 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
     out = {}
     how = "one root-tree walk" if adapter.fast_path() else "libbtrfsutil or CLI listing"
     out[f"find every snapshot's uuid ({how})"] = median_of(lambda: t(locate_all), rounds)
+    out["  (for comparison: list every subvolume the old way)"] = median_of(lambda: t(lambda: adapter.list_subvolumes(subs[0].path)), rounds)
     out["read and parse every info.xml (scan without uuids)"] = median_of(
         lambda: t(lambda: [local.scan(s.name, s.path, with_uuids=False) for s in subs]), rounds)
     out["scan with uuids (both of the above)"] = median_of(lambda: t(scan_all), rounds)

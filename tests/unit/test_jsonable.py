@@ -46,7 +46,7 @@ class Level(enum.IntEnum):
     HIGH = 2
 
 
-class Name(str, enum.Enum):
+class Name(enum.StrEnum):
     A = "a"
 
 
