@@ -84,9 +84,10 @@ def _read_snapshot(sub_name: str, sdir: Path, dfd: int, name: str, uuid: str | N
     if os.access(f"{name}/{PENDING}", os.F_OK, dir_fd=dfd):
         return None
     try:
-        fields = fast_info_fields(_read_text(f"{name}/info.xml", dfd))
+        text = _read_text(f"{name}/info.xml", dfd)
+        fields = fast_info_fields(text)
         if fields is None:
-            info = parse_info(_read_text(f"{name}/info.xml", dfd))
+            info = parse_info(text)
             fields = (info.type, info.num, info.date, info.description, info.cleanup, info.userdata)
     except (OSError, ValueError):
         return None
