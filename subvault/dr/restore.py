@@ -183,13 +183,7 @@ class Executor:
                 return "already received"
             adapter.delete(got)  # a partial from an interrupted run (invariant 3)
         choice = Choice(a["name"], a["entry"], self.m.captured_at, a["received_uuid"])
-        if self.scratch:
-            from subvault.dr.writebehind import WriteBehind
-
-            with WriteBehind(area):
-                n = self.source.receive(choice, area)
-        else:
-            n = self.source.receive(choice, area)
+        n = self.source.receive(choice, area)
         self.out.bytes += n
         return f"received {human_size(n)}"
 
