@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -228,8 +229,9 @@ def main() -> None:
             profile(config, args.profile)
         load = os.getloadavg()
 
-    os.rmdir(work / "mnt")
+    os.rmdir(work / "mnt")  # fails if anything is still mounted there: then nothing below is removed
     (work / "bench.img").unlink(missing_ok=True)
+    shutil.rmtree(work)  # the config and state dir
     if not args.only_listing:
         print_local(snap, help_t, idle_run, args.rounds)
     print(f"\nwhere the time goes with {args.snapshots} snapshots (in-process, medians of 5); what remains:")
