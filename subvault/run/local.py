@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
@@ -108,7 +109,7 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
                 if held:
                     steps = plan_prune(snaps, **policy, held=held)
             for step in steps:
-                label = f"#{step.snapshot.number} {step.snapshot.date.astimezone(ctx.tz):%Y-%m-%d %H:%M} {step.snapshot.kind}"
+                label = f"#{step.snapshot.number} {_minute(step.snapshot.date, ctx.tz)} {step.snapshot.kind}"
                 why = "; ".join(step.reasons)
                 if step.keep:
                     out.items.append(Item(sub.name, "keep", f"{label} ({why})"))
@@ -120,6 +121,12 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
         except (SubvaultError, OSError) as exc:
             out.fail(sub.name, exc)
     return out
+
+
+def _minute(when: datetime, tz: tzinfo) -> str:
+    """"YYYY-MM-DD HH:MM" on tz's wall clock (strftime costs 3x; this runs once per snapshot in prune)."""
+    t = when.astimezone(tz)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}"
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,8 +54,8 @@ class Outcome:
         return EXIT_PARTIAL if succeeded else EXIT_FAILED
 
 
-_SCALARS = (str, int, float, bool, type(None))
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -62,36 +64,53 @@ def to_jsonable(value: Any) -> Any:
     Durations are seconds (a number); times are ISO 8601; sets are sorted lists. Any
     other object becomes its string, so that `--json` output is always valid JSON.
     Runs once per field of 10,000 snapshots in `list --json`: scalars are answered
-    first and each dataclass's field names are looked up once.
+    inline, and the conversion of every other type is chosen once per type.
     """
     kind = type(value)
     if kind in _SCALARS:
         return value
-    names = _FIELD_NAMES.get(kind)
-    if names is None and dataclasses.is_dataclass(kind):
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
-    if names is not None:
-        return {n: to_jsonable(getattr(value, n)) for n in names}
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((to_jsonable(v) for v in value), key=str)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-        return int(seconds) if seconds.is_integer() else seconds
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+    convert = _CONVERTERS.get(kind)
+    if convert is None:
+        convert = _CONVERTERS[kind] = _converter(kind)
+    return convert(value)
+
+
+def _converter(kind: type) -> Callable[[Any], Any]:
+    """How values of exactly this type are converted (the order of the checks is the rule)."""
+    if dataclasses.is_dataclass(kind):
+        names = tuple(f.name for f in dataclasses.fields(kind))
+        if not names:
+            return lambda value: {}
+        values = operator.attrgetter(*names) if len(names) > 1 else (lambda value: (getattr(value, names[0]),))
+
+        def fields(value: Any) -> dict[str, Any]:
+            return {n: v if type(v) in _SCALARS else to_jsonable(v) for n, v in zip(names, values(value), strict=True)}
+
+        return fields
+    if issubclass(kind, enum.Enum):
+        return lambda value: to_jsonable(value.value)
+    if issubclass(kind, (bool, int, float, str)):
+        return lambda value: value
+    if issubclass(kind, dict):
+        return lambda value: {str(k): v if type(v) in _SCALARS else to_jsonable(v) for k, v in value.items()}
+    if issubclass(kind, (list, tuple)):
+        return lambda value: [v if type(v) in _SCALARS else to_jsonable(v) for v in value]
+    if issubclass(kind, (set, frozenset)):
+        return lambda value: sorted((to_jsonable(v) for v in value), key=str)
+    if issubclass(kind, datetime):
+        return lambda value: value.isoformat()
+    if issubclass(kind, timedelta):
+        return _seconds
+    if issubclass(kind, Path):
+        return str
+    if issubclass(kind, bytes):
+        return lambda value: value.decode("utf-8", "replace")
+    return str
+
+
+def _seconds(value: timedelta) -> int | float:
+    seconds = value.total_seconds()
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 def envelope(command: str, payload: Any, exit_code: int = EXIT_OK) -> dict[str, Any]:

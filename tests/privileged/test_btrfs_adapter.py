@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from subvault.btrfs import adapter, fastpath
@@ -39,3 +41,39 @@ def test_fast_show_equals_cli_show(homelab):
         fast, cli = adapter.show(path), adapter.show_cli(path)
         assert (fast.id, fast.path, fast.uuid, fast.parent_uuid, fast.readonly, fast.top_level) == (
             cli.id, cli.path, cli.uuid, cli.parent_uuid, cli.readonly, cli.top_level)
+
+
+def test_snapshots_found_by_place_equal_snapshots_found_by_path(homelab, tmp_path):
+    """scan's root-tree walk (matched by parent subvolume, directory inode and name) finds
+    the same uuid and received uuid for each .snapshots/N as the listing by path, and
+    leaves out the same entries: a deleted snapshot subvolume, a plain directory, a
+    snapshot under another name; a received snapshot carries its received uuid."""
+    from subvault import process
+    from subvault.btrfs import local
+
+    if not fastpath.available():
+        pytest.fail("libbtrfsutil is not installed (Debian: libbtrfsutil1); the fast path is untested")
+    for _ in range(3):
+        homelab.cli("snap-all", "x")
+    home, data = homelab.paths["home"] / ".snapshots", homelab.paths["data"] / ".snapshots"
+    adapter.delete(home / "2" / "snapshot")  # info.xml left behind
+    (home / "3" / "snapshot").rename(home / "3" / "other")  # a subvolume under another name
+    (home / "9").mkdir()
+    (home / "9" / "snapshot").mkdir()  # a plain directory
+    (home / "9" / "info.xml").write_text((home / "1" / "info.xml").read_text())
+    (data / "7").mkdir()  # a received snapshot: send home's #1, receive into data's .snapshots/7
+    with process.pipeline([["btrfs", "send", "-q", str(home / "1" / "snapshot")], ["btrfs", "receive", str(data / "7")]]) as p:
+        p.run()
+    (data / "7" / "info.xml").write_text((data / "1" / "info.xml").read_text())
+
+    index = local.FsIndex()
+    for sdir in (home, data, homelab.paths["root"] / ".snapshots"):
+        by_place, by_path = index.locate_by_place(sdir), index.locate_by_path(sdir)
+        for num, ino in local.numbered_entries(sdir):
+            assert by_place(num, ino) == by_path(num, ino), (sdir, num)
+    place = index.locate_by_place(home)
+    found = {n: place(n, ino) for n, ino in local.numbered_entries(home)}
+    assert found[2] is None and found[3] is None and found[9] is None and found[1] is not None
+    received = index.locate_by_place(data)(7, os.stat(data / "7").st_ino)
+    assert received is not None and received[1] == adapter.show(home / "1" / "snapshot").uuid
+    assert [s.number for s in local.scan("home", homelab.paths["home"])] == [1]

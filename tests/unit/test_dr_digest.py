@@ -106,3 +106,15 @@ def test_every_content_byte_of_a_large_file_counts_in_the_pool(tmp_path):
     (root / "f").write_bytes(data)
     assert tree_digest(root, workers=2) != before
 
+
+
+def test_a_big_file_hashed_by_several_threads_gives_the_same_digest(tree, monkeypatch):
+    """BLAKE3 spread over threads for big files: the same content hash, so the same tree digest."""
+    from subvault.dr import digest
+
+    if digest._THREADED is None:
+        pytest.fail("the blake3 package is missing; it is a dependency")
+    one_thread = tree_digest(tree, keep_records=True)
+    monkeypatch.setattr(digest, "BIG", 1 << 20)  # data.bin (3 MiB) now takes the threaded path
+    monkeypatch.setattr(digest, "READ_CHUNK", 1 << 20)  # in several chunks
+    assert tree_digest(tree, keep_records=True).records == one_thread.records

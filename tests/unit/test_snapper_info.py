@@ -55,6 +55,11 @@ def test_snapper_and_subvault_forms_take_the_fast_path():
     SNAPPER_WRITTEN.replace("<?xml version=\"1.0\"?>", ""),
     SNAPPER_WRITTEN + "<x/>",
     "",
+    SNAPPER_WRITTEN.replace("10:00:01", "10:00:01+02:00"),
+    SNAPPER_WRITTEN.replace("2026-11-30 10:00:01", "2026-11-30T10:00:01Z"),
+    SNAPPER_WRITTEN.replace("2026-11-30 10:00:01", "2026-11-30"),
+    SNAPPER_WRITTEN.replace("2026-11-30 10:00:01", "2026-11-30 10"),
+    SNAPPER_WRITTEN.replace("2026-11-30 10:00:01", " 2026-11-30 10:00:01.250 "),
 ])
 def test_odd_texts_read_the_same_either_way(text):
     _same(text)
