@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from subvault import process
 from subvault.btrfs import adapter
 from subvault.config.schema import Config
 from subvault.dr import manifest as M
+from subvault.dr.captureopts import OPTIONS_FILE, CaptureSpec, is_block_device, options_file, spec_for_run, usable_boot_dirs
 from subvault.dr.parse import WHOLE_DISK, Mount, no_table, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
 from subvault.dr.settings import DrSettings
 from subvault.errors import NotFound, SubvaultError
@@ -53,27 +53,6 @@ class Gathered:
     files: dict[str, bytes]
     boot_sources: dict[str, str]  # archive name -> directory to tar
     left_out: list[str] = field(default_factory=list)  # one line per filesystem not captured, saying what to do
-
-
-@dataclass
-class CaptureSpec:
-    """What to capture. Empty disks: the disks under the configured subvolumes and boot dirs."""
-
-    dest: Path
-    disks: list[str] = field(default_factory=list)
-    fstab: str = "/etc/fstab"
-    boot_dirs: dict[str, str] = field(default_factory=dict)  # logical path -> where it is now
-    firmware: str | None = None  # "uefi"/"bios"; None detects
-    selinux: bool | None = None  # None detects
-    host: str = ""
-
-    @classmethod
-    def from_settings(cls, settings: DrSettings) -> CaptureSpec:
-        from subvault.dr.captureopts import parse_boot_dirs
-
-        # Every configured boot dir: capture() skips, with a warning, those it cannot read (captureopts.py).
-        return cls(dest=Path(settings.capture_dir), disks=list(settings.disks), fstab=settings.fstab,
-                   boot_dirs=parse_boot_dirs(settings.boot_dirs))
 
 
 def detect_firmware() -> str:
@@ -473,8 +452,6 @@ def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True
     """Capture the machine into spec.dest (default: the [dr] settings); with force false, only on change."""
     import dataclasses
 
-    from subvault.dr.captureopts import OPTIONS_FILE, options_file, spec_for_run, usable_boot_dirs
-
     out = Outcome("dr capture", dry_run=ctx.dry_run)
     config_spec = CaptureSpec.from_settings(DrSettings.from_config(ctx.config))
     note = None
@@ -519,10 +496,3 @@ def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True
 def capture_if_changed(ctx: Context, spec: CaptureSpec | None = None) -> Outcome:
     """For `run`: capture only when the layout's fingerprint differs from the stored capture's."""
     return capture(ctx, spec, force=False)
-
-
-def is_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from subvault.run.context import Context
 from subvault.run.holds import all_holds
 from subvault.run.local import prune, take_timeline
+from subvault.run.notified import notified, wants_notify
 from subvault.run.results import Outcome
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
         from subvault.run.watch import gather_rows, write_metrics
 
         step("metrics", lambda: write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None, job=outcome))
+    return outcome
+
+
+def run_job(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
+    """`subvault run`: run_all, reported to [notify] (Apprise, the dead-man ping) when one is configured and this is no dry run."""
+    if ctx.dry_run or not wants_notify(ctx.config):
+        return run_all(ctx, metrics_file=metrics_file)
+    with notified("run", ctx.config, ping=True) as job:
+        outcome = run_all(ctx, metrics_file=metrics_file)
+        job.report(outcome.exit_code, outcome.errors)
+    outcome.warnings.extend(job.warnings)
     return outcome
 
 

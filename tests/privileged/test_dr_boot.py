@@ -20,8 +20,8 @@ import pytest
 from conftest import run_cli
 
 from subvault import process
-from subvault.dr import tinyos
-from subvault.dr.machine import Machine, machine_config
+from subvault.demo import tinyos
+from subvault.demo.machine import Machine, machine_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed (apt-get install qemu-system-x86)")
 

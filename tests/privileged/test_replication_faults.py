@@ -20,10 +20,10 @@ from replication_helpers import T0, config_text, container, context, dump, entri
 from sshd import sshd  # noqa: F401 - fixture
 
 from subvault.btrfs import adapter
+from subvault.demo.testbed import exclude_foreign
 from subvault.endpoints import endpoint as endpoint_mod
 from subvault.run import replicate as replicate_mod
 from subvault.run.replicate import replicate, replication_holds
-from subvault.testbed import exclude_foreign
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -66,8 +66,10 @@ def test_due_now_without_a_snapshot():
 
 
 def _commands(group: click.Group, prefix: str = ""):
-    for name, cmd in sorted(group.commands.items()):
-        if cmd.hidden:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the root loads each command's module when asked for it
+        cmd = group.get_command(ctx, name)
+        if cmd is None or cmd.hidden:
             continue
         if isinstance(cmd, click.Group):
             yield from _commands(cmd, f"{prefix}{name} ")

@@ -1,7 +1,7 @@
 """A tiny whole machine in a disk image, for the drill tests, the bench and `subvault demo`.
 
 The image has a GPT with an ESP (vfat, with a bootloader file) and a btrfs partition in
-the homelab layout (subvault.testbed), an fstab naming both by UUID, an xattr, a
+the homelab layout (subvault.demo.testbed), an fstab naming both by UUID, an xattr, a
 non-root owner and the default subvolume set to root. Partitions are attached as loop devices by offset (never `losetup -P`);
 the ESP is written through mtools, so no vfat support is needed in the kernel.
 `close()` undoes every loop device and mount, pass or fail; it never raises.
@@ -57,7 +57,7 @@ class Machine:
         self.table: PartitionTable | None = None
 
     def build(self) -> Machine:
-        from subvault.testbed import build_homelab
+        from subvault.demo.testbed import build_homelab
 
         with open(self.image, "wb") as fh:
             fh.truncate(self.size_mib << 20)
@@ -75,7 +75,7 @@ class Machine:
             (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
             fs_uuid = self.uuid(root)
             if self.bootable or self.firmware_boot or self.bios_boot:
-                from subvault.dr import tinyos
+                from subvault.demo import tinyos
 
                 tinyos.install(self.paths["root"], fs_uuid)
                 if self.bios_boot:
@@ -137,7 +137,7 @@ class Machine:
 
 def machine_config(m: Machine, target_dir: Path, state_dir: Path) -> str:
     """A config protecting m's homelab subvolumes, replicated to a local btrfs target "pi" at target_dir."""
-    from subvault.testbed import homelab_config
+    from subvault.demo.testbed import homelab_config
 
     text = homelab_config(m.paths, state_dir=state_dir).replace("prechange_keep = 10", 'prechange_keep = 10\ntargets = ["pi"]')
     return text + f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{target_dir}"\nkeep = "all"\n'
@@ -153,13 +153,14 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
     loop devices, btrfs-progs, dosfstools, mtools.
     """
     from subvault.config.load import parse_config
+    from subvault.demo.testbed import LoopFs
     from subvault.dr import qemu
-    from subvault.dr.capture import CaptureSpec, capture
+    from subvault.dr.capture import capture
+    from subvault.dr.captureopts import CaptureSpec
     from subvault.dr.drill import DrillRequest, drill
     from subvault.run.context import Context
     from subvault.run.local import take_timeline
     from subvault.run.replicate import replicate
-    from subvault.testbed import LoopFs
 
     if boot is None:
         boot = qemu.qemu_path() is not None and _kernel_ready(say)
@@ -185,7 +186,7 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
         travelled = var_entry / m.capture_dir.relative_to(m.paths["var"])
         if boot:
             say("drill demo: then booting the restored disk in QEMU (no network but a 127.0.0.1 forward for the port probe)")
-        from subvault.dr import tinyos
+        from subvault.demo import tinyos
 
         req = DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill"), boot=boot,
                            boot_ports=(tinyos.PORT,) if boot else (), boot_command="cat /etc/hostname" if boot else None, boot_expect="vps1" if boot else None)
@@ -197,7 +198,7 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
 
 def _kernel_ready(say: Callable[[str], None]) -> bool:
     """Whether the tiny machine's kernel is cached or can be fetched (apt); say why not."""
-    from subvault.dr import tinyos
+    from subvault.demo import tinyos
     from subvault.errors import SubvaultError
 
     try:
