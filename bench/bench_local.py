@@ -77,7 +77,7 @@ def bench_snap_all(paths, config: Path, rounds: int) -> dict[str, float]:
             return time.perf_counter() - start
 
         from subvault.config.load import load_config
-        from subvault.run.context import Context
+        from subvault.context import Context
         from subvault.run.local import snap_all
 
         cfg = load_config(config)
@@ -135,8 +135,8 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
     from subvault.btrfs.adapter import list_subvolumes
     from subvault.cli.render import emit_json
     from subvault.config.load import load_config
+    from subvault.context import Context
     from subvault.plan.local import plan_prune
-    from subvault.run.context import Context
     from subvault.run.local import list_snapshots
 
     cfg = load_config(config)

@@ -27,7 +27,7 @@ from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, Tar
 from subvault.btrfs import local
 from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, write_atomic
 from subvault.errors import SubvaultError
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 ORDER = ("disable-timer", "disable-cron", "snapper-config", "move-local", "move-entry", "take-over", "install-timers")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from subvault.adopt import discover
 from subvault.adopt.plan import AdoptPlan, Inputs, plan_adoption
 from subvault.errors import SubvaultError, UsageError
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 SYSROOT_ENV = "SUBVAULT_SYSROOT"
 
@@ -40,7 +40,7 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
 
     Raise AdoptInputError (exit 2) for a configuration subvault cannot take over, naming file:line.
     """
-    from subvault.run.replicate import host_name
+    from subvault.context import host_name
     from subvault.timeutil import local_zone
 
     tz = local_zone(req.timezone)

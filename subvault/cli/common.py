@@ -18,9 +18,9 @@ import click
 from subvault.cli.render import emit_json_error
 from subvault.config.load import config_path, load_config
 from subvault.config.schema import Config
+from subvault.context import Context
 from subvault.errors import EXIT_FAILED, SubvaultError, describe
 from subvault.lock import exclusive
-from subvault.run.context import Context
 from subvault.secrets import RedactingFormatter, redact
 
 

@@ -16,7 +16,7 @@ from subvault.dr.report import render_report
 from subvault.dr.restore import RestoreRequest, restore_disks
 from subvault.dr.settings import DrSettings
 from subvault.errors import EXIT_FAILED, NotFound, SubvaultError
-from subvault.run.results import Outcome
+from subvault.results import Outcome
 from subvault.secrets import redact
 
 

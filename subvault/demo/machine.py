@@ -153,12 +153,12 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
     loop devices, btrfs-progs, dosfstools, mtools.
     """
     from subvault.config.load import parse_config
+    from subvault.context import Context
     from subvault.demo.testbed import LoopFs
     from subvault.dr import qemu
     from subvault.dr.capture import capture
     from subvault.dr.captureopts import CaptureSpec
     from subvault.dr.drill import DrillRequest, drill
-    from subvault.run.context import Context
     from subvault.run.local import take_timeline
     from subvault.run.replicate import replicate
 

@@ -27,13 +27,13 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.config.schema import Config
+from subvault.context import Context
 from subvault.dr import manifest as M
 from subvault.dr.captureopts import OPTIONS_FILE, CaptureSpec, is_block_device, options_file, spec_for_run, usable_boot_dirs
 from subvault.dr.parse import WHOLE_DISK, Mount, no_table, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
 from subvault.dr.settings import DrSettings
 from subvault.errors import NotFound, SubvaultError
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 FINDMNT_COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS,UUID,FSROOT"
 KEEP_CAPTURES = 2
@@ -230,7 +230,7 @@ def _without_multi_device(records: list[M.FsRecord], left_out: dict[str, str]) -
 
 
 def _hostname() -> str:
-    from subvault.run.replicate import host_name
+    from subvault.context import host_name
 
     return host_name()
 
@@ -372,7 +372,7 @@ def _tree_stamp(root: str) -> list[tuple[str, int, int]] | str:
 
 
 def _jsonable(value):
-    from subvault.run.results import to_jsonable
+    from subvault.results import to_jsonable
 
     return to_jsonable(value)
 

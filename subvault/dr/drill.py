@@ -30,6 +30,7 @@ from pathlib import Path
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.context import Context
 from subvault.dr import bootdrill
 from subvault.dr.boot import BootResult, BootSettings
 from subvault.dr.digest import tree_digest
@@ -43,7 +44,6 @@ from subvault.dr.source import TargetSource, find_capture
 from subvault.dr.state import new_boot_log, record_drill
 from subvault.dr.workspace import Workspace
 from subvault.errors import BadArgument, SubvaultError
-from subvault.run.context import Context
 from subvault.timeutil import parse_at
 from subvault.units import human_size
 
@@ -71,7 +71,7 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
     Raise SubvaultError for what stops a drill before it restores anything (no capture,
     no restore point); such a failure is recorded too.
     """
-    from subvault.run.replicate import host_name
+    from subvault.context import host_name
 
     started = time.monotonic()
     settings = DrSettings.from_config(ctx.config)

@@ -27,7 +27,7 @@ from subvault.dr.plan import RESTORE_AREA, Choice, DiskFacts, RestorePlan, Step
 from subvault.dr.source import TargetSource
 from subvault.dr.workspace import Workspace
 from subvault.errors import CommandFailed, NotFound, Refused, SubvaultError
-from subvault.run.results import Outcome
+from subvault.results import Outcome
 from subvault.units import human_size
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
@@ -470,12 +470,12 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
 
 
 def _restore_locked(ctx, req: RestoreRequest, confirm: Confirm, workdir: Path, leftovers) -> Outcome:
+    from subvault.context import host_name
     from subvault.dr.parse import parse_fstab
     from subvault.dr.plan import plan_restore, render_plan, require_confirmation
     from subvault.dr.settings import DrSettings
     from subvault.dr.source import find_capture
-    from subvault.run.replicate import host_name
-    from subvault.run.results import Item
+    from subvault.results import Item
     from subvault.timeutil import parse_at
 
     out = Outcome("dr restore", dry_run=ctx.dry_run)

@@ -36,8 +36,8 @@ from subvault.k8s.client import FluxObject, KubeAuthError, KubeClient, KubeError
 from subvault.timeutil import format_age
 
 if TYPE_CHECKING:
-    from subvault.run.context import Context
-    from subvault.run.results import Outcome
+    from subvault.context import Context
+    from subvault.results import Outcome
 
 HOLD_DIR = "prechange"
 
@@ -168,7 +168,7 @@ def kube_client(kubeconfig: str) -> KubeClient:
 
 def resume_leftovers(ctx: Context) -> Outcome:
     """`run`'s part: resume what dead pre-changes (or an overdue foreign one) left suspended."""
-    from subvault.run.results import Item, Outcome
+    from subvault.results import Item, Outcome
 
     out = Outcome("run", dry_run=ctx.dry_run)
     flux = ctx.config.flux

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from subvault.config.schema import SubvolumeConf
-from subvault.run.context import Context
+from subvault.context import Context
 
 HoldSource = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 

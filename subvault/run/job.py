@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from subvault.run.context import Context
+from subvault.context import Context
+from subvault.results import Outcome
 from subvault.run.holds import all_holds
 from subvault.run.local import prune, take_timeline
 from subvault.run.notified import notified, wants_notify
-from subvault.run.results import Outcome
 
 log = logging.getLogger(__name__)
 

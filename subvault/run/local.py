@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
+from subvault.context import Context
 from subvault.errors import SubvaultError, describe
 from subvault.model import LocalSnapshot
 from subvault.plan.local import plan_prune, timeline_due
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 HoldsProvider = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 

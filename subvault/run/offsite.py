@@ -23,15 +23,15 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
+from subvault.context import Context
 from subvault.errors import NotFound, SubvaultError, UsageError
 from subvault.offsite import layout
 from subvault.offsite import plan as oplan
 from subvault.offsite.manifest import ManifestError
 from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
 from subvault.plan.retention import is_due, parse_policy
+from subvault.results import Item, Outcome
 from subvault.run import holds
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
 from subvault.timeutil import parse_duration
 
 HOLDS_CACHE = "offsite-holds"

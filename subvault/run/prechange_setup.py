@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from subvault.config.schema import Config
+from subvault.context import Context
 from subvault.errors import SubvaultError
 from subvault.hooks import Hook
 from subvault.k8s import autoresume
 from subvault.k8s.flux import FluxSelection
 from subvault.k8s.lightkube_client import LightkubeClient
-from subvault.run.context import Context
 from subvault.run.local import snap_all
 
 

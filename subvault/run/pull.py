@@ -23,14 +23,14 @@ import json
 from datetime import datetime
 
 from subvault.config.schema import SourceConf, SourceSubvolumeConf
+from subvault.context import Context
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import LocalRunner, SshRunner, parse_ssh_url
 from subvault.endpoints.transfer import prune_steps, settle_steps, transfer
 from subvault.errors import SubvaultError, UsageError
 from subvault.plan.replication import Source, entry_name, plan_received_prune, plan_replication
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 from subvault.units import human_size
 
 
@@ -89,7 +89,7 @@ def _record_bases(src: SourceConf, ep: Endpoint, bases: list[tuple[SourceSubvolu
     A source whose key does not allow it gets a warning, not a failure: the pull itself
     succeeded, but that source's prune may then delete the base (a full send follows).
     """
-    from subvault.run.replicate import host_name
+    from subvault.context import host_name
 
     puller = src.puller or host_name()
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
+from subvault.context import Context
 from subvault.errors import SubvaultError, about, describe
 from subvault.plan.coverage import (
     ExcludedFilesystem,
@@ -35,8 +36,7 @@ from subvault.plan.coverage import (
 )
 from subvault.plan.freshness import LayerFreshness, plan_freshness
 from subvault.plan.retention import next_due, parse_policy
-from subvault.run.context import Context
-from subvault.run.results import Outcome
+from subvault.results import Outcome
 from subvault.timeutil import format_age, parse_duration
 
 TOP_LEVEL_ID = 5
@@ -99,10 +99,11 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
 
 @register_layer
 def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
+    from subvault.context import host_name
     from subvault.endpoints.endpoint import open_target
     from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
     from subvault.run import lasterror
-    from subvault.run.replicate import host_name, sources_of
+    from subvault.run.replicate import sources_of
 
     rows = []
     sources = None
@@ -458,11 +459,11 @@ def job_layers(ctx: Context, job: Outcome) -> dict[tuple[str, str], tuple[bool, 
 
 def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], list[str]]:
     """Return {local snapshot uuid: [targets holding a verified copy]} and per-target errors."""
+    from subvault.context import host_name
     from subvault.endpoints.endpoint import open_target
     from subvault.offsite.target import scan
     from subvault.plan.replication import is_verified
     from subvault.run.offsite import mac_key, open_target_store
-    from subvault.run.replicate import host_name
 
     held: dict[str, list[str]] = {}
     errors: list[str] = []

@@ -225,7 +225,7 @@ KILL_SELF = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from datetime import datetime
     from subvault.config.load import parse_config
-    from subvault.run.context import Context
+    from subvault.context import Context
     from subvault.run.replicate import replicate
     from subvault.endpoints import endpoint as endpoint_mod
     original = endpoint_mod.Endpoint.send_stages
@@ -263,7 +263,7 @@ KILL_BEFORE_RENAME = textwrap.dedent(
     from datetime import datetime
     from subvault.config.load import parse_config
     from subvault.endpoints.endpoint import Endpoint
-    from subvault.run.context import Context
+    from subvault.context import Context
     from subvault.run.replicate import replicate
     def die(*a, **kw):
         os.kill(os.getpid(), 9)

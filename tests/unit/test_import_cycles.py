@@ -1,4 +1,6 @@
-"""No import cycles among subvault's modules (pure: reads the source, imports nothing).
+"""No import cycles among subvault's modules, nor among its top-level packages (pure: reads
+the source, imports nothing). The packages are layers: `dr` builds on `run`'s executors and
+`run` (the `run` job, `check`) on `dr`'s, so neither may import the other both ways.
 
 Every import counts: module-level, function-local and TYPE_CHECKING ones alike, since a
 function-local import that closes a cycle only hides it. Importing `a.b.c` also runs
@@ -53,6 +55,17 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     modules = module_names(root)
     return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph seen from the top-level packages and modules (subvault.run.job -> subvault.run)."""
+    def top(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for name, imported in graph.items():
+        packages.setdefault(top(name), set()).update(top(m) for m in imported if top(m) != top(name))
+    return packages
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -120,3 +133,8 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_local_import(tmp_path
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles (break each, do not hide it in a function):\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_no_import_cycles_between_packages():
+    found = cycles(package_graph(import_graph()))
+    assert not found, "packages importing each other (move what both need below them):\n" + "\n".join(" -> ".join(c) for c in found)

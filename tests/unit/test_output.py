@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from subvault.cli.main import cli
 from subvault.cli.render import emit_outcome, table
 from subvault.plan.retention import is_due, next_due, parse_policy
+from subvault.results import Item, Outcome, envelope
 from subvault.run.job import STEPS
-from subvault.run.results import Item, Outcome, envelope
 from subvault.units import human_size
 
 README = Path(__file__).resolve().parents[2] / "README.md"
