@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_replication import drop_caches, received, sh  # noqa: E402
 
-from subvault.run.replicate import host_name  # noqa: E402
-from subvault.testbed import PROTECTED, LoopFs  # noqa: E402
-from subvault.testbed_ssh import Sshd  # noqa: E402
+from subvault.context import host_name  # noqa: E402
+from subvault.demo.testbed import PROTECTED, LoopFs  # noqa: E402
+from subvault.demo.testbed_ssh import Sshd  # noqa: E402
 
 _DATE = re.compile(r"<date>([^<]+)</date>")
 

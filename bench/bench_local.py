@@ -137,7 +137,7 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
     from subvault.config.load import load_config
     from subvault.context import Context
     from subvault.plan.local import plan_prune
-    from subvault.run.local import list_snapshots
+    from subvault.run.listing import list_snapshots
 
     cfg = load_config(config)
     ctx = Context(cfg)

@@ -23,10 +23,14 @@ from datetime import datetime
 from pathlib import Path
 
 from subvault import process, systemd
+from subvault.adopt.flip import flip_argv, set_readonly
 from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
 from subvault.btrfs import local
 from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, write_atomic
-from subvault.errors import SubvaultError
+from subvault.config.schema import TargetConf
+from subvault.endpoints import commands as C
+from subvault.endpoints.endpoint import open_target
+from subvault.errors import NotFound, SubvaultError
 from subvault.results import Item, Outcome
 
 ORDER = ("disable-timer", "disable-cron", "snapper-config", "move-local", "move-entry", "take-over", "install-timers")
@@ -97,8 +101,6 @@ def _move_local(a: Action, *, root: str, config_path: str) -> str:
     flip ro, then info.xml (atomic). A crash leaves at worst N without info.xml, which
     snapper and subvault ignore and nothing deletes.
     """
-    from subvault.adopt.flip import set_readonly
-
     src, sub_path = a.data["src"], a.data["sub_path"]
     if not os.path.lexists(src):
         return f"{src} already moved"
@@ -176,12 +178,6 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
     btrbk's directory, neither of which subvault prunes: nothing is lost, and the
     entries still in btrbk's directory move on the next --apply.
     """
-    from subvault.adopt.flip import flip_argv
-    from subvault.config.schema import TargetConf
-    from subvault.endpoints import commands as C
-    from subvault.endpoints.endpoint import open_target
-    from subvault.errors import NotFound
-
     targets = {t.name: t for t in plan.targets}
     by_target: dict[str, list[Action]] = {}
     for a in actions:

@@ -18,6 +18,8 @@ from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Schedul
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.btrfs import adapter, local
+from subvault.endpoints.commands import parse_show
+from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.errors import CommandFailed, SubvaultError
 
 SNAPPER_CONFIGS = "etc/snapper/configs"
@@ -150,9 +152,6 @@ def _list_target_dir(conf: BtrbkConfig, t: BtrbkTarget, ssh_options: Sequence[st
                 info = adapter.show(p)
                 out.append((name, info.uuid, info.received_uuid, info.readonly))
         return out
-    from subvault.endpoints.commands import parse_show
-    from subvault.endpoints.runner import SshRunner, parse_ssh_url
-
     url = parse_ssh_url(conn.url)
     runner = SshRunner(url, identity=conn.identity, cipher=conn.cipher, options=list(conn.options))
     try:

@@ -27,13 +27,23 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.config.schema import Config
-from subvault.context import Context
+from subvault.context import Context, host_name
+from subvault.dr import fat
 from subvault.dr import manifest as M
 from subvault.dr.captureopts import OPTIONS_FILE, CaptureSpec, is_block_device, options_file, spec_for_run, usable_boot_dirs
-from subvault.dr.parse import WHOLE_DISK, Mount, no_table, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
+from subvault.dr.parse import (
+    GPT_BIOS_BOOT,
+    WHOLE_DISK,
+    Mount,
+    no_table,
+    parse_blkid_export,
+    parse_findmnt_json,
+    parse_sfdisk_dump,
+    parse_sfdisk_json,
+)
 from subvault.dr.settings import DrSettings
 from subvault.errors import NotFound, SubvaultError
-from subvault.results import Item, Outcome
+from subvault.results import Item, Outcome, to_jsonable
 
 FINDMNT_COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS,UUID,FSROOT"
 KEEP_CAPTURES = 2
@@ -192,8 +202,6 @@ def _with_boot_sectors(d: M.DiskRecord, files: dict[str, bytes]) -> M.DiskRecord
     """
     from dataclasses import replace
 
-    from subvault.dr.parse import GPT_BIOS_BOOT
-
     if d.table.whole_disk:
         return d
     ss = d.table.sector_size
@@ -230,8 +238,6 @@ def _without_multi_device(records: list[M.FsRecord], left_out: dict[str, str]) -
 
 
 def _hostname() -> str:
-    from subvault.context import host_name
-
     return host_name()
 
 
@@ -356,8 +362,6 @@ def _owner(config: Config, capture_dir: str) -> tuple[str | None, str | None]:
 def _tree_stamp(root: str) -> list[tuple[str, int, int]] | str:
     """Names, sizes and mtimes under root: cheap, and changes whenever a kernel is installed."""
     if is_block_device(root):
-        from subvault.dr import fat
-
         return fat.stamp(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -372,8 +376,6 @@ def _tree_stamp(root: str) -> list[tuple[str, int, int]] | str:
 
 
 def _jsonable(value):
-    from subvault.results import to_jsonable
-
     return to_jsonable(value)
 
 
@@ -412,8 +414,6 @@ def _archive(source: str, archive: Path) -> None:
         )
         return
     import tempfile
-
-    from subvault.dr import fat
 
     with tempfile.TemporaryDirectory(prefix="subvault-esp-") as tmp:
         fat.copy_out(source, Path(tmp))

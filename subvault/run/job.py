@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from subvault.btrfs.local import ensure_snapshots_dir
 from subvault.context import Context
+from subvault.dr.capture import capture_if_changed
+from subvault.errors import SubvaultError
 from subvault.results import Outcome
+from subvault.run.flux_leftovers import resume_leftovers
 from subvault.run.holds import all_holds
 from subvault.run.local import prune, take_timeline
 from subvault.run.notified import notified, wants_notify
+from subvault.run.offsite import offsite
+from subvault.run.replicate import replicate
+from subvault.run.watch import gather_rows, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +46,22 @@ def run_all(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
 
     if ctx.config.flux is not None:
         # First: Flux left suspended by a pre-change that died should reconcile again soon.
-        from subvault.run.flux_leftovers import resume_leftovers
-
         step("flux leftovers", lambda: resume_leftovers(ctx))
     if ctx.config.dr is not None:
         # Before the snapshots, so that a new capture travels in this run's snapshot; after the
         # .snapshots containers exist, so that it records the layout this run leaves behind.
         # A dry run makes nothing and says whether it would capture.
-        from subvault.dr.capture import capture_if_changed
-
         if not ctx.dry_run:
             _ensure_containers(ctx)
         step("dr capture", lambda: capture_if_changed(ctx))
     step("snapshot", lambda: take_timeline(ctx))
     kinds = {t.type for t in ctx.config.target if any(t.name in ctx.config.targets_of(s) for s in ctx.config.subvolume)}
     if "btrfs" in kinds:
-        from subvault.run.replicate import replicate
-
         step("replicate", lambda: replicate(ctx))
     if "object" in kinds:
-        from subvault.run.offsite import offsite
-
         step("offsite", lambda: offsite(ctx, only_due=True))
     step("prune", lambda: prune(ctx, holds=all_holds))
     if metrics_file:
-        from subvault.run.watch import gather_rows, write_metrics
-
         step("metrics", lambda: write_metrics(metrics_file, gather_rows(ctx), ctx, problems=None, job=outcome))
     return outcome
 
@@ -82,9 +79,6 @@ def run_job(ctx: Context, *, metrics_file: str | None = None) -> Outcome:
 
 def _ensure_containers(ctx: Context) -> None:
     """Create each configured subvolume's .snapshots now; a failure is reported by the snapshot step."""
-    from subvault.btrfs.local import ensure_snapshots_dir
-    from subvault.errors import SubvaultError
-
     for sub in ctx.config.subvolume:
         try:
             ensure_snapshots_dir(sub.path)

@@ -23,11 +23,11 @@ from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
-from subvault.errors import StalledTransfer, SubvaultError
+from subvault.errors import StalledTransfer, SubvaultError, UsageError
 from subvault.model import Entry
 from subvault.plan.replication import ReplicationPlan, Source, entry_name, holds_when_unreachable, plan_replication
 from subvault.results import Item, Outcome
-from subvault.run import holds, lasterror
+from subvault.run import lasterror
 from subvault.units import human_size
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
@@ -38,8 +38,6 @@ def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
     if only:
         t = ctx.config.get_target(only)
         if t.type != "btrfs":
-            from subvault.errors import UsageError
-
             raise UsageError(f"target {only} is an object target; `subvault replicate` sends to btrfs targets (use `subvault offsite --target {only}`)")
         return [t]
     return [t for t in ctx.config.target if t.type == "btrfs"]
@@ -241,7 +239,6 @@ LocalEndpoint = Endpoint(LocalRunner(), "/", "local")
 HOLDS_CACHE = "replication-holds"
 
 
-@holds.register
 def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Return uuid -> reason for sub's local snapshots each btrfs target still needs (invariants 1, 2).
 
