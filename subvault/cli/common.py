@@ -1,6 +1,6 @@
 """What every command module shares: `Env` (config and context), the error boundary, the shared options.
 
-Command modules import from here, never from `subvault.cli.main` (which imports them).
+Command modules import from here, never from `subvault.cli.main` (which loads them by name).
 """
 
 from __future__ import annotations
