@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name  # noqa: E402
 from subvault.btrfs import fastpath  # noqa: E402
 from subvault.btrfs.snapper import Info, render_info  # noqa: E402
-from subvault.testbed import PROTECTED, LoopFs, build_homelab  # noqa: E402
+from subvault.demo.testbed import PROTECTED, LoopFs, build_homelab  # noqa: E402
 from subvault.timeutil import local_zone  # noqa: E402
 
 SUBVAULT = [str(REPO / ".venv" / "bin" / "subvault")]

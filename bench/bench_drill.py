@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from subvault import process
-from subvault.dr.machine import Machine, machine_config
-from subvault.testbed import PROTECTED, LoopFs
+from subvault.demo.machine import Machine, machine_config
+from subvault.demo.testbed import PROTECTED, LoopFs
 
 ROUNDS = 3
 

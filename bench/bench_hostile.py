@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_replication import drop_caches, received, sh  # noqa: E402
 
-from subvault.run.replicate import host_name  # noqa: E402
-from subvault.testbed import PROTECTED, LoopFs  # noqa: E402
-from subvault.testbed_ssh import Sshd  # noqa: E402
+from subvault.context import host_name  # noqa: E402
+from subvault.demo.testbed import PROTECTED, LoopFs  # noqa: E402
+from subvault.demo.testbed_ssh import Sshd  # noqa: E402
 
 _DATE = re.compile(r"<date>([^<]+)</date>")
 
@@ -158,7 +158,8 @@ def main() -> None:
                 sh(["btrfs", "subvolume", "create", str(trees[v] / n)])
             roots[v] = tgt / v
             roots[v].mkdir()
-            forced = shlex.join([python, "-m", "subvault.cli.replication_cmds", "serve", "--root", str(roots[v]), *flags])
+            # subvault.cli.main runs as a module in both versions (the old one's replication_cmds did too; this one's does not)
+            forced = shlex.join([python, "-m", "subvault.cli.main", "serve", "--root", str(roots[v]), *flags])
             server = Sshd(work / f"sshd-{v}", forced_command=forced).start()
             servers.append(server)
             confs[v] = work / f"{v}.toml"

@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "tests" / "privileged"))
 
 from subvault.btrfs import local  # noqa: E402
 from subvault.config.load import parse_config  # noqa: E402
-from subvault.run.context import Context  # noqa: E402
+from subvault.context import Context  # noqa: E402
+from subvault.demo.testbed import PROTECTED, LoopFs  # noqa: E402
 from subvault.run.replicate import replicate  # noqa: E402
-from subvault.testbed import PROTECTED, LoopFs  # noqa: E402
 from subvault.timeutil import utcnow  # noqa: E402
 
 

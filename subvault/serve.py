@@ -32,11 +32,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from subvault import process
-from subvault.btrfs import adapter
+from subvault import process, pullholds
+from subvault.btrfs import adapter, local
 from subvault.endpoints import commands as C
 from subvault.plan.replication import parse_entry_time
+from subvault.pullholds import NAME_RE
 from subvault.serve_paths import CONTAINER, ENTRY, HOST, ROOT, Info, Opened, Rejected, check_subvolume, parts_of, subvolume_info
+from subvault.timeutil import utcnow
 
 READ = "read"
 WRITE = "write"
@@ -287,8 +289,6 @@ def snapshots_json(path: str) -> str:
     """JSON of the timeline snapshots under <path>/.snapshots: number, date, uuid, path."""
     import json
 
-    from subvault.btrfs import local
-
     snaps = local.scan(os.path.basename(path) or "root", path, with_uuids=True)
     return json.dumps([
         {"number": s.number, "date": s.date.isoformat(), "uuid": s.uuid, "received_uuid": s.received_uuid, "path": str(s.path), "kind": s.kind}
@@ -332,8 +332,6 @@ def serve_main(
 
 
 def pullholds_name_ok(name: str) -> bool:
-    from subvault.pullholds import NAME_RE
-
     return bool(NAME_RE.match(name))
 
 
@@ -345,9 +343,6 @@ def _run_step(cmds: list[list[str]], fds: tuple[int, ...] = ()) -> int:
         sys.stdout.flush()
         return 0
     if cmds[0][:2] == ["subvault", "pulled"]:
-        from subvault import pullholds
-        from subvault.timeutil import utcnow
-
         try:
             pullholds.write_record(cmds[0][4], cmds[0][3], cmds[0][5], utcnow())
         except ValueError as exc:

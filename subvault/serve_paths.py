@@ -17,6 +17,9 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from subvault import process
+from subvault.btrfs import adapter, fastpath
+from subvault.btrfs.parse import show_fields, uuid_or_none
 from subvault.errors import EXIT_USAGE, SubvaultError
 
 ROOT, HOST, CONTAINER, ENTRY = 0, 1, 2, 3  # depths below the root
@@ -93,13 +96,7 @@ class Info:
 
 def subvolume_info(fd: int) -> Info:
     """Return what the filesystem says of the subvolume open at fd. Raise Rejected if it cannot say."""
-    from subvault import process
-    from subvault.btrfs import adapter
-    from subvault.btrfs.parse import show_fields, uuid_or_none
-
     if adapter.fast_path():  # in this process, on the open directory: no fork
-        from subvault.btrfs import fastpath
-
         try:
             got = fastpath.subvolume_info(Opened.path(fd))
         except fastpath.LibError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
 
+from subvault.errors import BadArgument
+
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|min|h|d|w|m|y)\s*$")
 _SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
 
@@ -38,8 +40,6 @@ def parse_at(text: str, now: datetime, tz: tzinfo, *, what: str = "--at") -> dat
 
     Raise BadArgument (a usage error, and a ValueError) naming `what` if it is none of those.
     """
-    from subvault.errors import BadArgument
-
     t = text.strip()
     if t in ("latest", "now"):
         return now

@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subvault import process, systemd
+from subvault.adopt.flip import set_readonly
 from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
 from subvault.btrfs import local
 from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, write_atomic
-from subvault.errors import SubvaultError
-from subvault.run.results import Item, Outcome
+from subvault.config.schema import TargetConf
+from subvault.endpoints import commands as C
+from subvault.endpoints.endpoint import open_target
+from subvault.errors import NotFound, SubvaultError
+from subvault.results import Item, Outcome
 
 if TYPE_CHECKING:
     from subvault.endpoints.endpoint import Endpoint
@@ -118,8 +122,6 @@ def _move_local(a: Action, *, root: str, config_path: str) -> str:
     INFO_PENDING becomes info.xml. A crash leaves N with INFO_PENDING, which the next
     --apply finishes (`finish_local`); nothing deletes it meanwhile.
     """
-    from subvault.adopt.flip import set_readonly
-
     src, sub_path = a.data["src"], a.data["sub_path"]
     if not os.path.lexists(src):
         return f"{src} already moved"
@@ -216,9 +218,6 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
     btrbk's directory, neither of which subvault prunes: nothing is lost, and the next
     --apply finishes it (entries in staging made read-only, the rest moved, the rename).
     """
-    from subvault.config.schema import TargetConf
-    from subvault.endpoints.endpoint import open_target
-
     by_target: dict[str, dict[str, list[Action]]] = {}
     for tp in plan.targets:
         for container in tp.containers:
@@ -242,7 +241,6 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
 def _move_group(ep: Endpoint, tp: TargetPlan, container: str, group: list[Action], out: Outcome) -> None:
     from subvault.adopt.flip import move_argv, move_into
     from subvault.btrfs import adapter
-    from subvault.endpoints import commands as C
 
     parent, leaf = container.rsplit("/", 1)
     staging = f"{parent}/.adopt-{leaf}"
@@ -279,7 +277,6 @@ def _move_group(ep: Endpoint, tp: TargetPlan, container: str, group: list[Action
 
 
 def _exists(ep: Endpoint, path: str) -> bool:
-    from subvault.errors import NotFound
 
     try:
         ep.show(path)

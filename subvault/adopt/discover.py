@@ -19,6 +19,8 @@ from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import numbered_dirs
+from subvault.endpoints.commands import parse_show
+from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.errors import CommandFailed, SubvaultError
 from subvault.model import LocalSnapshot
 
@@ -161,9 +163,6 @@ def _list_target_dir(conf: BtrbkConfig, t: BtrbkTarget, ssh_options: Sequence[st
                 info = adapter.show(p)
                 out.append((name, info.uuid, info.received_uuid, info.readonly))
         return out
-    from subvault.endpoints.commands import parse_show
-    from subvault.endpoints.runner import SshRunner, parse_ssh_url
-
     url = parse_ssh_url(conn.url)
     runner = SshRunner(url, identity=conn.identity, cipher=conn.cipher, options=list(conn.options))
     try:

@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subvault.adopt import discover
+from subvault.adopt.apply import apply_plan
 from subvault.adopt.plan import AdoptPlan, Inputs, plan_adoption
+from subvault.btrfs.snapper import write_atomic
+from subvault.config.load import parse_config
+from subvault.context import host_name
 from subvault.errors import UsageError
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
+from subvault.timeutil import local_zone
 
 SYSROOT_ENV = "SUBVAULT_SYSROOT"
 
@@ -40,9 +45,6 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
 
     Raise AdoptInputError (exit 2) for a configuration subvault cannot take over, naming file:line.
     """
-    from subvault.run.replicate import host_name
-    from subvault.timeutil import local_zone
-
     tz = local_zone(req.timezone)
     btrbk_file = req.btrbk_file if req.use_btrbk else None
     if btrbk_file is None and req.use_btrbk:
@@ -63,8 +65,6 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
     plan = plan_adoption(inp)
     if not plan.subvolumes:
         raise UsageError("nothing to adopt: no snapper config and no btrbk subvolume found (see --snapper, --btrbk FILE, --root)")
-    from subvault.config.load import parse_config
-
     parse_config(plan.toml, name="the adopted config")  # what adopt writes must load
     out = Outcome("adopt", dry_run=req.dry_run)
     dest = req.write_path or (req.config_path if req.apply else None)
@@ -83,15 +83,11 @@ def adopt(req: AdoptRequest, *, host: str | None = None) -> tuple[AdoptPlan, Out
         _write(dest, plan.toml, force=req.force)
         out.items.append(Item(dest, "wrote", "subvault.toml (mode 0600)"))
     if req.apply:
-        from subvault.adopt.apply import apply_plan
-
         apply_plan(plan, root=req.root, config_path=dest or req.config_path, out=out)
     return plan, out
 
 
 def _write(dest: str, text: str, *, force: bool) -> None:
-    from subvault.btrfs.snapper import write_atomic
-
     path = Path(dest)
     if path.is_dir():
         raise UsageError(f"--write {path}: is a directory; give the config file's path, e.g. {path / 'subvault.toml'}")

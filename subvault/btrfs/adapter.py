@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from subvault import process
+from subvault.btrfs import fastpath
 from subvault.btrfs.parse import list_line, show_fields, uuid_or_none
 from subvault.errors import NoSpace, NotBtrfs, NotFound, SubvaultError
 from subvault.model import SubvolInfo
@@ -82,8 +83,6 @@ def _local_time(text: str | None) -> datetime | None:
 
 def fast_path() -> bool:
     """True when libbtrfsutil can be used (present, and we are root for tree searches)."""
-    from subvault.btrfs import fastpath
-
     return fastpath.available() and os.geteuid() == 0
 
 
@@ -93,8 +92,6 @@ _fast = fast_path
 def list_subvolumes(mount: str | Path) -> list[SubvolInfo]:
     """Given any path on a btrfs filesystem, return every subvolume of that filesystem."""
     if _fast():
-        from subvault.btrfs import fastpath
-
         try:
             return fastpath.list_subvolumes(str(mount))
         except fastpath.LibError:
@@ -135,8 +132,6 @@ def list_subvolumes_cli(mount: str | Path) -> list[SubvolInfo]:
 def show(path: str | Path) -> SubvolInfo:
     """Return the SubvolInfo of the subvolume at path. Raise NotFound if it is not one."""
     if fast_path() and is_subvolume(path):
-        from subvault.btrfs import fastpath
-
         try:
             return fastpath.subvolume_info(str(path), with_path=True)
         except fastpath.LibError:
@@ -202,8 +197,6 @@ def snapshot_many(jobs: list[tuple[str, str, bool]]) -> list[SubvaultError | Non
 
 def _snapshot_one(source: str, dest: str, readonly: bool) -> SubvaultError | None:
     if _fast():
-        from subvault.btrfs import fastpath
-
         try:
             fastpath.create_snapshot(source, dest, readonly=readonly)
             return None

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
+from subvault.adopt.discover import under
+from subvault.adopt.run import AdoptRequest, default_root
+from subvault.adopt.run import adopt as do_adopt
+from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.render import emit_json
+from subvault.config.load import config_path
 
 
-@cli.command()
+@click.command()
 @click.option("--snapper", "use_snapper", is_flag=True, help="Adopt the snapper configs (default: both tools when neither is named).")
 @click.option("--btrbk", "btrbk_file", metavar="FILE", help="Adopt this btrbk.conf (default: /etc/btrbk/btrbk.conf if present).")
 @click.option("--write", "write_path", metavar="PATH", help="Write the config here (default with --apply: the config path).")
@@ -18,7 +23,7 @@ from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_opt
 @dry_run_option
 @json_option
 @pass_env
-@_handle_errors
+@handle_errors
 def adopt(env: Env, use_snapper: bool, btrbk_file: str | None, write_path: str | None, do_apply: bool, root: str | None,
           ssh_options: tuple[str, ...], force: bool, dry_run: bool, as_json: bool) -> int:
     """Read snapper and btrbk, write the equivalent subvault.toml, and (with --apply) take over their history.
@@ -27,15 +32,8 @@ def adopt(env: Env, use_snapper: bool, btrbk_file: str | None, write_path: str |
     target entries are renamed into subvault's layout (same uuids), so the first run
     sends incrementally.
     """
-    from subvault.adopt.run import AdoptRequest, default_root
-    from subvault.adopt.run import adopt as do_adopt
-    from subvault.cli.render import emit_json
-    from subvault.config.load import config_path
-
     root = root or default_root()
     both = not use_snapper and not btrbk_file
-    from subvault.adopt.discover import under
-
     cfg_path = str(config_path(env.config_path)) if env.config_path else under(root, "/etc/subvault/subvault.toml")
     req = AdoptRequest(
         root=root, snapper=use_snapper or both, btrbk_file=btrbk_file, write_path=write_path, config_path=cfg_path,

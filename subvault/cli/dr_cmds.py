@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
+from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.render import emit_json, emit_outcome
+from subvault.dr.capture import capture
+from subvault.dr.captureopts import CaptureSpec
+from subvault.dr.drill import DrillRequest, check_boot_options, drill
+from subvault.dr.report import render_report
+from subvault.dr.restore import RestoreRequest, restore_disks
+from subvault.dr.settings import DrSettings
+from subvault.errors import EXIT_FAILED, NotFound, SubvaultError
+from subvault.results import Outcome
+from subvault.secrets import redact
 
 
-@cli.group("dr")
+@click.group("dr")
 def dr_group() -> None:
     """Disaster recovery: capture the machine's layout, restore it onto a blank disk."""
 
@@ -24,16 +35,10 @@ def dr_group() -> None:
 @dry_run_option
 @json_option
 @pass_env
-@_handle_errors
+@handle_errors
 def dr_capture(env: Env, dest: str | None, disks: tuple[str, ...], fstab: str | None, boot_dirs: tuple[str, ...],
                firmware: str | None, if_changed: bool, dry_run: bool, as_json: bool) -> int:
     """Record partition tables, filesystem UUIDs, fstab, mounts, subvolumes and boot files."""
-    from pathlib import Path
-
-    from subvault.cli.render import emit_outcome
-    from subvault.dr.capture import CaptureSpec, capture
-    from subvault.dr.settings import DrSettings
-
     spec = CaptureSpec.from_settings(DrSettings.from_config(env.config))
     if dest:
         spec.dest = Path(dest)
@@ -61,7 +66,7 @@ def dr_capture(env: Env, dest: str | None, disks: tuple[str, ...], fstab: str | 
 @dry_run_option
 @json_option
 @pass_env
-@_handle_errors
+@handle_errors
 def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: str | None, host: str | None,
                yes: bool, dry_run: bool, as_json: bool) -> int:
     """Partition, mkfs with the original UUIDs, receive every subvolume, restore boot files.
@@ -69,16 +74,10 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
     Prints the plan first; nothing is written before it is confirmed. Every step is
     skipped when already done, so after an interruption the same command resumes.
     """
-    from subvault.cli.render import emit_outcome
-    from subvault.dr.restore import RestoreRequest, restore_disks
-
     def confirm(lines: list[str], ask: bool) -> bool:
         for line in lines:
             click.echo(line, err=True)
         return not ask or click.confirm("Overwrite these disks?", default=False, err=True)
-
-    from subvault.errors import EXIT_FAILED, SubvaultError
-    from subvault.run.results import Outcome
 
     req = RestoreRequest(source, at, list(disks), capture, host, yes, interactive=sys.stdin.isatty())
     ctx = env.context(dry_run=dry_run, quiet=as_json)
@@ -92,15 +91,13 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
         refused = Outcome("dr restore", dry_run=dry_run)  # --json answers in JSON, refusals too
         refused.fail("restore", exc)
         emit_outcome(refused, True)
-        from subvault.secrets import redact
-
         click.echo(f"error: {redact(str(exc))}", err=True)
         return exc.exit_code
     code = emit_outcome(outcome, as_json)
     return EXIT_FAILED if outcome.errors else code  # a restore stopped half-way failed: never "partial"
 
 
-@cli.command("drill")
+@click.command("drill")
 @click.option("--from", "source", metavar="TARGET", help="Target to restore from (default: the first btrfs target).")
 @click.option("--at", default="latest", show_default=True, help="ISO time, 'latest' or an age like 2d.")
 @click.option("--capture", metavar="DIR", help="Capture to use (default: the one inside the target's replica).")
@@ -114,17 +111,11 @@ def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: 
 @click.option("--boot-expect", metavar="REGEX", help="What --boot-command's output must match (default: [dr] boot_expect).")
 @json_option
 @pass_env
-@_handle_errors
+@handle_errors
 def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: str | None, workdir: str | None, keep: bool,
               boot: bool | None, boot_timeout: int | None, boot_ports: tuple[int, ...], boot_command: str | None, boot_expect: str | None,
               as_json: bool) -> int:
     """Restore everything into a scratch disk image, verify it, report RTO and RPO."""
-    from subvault.cli.render import emit_json
-    from subvault.dr.drill import DrillRequest, check_boot_options, drill
-    from subvault.dr.report import render_report
-    from subvault.dr.settings import DrSettings
-    from subvault.errors import NotFound
-
     if source is None:
         btrfs = [t.name for t in env.config.target if t.type == "btrfs"]
         if not btrfs:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from subvault.run.results import Outcome, envelope, error_envelope
+from subvault.results import Outcome, envelope, error_envelope
 from subvault.units import human_size  # noqa: F401  (re-exported for the renderers)
 
 _json_printed = False

@@ -9,24 +9,31 @@ from pathlib import Path
 
 import click
 
-from subvault.cli.main import Env, _handle_errors, cli, dry_run_option, json_option, pass_env
+from subvault import systemd
+from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.render import emit_json, table
+from subvault.config.load import config_path
+from subvault.config.schema import Config
+from subvault.config.verify import exposure_warnings, notify_errors, notify_urls
+from subvault.errors import ConfigError, UsageError
+from subvault.notify.unit_failure import notify_unit_failure
+from subvault.run.notified import notified
+from subvault.run.watch import check as do_check
+from subvault.run.watch import gather_rows, problem_counts, write_metrics
+from subvault.timeutil import format_age, parse_duration
+from subvault.units import human_size
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics (node_exporter textfile collector).")
 @pass_env
-@_handle_errors
+@handle_errors
 def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
     """Coverage, freshness, chains and space: exit 0 when all is well, 1 with one line per problem."""
-    from subvault.cli.render import emit_json
-    from subvault.notify.lifecycle import monitored
-    from subvault.run.watch import check as do_check
-    from subvault.run.watch import problem_counts, write_metrics
-
     cfg = env.config
     warnings = _validate_notify(cfg, env.config_file)
-    with monitored("check", notify_urls(cfg), None, Path(cfg.defaults.state_dir)) as job:
+    with notified("check", cfg, ping=False) as job:
         report = do_check(env.context(quiet=True))
         job.report(report.exit_code, [p.message for p in report.problems])
     if metrics_file:
@@ -46,20 +53,16 @@ def check(env: Env, as_json: bool, metrics_file: str | None) -> int:
     return report.exit_code
 
 
-@cli.command()
+@click.command()
 @json_option
 @pass_env
-@_handle_errors
+@handle_errors
 def status(env: Env, as_json: bool) -> int:
     """One table, subvolume x layer: age of the newest copy, count, size, next due, last error.
 
     "due" is when the next copy is due by the calendar period of the layer's policy
     (hourly: the next full hour after the newest), "now" when it is due already.
     """
-    from subvault.cli.render import emit_json, human_size, table
-    from subvault.run.watch import gather_rows
-    from subvault.timeutil import format_age
-
     ctx = env.context(quiet=True)
     rows = gather_rows(ctx)
     if as_json:
@@ -77,19 +80,16 @@ def status(env: Env, as_json: bool) -> int:
     return 0
 
 
-@cli.command("install-systemd")
+@click.command("install-systemd")
 @click.option("--uninstall", is_flag=True, help="Stop and remove the units subvault installed.")
 @click.option("--dest", default="/etc/systemd/system", show_default=True, help="Unit directory.")
 @click.option("--metrics-dir", metavar="DIR", help="node_exporter textfile directory for --metrics-file.")
 @click.option("--run-timeout", default="1d", show_default=True, metavar="DURATION", help="Stop a `run` still going after this long (TimeoutStartSec=).")
 @dry_run_option
 @pass_env
-@_handle_errors
+@handle_errors
 def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | None, run_timeout: str, dry_run: bool) -> int:
     """Install the hourly `run` and daily `check` timers, each with OnFailure= notification."""
-    from subvault import systemd
-    from subvault.config.load import config_path
-
     if uninstall:
         if not dry_run:
             systemd.run_commands(systemd.deactivate_commands(), check=False)
@@ -98,9 +98,6 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
         if not dry_run:
             systemd.run_commands([["systemctl", "daemon-reload"]], check=False)
         return 0
-    from subvault.errors import UsageError
-    from subvault.timeutil import parse_duration
-
     try:
         limit = parse_duration(run_timeout)
     except ValueError as exc:
@@ -123,32 +120,20 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
     return 0
 
 
-@cli.command("notify-failure", hidden=True)
+@click.command("notify-failure", hidden=True)
 @click.argument("unit")
 @pass_env
-@_handle_errors
+@handle_errors
 def notify_failure(env: Env, unit: str) -> int:
     """Send the failure of UNIT (used by subvault-notify@.service)."""
-    from subvault.notify.unit_failure import notify_unit_failure
-
     cfg = env.config
     for warning in notify_unit_failure(unit, notify_urls(cfg), Path(cfg.defaults.state_dir)):
         click.echo(f"warning: {warning}", err=True)
     return 0
 
 
-def notify_urls(cfg) -> list[str]:
-    """The Apprise URLs: notify.urls plus the lines of notify.urls_file (refused unless mode 0600)."""
-    from subvault.config.verify import notify_urls as urls
-
-    return urls(cfg)
-
-
-def _validate_notify(cfg, name: str) -> list[str]:
+def _validate_notify(cfg: Config, name: str) -> list[str]:
     """Apprise checks each URL (a malformed one is a config error naming its key); return warnings about the file."""
-    from subvault.config.verify import exposure_warnings, notify_errors
-    from subvault.errors import ConfigError
-
     errors = notify_errors(cfg)
     if errors:
         raise ConfigError("\n".join(f"{name}: {e}" for e in errors))

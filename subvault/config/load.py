@@ -12,14 +12,12 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from subvault.config.schema import Config
 from subvault.errors import ConfigError
-
-if TYPE_CHECKING:
-    from subvault.config.schema import Config
 
 DEFAULT_PATH = "/etc/subvault/subvault.toml"
 
@@ -71,8 +69,6 @@ def validate(text: str, *, name: str = "subvault.toml") -> Validated:
     mistake does not hide the next; then the rules that span tables run. Each line is
     "NAME: where: what is wrong (expected …)".
     """
-    from subvault.config.schema import Config
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -86,8 +82,6 @@ def validate(text: str, *, name: str = "subvault.toml") -> Validated:
 
 def _tables(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Check each top-level table (each item of an array on its own); return the valid ones and the problems."""
-    from subvault.config.schema import Config
-
     parts: dict[str, Any] = {}
     errors: list[str] = []
     fields = {f.name: f for f in msgspec.structs.fields(Config)}

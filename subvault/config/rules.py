@@ -10,6 +10,9 @@ import re
 from pathlib import PurePosixPath
 from urllib.parse import SplitResult
 
+from subvault.plan.retention import RetentionSyntaxError, parse_policy
+from subvault.timeutil import parse_duration
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -21,8 +24,6 @@ def fail(*problems: str | None) -> None:
 
 
 def retention(key: str, value: str) -> str | None:
-    from subvault.plan.retention import RetentionSyntaxError, parse_policy
-
     try:
         parse_policy(value)
     except RetentionSyntaxError as exc:
@@ -31,8 +32,6 @@ def retention(key: str, value: str) -> str | None:
 
 
 def duration(key: str, value: str, *, positive: bool = False) -> str | None:
-    from subvault.timeutil import parse_duration
-
     try:
         length = parse_duration(value)
     except ValueError as exc:

@@ -20,6 +20,8 @@ import msgspec
 from msgspec import Meta
 
 from subvault.config import rules as R
+from subvault.config.bootopts import boot_value_problems
+from subvault.errors import UnknownName as NotFound
 
 NAME_RE = R.NAME_RE
 
@@ -219,8 +221,6 @@ class DrConf(Strict):
     def __post_init__(self) -> None:
         self.capture_dir = R.abs_path("capture_dir", self.capture_dir)
         self.drill_dir = R.abs_path("drill_dir", self.drill_dir)
-        from subvault.dr.bootopts import boot_value_problems
-
         R.fail(*boot_value_problems(self.boot_timeout, self.boot_ports, self.boot_milestone, self.boot_command or None, self.boot_expect,
                                    names=BOOT_KEYS))
 
@@ -336,16 +336,12 @@ class Config(Strict):
         return sub.prechange_keep if sub.prechange_keep is not None else self.defaults.prechange_keep
 
     def get_subvolume(self, name: str) -> SubvolumeConf:
-        from subvault.errors import UnknownName as NotFound  # a name the user typed: a usage error (exit 2)
-
         for s in self.subvolume:
             if s.name == name:
                 return s
         raise NotFound(f'no subvolume named "{name}" in the config (known: {", ".join(s.name for s in self.subvolume)})')
 
     def get_target(self, name: str) -> TargetConf:
-        from subvault.errors import UnknownName as NotFound  # a name the user typed: a usage error (exit 2)
-
         for t in self.target:
             if t.name == name:
                 return t

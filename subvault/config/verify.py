@@ -16,7 +16,11 @@ import os
 import stat
 from typing import Any
 
+from subvault.btrfs import adapter
 from subvault.config.schema import Config
+from subvault.errors import SubvaultError
+from subvault.notify.apprise_notify import validate_url
+from subvault.secrets import read_private
 
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
@@ -67,8 +71,6 @@ def recipient_errors(data: dict[str, Any]) -> list[str]:
 
 def notify_urls(cfg: Config) -> list[str]:
     """The Apprise URLs: notify.urls plus the lines of notify.urls_file (refused unless private)."""
-    from subvault.secrets import read_private
-
     urls = list(cfg.notify.urls)
     if cfg.notify.urls_file:
         text = read_private(cfg.notify.urls_file, "notify.urls_file")
@@ -78,8 +80,6 @@ def notify_urls(cfg: Config) -> list[str]:
 
 def notify_errors(cfg: Config) -> list[str]:
     """Apprise parses each notify URL (inline and from notify.urls_file)."""
-    from subvault.notify.apprise_notify import validate_url
-
     out = []
     urls = notify_urls(cfg)
     for i, url in enumerate(urls):
@@ -100,9 +100,6 @@ def deep_errors(cfg: Config, data: dict[str, Any]) -> list[str]:
 
 def host_warnings(cfg: Config) -> list[str]:
     """Subvolume paths that are missing or are not btrfs subvolumes here (warnings: a disk may be unmounted)."""
-    from subvault.btrfs import adapter
-    from subvault.errors import SubvaultError
-
     out = []
     for s in cfg.subvolume:
         where = f'subvolume "{s.name}": path: "{s.path}"'

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,12 +27,23 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.config.schema import Config
+from subvault.context import Context, host_name
+from subvault.dr import fat
 from subvault.dr import manifest as M
-from subvault.dr.parse import WHOLE_DISK, Mount, no_table, parse_blkid_export, parse_findmnt_json, parse_sfdisk_dump, parse_sfdisk_json
+from subvault.dr.captureopts import OPTIONS_FILE, CaptureSpec, is_block_device, options_file, spec_for_run, usable_boot_dirs
+from subvault.dr.parse import (
+    GPT_BIOS_BOOT,
+    WHOLE_DISK,
+    Mount,
+    no_table,
+    parse_blkid_export,
+    parse_findmnt_json,
+    parse_sfdisk_dump,
+    parse_sfdisk_json,
+)
 from subvault.dr.settings import DrSettings
 from subvault.errors import NotFound, SubvaultError
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome, to_jsonable
 
 FINDMNT_COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS,UUID,FSROOT"
 KEEP_CAPTURES = 2
@@ -53,27 +63,6 @@ class Gathered:
     files: dict[str, bytes]
     boot_sources: dict[str, str]  # archive name -> directory to tar
     left_out: list[str] = field(default_factory=list)  # one line per filesystem not captured, saying what to do
-
-
-@dataclass
-class CaptureSpec:
-    """What to capture. Empty disks: the disks under the configured subvolumes and boot dirs."""
-
-    dest: Path
-    disks: list[str] = field(default_factory=list)
-    fstab: str = "/etc/fstab"
-    boot_dirs: dict[str, str] = field(default_factory=dict)  # logical path -> where it is now
-    firmware: str | None = None  # "uefi"/"bios"; None detects
-    selinux: bool | None = None  # None detects
-    host: str = ""
-
-    @classmethod
-    def from_settings(cls, settings: DrSettings) -> CaptureSpec:
-        from subvault.dr.captureopts import parse_boot_dirs
-
-        # Every configured boot dir: capture() skips, with a warning, those it cannot read (captureopts.py).
-        return cls(dest=Path(settings.capture_dir), disks=list(settings.disks), fstab=settings.fstab,
-                   boot_dirs=parse_boot_dirs(settings.boot_dirs))
 
 
 def detect_firmware() -> str:
@@ -213,8 +202,6 @@ def _with_boot_sectors(d: M.DiskRecord, files: dict[str, bytes]) -> M.DiskRecord
     """
     from dataclasses import replace
 
-    from subvault.dr.parse import GPT_BIOS_BOOT
-
     if d.table.whole_disk:
         return d
     ss = d.table.sector_size
@@ -251,8 +238,6 @@ def _without_multi_device(records: list[M.FsRecord], left_out: dict[str, str]) -
 
 
 def _hostname() -> str:
-    from subvault.run.replicate import host_name
-
     return host_name()
 
 
@@ -377,8 +362,6 @@ def _owner(config: Config, capture_dir: str) -> tuple[str | None, str | None]:
 def _tree_stamp(root: str) -> list[tuple[str, int, int]] | str:
     """Names, sizes and mtimes under root: cheap, and changes whenever a kernel is installed."""
     if is_block_device(root):
-        from subvault.dr import fat
-
         return fat.stamp(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -393,8 +376,6 @@ def _tree_stamp(root: str) -> list[tuple[str, int, int]] | str:
 
 
 def _jsonable(value):
-    from subvault.run.results import to_jsonable
-
     return to_jsonable(value)
 
 
@@ -434,8 +415,6 @@ def _archive(source: str, archive: Path) -> None:
         return
     import tempfile
 
-    from subvault.dr import fat
-
     with tempfile.TemporaryDirectory(prefix="subvault-esp-") as tmp:
         fat.copy_out(source, Path(tmp))
         process.run(["tar", "--numeric-owner", "-C", tmp, "-cf", str(archive), "."], what=f"tar {source}")
@@ -472,8 +451,6 @@ def stored_fingerprint(dest: Path) -> str | None:
 def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True) -> Outcome:
     """Capture the machine into spec.dest (default: the [dr] settings); with force false, only on change."""
     import dataclasses
-
-    from subvault.dr.captureopts import OPTIONS_FILE, options_file, spec_for_run, usable_boot_dirs
 
     out = Outcome("dr capture", dry_run=ctx.dry_run)
     config_spec = CaptureSpec.from_settings(DrSettings.from_config(ctx.config))
@@ -519,10 +496,3 @@ def capture(ctx: Context, spec: CaptureSpec | None = None, *, force: bool = True
 def capture_if_changed(ctx: Context, spec: CaptureSpec | None = None) -> Outcome:
     """For `run`: capture only when the layout's fingerprint differs from the stored capture's."""
     return capture(ctx, spec, force=False)
-
-
-def is_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False

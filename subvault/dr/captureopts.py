@@ -17,18 +17,40 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from subvault.config.schema import Config
 from subvault.dr import manifest as M
-
-if TYPE_CHECKING:
-    from subvault.dr.capture import CaptureSpec
+from subvault.dr.parse import parse_fstab
+from subvault.dr.settings import DrSettings
 
 OPTIONS_FILE = "options.json"
 DEFAULT_BOOT_DIRS = ("/boot", "/boot/efi")
+
+
+@dataclass
+class CaptureSpec:
+    """What to capture. Empty disks: the disks under the configured subvolumes and boot dirs."""
+
+    dest: Path
+    disks: list[str] = field(default_factory=list)
+    fstab: str = "/etc/fstab"
+    boot_dirs: dict[str, str] = field(default_factory=dict)  # logical path -> where it is now
+    firmware: str | None = None  # "uefi"/"bios"; None detects
+    selinux: bool | None = None  # None detects
+    host: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: DrSettings) -> CaptureSpec:
+        # Every configured boot dir: capture() skips, with a warning, those it cannot read (the rules above).
+        return cls(dest=Path(settings.capture_dir), disks=list(settings.disks), fstab=settings.fstab,
+                   boot_dirs=parse_boot_dirs(settings.boot_dirs))
 
 
 def options_of(spec: CaptureSpec) -> dict[str, Any]:
@@ -54,8 +76,6 @@ def spec_for_run(config_spec: CaptureSpec) -> tuple[CaptureSpec, str | None]:
 
     Return it and a note saying so (None when the config's options apply).
     """
-    import dataclasses
-
     last = stored_options(config_spec.dest)
     if not last or not isinstance(last.get("made_with"), dict):
         return config_spec, None
@@ -80,9 +100,6 @@ def parse_boot_dirs(entries: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 def usable_boot_dirs(boot_dirs: dict[str, str], fstab_path: str) -> tuple[dict[str, str], list[str]]:
     """Split boot dirs into those that can be captured and a warning for each that cannot (see the rules above)."""
-    from subvault.dr.capture import is_block_device
-    from subvault.dr.parse import parse_fstab
-
     try:
         fstab = {e.file: e for e in parse_fstab(Path(fstab_path).read_text())}
     except (OSError, ValueError):
@@ -108,12 +125,16 @@ def usable_boot_dirs(boot_dirs: dict[str, str], fstab_path: str) -> tuple[dict[s
     return usable, warnings
 
 
-def boot_dir_warnings(config) -> list[str]:
+def boot_dir_warnings(config: Config) -> list[str]:
     """For `check`: the warnings `run`'s next capture would give about its boot dirs ([] without [dr])."""
     if getattr(config, "dr", None) is None:
         return []
-    from subvault.dr.capture import CaptureSpec
-    from subvault.dr.settings import DrSettings
-
     spec, _ = spec_for_run(CaptureSpec.from_settings(DrSettings.from_config(config)))
     return usable_boot_dirs(spec.boot_dirs, spec.fstab)[1]
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.config.bootopts import boot_value_problems, unused_option_problems
+from subvault.context import Context, host_name
 from subvault.dr import bootdrill
 from subvault.dr.boot import BootResult, BootSettings
 from subvault.dr.digest import tree_digest
@@ -43,7 +45,6 @@ from subvault.dr.source import TargetSource, find_capture
 from subvault.dr.state import new_boot_log, record_drill
 from subvault.dr.workspace import Workspace
 from subvault.errors import BadArgument, SubvaultError
-from subvault.run.context import Context
 from subvault.timeutil import parse_at
 from subvault.units import human_size
 
@@ -71,8 +72,6 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
     Raise SubvaultError for what stops a drill before it restores anything (no capture,
     no restore point); such a failure is recorded too.
     """
-    from subvault.run.replicate import host_name
-
     started = time.monotonic()
     settings = DrSettings.from_config(ctx.config)
     check_boot_options(req, settings.boot)
@@ -97,9 +96,7 @@ def drill(ctx: Context, req: DrillRequest) -> DrillReport:
 
 
 def check_boot_options(req: DrillRequest, conf: BootSettings) -> None:
-    """Refuse boot options that cannot work (bootopts.py) before the drill locks, restores or records anything."""
-    from subvault.dr.bootopts import boot_value_problems, unused_option_problems
-
+    """Refuse boot options that cannot work (config/bootopts.py) before the drill locks, restores or records anything."""
     given = {"--boot-timeout": req.boot_timeout is not None, "--boot-port": bool(req.boot_ports),
              "--boot-command": req.boot_command is not None, "--boot-expect": req.boot_expect is not None}
     enabled = conf.enabled if req.boot is None else req.boot

@@ -21,13 +21,18 @@ from pathlib import Path
 
 from subvault import process
 from subvault.btrfs import adapter
+from subvault.context import host_name
+from subvault.dr import fat
+from subvault.dr.capture import device_size
 from subvault.dr.manifest import FsRecord, Manifest
-from subvault.dr.parse import parse_blkid_export, parse_sfdisk_dump, render_sfdisk_script, vfat_volume_id
-from subvault.dr.plan import RESTORE_AREA, Choice, DiskFacts, RestorePlan, Step
-from subvault.dr.source import TargetSource
-from subvault.dr.workspace import Workspace
+from subvault.dr.parse import parse_blkid_export, parse_fstab, parse_sfdisk_dump, render_sfdisk_script, vfat_volume_id
+from subvault.dr.plan import RESTORE_AREA, Choice, DiskFacts, RestorePlan, Step, plan_restore, render_plan, require_confirmation
+from subvault.dr.settings import DrSettings
+from subvault.dr.source import TargetSource, find_capture
+from subvault.dr.workspace import WorkLock, Workspace, find_leftovers, remove_workdir
 from subvault.errors import CommandFailed, NotFound, Refused, SubvaultError
-from subvault.run.results import Outcome
+from subvault.results import Item, Outcome
+from subvault.timeutil import parse_at
 from subvault.units import human_size
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}  # probe the device itself, never a stale cache
@@ -53,8 +58,6 @@ def disk_facts(path: str, ours: frozenset[str] = frozenset()) -> DiskFacts:
     """
     if not os.path.exists(path):
         raise NotFound(f"disk {path} does not exist")
-    from subvault.dr.capture import device_size
-
     in_use = _in_use(path, ours)
     res = process.run(["sfdisk", "--dump", path], check=False, what="sfdisk --dump")
     try:
@@ -297,8 +300,6 @@ class Executor:
 
     def _fat_files(self, step: Step, dev: str) -> str:
         """Put a boot archive onto a FAT filesystem through mtools (no vfat in this kernel)."""
-        from subvault.dr import fat
-
         a = step.args
         staging = self.ws.root / f"fat-{a['fs_uuid']}"
         if staging.exists():
@@ -350,8 +351,6 @@ class Executor:
         real = os.path.realpath(disk)
         if stat.S_ISBLK(os.stat(real).st_mode) and real.startswith("/dev/"):
             return real
-        from subvault.dr.capture import device_size
-
         return self.ws.attach(disk, 0, device_size(disk))
 
     def _autorelabel(self, step: Step) -> str:
@@ -467,8 +466,6 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
     restore of the same disks left there (mounts, loop devices it journaled) is released
     before the first step, and is never counted as the disk being in use.
     """
-    from subvault.dr.workspace import WorkLock, find_leftovers, remove_workdir
-
     workdir = restore_workdir(req.disks)
     if ctx.dry_run:  # reads only: no lock, no directory (design.md, "Dry runs")
         return _restore_locked(ctx, req, confirm, workdir, find_leftovers(workdir))
@@ -480,14 +477,6 @@ def restore_disks(ctx, req: RestoreRequest, confirm: Confirm) -> Outcome:
 
 
 def _restore_locked(ctx, req: RestoreRequest, confirm: Confirm, workdir: Path, leftovers) -> Outcome:
-    from subvault.dr.parse import parse_fstab
-    from subvault.dr.plan import plan_restore, render_plan, require_confirmation
-    from subvault.dr.settings import DrSettings
-    from subvault.dr.source import find_capture
-    from subvault.run.replicate import host_name
-    from subvault.run.results import Item
-    from subvault.timeutil import parse_at
-
     out = Outcome("dr restore", dry_run=ctx.dry_run)
     when = parse_at(req.at, ctx.now, ctx.tz)
     settings = DrSettings.from_config(ctx.config)

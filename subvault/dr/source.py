@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from subvault.config.schema import Config, TargetConf
+from subvault.dr.capture import _owner
 from subvault.dr.manifest import Manifest, read_capture
 from subvault.dr.plan import Choice
 from subvault.endpoints.endpoint import Endpoint, open_target
@@ -84,8 +85,6 @@ def find_capture(source: TargetSource, config: Config, capture_dir: str, when: d
     """
     if explicit:
         return read_capture(explicit)
-    from subvault.dr.capture import _owner
-
     owner, rel = _owner(config, capture_dir)
     if owner is None or rel is None:
         raise UsageError(f"the capture dir {capture_dir} is in no configured subvolume, so no target holds it; pass --capture DIR")

@@ -16,10 +16,9 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from subvault.plan.freshness import DrillRecord
+from subvault.plan.freshness import DrillRecord
 
 DRILL_FILE = "drill.json"
 LOG_DIR = "drill-logs"
@@ -103,8 +102,6 @@ def last_drill_success(state_dir: str | Path, *, booted: bool = False) -> dateti
 
 def drill_record(state_dir: str | Path) -> DrillRecord:
     """The record as `check` reads it (a freshness.DrillRecord); empty when there is none or it is unreadable."""
-    from subvault.plan.freshness import DrillRecord
-
     data = _read(Path(state_dir) / DRILL_FILE)
     last: dict[str, Any] = data["last"] if isinstance(data.get("last"), dict) else {}
     boot: dict[str, Any] = last["boot"] if isinstance(last.get("boot"), dict) else {}

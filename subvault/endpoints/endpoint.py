@@ -19,7 +19,7 @@ import os
 import posixpath
 from collections.abc import Sequence
 
-from subvault.btrfs import adapter
+from subvault.btrfs import adapter, fastpath
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
 from subvault.endpoints.runner import SSH_FAILED, Argv, LocalRunner, Runner, SshRunner, Step, parse_ssh_url
@@ -125,8 +125,6 @@ class Endpoint:
 
     @staticmethod
     def _fast_children(container: str) -> list[tuple[str, str, str | None, bool]] | None:
-        from subvault.btrfs import fastpath
-
         if not adapter.is_subvolume(container):
             return None
         own = fastpath.subvolume_info(container).id
@@ -139,8 +137,6 @@ class Endpoint:
     def show(self, path: str) -> C.Shown:
         """Return uuid, received_uuid and read-only flag of the subvolume at path. Raise NotFound if none."""
         if self._fast:
-            from subvault.btrfs import fastpath
-
             if not adapter.is_subvolume(path):
                 raise NotFound(f"target {self.name}: {path} is not a subvolume")
             info = fastpath.subvolume_info(path)

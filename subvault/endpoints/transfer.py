@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from subvault import process
+from subvault.btrfs import adapter
 from subvault.btrfs.prefetch import Prefetch
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import SSH_CONNECTION_ERROR, Endpoint
@@ -185,8 +186,6 @@ def _discard_partial(dest: Endpoint, received: str, final_name: str) -> None:
 def _children(container: str) -> dict[int, str]:
     """Subvolume id -> name of each subvolume directly in container (symlinks and plain files skipped)."""
     import os
-
-    from subvault.btrfs import adapter
 
     out = {}
     for e in os.scandir(container):

@@ -13,19 +13,32 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import apprise
+if TYPE_CHECKING:
+    import apprise
 
 from subvault.secrets import mask, redact
 
 log = logging.getLogger("subvault.notify")
+
+
+@functools.cache
+def _apprise() -> ModuleType:
+    """Apprise, imported here on first use and nowhere else: importing it takes longer
+    (about 90 ms) than all of subvault's start-up, and most runs never notify."""
+    import apprise
+
+    return apprise
 
 # Telegram rejects messages over 4096 characters; Apprise sends the title as a bold
 # first line, so title and body share this budget, with room for the markup.
@@ -48,7 +61,7 @@ _FILTER = _RedactApprise()
 
 
 def _install_log_filter() -> None:
-    logger = logging.getLogger(apprise.LOGGER_NAME)
+    logger = logging.getLogger(_apprise().LOGGER_NAME)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
 
@@ -67,7 +80,7 @@ def validate_url(url: str) -> str | None:
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         return "expected an Apprise URL of the form SERVICE://…, such as tgram://BOT_TOKEN/CHAT_ID"
-    if apprise.Apprise.instantiate(url) is None:
+    if _apprise().Apprise.instantiate(url) is None:
         return (
             f"Apprise cannot use this {scheme}:// URL (unknown service or missing/invalid "
             "parts); see https://github.com/caronc/apprise/wiki for its format"
@@ -95,7 +108,7 @@ def register_url_secrets(url: str) -> None:
         for part in (split.path.strip("/"), split.query, *split.path.split("/")):
             if len(part) >= 8:
                 mask(part)
-    plugin = apprise.Apprise.instantiate(url)
+    plugin = _apprise().Apprise.instantiate(url)
     if plugin is None:
         return
     public = set(_URL_SPLIT.split(unquote(plugin.url(privacy=True))))
@@ -140,12 +153,7 @@ def _more_line(n: int) -> str:
     return f"… {n} more"
 
 
-_TYPES = {
-    "failure": apprise.NotifyType.FAILURE,
-    "success": apprise.NotifyType.SUCCESS,
-    "warning": apprise.NotifyType.WARNING,
-    "info": apprise.NotifyType.INFO,
-}
+_TYPES = {"failure": "FAILURE", "success": "SUCCESS", "warning": "WARNING", "info": "INFO"}  # Message.kind -> apprise.NotifyType
 
 
 def send(urls: Sequence[str], title: str, body: str, *, kind: str = "failure") -> list[str]:
@@ -163,7 +171,7 @@ def send_message(urls: Sequence[str], message: Message) -> list[str]:
     title, body = message.render()
     warnings: list[str] = []
     for index, url in enumerate(urls):
-        problem = _send_one(url, title, body, _TYPES.get(message.kind, apprise.NotifyType.INFO))
+        problem = _send_one(url, title, body, getattr(_apprise().NotifyType, _TYPES.get(message.kind, "INFO")))
         if problem:
             warning = redact(f"notification to notify.urls[{index}] ({_scheme(url)}://) failed: {problem}")
             log.warning("%s", warning)
@@ -177,10 +185,10 @@ def _send_one(url: str, title: str, body: str, notify_type: apprise.NotifyType) 
     if error:
         return error
     register_url_secrets(url)
-    client = apprise.Apprise()
+    client = _apprise().Apprise()
     client.add(url)
     try:
-        result = client.notify(body=body, title=title, notify_type=notify_type, body_format=apprise.NotifyFormat.HTML)
+        result = client.notify(body=body, title=title, notify_type=notify_type, body_format=_apprise().NotifyFormat.HTML)
     except Exception as exc:  # noqa: BLE001 - a plugin bug must not hide the error being reported
         return f"{type(exc).__name__}: {exc}"
     if result:

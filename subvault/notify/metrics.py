@@ -19,10 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from typing import TYPE_CHECKING
 
 from subvault.errors import SubvaultError
+
+# prometheus_client is imported in the functions that use it, and nowhere else: it loads an
+# HTTP server and ssl (about 50 ms), and a `run` without --metrics-file never needs it.
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 LABELS = ("subvolume", "layer")
 
@@ -61,6 +65,8 @@ def build_registry(
     problems=None leaves the problem gauges out (for `run`); {} reports zero problems.
     generated_at sets subvault_last_<command>_timestamp_seconds.
     """
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry()
     if layers:
         _layer_gauges(registry, layers)
@@ -77,6 +83,8 @@ def build_registry(
 
 
 def _layer_gauges(registry: CollectorRegistry, layers: Sequence[LayerStatus]) -> None:
+    from prometheus_client import Gauge
+
     last = Gauge("subvault_last_success_timestamp_seconds", "Last successful completion per subvolume and layer", LABELS, registry=registry)
     age = Gauge("subvault_newest_copy_age_seconds", "Age of the newest copy per subvolume and layer", LABELS, registry=registry)
     sent = Gauge("subvault_sent_bytes", "Bytes sent by the last run per subvolume and layer", LABELS, registry=registry)
@@ -93,6 +101,8 @@ def _layer_gauges(registry: CollectorRegistry, layers: Sequence[LayerStatus]) ->
 
 def render(registry: CollectorRegistry) -> str:
     """Return the registry in the Prometheus text exposition format."""
+    from prometheus_client import generate_latest
+
     return generate_latest(registry).decode()
 
 

@@ -20,9 +20,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
@@ -114,6 +112,11 @@ class Pinger:
 
 def _post(url: str, data: bytes, timeout: float) -> tuple[str, bool]:
     """POST data to url; return ('', False) on a 2xx answer, else (why not, whether it timed out)."""
+    # The HTTP client (urllib.request with ssl, about 25 ms to import) loads here, when a
+    # ping is sent: a run that pings nothing, or pings at its end, starts without it.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, data=data, method="POST", headers={"User-Agent": "subvault"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from subvault.errors import SubvaultError
 from subvault.offsite import layout
+from subvault.secrets import SecretsFileExposed, read_private
 from subvault.stores.base import StoreAuthError
 
 log = logging.getLogger("subvault.offsite")
@@ -150,8 +151,6 @@ class MacKey:
     @classmethod
     def load(cls, path: str | Path) -> MacKey:
         """Return the key in path. Raise StoreAuthError if it is missing, too open or malformed."""
-        from subvault.secrets import SecretsFileExposed, read_private
-
         path = Path(path)
         try:
             text = read_private(path, "manifest key").strip()

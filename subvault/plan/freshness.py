@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from subvault.plan.coverage import Problem, ProblemKind
+from subvault.timeutil import format_age
 
 DEFAULT_DRILL_MAX_AGE = timedelta(days=30)
 MIN_SLACK = timedelta(minutes=15)
@@ -140,8 +141,6 @@ def plan_drill_record(r: DrillRecord, now: datetime, max_age: timedelta = DEFAUL
     max_age (enabling boot gives one drill_max_age to boot). The line always says whether
     the last success booted, and a last drill that failed after it is named with its reason.
     """
-    from subvault.timeutil import format_age
-
     counted = r.last_booted if boot_required else r.last_success
     found = plan_drill(counted, now, max_age, booted=boot_required)
     problems: list[Problem] = []

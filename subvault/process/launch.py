@@ -7,14 +7,30 @@ import functools
 import logging
 import os
 import shutil
+import subprocess
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from subvault.errors import CommandFailed, NoSpace
 from subvault.secrets import redact
 
 log = logging.getLogger("subvault.process")
+
+STDERR_TAIL_LINES = 20
+
+
+@dataclass
+class Stage:
+    """One started process of a pipeline (the meter watches one of them)."""
+
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    reader: threading.Thread | None = None
 
 
 def as_text(argv: Sequence[object]) -> list[str]:

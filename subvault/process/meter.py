@@ -13,12 +13,9 @@ import os
 import select
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from subvault.errors import StalledTransfer
-
-if TYPE_CHECKING:
-    from subvault.process.pipeline import Stage
+from subvault.process.launch import Stage
 
 ProgressCallback = Callable[[int], None]
 

@@ -15,30 +15,19 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 from subvault.errors import bounded
-from subvault.process.launch import as_text, describe, dies_with_us, log, not_found, raise_for, wait_armed
+from subvault.process.launch import Stage, as_text, describe, dies_with_us, log, not_found, raise_for, wait_armed
 from subvault.process.meter import IoMeter, Meter, ProgressCallback, counted_stage
 from subvault.process.splice import pump
-
-STDERR_TAIL_LINES = 20
 
 # How a stage ends when we stopped it (or its reader went away): never the root cause.
 _STOPPED = (0, None, -signal.SIGTERM, -signal.SIGPIPE, 141)
 
 Target = IO[bytes] | int | None  # a stage's stdin or stdout: a file, an fd, PIPE, DEVNULL or inherited
-
-
-@dataclass
-class Stage:
-    argv: list[str]
-    proc: subprocess.Popen[bytes]
-    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
-    reader: threading.Thread | None = None
 
 
 @dataclass(frozen=True)

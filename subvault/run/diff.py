@@ -16,7 +16,7 @@ from pathlib import Path
 
 from subvault.btrfs import adapter, local
 from subvault.btrfs.dump import inside, metadata_dump, split_line, unescape
-from subvault.run.context import Context
+from subvault.context import Context
 from subvault.run.local import find_snapshot
 
 _ORPHAN = re.compile(r"^o\d+-\d+-\d+$")

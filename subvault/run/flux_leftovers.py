@@ -29,15 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from subvault.context import Context
 from subvault.k8s import flux as fluxops
 from subvault.k8s.client import FluxObject, KubeAuthError, KubeClient, KubeError, ObjRef
+from subvault.k8s.lightkube_client import LightkubeClient
+from subvault.results import Item, Outcome
 from subvault.timeutil import format_age
-
-if TYPE_CHECKING:
-    from subvault.run.context import Context
-    from subvault.run.results import Outcome
 
 HOLD_DIR = "prechange"
 
@@ -160,16 +158,12 @@ def resume(client: KubeClient, state_dir: Path, leftovers: Sequence[Leftover], l
 
 
 def kube_client(kubeconfig: str) -> KubeClient:
-    from subvault.k8s.lightkube_client import LightkubeClient
-
     return LightkubeClient(Path(kubeconfig))
 
 
 
 def resume_leftovers(ctx: Context) -> Outcome:
     """`run`'s part: resume what dead pre-changes (or an overdue foreign one) left suspended."""
-    from subvault.run.results import Item, Outcome
-
     out = Outcome("run", dry_run=ctx.dry_run)
     flux = ctx.config.flux
     if flux is None:

@@ -9,42 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from subvault import pullholds
 from subvault.config.schema import SubvolumeConf
-from subvault.run.context import Context
+from subvault.context import Context
+from subvault.run.offsite import offsite_holds
+from subvault.run.replicate import replication_holds
 
 HoldSource = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 
-# Layers register their hold sources here when they are imported; `all_holds` imports
-# every layer that sends snapshots somewhere, so a hold can never be missed because a
-# command did not happen to import that layer. Rule: a layer in LAYER_MODULES holds a
-# subvolume's snapshots only for targets configured for that subvolume, so for one with
-# no targets none is imported (a local-only prune skips ~40 ms of imports).
-_SOURCES: list[HoldSource] = []
-LAYER_MODULES = ("subvault.run.replicate", "subvault.run.offsite")
 
-
-def register(source: HoldSource) -> HoldSource:
-    _SOURCES.append(source)
-    return source
-
-
-@register
 def pull_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Snapshots a puller recorded as its base (subvault.pullholds); read from the subvolume itself."""
-    from subvault import pullholds
-
     return pullholds.holds(sub.path)
+
+
+# Every layer that sends snapshots somewhere holds what it still needs; listed here, so a
+# hold can never be missed because a command did not happen to import that layer.
+SOURCES: tuple[HoldSource, ...] = (pull_holds, replication_holds, offsite_holds)
 
 
 def all_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Return every hold on sub's local snapshots, from every layer that has targets."""
-    if ctx.config.targets_of(sub):
-        import importlib
-
-        for module in LAYER_MODULES:
-            importlib.import_module(module)
     held: dict[str, str] = {}
-    for source in _SOURCES:
+    for source in SOURCES:
         for uuid, reason in source(ctx, sub).items():
             held[uuid] = f"{held[uuid]}; {reason}" if uuid in held else reason
     return held

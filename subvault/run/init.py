@@ -25,9 +25,10 @@ from pathlib import Path
 
 from subvault import process
 from subvault.btrfs import adapter
-from subvault.btrfs.snapper import SNAPSHOTS_DIR
+from subvault.btrfs.snapper import SNAPSHOTS_DIR, write_atomic
 from subvault.errors import SubvaultError
 from subvault.model import SubvolInfo
+from subvault.run.neighbours import hand_over_notes
 from subvault.run.watch import loose_file
 
 MAX_NAME = 48
@@ -164,8 +165,6 @@ def scan_host(only: list[str] | None = None) -> str:
                 protected.append(m.target)
     # An exclude covers everything under it: drop protected paths it would contradict.
     protected = [p for p in protected if not any(p == e or p.startswith(e.rstrip("/") + "/") for e in excluded)]
-    from subvault.run.neighbours import hand_over_notes
-
     return render_config(sorted(set(protected)), excluded, unreachable, hand_over_notes(sorted(set(protected))))
 
 
@@ -180,8 +179,6 @@ def _fs_of(path: str, mounts: list[Mount]) -> str:
 
 def write_config(text: str, dest: str, *, force: bool) -> Path:
     """Write the config to dest (mode 0600: it may come to hold secrets); refuse to replace an existing one without force."""
-    from subvault.btrfs.snapper import write_atomic
-
     path = Path(dest)
     if path.exists() and not force:
         raise SubvaultError(f"{path} exists; pass --force to replace it, or --output - to print the starter config")

@@ -7,21 +7,21 @@ and the rest are still done (exit 3, partial).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
-from subvault.errors import SubvaultError, describe
+from subvault.context import Context
+from subvault.errors import SubvaultError, UsageError
 from subvault.model import LocalSnapshot
+from subvault.plan import restore_point
 from subvault.plan.local import plan_prune, timeline_due
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 HoldsProvider = Callable[[Context, SubvolumeConf], Mapping[str, str]]
 
 
-def _selected(ctx: Context, names: list[str] | None) -> list[SubvolumeConf]:
+def selected(ctx: Context, names: list[str] | None) -> list[SubvolumeConf]:
     if not names:
         return list(ctx.config.subvolume)
     return [ctx.config.get_subvolume(n) for n in names]
@@ -31,7 +31,7 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
     """Snapshot each subvolume whose timeline snapshot is due (all of them with force)."""
     out = Outcome("snapshot", dry_run=ctx.dry_run)
     due: list[SubvolumeConf] = []
-    for sub in _selected(ctx, names):
+    for sub in selected(ctx, names):
         try:
             _prepare(ctx, sub)
             snaps = local.scan(sub.name, sub.path, with_uuids=False)
@@ -48,12 +48,10 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
 def snap_all(ctx: Context, description: str, *, names: list[str] | None = None) -> Outcome:
     """Create a pre-change snapshot (snapper cleanup "number") of every subvolume at once."""
     if not description.strip():
-        from subvault.errors import UsageError
-
         raise UsageError("snap-all needs a non-empty DESCRIPTION")
     out = Outcome("snap-all", dry_run=ctx.dry_run)
     ready: list[SubvolumeConf] = []
-    for sub in _selected(ctx, names):
+    for sub in selected(ctx, names):
         try:
             _prepare(ctx, sub)
             ready.append(sub)
@@ -94,7 +92,7 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
     """Delete owned snapshots the policies no longer keep, except those held by other layers."""
     out = Outcome("prune", dry_run=ctx.dry_run)
     index = local.FsIndex()
-    for sub in _selected(ctx, names):
+    for sub in selected(ctx, names):
         try:
             if not ctx.dry_run:
                 local.finish_pending(sub.path)
@@ -129,44 +127,11 @@ def _minute(when: datetime, tz: tzinfo) -> str:
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}"
 
 
-@dataclass
-class Listing:
-    subvolume: str
-    path: str
-    snapshots: list[LocalSnapshot]
-    error: str | None = None
-    held_by: dict[str, list[str]] = field(default_factory=dict)  # snapshot uuid -> targets holding it
-    target_errors: list[str] = field(default_factory=list)
-
-
-def list_snapshots(ctx: Context, names: list[str] | None = None, *, targets: bool = True) -> list[Listing]:
-    """Return each subvolume's snapshots (subvault's and foreign ones), oldest first.
-
-    With targets, each listing also says which targets hold a verified copy of each.
-    """
-    listings = []
-    index = local.FsIndex()
-    for sub in _selected(ctx, names):
-        try:
-            listing = Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index))
-        except (SubvaultError, OSError) as exc:
-            listings.append(Listing(sub.name, sub.path, [], describe(exc)))
-            continue
-        if targets and ctx.config.targets_of(sub):
-            from subvault.run.watch import holders
-
-            listing.held_by, listing.target_errors = holders(ctx, sub)
-        listings.append(listing)
-    return listings
-
-
 def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str, *, what: str = "--at") -> LocalSnapshot:
     """Resolve a snapshot reference: its number, its uuid (or a prefix), or --at syntax (ISO time, latest, age).
 
     A reference that is none of those is a usage error naming `what` (the option or argument it came from).
     """
-    from subvault.plan import restore_point
-
     digits = ref.strip().isdigit()
     snaps = local.scan(sub.name, sub.path, with_uuids=not digits and bool(restore_point.looks_like_uuid(ref)))
     by_key = {s.uuid or f"#{s.number}": s for s in snaps}

@@ -21,17 +21,24 @@ from datetime import timedelta
 from pathlib import Path
 
 from subvault import process
-from subvault.btrfs import local
+from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf, TargetConf
-from subvault.errors import NotFound, SubvaultError, UsageError
-from subvault.offsite import layout
+from subvault.context import Context
+from subvault.errors import NotFound, Refused, SubvaultError, UsageError
+from subvault.offsite import layout, verified
+from subvault.offsite import ledger as ledgers
 from subvault.offsite import plan as oplan
-from subvault.offsite.manifest import ManifestError
+from subvault.offsite.lease import WriterLease
+from subvault.offsite.ledger import cache_path
+from subvault.offsite.manifest import MacKey, MacKeyMissing, ManifestError
+from subvault.offsite.restore import list_manifests, restore_chain, verify_target, whole_chain
 from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
-from subvault.plan.retention import is_due, parse_policy
-from subvault.run import holds
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.offsite.upload import UploadRequest, upload
+from subvault.plan import restore_point
+from subvault.plan.retention import Point, is_due, parse_policy, plan_retention
+from subvault.results import Item, Outcome
+from subvault.secrets import read_private
+from subvault.stores import open_store
 from subvault.timeutil import parse_duration
 
 HOLDS_CACHE = "offsite-holds"
@@ -48,8 +55,6 @@ def object_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
 
 
 def open_target_store(tconf: TargetConf):
-    from subvault.stores import open_store
-
     return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style)
 
 
@@ -62,9 +67,6 @@ def mac_key(tconf: TargetConf, store=None, *, create: bool = False):
     nothing is written. Raise MacKeyMissing if the key file is gone but the bucket holds
     manifests or a ledger: a new key would make every one of them fail authentication.
     """
-    from subvault.offsite import layout
-    from subvault.offsite.manifest import MacKey, MacKeyMissing
-
     path = Path(tconf.mac_key)
     if not path.exists():
         store = store if store is not None else open_target_store(tconf)
@@ -81,15 +83,11 @@ def mac_key(tconf: TargetConf, store=None, *, create: bool = False):
 
 
 def ledger_cache(ctx: Context, target: str, subvolume: str) -> Path:
-    from subvault.offsite.ledger import cache_path
-
     return cache_path(ctx.state_dir, target, subvolume)
 
 
 def scan_target(ctx: Context, store, key, tconf: TargetConf, subvolume: str):
     """scan() with this host's ledger cache and the last verify's findings."""
-    from subvault.offsite import verified
-
     suspect = verified.last(ctx.state_dir, tconf.name)[1].get(subvolume, {})
     return scan(store, key, subvolume, cache=None if ctx.dry_run else ledger_cache(ctx, tconf.name, subvolume), suspect=suspect)
 
@@ -116,8 +114,6 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
     """
     from contextlib import nullcontext
 
-    from subvault.offsite.lease import WriterLease
-
     out = Outcome("offsite", dry_run=ctx.dry_run)
     for tconf in object_targets(ctx, target):
         subs = [s for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)]
@@ -140,8 +136,6 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
 
 
 def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, only_due: bool) -> None:
-    from subvault.offsite.upload import UploadRequest, upload
-
     subject = f"{sub.name}→{tconf.name}"
     locals_ = _locals(sub)
     state = scan_target(ctx, store, key, tconf, sub.name)
@@ -208,8 +202,6 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
 
 def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
     """Damaged points the keep policy no longer keeps and no kept chain needs: deleted like any other."""
-    from subvault.plan.retention import Point, plan_retention
-
     damaged = [m for m in state.manifests if m.uuid in state.damaged and (step is None or m.uuid != step.uuid)]
     if not damaged:
         return []
@@ -221,8 +213,6 @@ def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
 
 def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, state, present, order, dropped, policy) -> None:
     """Write the ledger when it would change (before any deletion); never over one that fails authentication."""
-    from subvault.offsite import ledger as ledgers
-
     j = state.judgement
     if j is None or any("fails authentication" in p or "unreadable ledger" in p for p in j.problems):
         return
@@ -236,8 +226,6 @@ def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, s
 
 def _record_verify(ctx: Context, target: str, manifests, problems) -> None:
     """Remember when this verify ran and which points it found corrupt (by their manifest MAC)."""
-    from subvault.offsite import verified
-
     mac = {(m.subvolume, m.uuid): m.mac for m in manifests}
     suspect: dict[str, dict[str, str]] = {}
     for p in problems:
@@ -247,7 +235,6 @@ def _record_verify(ctx: Context, target: str, manifests, problems) -> None:
     verified.record(ctx.state_dir, target, ctx.now, suspect)
 
 
-@holds.register
 def offsite_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Local snapshots each object target still needs: its next parent and what is owed (invariant 2)."""
     held: dict[str, str] = {}
@@ -287,13 +274,7 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     The result is <into>/<subvolume>, a writable snapshot of the received one; the
     received links are kept read-only under <into>/.subvault-offsite/ only while needed.
     """
-    from subvault.btrfs import adapter
-    from subvault.offsite.restore import list_manifests, restore_chain, whole_chain
-    from subvault.secrets import read_private
-
     read_private(identity, "age identity")  # invariant 11: a readable identity decrypts every backup
-    from subvault.plan import restore_point
-
     tconf = ctx.config.get_target(target)
     store = open_target_store(tconf)
     key = mac_key(tconf, store) if verify_mac else None
@@ -349,9 +330,6 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
 
 def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume: str, manifests, chosen, when) -> None:
     """Never restore an older point silently when the ledger says a newer one (at or before `when`) is gone."""
-    from subvault.errors import Refused
-    from subvault.offsite import ledger as ledgers
-
     found, distrust = ledgers.load(store, key, subvolume)
     j = ledgers.judge(subvolume, found, distrust, ledgers.read_cache(ledger_cache(ctx, target, subvolume)),
                       {m.uuid for m in manifests})
@@ -366,8 +344,6 @@ def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume
 
 def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | None = None) -> Outcome:
     """Check every object's presence and hash; with deep, decrypt the newest chain per subvolume through `btrfs receive --dump`."""
-    from subvault.offsite.restore import list_manifests, restore_chain, verify_target
-    from subvault.secrets import read_private
 
     if deep and identity:
         read_private(identity, "age identity")  # invariant 11: a readable identity decrypts every backup

@@ -28,7 +28,7 @@ from subvault.endpoints.transfer import prune_steps
 from subvault.errors import NotFound, SubvaultError
 from subvault.plan.replication import Received, plan_received_prune
 from subvault.plan.retention import parse_policy
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 FULL_WARN = 0.90  # fraction of the backup filesystem in use that is reported
 

@@ -23,14 +23,15 @@ import json
 from datetime import datetime
 
 from subvault.config.schema import SourceConf, SourceSubvolumeConf
+from subvault.context import Context, host_name
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import LocalRunner, SshRunner, parse_ssh_url
 from subvault.endpoints.transfer import prune_steps, settle_steps, transfer
 from subvault.errors import SubvaultError, UsageError
 from subvault.plan.replication import Source, entry_name, plan_received_prune, plan_replication
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
+from subvault.run.prune_received import received
 from subvault.units import human_size
 
 
@@ -89,8 +90,6 @@ def _record_bases(src: SourceConf, ep: Endpoint, bases: list[tuple[SourceSubvolu
     A source whose key does not allow it gets a warning, not a failure: the pull itself
     succeeded, but that source's prune may then delete the base (a full send follows).
     """
-    from subvault.run.replicate import host_name
-
     puller = src.puller or host_name()
     try:
         ep.apply([[C.pulled(puller, sub.path, base)] for sub, base in bases], "record the incremental bases")
@@ -107,8 +106,6 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
     sources = remote_snapshots(ep, sub)
     container = dest.container(src.name, sub.name)
     entries = dest.entries(container, sub.name)
-    from subvault.run.prune_received import received
-
     plan = plan_replication(sub.name, sources, entries or [], "latest", ctx.now, ctx.tz)
     plan.prune = plan_received_prune(received(container), src.keep, ctx.now, ctx.tz).prune if entries is not None else []
     by_uuid = {s.uuid: s for s in sources}

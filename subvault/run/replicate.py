@@ -12,7 +12,6 @@ A failure stops that subvolume on that target only; the rest go on (exit 3, part
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -20,23 +19,18 @@ from contextlib import nullcontext
 
 from subvault.btrfs import local
 from subvault.config.schema import SubvolumeConf, TargetConf
+from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
-from subvault.errors import StalledTransfer, SubvaultError
+from subvault.errors import StalledTransfer, SubvaultError, UsageError
 from subvault.model import Entry
 from subvault.plan.replication import ReplicationPlan, Source, entry_name, holds_when_unreachable, plan_replication
-from subvault.run import holds, lasterror
-from subvault.run.context import Context
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
+from subvault.run import lasterror
 from subvault.units import human_size
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
-
-
-def host_name() -> str:
-    """The source host's name on targets: the short hostname."""
-    return socket.gethostname().split(".")[0] or "localhost"
 
 
 def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
@@ -44,8 +38,6 @@ def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
     if only:
         t = ctx.config.get_target(only)
         if t.type != "btrfs":
-            from subvault.errors import UsageError
-
             raise UsageError(f"target {only} is an object target; `subvault replicate` sends to btrfs targets (use `subvault offsite --target {only}`)")
         return [t]
     return [t for t in ctx.config.target if t.type == "btrfs"]
@@ -254,7 +246,6 @@ LocalEndpoint = Endpoint(LocalRunner(), "/", "local")
 HOLDS_CACHE = "replication-holds"
 
 
-@holds.register
 def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     """Return uuid -> reason for sub's local snapshots each btrfs target still needs (invariants 1, 2).
 

@@ -27,10 +27,10 @@ from pathlib import Path, PurePosixPath
 
 from subvault import process
 from subvault.btrfs.snapper import SNAPSHOTS_DIR
+from subvault.context import Context
 from subvault.errors import NotFound, Refused, UsageError
-from subvault.run.context import Context
+from subvault.results import Item, Outcome
 from subvault.run.local import find_snapshot
-from subvault.run.results import Item, Outcome
 from subvault.units import human_size
 
 MAX_LISTED = 5

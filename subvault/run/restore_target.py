@@ -16,15 +16,14 @@ import posixpath
 from pathlib import Path
 
 from subvault.btrfs import adapter, local
+from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner
 from subvault.endpoints.transfer import transfer
 from subvault.errors import NotBtrfs, Refused, SubvaultError, UsageError
 from subvault.plan import restore_point
 from subvault.plan.replication import is_verified, parse_entry_time
-from subvault.run.context import Context
-from subvault.run.replicate import host_name
-from subvault.run.results import Item, Outcome
+from subvault.results import Item, Outcome
 
 WORK_DIR = ".subvault-restore"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import SNAPSHOTS_DIR
+from subvault.context import Context
 from subvault.errors import Refused
-from subvault.run.context import Context
+from subvault.results import Item, Outcome
 from subvault.run.local import find_snapshot
-from subvault.run.results import Item, Outcome
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from subvault import process, pullholds
 from subvault.btrfs import adapter, local
 from subvault.config.schema import SubvolumeConf
+from subvault.context import Context, host_name
+from subvault.dr.captureopts import boot_dir_warnings
+from subvault.dr.state import drill_record
+from subvault.endpoints.endpoint import open_target
 from subvault.errors import SubvaultError, about, describe
+from subvault.notify.metrics import LayerStatus, build_registry, previous_successes, write_textfile
+from subvault.offsite import verified
+from subvault.offsite.target import scan
 from subvault.plan.coverage import (
     ExcludedFilesystem,
     ExcludedPath,
@@ -33,10 +41,15 @@ from subvault.plan.coverage import (
     parse_mountinfo,
     plan_coverage,
 )
-from subvault.plan.freshness import LayerFreshness, plan_freshness
+from subvault.plan.freshness import LayerFreshness, plan_drill_record, plan_freshness
+from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
 from subvault.plan.retention import next_due, parse_policy
-from subvault.run.context import Context
-from subvault.run.results import Outcome
+from subvault.results import Outcome
+from subvault.run import lasterror
+from subvault.run.flux_leftovers import overdue
+from subvault.run.neighbours import snapper_cleanup_problems
+from subvault.run.offsite import mac_key, open_target_store, scan_target
+from subvault.run.replicate import sources_of
 from subvault.timeutil import format_age, parse_duration
 
 TOP_LEVEL_ID = 5
@@ -99,11 +112,6 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
 
 @register_layer
 def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
-    from subvault.endpoints.endpoint import open_target
-    from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
-    from subvault.run import lasterror
-    from subvault.run.replicate import host_name, sources_of
-
     rows = []
     sources = None
     failures = lasterror.load(ctx.state_dir)
@@ -136,8 +144,6 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
 
 @register_layer
 def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
-    from subvault.run.offsite import mac_key, open_target_store, scan_target
-
     rows = []
     for tconf in ctx.config.target:
         if tconf.type != "object" or tconf.name not in ctx.config.targets_of(sub):
@@ -246,8 +252,6 @@ def _loose_in_unmounted_top(device: str) -> str | None:
     Return it as `<top level>/PATH`, or None (also when it cannot be mounted, e.g. not root)."""
     import tempfile
 
-    from subvault import process
-
     where = tempfile.mkdtemp(prefix="subvault-check-top-")
     try:
         if process.run(["mount", "-t", "btrfs", "-o", "ro,subvolid=5", device, where], check=False).returncode != 0:
@@ -335,15 +339,11 @@ def check(ctx: Context) -> WatchReport:
     )
     report.problems += [Problem(_error_kind(r), r.layer, f"{r.subvolume} {r.layer}: {r.error}") for r in report.rows if r.error]
     report.problems += space_problems(ctx)
-    from subvault.run.neighbours import snapper_cleanup_problems
-
     report.problems += snapper_cleanup_problems([s.path for s in ctx.config.subvolume])
     drill_age(ctx, report)
     report.warnings += verify_age(ctx)
     _flux_left_suspended(ctx, report)
     report.warnings += stale_pull_records(ctx)
-    from subvault.dr.captureopts import boot_dir_warnings
-
     report.warnings += boot_dir_warnings(ctx.config)  # what the next capture would skip
     return report
 
@@ -353,8 +353,6 @@ def verify_age(ctx: Context) -> list[str]:
 
     A listing sees a missing or resized part; only a verify sees a flipped byte.
     """
-    from subvault.offsite import verified
-
     limit = parse_duration(ctx.config.check.verify_max_age)
     out = []
     for tconf in ctx.config.target:
@@ -378,8 +376,6 @@ def _flux_left_suspended(ctx: Context, report: WatchReport) -> None:
     """Invariant 6 after a death no handler saw: objects subvault suspended and nobody resumed."""
     if ctx.config.flux is None:
         return
-    from subvault.run.flux_leftovers import overdue
-
     problems, warnings = overdue(ctx)
     report.problems += [Problem(ProblemKind.FLUX, "flux", message) for message in problems]
     report.warnings += warnings
@@ -387,8 +383,6 @@ def _flux_left_suspended(ctx: Context, report: WatchReport) -> None:
 
 def stale_pull_records(ctx: Context) -> list[str]:
     """Warn about pullers that recorded a base here but have not pulled for pullholds.STALE: they pin a snapshot."""
-    from subvault import pullholds
-
     out = []
     for sub in ctx.config.subvolume:
         for puller, _uuid, when in pullholds.read_records(sub.path):
@@ -406,9 +400,6 @@ def drill_age(ctx: Context, report: WatchReport) -> None:
     The drill record lives in the state dir, a cache (invariant 12): losing it turns
     the check back into a reminder, never into a failure.
     """
-    from subvault.dr.state import drill_record
-    from subvault.plan.freshness import plan_drill_record
-
     if not ctx.config.target:
         return
     boot = bool(getattr(ctx.config.dr, "boot", False))  # [dr] boot = true: only a drill that booted counts
@@ -424,8 +415,6 @@ def problem_counts(report: WatchReport) -> dict[str, int]:
 
 def write_metrics(path: str, rows: list[LayerRow], ctx: Context, problems: dict[str, int] | None, job: Outcome | None = None) -> None:
     """Write the node_exporter textfile: `run`'s layer series (rows, and what job did), or `check`'s problem counts."""
-    from subvault.notify.metrics import LayerStatus, build_registry, previous_successes, write_textfile
-
     if problems is not None:
         write_textfile(Path(path), build_registry(problems=problems, generated_at=ctx.now, command="check"))
         return
@@ -458,12 +447,6 @@ def job_layers(ctx: Context, job: Outcome) -> dict[tuple[str, str], tuple[bool, 
 
 def holders(ctx: Context, sub: SubvolumeConf) -> tuple[dict[str, list[str]], list[str]]:
     """Return {local snapshot uuid: [targets holding a verified copy]} and per-target errors."""
-    from subvault.endpoints.endpoint import open_target
-    from subvault.offsite.target import scan
-    from subvault.plan.replication import is_verified
-    from subvault.run.offsite import mac_key, open_target_store
-    from subvault.run.replicate import host_name
-
     held: dict[str, list[str]] = {}
     errors: list[str] = []
     for tconf in ctx.config.target:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from subvault.secrets import mask
+from subvault.secrets import SecretsFileExposed, mask, read_private
 from subvault.stores.base import StoreAuthError
 
 ACCESS_KEY = "AWS_ACCESS_KEY_ID"
@@ -67,8 +67,6 @@ def load_credentials_file(path: str | Path) -> Credentials:
     Raise StoreAuthError if it is missing, unreadable, readable by group or others,
     or lacks either key.
     """
-    from subvault.secrets import SecretsFileExposed, read_private
-
     path = Path(path)
     try:
         text = read_private(path, "credentials file")

@@ -9,9 +9,8 @@ import pytest
 from httpreceiver import HttpReceiver, Recorded, http_receiver  # noqa: F401 - fixture
 
 from subvault.errors import NotBtrfs
-from subvault.notify import monitored, send
-from subvault.notify.apprise_notify import MESSAGE_LIMIT
-from subvault.notify.lifecycle import STATE_FILE
+from subvault.notify.apprise_notify import MESSAGE_LIMIT, send
+from subvault.notify.lifecycle import STATE_FILE, monitored
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from httpreceiver import HttpReceiver, http_receiver  # noqa: F401 - fixture
 
-from subvault.notify import notify_unit_failure
 from subvault.notify.lifecycle import save_outcome
+from subvault.notify.unit_failure import notify_unit_failure
 
 pytestmark = [
     pytest.mark.integration,

@@ -12,10 +12,10 @@ import subprocess
 import pytest
 
 from subvault.config.load import parse_config
+from subvault.demo.testbed_ssh import HungListener, refused_port
 from subvault.endpoints.endpoint import open_target
 from subvault.endpoints.runner import SshRunner, Unreachable, limit_options, parse_ssh_url
 from subvault.errors import ConfigError
-from subvault.testbed_ssh import HungListener, refused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from subvault.testbed import LoopFs, build_homelab, exclude_foreign, homelab_config
+from subvault.demo.testbed import LoopFs, build_homelab, exclude_foreign, homelab_config
 
 REPO = Path(__file__).resolve().parents[2]
 

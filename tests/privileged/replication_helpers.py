@@ -9,8 +9,7 @@ from pathlib import Path
 
 from subvault.btrfs import adapter, local
 from subvault.config.load import parse_config
-from subvault.run.context import Context
-from subvault.run.replicate import host_name
+from subvault.context import Context, host_name
 
 UTC = UTC
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)

@@ -1,10 +1,10 @@
-"""Fixtures for a real sshd on 127.0.0.1 (the class lives in subvault/testbed_ssh.py, shared with the demo)."""
+"""Fixtures for a real sshd on 127.0.0.1 (the class lives in subvault/demo/testbed_ssh.py, shared with the demo)."""
 
 from __future__ import annotations
 
 import pytest
 
-from subvault.testbed_ssh import REPO, SSHD, Sshd, free_port, serve_command  # noqa: F401
+from subvault.demo.testbed_ssh import REPO, SSHD, Sshd, free_port, serve_command  # noqa: F401
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from sshd import sshd  # noqa: F401 - fixture
 from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import parse_info, render_info, write_atomic
-from subvault.testbed import LoopFs, build_homelab
+from subvault.demo.testbed import LoopFs, build_homelab
 from subvault.timeutil import local_zone
 
 pytestmark = pytest.mark.skipif(
@@ -383,7 +383,7 @@ def test_adopt_apply_killed_mid_move_resumes_and_loses_nothing(installation, tmp
 def test_ssh_target_without_python3_is_refused_up_front_naming_the_target_and_what_to_install(tmp_path):
     """The entries on an ssh target move with a few lines of python3 there (flip.py); without it,
     --apply says so in one line before it changes anything."""
-    from subvault.testbed_ssh import Sshd
+    from subvault.demo.testbed_ssh import Sshd
 
     no_python = tmp_path / "bin-no-python3"
     no_python.mkdir()

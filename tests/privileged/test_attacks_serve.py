@@ -18,7 +18,8 @@ from replication_helpers import container, context, dump, entries, make_sources,
 from sshd import REPO, make_sshd, serve_command  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter
-from subvault.run.replicate import host_name, replicate
+from subvault.context import host_name
+from subvault.run.replicate import replicate
 from subvault.timeutil import utcnow
 
 HOST = host_name()

@@ -20,8 +20,8 @@ import pytest
 from conftest import run_cli
 
 from subvault import process
-from subvault.dr import tinyos
-from subvault.dr.machine import Machine, machine_config
+from subvault.demo import tinyos
+from subvault.demo.machine import Machine, machine_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed (apt-get install qemu-system-x86)")
 
@@ -135,8 +135,8 @@ def _grow_btrfs_past_its_partition(done):
 
 def test_a_filesystem_larger_than_its_partition_fails_the_boot(machine, make_fs, tmp_path):
     from subvault.config.load import parse_config
+    from subvault.context import Context
     from subvault.dr.drill import DrillRequest, drill
-    from subvault.run.context import Context
 
     _prepare(machine, make_fs, tmp_path)
     capture = max((tmp_path / "pi").glob("*/var/var.*"), key=lambda p: p.name) / "lib" / "subvault" / "dr"

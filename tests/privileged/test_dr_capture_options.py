@@ -12,7 +12,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from subvault.dr.machine import Machine, machine_config
+from subvault.demo.machine import Machine, machine_config
 
 
 @pytest.fixture

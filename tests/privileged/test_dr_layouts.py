@@ -21,10 +21,10 @@ from conftest import run_cli
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.demo.machine import NO_CACHE, Machine, machine_config
+from subvault.demo.testbed import PROTECTED, build_homelab
 from subvault.dr.digest import tree_digest
-from subvault.dr.machine import NO_CACHE, Machine, machine_config
 from subvault.dr.workspace import Workspace
-from subvault.testbed import PROTECTED, build_homelab
 
 
 def _dr_table(m, drill_dir: Path, disks: list[str]) -> str:

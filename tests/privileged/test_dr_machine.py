@@ -17,12 +17,12 @@ from conftest import run_cli
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.demo.machine import EFI_FILE, Machine, machine_config
+from subvault.demo.testbed import PROTECTED
 from subvault.dr import fat
 from subvault.dr.digest import tree_digest
-from subvault.dr.machine import EFI_FILE, Machine, machine_config
 from subvault.dr.parse import parse_sfdisk_dump
 from subvault.dr.workspace import Workspace
-from subvault.testbed import PROTECTED
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_missing_capture_is_refused(machine, setup, tmp_path):
 
 
 def test_demo_drill_builds_captures_and_drills_a_tiny_machine(tmp_path):
-    from subvault.dr.machine import demo_drill
+    from subvault.demo.machine import demo_drill
 
     lines: list[str] = []
     report = demo_drill(tmp_path / "demo", say=lines.append)

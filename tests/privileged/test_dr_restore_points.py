@@ -1,7 +1,7 @@
 """`dr restore` restores what it says and resumes as documented (issue 11, item 8).
 
 On real loop devices: a GPT image with an ESP (vfat, written through mtools) and a btrfs
-partition in the homelab layout (subvault.dr.machine), replicated to a btrfs target.
+partition in the homelab layout (subvault.demo.machine), replicated to a btrfs target.
 - "already present" means the same restore point (by uuid), else the step refuses
   before anything is written;
 - a restore stopped by SIGKILL or SIGTERM is resumed by running the same command again,
@@ -25,14 +25,14 @@ from conftest import REPO, run_cli
 
 from subvault import process
 from subvault.btrfs import adapter, local
+from subvault.demo.machine import EFI_FILE, Machine, machine_config
+from subvault.demo.testbed import PROTECTED
 from subvault.dr import fat
 from subvault.dr.digest import tree_digest
-from subvault.dr.machine import EFI_FILE, Machine, machine_config
 from subvault.dr.parse import parse_sfdisk_dump
 from subvault.dr.restore import restore_workdir
 from subvault.dr.workspace import Workspace
 from subvault.plan.replication import parse_entry_time
-from subvault.testbed import PROTECTED
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def _check_init(homelab, mnt, pvc_mount, tmp_path):
 
 def test_init_config_passes_check_after_one_run(make_fs, tmp_path):
     # The acceptance: what init writes is accepted by `check` as written.
-    from subvault.testbed import build_homelab
+    from subvault.demo.testbed import build_homelab
 
     fs = make_fs("initfs")
     paths = build_homelab(fs.mountpoint)

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from subvault.btrfs import adapter, local
+from subvault.demo.testbed import LoopFs
 from subvault.dr.state import record_drill
-from subvault.testbed import LoopFs
 
 REPO = Path(__file__).resolve().parents[2]
 

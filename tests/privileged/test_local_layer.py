@@ -11,7 +11,7 @@ from msgspec.structs import replace
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import Info, parse_info, render_info, write_atomic
 from subvault.config.load import load_config
-from subvault.run.context import Context
+from subvault.context import Context
 from subvault.run.local import prune, snap_all
 
 

@@ -20,10 +20,10 @@ from replication_helpers import T0, config_text, container, context, dump, entri
 from sshd import sshd  # noqa: F401 - fixture
 
 from subvault.btrfs import adapter
+from subvault.demo.testbed import exclude_foreign
 from subvault.endpoints import endpoint as endpoint_mod
 from subvault.run import replicate as replicate_mod
 from subvault.run.replicate import replicate, replication_holds
-from subvault.testbed import exclude_foreign
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -225,7 +225,7 @@ KILL_SELF = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from datetime import datetime
     from subvault.config.load import parse_config
-    from subvault.run.context import Context
+    from subvault.context import Context
     from subvault.run.replicate import replicate
     from subvault.endpoints import endpoint as endpoint_mod
     original = endpoint_mod.Endpoint.send_stages
@@ -263,7 +263,7 @@ KILL_BEFORE_RENAME = textwrap.dedent(
     from datetime import datetime
     from subvault.config.load import parse_config
     from subvault.endpoints.endpoint import Endpoint
-    from subvault.run.context import Context
+    from subvault.context import Context
     from subvault.run.replicate import replicate
     def die(*a, **kw):
         os.kill(os.getpid(), 9)

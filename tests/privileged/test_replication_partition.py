@@ -15,9 +15,9 @@ import uuid
 import pytest
 
 from subvault.config.load import load_config
-from subvault.run.context import Context
+from subvault.context import Context
+from subvault.demo.testbed_ssh import Sshd
 from subvault.run.replicate import replicate
-from subvault.testbed_ssh import Sshd
 
 NS_IP, HOST_IP = "10.231.7.2", "10.231.7.1"
 

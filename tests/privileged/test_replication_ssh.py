@@ -11,9 +11,9 @@ from replication_helpers import T0, container, context, dump, entries, make_sour
 from sshd import REPO, make_sshd, serve_command, sshd  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter
+from subvault.demo.testbed_ssh import HungListener, refused_port
 from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.run.replicate import replicate
-from subvault.testbed_ssh import HungListener, refused_port
 
 
 def _target_extra(server, *, compress: str = "none") -> str:

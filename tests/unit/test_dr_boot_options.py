@@ -68,9 +68,9 @@ def test_a_config_command_makes_a_lone_boot_expect_valid(tmp_path):
 
 def test_the_api_checks_the_same_values_before_any_work(tmp_path):
     from subvault.config.load import parse_config
+    from subvault.context import Context
     from subvault.dr.drill import DrillRequest, drill
     from subvault.errors import UsageError
-    from subvault.run.context import Context
 
     config = parse_config(open(_config(tmp_path)).read())
     with pytest.raises(UsageError, match=r"^--boot-timeout: "):

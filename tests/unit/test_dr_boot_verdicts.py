@@ -141,7 +141,7 @@ boot = {boot}
 def _check_drill(state, *, boot: bool, day: int = 10):
     """What `check` says about drills (its drill line, problems, warnings) on day <day> of 2026 with [dr] boot = boot."""
     from subvault.config.load import parse_config
-    from subvault.run.context import Context
+    from subvault.context import Context
     from subvault.run.watch import WatchReport, drill_age
 
     ctx = Context(parse_config(CHECK_CONFIG.format(state=state, boot=str(boot).lower())))

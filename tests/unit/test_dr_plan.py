@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from test_dr_sample import DISK_BYTES, FS, choices, disk, fstab, sample_manifest
 
+from subvault.demo.testbed import EXCLUDED, PROTECTED
 from subvault.dr.plan import (
     DiskFacts,
     DiskInUse,
@@ -19,7 +20,6 @@ from subvault.dr.plan import (
     root_location,
 )
 from subvault.errors import EXIT_USAGE, UsageError
-from subvault.testbed import EXCLUDED, PROTECTED
 
 
 def plan(**kw):

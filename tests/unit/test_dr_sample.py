@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from subvault.demo.testbed import EXCLUDED, PROTECTED
 from subvault.dr import manifest as M
 from subvault.dr.parse import GPT_ESP, Partition, PartitionTable, parse_fstab
 from subvault.dr.plan import Choice, DiskFacts
-from subvault.testbed import EXCLUDED, PROTECTED
 
 NOW = datetime(2026, 11, 26, 3, 30, tzinfo=UTC)
 FS = "11111111-2222-3333-4444-555555555555"

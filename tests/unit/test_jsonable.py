@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from subvault.model import LocalSnapshot
-from subvault.run.results import to_jsonable
+from subvault.results import to_jsonable
 
 
 def reference(value: Any) -> Any:

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from subvault.cli.main import cli
 from subvault.cli.render import emit_outcome, table
 from subvault.plan.retention import is_due, next_due, parse_policy
+from subvault.results import Item, Outcome, envelope
 from subvault.run.job import STEPS
-from subvault.run.results import Item, Outcome, envelope
 from subvault.units import human_size
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -66,8 +66,10 @@ def test_due_now_without_a_snapshot():
 
 
 def _commands(group: click.Group, prefix: str = ""):
-    for name, cmd in sorted(group.commands.items()):
-        if cmd.hidden:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the root loads each command's module when asked for it
+        cmd = group.get_command(ctx, name)
+        if cmd is None or cmd.hidden:
             continue
         if isinstance(cmd, click.Group):
             yield from _commands(cmd, f"{prefix}{name} ")

@@ -1,7 +1,7 @@
 """A tiny whole machine in a disk image, for the drill tests, the bench and `subvault demo`.
 
 The image has a GPT with an ESP (vfat, with a bootloader file) and a btrfs partition in
-the homelab layout (subvault.testbed), an fstab naming both by UUID, an xattr, a
+the homelab layout (subvault.demo.testbed), an fstab naming both by UUID, an xattr, a
 non-root owner and the default subvolume set to root. Partitions are attached as loop devices by offset (never `losetup -P`);
 the ESP is written through mtools, so no vfat support is needed in the kernel.
 `close()` undoes every loop device and mount, pass or fail; it never raises.
@@ -17,9 +17,19 @@ from pathlib import Path
 
 from subvault import process
 from subvault.btrfs import adapter
-from subvault.dr import fat
+from subvault.config.load import parse_config
+from subvault.context import Context
+from subvault.demo import tinyos
+from subvault.demo.testbed import LoopFs, build_homelab, homelab_config
+from subvault.dr import fat, qemu
+from subvault.dr.capture import capture
+from subvault.dr.captureopts import CaptureSpec
+from subvault.dr.drill import DrillRequest, drill
 from subvault.dr.parse import GPT_BIOS_BOOT, PartitionTable, parse_blkid_export, parse_sfdisk_dump
 from subvault.dr.workspace import Workspace
+from subvault.errors import SubvaultError
+from subvault.run.local import take_timeline
+from subvault.run.replicate import replicate
 
 NO_CACHE = {"BLKID_FILE": "/dev/null"}
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -57,8 +67,6 @@ class Machine:
         self.table: PartitionTable | None = None
 
     def build(self) -> Machine:
-        from subvault.testbed import build_homelab
-
         with open(self.image, "wb") as fh:
             fh.truncate(self.size_mib << 20)
         process.run(["sfdisk", "-q", str(self.image)], input=table_script(bios_boot_of_mib=self.size_mib if self.bios_boot else 0))
@@ -75,8 +83,6 @@ class Machine:
             (Path(staging) / EFI_FILE).write_bytes(os.urandom(4096))
             fs_uuid = self.uuid(root)
             if self.bootable or self.firmware_boot or self.bios_boot:
-                from subvault.dr import tinyos
-
                 tinyos.install(self.paths["root"], fs_uuid)
                 if self.bios_boot:
                     tinyos.grub_bios(self.image, self.table.partitions[2].start, fs_uuid, self.paths["root"])
@@ -137,8 +143,6 @@ class Machine:
 
 def machine_config(m: Machine, target_dir: Path, state_dir: Path) -> str:
     """A config protecting m's homelab subvolumes, replicated to a local btrfs target "pi" at target_dir."""
-    from subvault.testbed import homelab_config
-
     text = homelab_config(m.paths, state_dir=state_dir).replace("prechange_keep = 10", 'prechange_keep = 10\ntargets = ["pi"]')
     return text + f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{target_dir}"\nkeep = "all"\n'
 
@@ -152,15 +156,6 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
     workdir (loop devices, mounts) is undone before returning, pass or fail. Needs root,
     loop devices, btrfs-progs, dosfstools, mtools.
     """
-    from subvault.config.load import parse_config
-    from subvault.dr import qemu
-    from subvault.dr.capture import CaptureSpec, capture
-    from subvault.dr.drill import DrillRequest, drill
-    from subvault.run.context import Context
-    from subvault.run.local import take_timeline
-    from subvault.run.replicate import replicate
-    from subvault.testbed import LoopFs
-
     if boot is None:
         boot = qemu.qemu_path() is not None and _kernel_ready(say)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +180,6 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
         travelled = var_entry / m.capture_dir.relative_to(m.paths["var"])
         if boot:
             say("drill demo: then booting the restored disk in QEMU (no network but a 127.0.0.1 forward for the port probe)")
-        from subvault.dr import tinyos
-
         req = DrillRequest("pi", capture=str(travelled), workdir=str(workdir / "drill"), boot=boot,
                            boot_ports=(tinyos.PORT,) if boot else (), boot_command="cat /etc/hostname" if boot else None, boot_expect="vps1" if boot else None)
         return drill(Context(config, say=say), req)
@@ -197,9 +190,6 @@ def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool 
 
 def _kernel_ready(say: Callable[[str], None]) -> bool:
     """Whether the tiny machine's kernel is cached or can be fetched (apt); say why not."""
-    from subvault.dr import tinyos
-    from subvault.errors import SubvaultError
-
     try:
         tinyos.kernel_tree()
     except SubvaultError as exc:
@@ -209,7 +199,5 @@ def _kernel_ready(say: Callable[[str], None]) -> bool:
 
 
 def _ok(outcome, what: str) -> None:
-    from subvault.errors import SubvaultError
-
     if outcome.errors:
         raise SubvaultError(f"drill demo: {what} failed: {'; '.join(outcome.errors)}")

@@ -1,7 +1,8 @@
-"""What every executor needs: the config, the clock, the zone, and dry-run."""
+"""What every executor needs: the config, the clock, the zone, and dry-run; and this host's name on targets."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -34,3 +35,8 @@ class Context:
     @property
     def state_dir(self) -> Path:
         return Path(self.config.defaults.state_dir)
+
+
+def host_name() -> str:
+    """The source host's name on targets: the short hostname."""
+    return socket.gethostname().split(".")[0] or "localhost"

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from subvault import process
+from subvault.demo.machine import demo_drill
+from subvault.demo.testbed import LoopFs, build_homelab, exclude_foreign, homelab_config, remove_tree, scratch_dir
+from subvault.demo.testbed_ssh import Sshd
+from subvault.dr import qemu
+from subvault.dr.report import render_report
 from subvault.errors import SubvaultError
-from subvault.testbed import LoopFs, build_homelab, exclude_foreign, homelab_config, remove_tree, scratch_dir
-from subvault.testbed_ssh import Sshd
 
 
 class Demo:
@@ -131,10 +134,6 @@ def _remote_layers(demo: Demo, paths: dict[str, Path], sshd: Sshd, backup: Path,
 
 def _drill(demo: Demo, base: Path) -> None:
     """Layer 6 on a small partitioned machine image (GPT, ESP, btrfs): capture, replicate, drill."""
-    from subvault.dr import qemu
-    from subvault.dr.machine import demo_drill
-    from subvault.dr.report import render_report
-
     demo.say("\n== layer 6: a recovery drill on a machine image (GPT + ESP + btrfs) ==")
     if qemu.qemu_path() is None:
         demo.say("  (QEMU is not installed: this drill does not boot the restored machine; ./dev installs qemu-system-x86)")

@@ -25,7 +25,7 @@ from pathlib import Path
 from subvault import process
 
 SSHD = "/usr/sbin/sshd"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -34,9 +34,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def installed_subvault() -> Path:
+    """The `subvault` console script installed next to this interpreter (the venv's): what users run."""
+    script = Path(sys.executable).parent / "subvault"
+    if not os.access(script, os.X_OK):
+        raise FileNotFoundError(f"no subvault console script at {script}: install this checkout (pip install -e .)")
+    return script
+
+
 def serve_command(root: Path, *flags: str) -> str:
-    """The forced command running this checkout's `subvault serve`."""
-    return shlex.join([sys.executable, "-m", "subvault.cli.replication_cmds", "serve", "--root", str(root), *flags])
+    """The forced command: the installed `subvault serve`, as in a user's authorized_keys."""
+    return shlex.join([str(installed_subvault()), "serve", "--root", str(root), *flags])
 
 
 @dataclass

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subvault import process
-from subvault.errors import CommandFailed
+from subvault.btrfs import adapter
+from subvault.errors import CommandFailed, SubvaultError
+from subvault.plan.coverage import btrfs_mount_sources, is_at_or_under, norm_path, parse_mountinfo
 
 PROTECTED = ["root", "var_lib_pvc", "var_lib_microshift", "data", "home", "var", "var_log", "var_lib_containers"]
 EXCLUDED = {"var_cache": "ephemeral", "var_tmp": "ephemeral", "var_lib_kubelet": "rebuilt by the kubelet"}
@@ -135,10 +137,6 @@ def homelab_config(paths: dict[str, Path], *, state_dir: Path, timeline: str = "
 
 def foreign_filesystems(own: Path) -> dict[str, str]:
     """Return {uuid: a mount path} of every btrfs filesystem mounted now with no mount under `own`."""
-    from subvault.btrfs import adapter
-    from subvault.errors import SubvaultError
-    from subvault.plan.coverage import btrfs_mount_sources, is_at_or_under, norm_path, parse_mountinfo
-
     text = Path("/proc/self/mountinfo").read_text()
     uuid_of: dict[str, str] = {}
     for source, mount in btrfs_mount_sources(text).items():
