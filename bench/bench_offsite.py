@@ -13,7 +13,9 @@ in a fresh Python process so peak RSS is its own:
   rcat    cat INPUT | COMPRESS | age -r R | rclone rcat into the same server (the standard
           streaming multipart client the S3 path is to match)
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
-CPU seconds (the process and all its children) and peak RSS of the Python process;
+CPU seconds (the process and all its children) and peak RSS of the Python process
+(VmHWM from /proc/self/status: ru_maxrss would carry the forking parent's size over
+fork and exec);
 then the medians and the ratios upload/raw. The machine may be shared: read the
 medians and the CPU ratio, not one run. Never a timed test: a report to read.
 """
@@ -108,6 +110,14 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _vm_hwm_kib() -> int:
+    """This process's own peak resident set (VmHWM, KiB): reset by exec, unlike ru_maxrss."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
     cpu_before = _cpu_seconds()  # imports and start-up are not the work measured
     started = time.perf_counter()
@@ -123,7 +133,7 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
     print(json.dumps({
         "cpu_seconds": _cpu_seconds() - cpu_before,
         "seconds": seconds,
-        "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "self_rss_mib": _vm_hwm_kib() / 1024,
     }))
 
 
