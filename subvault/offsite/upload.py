@@ -298,13 +298,16 @@ class Staged(Protocol):
 class Streamed(Protocol):
     """An object being sent as it is written, as an optional `store.stream(key, retain_until=)` returns it.
 
-    `fd` is the write end of a pipe the store reads from; `commit()`, called once the
-    writer has exited, makes what was written the object at key, atomically, and
-    returns (size, SHA-256 hex) of it; `abort()` discards it. The store bounds its own
-    memory and concurrency (S3: pieces of a multipart upload).
+    `fd` is the write end of a pipe the store reads from; `end_input()`, called as soon
+    as the writer has exited, closes it (the store sends what remains); `commit()` makes
+    what was written the object at key, atomically, and returns (size, SHA-256 hex) of
+    it; `abort()` discards it. The store bounds its own memory and concurrency (S3:
+    pieces of a multipart upload).
     """
 
     fd: int
+
+    def end_input(self) -> None: ...
 
     def commit(self) -> tuple[int, str]: ...
 
@@ -338,6 +341,7 @@ class _PartWriter:
         self._ciphers: list[bytearray | None] = [None, None]
         self._staged: dict[int, Staged] = {}
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-put")
+        self._ending = ThreadPoolExecutor(max_workers=2, thread_name_prefix="offsite-age")
         self._jobs: dict[int, _Job] = {}
         self._stored: dict[int, Future] = {}
         self._first = True
@@ -348,6 +352,7 @@ class _PartWriter:
     def __exit__(self, *exc: object) -> None:
         for job in list(self._jobs.values()):
             job.kill()
+        self._ending.shutdown(wait=True)
         self._store.shutdown(wait=True, cancel_futures=True)
         for index in list(self._jobs):
             self._jobs.pop(index).__exit__(None, None, None)
@@ -399,13 +404,22 @@ class _PartWriter:
     def commit(self, index: int, plain_size: int, plain_crc32: str) -> None:
         """End part `index`'s input and queue it for storing."""
         self._jobs[index].end_input()
-        self._stored[index] = self._store.submit(self._put, index, plain_size, plain_crc32)
+        ended = self._ending.submit(self._end, index) if index in self._streamed else None
+        self._stored[index] = self._store.submit(self._put, index, ended, plain_size, plain_crc32)
 
-    def _put(self, index: int, plain_size: int, plain_crc32: str) -> None:
+    def _end(self, index: int) -> None:
+        """Wait for age of streamed part `index`, then end the stream's input: its last
+        piece is sent now, not when the part's turn to be committed comes."""
+        try:
+            self._jobs[index].result()
+        finally:
+            self._streamed[index].end_input()
+
+    def _put(self, index: int, ended: Future | None, plain_size: int, plain_crc32: str) -> None:
         store, journal, jkey, mac_key, request, retain_until = self._args
         job = self._jobs[index]
         try:
-            done = job.result()
+            done = ended.result() if ended is not None else job.result()
         finally:
             self._jobs.pop(index).__exit__(None, None, None)
         key = layout.part_key(request.subvolume, request.uuid, index)

@@ -237,7 +237,9 @@ class StreamedObject:
     """One object being streamed to S3 (see S3Store.stream and the module docstring).
 
     A reader thread fills pooled pieces from the pipe, hashing as it reads, and hands
-    each full piece to the store's senders. `commit()` closes the write end, waits for
+    each full piece to the store's senders (an object that fits in one piece goes as one
+    PutObject). `end_input()` once the writer has exited sends the last piece at once;
+    `commit()` closes the write end if that was not done, waits for
     every piece, completes the upload and returns (size, SHA-256 hex). After a failed
     piece the reader keeps draining the pipe (the writer never blocks on a dead upload)
     and `commit()` raises that failure; `abort()` discards everything.
@@ -255,7 +257,6 @@ class StreamedObject:
         self._size = 0
         self._upload_id: str | None = None
         self._sent: list[Future] = []
-        self._single: tuple[bytearray, int] | None = None
         self._error: BaseException | None = None
         self._reader = threading.Thread(target=self._read, daemon=True, name="s3-stream")
         self._reader.start()
@@ -276,8 +277,8 @@ class StreamedObject:
                     pool.give(buf)
                     self._drain()
                     return
-                if n < pool.size and self._upload_id is None:
-                    self._single = (buf, n)  # the whole object fits in one piece: one PutObject
+                if n < pool.size and self._upload_id is None:  # the whole object fits in one piece
+                    self._sent.append(self._store._sender_pool().submit(self._send_whole, buf, n))
                     return
                 if n == 0:
                     pool.give(buf)
@@ -328,13 +329,26 @@ class StreamedObject:
         finally:
             self._store._pieces.give(buf)
 
-    def _close_write(self) -> None:
+    def _send_whole(self, buf: bytearray, n: int) -> None:
+        try:
+            if self._error is not None:
+                raise self._error
+            with memoryview(buf) as view:
+                self._store.put(self._key, view[:n], retain_until=self._retain)
+        except BaseException as exc:
+            self._error = self._error or exc
+            raise
+        finally:
+            self._store._pieces.give(buf)
+
+    def end_input(self) -> None:
+        """The writer has exited: close the write end, so the last piece goes now."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
     def _finish_reading(self) -> None:
-        self._close_write()
+        self.end_input()
         self._reader.join()
         os.close(self._rfd)
         self._rfd = -1
@@ -346,19 +360,13 @@ class StreamedObject:
             parts = [f.result() for f in self._sent]
             if self._error is not None:
                 raise self._error
-            if self._single is not None:
-                buf, n = self._single
-                with memoryview(buf) as view:
-                    self._store.put(self._key, view[:n], retain_until=self._retain)
-            else:
+            if self._upload_id is not None:
                 self._store._call("put", self._key, self._store._client.complete_multipart_upload, Key=self._full,
                                   UploadId=self._upload_id, MultipartUpload={"Parts": parts})
                 self._upload_id = None
         except BaseException:
             self.abort()
             raise
-        finally:
-            self._give_single()
         return self._size, self._sha.hexdigest()
 
     def abort(self) -> None:
@@ -369,15 +377,9 @@ class StreamedObject:
         for f in self._sent:
             f.exception()  # waits; a failed piece is already recorded
         self._sent = []
-        self._give_single()
         if self._upload_id is not None:
             self._store._abort_upload(self._full, self._upload_id)
             self._upload_id = None
-
-    def _give_single(self) -> None:
-        if self._single is not None:
-            self._store._pieces.give(self._single[0])
-            self._single = None
 
 
 class _ViewBody(io.RawIOBase):
