@@ -155,12 +155,17 @@ def upload(
     abort_unfinished = getattr(store, "abort_unfinished", None)
     if abort_unfinished is not None:  # multipart uploads a killed run left (never visible as objects)
         abort_unfinished(layout.snapshot_dir(request.subvolume, request.uuid) + "/")
-    with _PartWriter(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as writer, \
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-list") as lister, \
+            _PartWriter(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as writer, \
             PipelineReader([list(request.source), list(compress)], what=what) as reader:
+        # Listed while the stream runs, not after it: every part this run writes is one
+        # the manifest names, so only keys already there can be strays.
+        present = lister.submit(_part_keys, store, request)
         reused, uploaded = _cut(reader, writer, journal, part_size, progress)
         writer.wait()
+        earlier = present.result()
     parts = [Part(p.key, p.size, p.sha256) for p in journal.parts]
-    _delete_stray_parts(store, request, {p.key for p in parts})
+    _delete_stray_parts(store, earlier, {p.key for p in parts})
     manifest = mac_key.sign(Manifest(
         subvolume=request.subvolume, uuid=request.uuid, parent_uuid=request.parent_uuid,
         chain=tuple(request.chain), created=request.created, parts=tuple(parts),
@@ -467,13 +472,17 @@ def _age_size_bound(plain_size: int) -> int:
     return plain_size + (plain_size // 65536 + 1) * 16 + (64 << 10) + CHUNK
 
 
-def _delete_stray_parts(store: Store, request: UploadRequest, wanted: set[str]) -> None:
+def _part_keys(store: Store, request: UploadRequest) -> list[str]:
+    """Return the keys of the snapshot's parts in the store."""
+    return [info.key for info in store.list(layout.snapshot_dir(request.subvolume, request.uuid) + "/part-")]
+
+
+def _delete_stray_parts(store: Store, keys: list[str], wanted: set[str]) -> None:
     """Delete parts a longer, earlier attempt left beyond this stream's end, so the
     snapshot's folder holds exactly the manifest's parts (the recipe globs them)."""
-    prefix = layout.snapshot_dir(request.subvolume, request.uuid) + "/part-"
-    for info in list(store.list(prefix)):
-        if info.key not in wanted:
-            store.delete(info.key)
+    for key in keys:
+        if key not in wanted:
+            store.delete(key)
 
 
 def _signed_journal(journal: _Journal, mac_key: MacKey) -> bytes:

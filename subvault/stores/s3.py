@@ -52,7 +52,7 @@ from subvault.stores.credentials import Credentials
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken",
          "ExpiredToken", "AuthorizationHeaderMalformed", "Forbidden", "Unauthorized", "401"}
-PIECE_SIZE = 8 << 20  # S3 wants >= 5 MiB for every piece but the last; 8 MiB x 10,000 pieces >> the largest part
+PIECE_SIZE = 5 << 20  # S3's smallest piece but the last (as rclone's chunks); x 10,000 pieces >> the largest part
 DEFAULT_CONCURRENCY = 4
 _PIPE_SIZE = 1 << 20
 _BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "500", "502", "503", "504"}
