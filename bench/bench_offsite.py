@@ -12,9 +12,9 @@ in a fresh Python process so peak RSS is its own:
   s3      the same through the S3 store into a real `rclone serve s3` on 127.0.0.1
   rcat    cat INPUT | COMPRESS | age -r R | rclone rcat into the same server (the standard
           streaming multipart client the S3 path is to match)
-  sink    cat CIPHERTEXT | rclone rcat: the already compressed and encrypted bytes into the
-          same server, nothing else: what the server on this machine can take at best,
-          which bounds every S3 client (the server shares the CPUs with the pipeline)
+  sink    the already compressed and encrypted bytes written into one S3 store stream to the
+          same server, nothing else: what the server and this client take at best on this
+          machine (the server shares the CPUs), a ceiling for the s3 run
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
 CPU seconds (the process and all its children) and peak RSS of the Python process
 (VmHWM from /proc/self/status: ru_maxrss would carry the forking parent's size over
@@ -90,7 +90,24 @@ def run_s3(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 
-def run_rcat(src: Path, out_dir: Path, recipient: str, *, sink: bool = False) -> None:
+def run_sink(src: Path, out_dir: Path) -> None:
+    from subvault.stores.credentials import Credentials
+    from subvault.stores.s3 import S3Store
+
+    endpoint, key, secret, bucket = _s3_env()
+    store = S3Store(bucket, f"{out_dir.name}-{os.getpid()}", Credentials(key, secret), endpoint=endpoint)
+    streamed = store.stream("sink.age")
+    chunk = memoryview(bytearray(1 << 20))
+    with open(src, "rb", buffering=0) as f:
+        while n := f.readinto(chunk):
+            view = chunk[:n]
+            while view:
+                view = view[os.write(streamed.fd, view):]
+    streamed.end_input()
+    streamed.commit()
+
+
+def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
     endpoint, key, secret, bucket = _s3_env()
     env = {**os.environ, "RCLONE_CONFIG": "/dev/null", "RCLONE_CONFIG_BENCH_TYPE": "s3",
            "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
@@ -98,9 +115,6 @@ def run_rcat(src: Path, out_dir: Path, recipient: str, *, sink: bool = False) ->
            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
     os.environ.update(env)
     dest = [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}-{os.getpid()}/raw.zst.age"]
-    if sink:  # src is already the ciphertext
-        process.pipeline([["cat", str(src)], dest]).run()
-        return
     process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient], dest]).run()
 
 
@@ -134,7 +148,7 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
     elif mode == "rcat":
         run_rcat(src, out_dir, recipient)
     elif mode == "sink":
-        run_rcat(src, out_dir, recipient, sink=True)
+        run_sink(src, out_dir)
     else:
         run_upload(src, out_dir, recipient, part_mib, staged=mode == "staged")
     seconds = time.perf_counter() - started
@@ -220,8 +234,8 @@ def main() -> None:
         ceiling = raw / med["sink"]["seconds"]
         rss = {m: max(r['self_rss_mib'] for r in runs[m]) for m in runs}
         limit = 1.5 * args.part_mib
-        print(f"server ceiling: the bare ciphertext into rclone serve s3 takes {med['sink']['seconds']:.2f} s, "
-              f"so no S3 client here can exceed {ceiling:.2f}x raw; the S3 store reaches {s3 / ceiling:.2f} of that ceiling")
+        print(f"ceiling: the bare ciphertext through the S3 store into rclone serve s3 takes {med['sink']['seconds']:.2f} s "
+              f"({ceiling:.2f}x raw); the whole S3 upload reaches {s3 / ceiling:.2f} of that")
         print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"\n| path | measured (median of {args.rounds}, {args.size_mib} MiB, {args.part_mib} MiB parts) | goal | |")
         print("|---|---|---|---|")
