@@ -12,9 +12,10 @@ in a fresh Python process so peak RSS is its own:
   s3      the same through the S3 store into a real `rclone serve s3` on 127.0.0.1
   rcat    cat INPUT | COMPRESS | age -r R | rclone rcat into the same server (the standard
           streaming multipart client the S3 path is to match)
-  sink    the already compressed and encrypted bytes written into one S3 store stream to the
-          same server, nothing else: what the server and this client take at best on this
-          machine (the server shares the CPUs), a ceiling for the s3 run
+  sink    the already compressed and encrypted bytes written through S3 store streams, in
+          objects of a part's size, to the same server, nothing else: what the server and
+          this client take at best on this machine (the server shares the CPUs), a ceiling
+          for the s3 run
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
 CPU seconds (the process and all its children) and peak RSS of the Python process
 (VmHWM from /proc/self/status: ru_maxrss would carry the forking parent's size over
@@ -26,6 +27,7 @@ medians and the CPU ratio, not one run. Never a timed test: a report to read.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -90,21 +92,30 @@ def run_s3(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 
-def run_sink(src: Path, out_dir: Path) -> None:
+def run_sink(src: Path, out_dir: Path, part_mib: int) -> None:
     from subvault.stores.credentials import Credentials
     from subvault.stores.s3 import S3Store
 
     endpoint, key, secret, bucket = _s3_env()
     store = S3Store(bucket, f"{out_dir.name}-{os.getpid()}", Credentials(key, secret), endpoint=endpoint)
-    streamed = store.stream("sink.age")
     chunk = memoryview(bytearray(1 << 20))
+    previous = None
     with open(src, "rb", buffering=0) as f:
-        while n := f.readinto(chunk):
-            view = chunk[:n]
-            while view:
-                view = view[os.write(streamed.fd, view):]
-    streamed.end_input()
-    streamed.commit()
+        for index in itertools.count():
+            streamed = store.stream(f"sink-{index:06d}")  # objects of a part's size, as the upload writes
+            left = part_mib << 20
+            while left and (n := f.readinto(chunk[:min(left, len(chunk))])):
+                view = chunk[:n]
+                left -= n
+                while view:
+                    view = view[os.write(streamed.fd, view):]
+            streamed.end_input()
+            if previous is not None:
+                previous.commit()  # one object finishing while the next is written, as the upload does
+            previous = streamed
+            if left:
+                break
+    previous.commit()
 
 
 def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
@@ -148,7 +159,7 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
     elif mode == "rcat":
         run_rcat(src, out_dir, recipient)
     elif mode == "sink":
-        run_sink(src, out_dir)
+        run_sink(src, out_dir, part_mib)
     else:
         run_upload(src, out_dir, recipient, part_mib, staged=mode == "staged")
     seconds = time.perf_counter() - started
