@@ -348,7 +348,7 @@ class _PartWriter:
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-put")
         self._ending = ThreadPoolExecutor(max_workers=2, thread_name_prefix="offsite-age")
         self._jobs: dict[int, _Job] = {}
-        self._stored: dict[int, Future] = {}
+        self._stored: dict[int, Future[None]] = {}
         self._first = True
 
     def __enter__(self) -> _PartWriter:
@@ -420,7 +420,7 @@ class _PartWriter:
         finally:
             self._streamed[index].end_input()
 
-    def _put(self, index: int, ended: Future | None, plain_size: int, plain_crc32: str) -> None:
+    def _put(self, index: int, ended: Future[None] | None, plain_size: int, plain_crc32: str) -> None:
         store, journal, jkey, mac_key, request, retain_until = self._args
         job = self._jobs[index]
         try:

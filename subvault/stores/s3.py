@@ -140,8 +140,7 @@ class S3Store:
         return StoreError(f"{self.url}: {what} {key!r} failed: {code or status} {redact(str(err.get('Message', '')))}".rstrip())
 
     def put(self, key: str, data: Bytes, *, retain_until: datetime | None = None) -> None:
-        if isinstance(data, memoryview):
-            data = _ViewBody(data)  # a part is sent from the caller's buffer, never copied whole
+        body: Bytes | _ViewBody = _ViewBody(data) if isinstance(data, memoryview) else data  # sent from the caller's buffer
         extra: dict[str, Any] = {}
         if retain_until is not None:
             extra = {
@@ -149,7 +148,7 @@ class S3Store:
                 "ObjectLockRetainUntilDate": retain_until.astimezone(UTC),
                 "ChecksumAlgorithm": "CRC32",
             }
-        self._call("put", key, self._client.put_object, Key=self._full(key), Body=data, **extra)
+        self._call("put", key, self._client.put_object, Key=self._full(key), Body=body, **extra)
 
     def stream(self, key: str, *, retain_until: datetime | None = None) -> StreamedObject:
         """Open key for writing as a stream: write to `fd` (a pipe), then `commit()` or `abort()`.
@@ -188,7 +187,7 @@ class S3Store:
 
     def open(self, key: str) -> BinaryIO:
         resp = self._call("get", key, self._client.get_object, Key=self._full(key))
-        return io.BufferedReader(_BodyReader(resp["Body"], self, key), buffer_size=1 << 20)  # type: ignore[return-value]  # a BufferedReader is a binary file; typeshed does not call it a BinaryIO
+        return io.BufferedReader(_BodyReader(resp["Body"], self, key), buffer_size=1 << 20)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)
@@ -259,7 +258,7 @@ class StreamedObject:
         self._sha = hashlib.sha256()
         self._size = 0
         self._upload_id: str | None = None
-        self._sent: list[Future] = []
+        self._sent: list[Future[Any]] = []
         self._error: BaseException | None = None
         self._reader = threading.Thread(target=self._read, daemon=True, name="s3-stream")
         self._reader.start()
