@@ -240,7 +240,8 @@ class StreamedObject:
 
     A reader thread fills pooled pieces from the pipe, hashing as it reads, and hands
     each full piece to the store's senders (an object that fits in one piece goes as one
-    PutObject). `end_input()` once the writer has exited sends the last piece at once;
+    PutObject, so it exists, whole, from the end of its input; `abort()` deletes it
+    again). `end_input()` once the writer has exited sends the last piece at once;
     `commit()` closes the write end if that was not done, waits for
     every piece, completes the upload and returns (size, SHA-256 hex). After a failed
     piece the reader keeps draining the pipe (the writer never blocks on a dead upload)
@@ -260,6 +261,7 @@ class StreamedObject:
         self._upload_id: str | None = None
         self._sent: list[Future[Any]] = []
         self._error: BaseException | None = None
+        self._whole = False  # the object went as one PutObject (it exists from then on)
         self._reader = threading.Thread(target=self._read, daemon=True, name="s3-stream")
         self._reader.start()
 
@@ -271,19 +273,16 @@ class StreamedObject:
 
     def _read(self) -> None:
         pool = self._store._pieces
+        held: bytearray | None = None  # a piece this thread owns: back to the pool on any way out
         try:
             while True:
-                buf = pool.take()
+                held = buf = pool.take()
                 n = self._fill(buf)
-                if self._error is not None:
-                    pool.give(buf)
-                    self._drain()
-                    return
+                if self._error is not None or (n == 0 and self._upload_id is not None):
+                    break
                 if n < pool.size and self._upload_id is None:  # the whole object fits in one piece
                     self._sent.append(self._store._sender_pool().submit(self._send_whole, buf, n))
-                    return
-                if n == 0:
-                    pool.give(buf)
+                    held = None
                     return
                 if self._upload_id is None:
                     resp = self._store._call("put", self._key, self._store._client.create_multipart_upload,
@@ -291,10 +290,15 @@ class StreamedObject:
                     self._upload_id = resp["UploadId"]
                 number = len(self._sent) + 1
                 self._sent.append(self._store._sender_pool().submit(self._send, number, buf, n))
+                held = None
                 if n < pool.size:
                     return
         except BaseException as exc:  # handed to commit() in the caller's thread
             self._error = self._error or exc
+        finally:
+            if held is not None:
+                pool.give(held)
+        if self._error is not None:
             self._drain()
 
     def _fill(self, buf: bytearray) -> int:
@@ -337,6 +341,7 @@ class StreamedObject:
                 raise self._error
             with memoryview(buf) as view:
                 self._store.put(self._key, view[:n], retain_until=self._retain)
+            self._whole = True
         except BaseException as exc:
             self._error = self._error or exc
             raise
@@ -382,6 +387,12 @@ class StreamedObject:
         if self._upload_id is not None:
             self._store._abort_upload(self._full, self._upload_id)
             self._upload_id = None
+        if self._whole:
+            self._whole = False
+            try:
+                self._store.delete(self._key)
+            except (StoreError, StoreUnreachable):
+                pass  # best effort: an unjournaled part is replaced or deleted by the next run
 
 
 class _ViewBody(io.RawIOBase):

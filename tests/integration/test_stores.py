@@ -219,7 +219,7 @@ def test_no_credentials_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("size", [0, 1000, 5 << 20, 10 << 20, (10 << 20) + 1])
 def test_s3_stream_stores_exactly_what_was_written_only_on_commit(s3: S3Server, tmp_path: Path, size: int) -> None:
     """S3's `stream`: empty, one piece, exactly one and two pieces, and one byte more;
-    nothing is visible before commit, which returns the size and SHA-256 of the object."""
+    nothing is visible while it is written, and commit returns its size and SHA-256."""
     from subvault.stores.credentials import Credentials
     from subvault.stores.s3 import S3Store
 
@@ -232,13 +232,14 @@ def test_s3_stream_stores_exactly_what_was_written_only_on_commit(s3: S3Server, 
     view = memoryview(data)
     while view:
         view = view[os.write(streamed.fd, view[:1 << 20]):]
-    streamed.end_input()
     assert not list(store.list("root/"))
+    streamed.end_input()
     assert streamed.commit() == (size, hashlib.sha256(data).hexdigest())
     assert store.get("root/a/part-000000") == data
 
 
-def test_s3_stream_abort_leaves_nothing(s3: S3Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [1000, 12 << 20])
+def test_s3_stream_abort_leaves_nothing(s3: S3Server, tmp_path: Path, size: int) -> None:
     from subvault.stores.credentials import Credentials
     from subvault.stores.s3 import S3Store
 
@@ -247,9 +248,10 @@ def test_s3_stream_abort_leaves_nothing(s3: S3Server, tmp_path: Path) -> None:
     store = S3Store(bucket, "vps1", Credentials(s3.access_key, s3.secret_key), endpoint=s3.endpoint,
                     concurrency=2, piece_size=5 << 20)
     streamed = store.stream("k")
-    view = memoryview(os.urandom(12 << 20))
+    view = memoryview(os.urandom(size))
     while view:
         view = view[os.write(streamed.fd, view[:1 << 20]):]
+    streamed.end_input()  # a one-piece object is sent from here on
     streamed.abort()
     assert not list(store.list())
     client = store._client  # type: ignore[attr-defined]
