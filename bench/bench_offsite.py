@@ -239,16 +239,20 @@ def main() -> None:
                   f"CPU time {m}/raw: {med[m]['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x; "
                   f"peak RSS {max(r['self_rss_mib'] for r in runs[m]):.0f} MiB "
                   f"for a {args.size_mib} MiB stream in {args.part_mib} MiB parts")
-        raw = med["raw"]["seconds"]
-        up, st, s3 = (raw / med[m]["seconds"] for m in ("upload", "staged", "s3"))
-        rc = med["rcat"]["seconds"] / med["s3"]["seconds"]
-        ceiling = raw / med["sink"]["seconds"]
+        # Ratios are medians of each round's own ratio (runs of one round are seconds apart,
+        # so a burst of load from elsewhere weighs on both sides of it alike).
+        def paired(num: str, den: str) -> float:
+            return statistics.median(runs[num][i]["seconds"] / runs[den][i]["seconds"] for i in range(args.rounds))
+
+        up, st, s3 = (paired("raw", m) for m in ("upload", "staged", "s3"))
+        rc = paired("rcat", "s3")
+        ceiling = paired("raw", "sink")
         rss = {m: max(r['self_rss_mib'] for r in runs[m]) for m in runs}
         limit = 1.5 * args.part_mib
         print(f"ceiling: the bare ciphertext through the S3 store into rclone serve s3 takes {med['sink']['seconds']:.2f} s "
-              f"({ceiling:.2f}x raw); the whole S3 upload reaches {s3 / ceiling:.2f} of that")
+              f"({ceiling:.2f}x raw); the whole S3 upload reaches {paired('sink', 's3'):.2f} of that")
         print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print(f"\n| path | measured (median of {args.rounds}, {args.size_mib} MiB, {args.part_mib} MiB parts) | goal | |")
+        print(f"\n| path | measured (median of {args.rounds} rounds' ratios, {args.size_mib} MiB, {args.part_mib} MiB parts) | goal | |")
         print("|---|---|---|---|")
         print(f"| offsite upload through the S3 store to `rclone serve s3` (loopback) | {s3:.2f}x raw "
               f"(server ceiling {ceiling:.2f}x), peak RSS {rss['s3']:.0f} MiB | >= 0.95x raw, RSS <= {limit:.0f} MiB | "
