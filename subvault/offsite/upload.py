@@ -37,8 +37,9 @@ Design (why resumption is honest):
   buffers with `stream`, whatever the stream's length (on a resume, one plaintext
   slice more while the journaled slices are compared).
 - Parts are finished (committed, then journaled) one at a time in order, whatever
-  runs concurrently inside the store, so the journal is always a contiguous prefix
-  of stored parts: a resume never skips a part that was not stored.
+  runs concurrently inside the store, and none after one that failed, so the journal
+  is always a contiguous prefix of stored parts: a resume never skips a part that was
+  not stored.
 - Every stage is checked (invariant 9): if the source or zstd fails, the error is
   raised and no manifest is written; the journal stays for the next run.
 """
@@ -427,6 +428,8 @@ class _PartWriter:
             done = ended.result() if ended is not None else job.result()
         finally:
             self._jobs.pop(index).__exit__(None, None, None)
+        if len(journal.parts) != index:  # an earlier part failed (its error is raised first):
+            raise PermanentError(f"{self._what}: part {index} not stored: an earlier part failed")  # no gap
         key = layout.part_key(request.subvolume, request.uuid, index)
         if index in self._streamed:
             n, cipher_sha = self._streamed.pop(index).commit()  # aborts itself if it fails
