@@ -429,7 +429,7 @@ class _PartWriter:
         finally:
             self._jobs.pop(index).__exit__(None, None, None)
         if len(journal.parts) != index:  # an earlier part failed (its error is raised first):
-            raise PermanentError(f"{self._what}: part {index} not stored: an earlier part failed")  # no gap
+            raise SubvaultError(f"{self._what}: part {index} not stored: an earlier part failed")  # no gap
         key = layout.part_key(request.subvolume, request.uuid, index)
         if index in self._streamed:
             n, cipher_sha = self._streamed.pop(index).commit()  # aborts itself if it fails
