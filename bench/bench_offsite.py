@@ -12,8 +12,14 @@ in a fresh Python process so peak RSS is its own:
   s3      the same through the S3 store into a real `rclone serve s3` on 127.0.0.1
   rcat    cat INPUT | COMPRESS | age -r R | rclone rcat into the same server (the standard
           streaming multipart client the S3 path is to match)
+  sink    the already compressed and encrypted bytes written through S3 store streams, in
+          objects of a part's size, to the same server, nothing else: what the server and
+          this client take at best on this machine (the server shares the CPUs), a ceiling
+          for the s3 run
 alternately for --rounds rounds, and prints per run the wall seconds, MiB/s of input,
-CPU seconds (the process and all its children) and peak RSS of the Python process;
+CPU seconds (the process and all its children) and peak RSS of the Python process
+(VmHWM from /proc/self/status: ru_maxrss would carry the forking parent's size over
+fork and exec);
 then the medians and the ratios upload/raw. The machine may be shared: read the
 medians and the CPU ratio, not one run. Never a timed test: a report to read.
 """
@@ -21,6 +27,7 @@ medians and the CPU ratio, not one run. Never a timed test: a report to read.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -85,6 +92,32 @@ def run_s3(src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
     upload(store, req, MacKey.load_or_create(out_dir / "mac"), part_size=part_mib << 20)
 
 
+def run_sink(src: Path, out_dir: Path, part_mib: int) -> None:
+    from subvault.stores.credentials import Credentials
+    from subvault.stores.s3 import S3Store
+
+    endpoint, key, secret, bucket = _s3_env()
+    store = S3Store(bucket, f"{out_dir.name}-{os.getpid()}", Credentials(key, secret), endpoint=endpoint)
+    chunk = memoryview(bytearray(1 << 20))
+    previous = None
+    with open(src, "rb", buffering=0) as f:
+        for index in itertools.count():
+            streamed = store.stream(f"sink-{index:06d}")  # objects of a part's size, as the upload writes
+            left = part_mib << 20
+            while left and (n := f.readinto(chunk[:min(left, len(chunk))])):
+                view = chunk[:n]
+                left -= n
+                while view:
+                    view = view[os.write(streamed.fd, view):]
+            streamed.end_input()
+            if previous is not None:
+                previous.commit()  # one object finishing while the next is written, as the upload does
+            previous = streamed
+            if left:
+                break
+    previous.commit()
+
+
 def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
     endpoint, key, secret, bucket = _s3_env()
     env = {**os.environ, "RCLONE_CONFIG": "/dev/null", "RCLONE_CONFIG_BENCH_TYPE": "s3",
@@ -92,8 +125,8 @@ def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key, "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
     os.environ.update(env)
-    process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient],
-                      [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}-{os.getpid()}/raw.zst.age"]]).run()
+    dest = [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}-{os.getpid()}/raw.zst.age"]
+    process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient], dest]).run()
 
 
 def _rclone() -> str:
@@ -108,6 +141,14 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _vm_hwm_kib() -> int:
+    """This process's own peak resident set (VmHWM, KiB): reset by exec, unlike ru_maxrss."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: int) -> None:
     cpu_before = _cpu_seconds()  # imports and start-up are not the work measured
     started = time.perf_counter()
@@ -117,19 +158,23 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
         run_s3(src, out_dir, recipient, part_mib)
     elif mode == "rcat":
         run_rcat(src, out_dir, recipient)
+    elif mode == "sink":
+        run_sink(src, out_dir, part_mib)
     else:
         run_upload(src, out_dir, recipient, part_mib, staged=mode == "staged")
     seconds = time.perf_counter() - started
     print(json.dumps({
         "cpu_seconds": _cpu_seconds() - cpu_before,
         "seconds": seconds,
-        "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "self_rss_mib": _vm_hwm_kib() / 1024,
     }))
 
 
 def measure(mode: str, src: Path, work: Path, recipient: str, part_mib: int) -> dict:
     out_dir = work / mode
     out_dir.mkdir()
+    if mode == "sink":
+        src = work / "cipher.bin"
     res = process.run([sys.executable, __file__, "--child", mode, "--input", str(src), "--dir", str(out_dir),
                        "--recipient", recipient, "--part-mib", str(part_mib)])
     result = json.loads(res.stdout.strip().splitlines()[-1])
@@ -148,7 +193,7 @@ def main() -> None:
     ap.add_argument("--part-mib", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--child", choices=["raw", "upload", "staged", "s3", "rcat"])
+    ap.add_argument("--child", choices=["raw", "upload", "staged", "s3", "rcat", "sink"])
     ap.add_argument("--input", type=Path, help="an existing input file instead of a generated one")
     ap.add_argument("--recipient")
     args = ap.parse_args()
@@ -171,8 +216,11 @@ def main() -> None:
         args.size_mib = src.stat().st_size >> 20
         process.run(["age-keygen", "-o", str(work / "id.txt")])
         recipient = process.run(["age-keygen", "-y", str(work / "id.txt")]).stdout.strip()
-        print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs")
-        runs: dict[str, list[dict]] = {"raw": [], "upload": [], "staged": [], "rcat": [], "s3": []}
+        with open(work / "cipher.bin", "wb") as f:  # the sink's input: the stream as the raw pipeline writes it
+            process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient]], stdout=f).run()
+        print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, {os.cpu_count()} CPUs, "
+              f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        runs: dict[str, list[dict]] = {"raw": [], "upload": [], "staged": [], "rcat": [], "s3": [], "sink": []}
         for round_ in range(args.rounds):
             for mode in runs:
                 r = measure(mode, src, work, recipient, args.part_mib)
@@ -191,21 +239,31 @@ def main() -> None:
                   f"CPU time {m}/raw: {med[m]['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x; "
                   f"peak RSS {max(r['self_rss_mib'] for r in runs[m]):.0f} MiB "
                   f"for a {args.size_mib} MiB stream in {args.part_mib} MiB parts")
-        raw = med["raw"]["seconds"]
-        up, st, s3 = (raw / med[m]["seconds"] for m in ("upload", "staged", "s3"))
-        rc = med["rcat"]["seconds"] / med["s3"]["seconds"]
+        # Ratios are medians of each round's own ratio (runs of one round are seconds apart,
+        # so a burst of load from elsewhere weighs on both sides of it alike).
+        def paired(num: str, den: str) -> float:
+            return statistics.median(runs[num][i]["seconds"] / runs[den][i]["seconds"] for i in range(args.rounds))
+
+        up, st, s3 = (paired("raw", m) for m in ("upload", "staged", "s3"))
+        rc = paired("rcat", "s3")
+        ceiling = paired("raw", "sink")
         rss = {m: max(r['self_rss_mib'] for r in runs[m]) for m in runs}
         limit = 1.5 * args.part_mib
-        print(f"\n| path | measured (median of {args.rounds}, {args.size_mib} MiB, {args.part_mib} MiB parts) | goal | |")
+        print(f"ceiling: the bare ciphertext through the S3 store into rclone serve s3 takes {med['sink']['seconds']:.2f} s "
+              f"({ceiling:.2f}x raw); the whole S3 upload reaches {paired('sink', 's3'):.2f} of that")
+        print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"\n| path | measured (median of {args.rounds} rounds' ratios, {args.size_mib} MiB, {args.part_mib} MiB parts) | goal | |")
         print("|---|---|---|---|")
-        print(f"| offsite upload, store without `stage` (buffered) | {up:.2f}x raw, peak RSS {rss['upload']:.0f} MiB | "
-              f">= 0.95x raw, RSS <= {limit:.0f} MiB | {'met' if up >= 0.95 and rss['upload'] <= limit else 'NOT met'} |")
-        print(f"| offsite upload through the S3 store to `rclone serve s3` (loopback) | {s3:.2f}x raw, "
-              f"{rc:.2f}x `rclone rcat`, peak RSS {rss['s3']:.0f} MiB | >= 0.95x raw, >= 1.0x rcat, RSS <= {limit:.0f} MiB | "
-              f"{'met' if s3 >= 0.95 and rc >= 1.0 and rss['s3'] <= limit else 'NOT met'} |")
+        print(f"| offsite upload through the S3 store to `rclone serve s3` (loopback) | {s3:.2f}x raw "
+              f"(server ceiling {ceiling:.2f}x), peak RSS {rss['s3']:.0f} MiB | >= 0.95x raw, RSS <= {limit:.0f} MiB | "
+              f"{'met' if s3 >= 0.95 and rss['s3'] <= limit else 'NOT met'} |")
+        print(f"| the same vs `rclone rcat` to the same server (loopback) | {rc:.2f}x | >= 1.0x | "
+              f"{'met' if rc >= 1.0 else 'NOT met'} |")
         print(f"| offsite upload into the file store (staged) | {st:.2f}x raw, peak RSS {rss['staged']:.0f} MiB | "
               f"keep >= 0.95x | {'met' if st >= 0.95 else 'NOT met'} |")
-        print("| link shaped to 20 MiB/s (tbf on a veth) | not measured by this bench | >= 1.0x rcat | NOT measured |")
+        print(f"| store with neither `stage` nor `stream` (memory:// only; buffered) | {up:.2f}x raw, "
+              f"peak RSS {rss['upload']:.0f} MiB | none (no production store takes this path) | - |")
+        print("| link shaped to 20 MiB/s (tbf on a veth) | bench_offsite_link.py | >= 1.0x rcat | see there |")
     finally:
         server.stop()
         process.run(["rm", "-rf", str(work)])

@@ -99,6 +99,7 @@ def main() -> None:
         env = {**os.environ, "BENCH_S3_ENDPOINT": f"http://{NS_IP}:{PORT}", "BENCH_S3_KEY": key,
                "BENCH_S3_SECRET": secret, "BENCH_S3_BUCKET": "bench", "BENCH_S3_ROOT": str(work / "s3root")}
         runs: dict[str, list[float]] = {"rcat": [], "s3": []}
+        rss: list[float] = []
         print(f"input {args.size_mib} MiB, parts {args.part_mib} MiB, link {args.rate_mib} MiB/s (tbf), load {os.getloadavg()[0]:.2f}")
         for r in range(args.rounds):
             for mode in runs:
@@ -107,16 +108,20 @@ def main() -> None:
                 res = subprocess.run([sys.executable, str(Path(__file__).parent / "bench_offsite.py"), "--child", mode,
                                       "--input", str(src), "--dir", str(out), "--recipient", recipient,
                                       "--part-mib", str(args.part_mib)], env=env, capture_output=True, text=True, check=True)
-                secs = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+                child = json.loads(res.stdout.strip().splitlines()[-1])
+                secs = child["seconds"]
                 runs[mode].append(secs)
+                if mode == "s3":
+                    rss.append(child["self_rss_mib"])
                 process.run(["rm", "-rf", str(out)])
                 for d in (work / "s3root" / "bench").glob(f"{mode}-*"):
                     process.run(["rm", "-rf", str(d)])
                 print(f"  round {r} {mode:5s} {secs:6.2f} s  {args.size_mib / secs:6.1f} MiB/s of input", flush=True)
         rcat, s3 = statistics.median(runs["rcat"]), statistics.median(runs["s3"])
-        ratio = rcat / s3
-        print(f"median rcat {rcat:.2f} s, s3 {s3:.2f} s: subvault/rcat throughput {ratio:.2f}x")
-        print(f"\n| path | measured (median of {args.rounds}) | goal | |\n|---|---|---|---|")
+        ratio = statistics.median(r / s for r, s in zip(runs["rcat"], runs["s3"], strict=True))  # each round's own ratio
+        print(f"median rcat {rcat:.2f} s, s3 {s3:.2f} s: subvault/rcat throughput {ratio:.2f}x; "
+              f"s3 peak RSS {max(rss):.0f} MiB; load after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"\n| path | measured (median of {args.rounds} rounds' ratios) | goal | |\n|---|---|---|---|")
         print(f"| S3 offsite on a link shaped to {args.rate_mib} MiB/s vs `rclone rcat` | {ratio:.2f}x | >= 1.0x | "
               f"{'met' if ratio >= 1.0 else 'NOT met'} |")
     finally:

@@ -123,6 +123,7 @@ class TargetConf(Strict):
     recipients: Annotated[list[str], _doc("age public keys; the identity stays offline")] = msgspec.field(default_factory=list)
     full_every: Annotated[str, _doc("a full send at least this often, bounding chain length")] = "30d"
     part_size_mib: Annotated[int, _doc("size of each uploaded part", ge=1, le=4096)] = 64
+    upload_concurrency: Annotated[int, _doc("S3: pieces of 5 MiB sent at once while the next part is encrypted (memory about (N + 1) x 5 MiB; more fills a long fat link)", ge=1, le=64)] = 4
     mac_key: Annotated[str, _doc("key file that authenticates offsite manifests (0600, made while the bucket is empty; keep a copy with the age identity: once restore points exist, a missing key is an error)")] = "/etc/subvault/offsite.mac"
     object_lock_days: Annotated[Annotated[int, Meta(ge=1)] | None, _doc("S3 Object Lock: lock each object while its chain may be kept, plus this many days")] = None
 

@@ -26,12 +26,20 @@ Design (why resumption is honest):
 - Speed: zstd's output moves into age's stdin by splice(2), and Python reads a tee(2)
   copy once, a chunk at a time, for the CRC; no stage waits for a whole slice. Where
   age's output goes depends on the store: one offering `stage(key)` (see Staged) has
-  age write each part in place, hashed afterwards through one mapping; any other
-  gets `put(key, bytes)` from one of two reused buffers, filled and hashed as age
-  writes. The store thread puts part i-1 while part i is encrypted.
+  age write each part in place, hashed afterwards through one mapping; one offering
+  `stream(key)` (see Streamed: S3) has age write into a pipe the store sends from as
+  it arrives, in pieces uploaded concurrently (bounded by the store) and hashed by the
+  store as it reads; any other gets `put(key, bytes)` from one of two reused buffers,
+  filled and hashed as age writes. The store thread finishes part i-1 (its last
+  pieces, the journal) while part i is encrypted and sent.
 - Memory: at most two parts in flight: about 2 x part_size of buffers for a store
-  without `stage`, none with it, whatever the stream's length (on a resume, one
-  plaintext slice more while the journaled slices are compared).
+  with neither `stage` nor `stream`, none with `stage`, the store's bounded piece
+  buffers with `stream`, whatever the stream's length (on a resume, one plaintext
+  slice more while the journaled slices are compared).
+- Parts are finished (committed, then journaled) one at a time in order, whatever
+  runs concurrently inside the store, and none after one that failed, so the journal
+  is always a contiguous prefix of stored parts: a resume never skips a part that was
+  not stored.
 - Every stage is checked (invariant 9): if the source or zstd fails, the error is
   raised and no manifest is written; the journal stays for the next run.
 """
@@ -145,12 +153,20 @@ def upload(
     age = ["age", *(a for r in request.recipients for a in ("-r", r))]
     jkey = layout.journal_key(request.subvolume, request.uuid)
     what = f"offsite upload of {request.subvolume} {request.uuid}"
-    with _PartWriter(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as writer, \
+    abort_unfinished = getattr(store, "abort_unfinished", None)
+    if abort_unfinished is not None:  # multipart uploads a killed run left (never visible as objects)
+        abort_unfinished(layout.snapshot_dir(request.subvolume, request.uuid) + "/")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-list") as lister, \
+            _PartWriter(store, journal, jkey, mac_key, request, age, what, retain_until, part_size) as writer, \
             PipelineReader([list(request.source), list(compress)], what=what) as reader:
+        # Listed while the stream runs, not after it: every part this run writes is one
+        # the manifest names, so only keys already there can be strays.
+        present = lister.submit(_part_keys, store, request)
         reused, uploaded = _cut(reader, writer, journal, part_size, progress)
         writer.wait()
+        earlier = present.result()
     parts = [Part(p.key, p.size, p.sha256) for p in journal.parts]
-    _delete_stray_parts(store, request, {p.key for p in parts})
+    _delete_stray_parts(store, earlier, {p.key for p in parts})
     manifest = mac_key.sign(Manifest(
         subvolume=request.subvolume, uuid=request.uuid, parent_uuid=request.parent_uuid,
         chain=tuple(request.chain), created=request.created, parts=tuple(parts),
@@ -285,6 +301,25 @@ class Staged(Protocol):
     def abort(self) -> None: ...
 
 
+class Streamed(Protocol):
+    """An object being sent as it is written, as an optional `store.stream(key, retain_until=)` returns it.
+
+    `fd` is the write end of a pipe the store reads from; `end_input()`, called as soon
+    as the writer has exited, closes it (the store sends what remains); `commit()` makes
+    what was written the object at key, atomically, and returns (size, SHA-256 hex) of
+    it; `abort()` discards it. The store bounds its own memory and concurrency (S3:
+    pieces of a multipart upload).
+    """
+
+    fd: int
+
+    def end_input(self) -> None: ...
+
+    def commit(self) -> tuple[int, str]: ...
+
+    def abort(self) -> None: ...
+
+
 _Job = Filter | FdFilter
 
 
@@ -294,7 +329,8 @@ class _PartWriter:
     The caller feeds slice i to age while the store thread finishes part i-1: it puts
     it, then the journal (the journal never names a part before it is stored). Where
     age's output goes depends on the store: with `stage`, straight into the staged
-    object, hashed afterwards through a read-only mapping; without, into one of two
+    object, hashed afterwards through a read-only mapping; with `stream`, into the
+    store's pipe, sent and hashed by the store as it arrives; otherwise into one of two
     reused buffers, hashed by a collecting thread as it arrives. Slice i+1 begins only
     once part i-1 is stored, so at most two parts are in flight (memory about
     2 x part_size in the buffered case), and a slow store holds the stream back.
@@ -305,12 +341,15 @@ class _PartWriter:
         self._args = (store, journal, jkey, mac_key, request, retain_until)
         self._age, self._what = age, what
         self._stage: Callable[..., Staged] | None = getattr(store, "stage", None)
+        self._stream: Callable[..., Streamed] | None = getattr(store, "stream", None)
+        self._streamed: dict[int, Streamed] = {}
         self._cipher_size = _age_size_bound(part_size)
         self._ciphers: list[bytearray | None] = [None, None]
         self._staged: dict[int, Staged] = {}
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offsite-put")
+        self._ending = ThreadPoolExecutor(max_workers=2, thread_name_prefix="offsite-age")
         self._jobs: dict[int, _Job] = {}
-        self._stored: dict[int, Future] = {}
+        self._stored: dict[int, Future[None]] = {}
         self._first = True
 
     def __enter__(self) -> _PartWriter:
@@ -319,11 +358,14 @@ class _PartWriter:
     def __exit__(self, *exc: object) -> None:
         for job in list(self._jobs.values()):
             job.kill()
+        self._ending.shutdown(wait=True)
         self._store.shutdown(wait=True, cancel_futures=True)
         for index in list(self._jobs):
             self._jobs.pop(index).__exit__(None, None, None)
         for index in list(self._staged):
             self._staged.pop(index).abort()
+        for index in list(self._streamed):
+            self._streamed.pop(index).abort()
 
     def _done(self, index: int) -> None:
         job = self._stored.pop(index, None)
@@ -341,7 +383,12 @@ class _PartWriter:
         self._done(index - 2)
         what = f"{self._what}: age"
         job: _Job
-        if self._stage is not None:
+        if self._stream is not None:
+            request, retain_until = self._args[4], self._args[5]
+            streamed = self._streamed[index] = self._stream(layout.part_key(request.subvolume, request.uuid, index),
+                                                            retain_until=retain_until)
+            job = FdFilter(self._age, streamed.fd, what=what)
+        elif self._stage is not None:
             request, retain_until = self._args[4], self._args[5]
             staged = self._staged[index] = self._stage(layout.part_key(request.subvolume, request.uuid, index),
                                                        retain_until=retain_until)
@@ -363,17 +410,30 @@ class _PartWriter:
     def commit(self, index: int, plain_size: int, plain_crc32: str) -> None:
         """End part `index`'s input and queue it for storing."""
         self._jobs[index].end_input()
-        self._stored[index] = self._store.submit(self._put, index, plain_size, plain_crc32)
+        ended = self._ending.submit(self._end, index) if index in self._streamed else None
+        self._stored[index] = self._store.submit(self._put, index, ended, plain_size, plain_crc32)
 
-    def _put(self, index: int, plain_size: int, plain_crc32: str) -> None:
+    def _end(self, index: int) -> None:
+        """Wait for age of streamed part `index`, then end the stream's input: its last
+        piece is sent now, not when the part's turn to be committed comes."""
+        try:
+            self._jobs[index].result()
+        finally:
+            self._streamed[index].end_input()
+
+    def _put(self, index: int, ended: Future[None] | None, plain_size: int, plain_crc32: str) -> None:
         store, journal, jkey, mac_key, request, retain_until = self._args
         job = self._jobs[index]
         try:
-            done = job.result()
+            done = ended.result() if ended is not None else job.result()
         finally:
             self._jobs.pop(index).__exit__(None, None, None)
+        if len(journal.parts) != index:  # an earlier part failed (its error is raised first):
+            raise SubvaultError(f"{self._what}: part {index} not stored: an earlier part failed")  # no gap
         key = layout.part_key(request.subvolume, request.uuid, index)
-        if isinstance(done, tuple):
+        if index in self._streamed:
+            n, cipher_sha = self._streamed.pop(index).commit()  # aborts itself if it fails
+        elif isinstance(done, tuple):
             n, cipher_sha = done
             cipher = self._ciphers[index % 2]
             assert cipher is not None
@@ -415,13 +475,17 @@ def _age_size_bound(plain_size: int) -> int:
     return plain_size + (plain_size // 65536 + 1) * 16 + (64 << 10) + CHUNK
 
 
-def _delete_stray_parts(store: Store, request: UploadRequest, wanted: set[str]) -> None:
+def _part_keys(store: Store, request: UploadRequest) -> list[str]:
+    """Return the keys of the snapshot's parts in the store."""
+    return [info.key for info in store.list(layout.snapshot_dir(request.subvolume, request.uuid) + "/part-")]
+
+
+def _delete_stray_parts(store: Store, keys: list[str], wanted: set[str]) -> None:
     """Delete parts a longer, earlier attempt left beyond this stream's end, so the
     snapshot's folder holds exactly the manifest's parts (the recipe globs them)."""
-    prefix = layout.snapshot_dir(request.subvolume, request.uuid) + "/part-"
-    for info in list(store.list(prefix)):
-        if info.key not in wanted:
-            store.delete(info.key)
+    for key in keys:
+        if key not in wanted:
+            store.delete(key)
 
 
 def _signed_journal(journal: _Journal, mac_key: MacKey) -> bytes:

@@ -55,7 +55,8 @@ def object_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
 
 
 def open_target_store(tconf: TargetConf):
-    return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style)
+    return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style,
+                      concurrency=tconf.upload_concurrency)
 
 
 def mac_key(tconf: TargetConf, store=None, *, create: bool = False):

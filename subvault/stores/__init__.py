@@ -39,11 +39,13 @@ def open_store(
     region: str | None = None,
     credentials: str | Path | None = None,
     path_style: bool = True,
+    concurrency: int | None = None,
 ) -> Store:
     """Given a target URL and its S3 settings, return the Store for it.
 
     `credentials` is the path of an env-style credentials file (S3 only); without it the
-    environment's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are used.
+    environment's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are used. `concurrency` bounds
+    the S3 pieces sent at once by `stream` (None: the store's default).
     Raise ConfigError for an unknown scheme or a malformed URL, StoreAuthError for
     unusable credentials.
     """
@@ -64,7 +66,7 @@ def open_store(
         if not parts.netloc:
             raise ConfigError(f"object target url {url!r}: expected s3://bucket/prefix")
         from subvault.stores.credentials import resolve_credentials
-        from subvault.stores.s3 import S3Store
+        from subvault.stores.s3 import DEFAULT_CONCURRENCY, S3Store
 
         return S3Store(
             parts.netloc,
@@ -73,5 +75,6 @@ def open_store(
             endpoint=endpoint,
             region=region,
             path_style=path_style,
+            concurrency=concurrency or DEFAULT_CONCURRENCY,
         )
     raise ConfigError(f"object target url {url!r}: scheme must be s3:// or file://")

@@ -147,3 +147,32 @@ def test_resumed_stream_ending_early_on_a_boundary_drops_the_journal_tail(tmp_pa
     out = tmp_path / "out.bin"
     restore(store, "pvc", "u1", age.identity, appending_sink(out), key, decompress=["cat"])
     assert out.read_bytes() == src.read_bytes()
+
+
+def test_journal_stays_a_contiguous_prefix_when_a_part_fails_with_the_next_one_queued(tmp_path: Path) -> None:
+    """Part 1's store fails after part 2 is already queued behind it: part 2 must not be
+    stored nor journaled (in position 1, where part 1 belongs); the journal names part 0 only."""
+    import threading
+
+    age = make_age_key(tmp_path / "id.txt")
+    store = open_store(f"memory://{tmp_path.name}")
+    src = make_stream(tmp_path / "s.bin", 4 * PART, seed=26)
+    queued = threading.Event()
+    real_put = store.put
+
+    def failing_put(k: str, data: bytes, **kw: object) -> None:
+        if k.endswith("part-000001.zst.age"):
+            assert queued.wait(30), "part 2 was never queued"
+            raise OSError("simulated store failure")
+        real_put(k, data, **kw)
+
+    def progress(parts: int, _bytes: int) -> None:
+        if parts == 3:  # slice 2 is committed: part 2 is queued behind part 1
+            queued.set()
+
+    store.put = failing_put  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="simulated"):
+        upload(store, request("pvc", "u1", None, ("u1",), src, (age.recipient,)), mac_key(tmp_path),
+               part_size=PART, compress=["cat"], progress=progress)
+    assert [p["key"] for p in _journal(store)["parts"]] == [layout.part_key("pvc", "u1", 0)]
+    assert not any(o.key == layout.part_key("pvc", "u1", 2) for o in store.list())

@@ -148,3 +148,12 @@ def test_sample_parses_and_covers_every_key():
         for key in keys:
             assert f"{key} =" in text, f"{section}.{key} missing from the sample"
     tomllib.loads(text)
+
+
+def test_upload_concurrency_defaults_to_four_and_is_bounded():
+    assert parse_config(BRIEF_EXAMPLE).get_target("offsite").upload_concurrency == 4
+    text = BRIEF_EXAMPLE.replace('full_every = "30d"', 'full_every = "30d"\nupload_concurrency = 0')
+    assert "upload_concurrency" in _error(text)
+    text = BRIEF_EXAMPLE.replace('full_every = "30d"', 'full_every = "30d"\nupload_concurrency = 8')
+    assert parse_config(text).get_target("offsite").upload_concurrency == 8
+    assert "upload_concurrency = 4" in render_sample()
