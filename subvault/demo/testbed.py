@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subvault import process
-from subvault.btrfs import adapter
-from subvault.errors import CommandFailed, SubvaultError
-from subvault.plan.coverage import btrfs_mount_sources, is_at_or_under, norm_path, parse_mountinfo
+from subvault.btrfs.mounts import mounts_now
+from subvault.errors import CommandFailed
+from subvault.plan.coverage import is_at_or_under, norm_path
 
 PROTECTED = ["root", "var_lib_pvc", "var_lib_microshift", "data", "home", "var", "var_log", "var_lib_containers"]
 EXCLUDED = {"var_cache": "ephemeral", "var_tmp": "ephemeral", "var_lib_kubelet": "rebuilt by the kubelet"}
@@ -137,14 +137,7 @@ def homelab_config(paths: dict[str, Path], *, state_dir: Path, timeline: str = "
 
 def foreign_filesystems(own: Path) -> dict[str, str]:
     """Return {uuid: a mount path} of every btrfs filesystem mounted now with no mount under `own`."""
-    text = Path("/proc/self/mountinfo").read_text()
-    uuid_of: dict[str, str] = {}
-    for source, mount in btrfs_mount_sources(text).items():
-        try:
-            uuid_of[source] = adapter.filesystem_uuid(mount)
-        except SubvaultError:
-            continue
-    mounts = parse_mountinfo(text, uuid_of)
+    mounts, _ = mounts_now()
     mine = {m.fs_uuid for m in mounts if is_at_or_under(m.mount_path, norm_path(str(own)))}
     return {m.fs_uuid: m.mount_path for m in mounts if m.fs_uuid not in mine}
 

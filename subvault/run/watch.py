@@ -18,6 +18,7 @@ from pathlib import Path
 
 from subvault import process, pullholds
 from subvault.btrfs import adapter, local
+from subvault.btrfs.mounts import mounts_now
 from subvault.config.schema import SubvolumeConf
 from subvault.context import Context, host_name
 from subvault.dr.captureopts import boot_dir_warnings
@@ -35,10 +36,8 @@ from subvault.plan.coverage import (
     Problem,
     ProblemKind,
     ProtectedPath,
-    btrfs_mount_sources,
     found_from_info,
     norm_path,
-    parse_mountinfo,
     plan_coverage,
 )
 from subvault.plan.freshness import LayerFreshness, plan_drill_record, plan_freshness
@@ -176,14 +175,7 @@ def gather_rows(ctx: Context) -> list[LayerRow]:
 
 def coverage_problems(ctx: Context) -> list[Problem]:
     """Invariant 5 over every mounted btrfs filesystem, whether or not the config names it."""
-    text = Path("/proc/self/mountinfo").read_text()
-    uuid_of: dict[str, str] = {}
-    for source, mount in btrfs_mount_sources(text).items():
-        try:
-            uuid_of[source] = adapter.filesystem_uuid(mount)
-        except SubvaultError:
-            continue
-    mounts = parse_mountinfo(text, uuid_of)
+    mounts, uuid_of = mounts_now()
     missing: list[Problem] = []
     for sub in ctx.config.subvolume:
         if not os.path.exists(sub.path):
