@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import select
+from collections.abc import Callable
 
 from subvault.process.meter import Meter
 
@@ -76,3 +77,20 @@ def copy_chunk(src_fd: int, sink_fd: int) -> int:
     while view:
         view = view[os.write(sink_fd, view):]
     return len(chunk)
+
+
+def read_full(fd: int, buf: bytearray, seen: Callable[[memoryview], None] | None = None) -> int:
+    """Read fd into buf until buf is full or the stream ends; return the bytes read.
+
+    `seen` is given each chunk as it arrives (e.g. to hash it while it is in cache).
+    """
+    got = 0
+    with memoryview(buf) as view:
+        while got < len(buf):
+            k = os.readv(fd, [view[got:]])
+            if not k:
+                break
+            if seen is not None:
+                seen(view[got:got + k])
+            got += k
+    return got

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from subvault.errors import SubvaultError
 from subvault.process.pipeline import Pipeline, pipeline
-from subvault.process.splice import big_pipe
+from subvault.process.splice import big_pipe, read_full
 
 
 class StageStoppedReading(SubvaultError):
@@ -87,13 +87,7 @@ class PipelineReader:
         Reusing one buffer per slice keeps the process from faulting in fresh pages for
         every part (that cost more system time than the copying itself).
         """
-        got = 0
-        with memoryview(buf) as view:
-            while got < len(buf):
-                k = os.readv(self._rfd, [view[got:]])
-                if not k:
-                    break
-                got += k
+        got = read_full(self._rfd, buf)
         self.bytes_read += got
         return got
 

@@ -36,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from subvault.process.splice import read_full
 from subvault.secrets import redact
 from subvault.stores.base import (
     Bytes,
@@ -302,14 +303,7 @@ class StreamedObject:
             self._drain()
 
     def _fill(self, buf: bytearray) -> int:
-        got = 0
-        with memoryview(buf) as view:
-            while got < len(buf):
-                k = os.readv(self._rfd, [view[got:]])
-                if not k:
-                    break
-                self._sha.update(view[got:got + k])
-                got += k
+        got = read_full(self._rfd, buf, self._sha.update)
         self._size += got
         return got
 
