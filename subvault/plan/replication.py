@@ -142,27 +142,7 @@ def plan_replication(
     """
     plan = ReplicationPlan()
     srcs = sorted(sources, key=lambda s: (s.time, s.number, s.uuid))
-    entries = list(entries)
-    verified = [e for e in entries if is_verified(e)]
-    held = {e.received_uuid for e in verified}
-    taken = {e.name for e in verified}
-    by_identity = {ident: s for s in srcs for ident in _identity(s)}
-    for e in entries:
-        if is_verified(e):
-            continue
-        src = by_identity.get(e.received_uuid or "")
-        if e.incoming and e.readonly and src is not None and e.received_uuid not in held:
-            final = entry_name(sub_name, src.time, taken, src.number)
-            taken.add(final)
-            held.add(e.received_uuid)
-            plan.adopt.append(Adoption(e.name, final, src.uuid))
-            verified.append(Entry(final, e.uuid, e.received_uuid, readonly=True))
-            continue
-        if e.received_uuid and not e.readonly and not e.incoming:
-            plan.stranded.append(Removal(e.name, e.incoming, "writable but received (it has a received_uuid): not a partial"))
-            continue
-        why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
-        plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))
+    verified = _sort_entries(sub_name, srcs, list(entries), plan)
     by_received = _dedupe(verified, sub_name, plan)
     shared = [s for s in srcs if _identity(s) & by_received.keys()]
     shared_uuids = {s.uuid for s in shared}
@@ -199,6 +179,32 @@ def plan_replication(
     for b in bases:
         plan.local_holds.setdefault(b, "incremental base of the target (invariant 1)")
     return plan
+
+
+def _sort_entries(sub_name: str, srcs: list[Source], entries: list[Entry], plan: ReplicationPlan) -> list[Entry]:
+    """Return the verified entries; a whole receive still under its incoming name is adopted
+    (and returned under its final name); the rest go to plan.partials or plan.stranded."""
+    verified = [e for e in entries if is_verified(e)]
+    held = {e.received_uuid for e in verified}
+    taken = {e.name for e in verified}
+    by_identity = {ident: s for s in srcs for ident in _identity(s)}
+    for e in entries:
+        if is_verified(e):
+            continue
+        src = by_identity.get(e.received_uuid or "")
+        if e.incoming and e.readonly and src is not None and e.received_uuid not in held:
+            final = entry_name(sub_name, src.time, taken, src.number)
+            taken.add(final)
+            held.add(e.received_uuid)
+            plan.adopt.append(Adoption(e.name, final, src.uuid))
+            verified.append(Entry(final, e.uuid, e.received_uuid, readonly=True))
+            continue
+        if e.received_uuid and not e.readonly and not e.incoming:
+            plan.stranded.append(Removal(e.name, e.incoming, "writable but received (it has a received_uuid): not a partial"))
+            continue
+        why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
+        plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))
+    return verified
 
 
 def by_received_names(by_received: dict[str, Entry]) -> list[str]:
