@@ -22,10 +22,10 @@ from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
-from subvault.endpoints.transfer import LinkLost, prune_steps, settle_steps, transfer
+from subvault.endpoints.transfer import LinkLost, Progress, Transferred, prune_steps, settle_steps, transfer
 from subvault.errors import StalledTransfer, SubvaultError, UsageError
 from subvault.model import Entry
-from subvault.plan.replication import ReplicationPlan, Source, entry_name, holds_when_unreachable, plan_replication
+from subvault.plan.replication import ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication
 from subvault.results import Item, Outcome
 from subvault.run import lasterror
 from subvault.units import human_size
@@ -172,21 +172,9 @@ def _replicate_one(
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
     by_uuid = {s.uuid: s for s in sources}
     aside = _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else {}
-    for r in plan.stranded:  # never deleted: someone must look at it
-        path = f"{container}/{r.name}"
-        out.warnings.append(
-            f"{subject}: {path} is writable but was received (it has a received_uuid): left in place, never a parent; "
-            f"if it is a complete copy, make it read-only (`btrfs property set -f -ts {path} ro true`, or re-run "
-            "`subvault adopt --apply` if adopt was moving it), else delete it by hand"
-        )
+    out.warnings += [_stranded_warning(subject, f"{container}/{r.name}") for r in plan.stranded]
     if ctx.dry_run:
-        out.items += _partial_items(subject, plan.partials, aside, "would-")
-        out.items += [Item(subject, "would-adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
-        for send in plan.sends:
-            kind = "full" if send.full else "incremental"
-            out.items.append(Item(subject, "would-send", f"#{by_uuid[send.uuid].number} → {send.name} ({kind})", {"full": send.full}))
-        if not tconf.append_only:
-            out.items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
+        out.items += _dry_run_items(subject, plan, aside, by_uuid, tconf.append_only)
         return
     if entries is None and plan.sends:
         ep.ensure_container(container, known_missing=True)
@@ -204,25 +192,7 @@ def _replicate_one(
         src = by_uuid[send.uuid]
         kind = "full" if send.full else "incremental"
         ctx.say(f"{subject}: sending #{src.number} ({kind})")
-        # Full sends are bulk: one at a time, so parallel subvolumes never make
-        # several big streams fight over the disks and the CPU.
-        done = transfer(
-            LocalEndpoint,
-            src.path,
-            uuid=src.uuid,
-            parent=by_uuid[send.parent].path if send.parent else None,
-            clones=[by_uuid[c].path for c in send.clones],
-            dest=ep,
-            container=container,
-            final_name=send.name,
-            compress=tconf.compress == "zstd",
-            meter=meter,
-            progress=progress(subject) if progress else None,
-            stall_seconds=tconf.stall_minutes * 60,
-            gate=full_sends if send.full else nullcontext(),
-            before=owed,
-            rename=False,
-        )
+        done = _send(send, by_uuid, ep, container, tconf, owed, progress(subject) if progress else None, meter)
         owed = list(done.owed)
         data = {"full": send.full, "bytes": done.bytes, "seconds": round(done.seconds, 3), "parent": send.parent}
         out.items.append(Item(subject, "sent", f"#{src.number} → {send.name} ({kind}, {human_size(done.bytes)})", data))
@@ -238,6 +208,50 @@ def _replicate_one(
     out.items += [Item(subject, "prune", f"{r.name} ({r.reason})") for r in prune]
     if not plan.sends and not prune and not plan.partials and not plan.adopt:
         out.items.append(Item(subject, "up-to-date", plan.base_before or ""))
+
+
+def _send(send: Send, by_uuid: dict[str, Source], ep: Endpoint, container: str, tconf: TargetConf, owed: list[Step],
+          progress: Progress | None, meter: bool) -> Transferred:
+    # Full sends are bulk: one at a time, so parallel subvolumes never make
+    # several big streams fight over the disks and the CPU.
+    src = by_uuid[send.uuid]
+    return transfer(
+        LocalEndpoint,
+        src.path,
+        uuid=src.uuid,
+        parent=by_uuid[send.parent].path if send.parent else None,
+        clones=[by_uuid[c].path for c in send.clones],
+        dest=ep,
+        container=container,
+        final_name=send.name,
+        compress=tconf.compress == "zstd",
+        meter=meter,
+        progress=progress,
+        stall_seconds=tconf.stall_minutes * 60,
+        gate=full_sends if send.full else nullcontext(),
+        before=owed,
+        rename=False,
+    )
+
+
+def _stranded_warning(subject: str, path: str) -> str:
+    """A received entry made writable is never deleted: someone must look at it."""
+    return (
+        f"{subject}: {path} is writable but was received (it has a received_uuid): left in place, never a parent; "
+        f"if it is a complete copy, make it read-only (`btrfs property set -f -ts {path} ro true`, or re-run "
+        "`subvault adopt --apply` if adopt was moving it), else delete it by hand"
+    )
+
+
+def _dry_run_items(subject: str, plan: ReplicationPlan, aside: dict[str, str], by_uuid: dict[str, Source], append_only: bool) -> list[Item]:
+    items = _partial_items(subject, plan.partials, aside, "would-")
+    items += [Item(subject, "would-adopt", f"{a.name} → {a.final} (complete and verified)") for a in plan.adopt]
+    for send in plan.sends:
+        kind = "full" if send.full else "incremental"
+        items.append(Item(subject, "would-send", f"#{by_uuid[send.uuid].number} → {send.name} ({kind})", {"full": send.full}))
+    if not append_only:  # an append-only target prunes itself
+        items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
+    return items
 
 
 LocalEndpoint = Endpoint(LocalRunner(), "/", "local")
