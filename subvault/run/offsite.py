@@ -169,19 +169,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
             why = step.reason.removeprefix(f"{kind}: ")  # the planner's reason may already name the kind
             out.items.append(Item(subject, "would-upload", f"#{snap.number} ({kind}: {why}){again}"))
         else:
-            argv = ["btrfs", "send", "-q"]
-            if step.parent_uuid:
-                argv += ["-p", str(locals_.by_uuid[step.parent_uuid].path)]
             ctx.say(f"{subject}: uploading #{snap.number} ({kind}){again}")
-            request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)],
-                                    tuple(tconf.recipients), number=snap.number)
-            retain = None
-            if tconf.object_lock_days:
-                # Locked while any link of its chain may still be kept, plus the margin.
-                covers = oplan.lock_until(snap.date, policy, parse_duration(tconf.full_every)) or ctx.now
-                retain = covers + timedelta(days=tconf.object_lock_days)
-            done = upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain,
-                          replace=step.uuid in state.damaged)
+            done = _upload_step(ctx, store, key, sub, tconf, locals_, step, policy, replace=step.uuid in state.damaged)
             present[step.uuid] = snap.date
             order[step.uuid] = len(step.chain)
             data = {"full": step.parent_uuid is None, "bytes": done.stream_bytes, "parts": done.parts_uploaded, "reused": done.parts_reused,
@@ -199,6 +188,22 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
             continue
         apply_deletions(store, sub.name, [d])
         out.items.append(Item(subject, "deleted", f"{d.uuid} ({d.reason})"))
+
+
+def _upload_step(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf, locals_, step, policy, *, replace: bool):
+    """Upload one planned snapshot (send | zstd | age, in parts); return what upload did."""
+    snap = locals_.by_uuid[step.uuid]
+    argv = ["btrfs", "send", "-q"]
+    if step.parent_uuid:
+        argv += ["-p", str(locals_.by_uuid[step.parent_uuid].path)]
+    request = UploadRequest(sub.name, step.uuid, step.parent_uuid, tuple(step.chain), snap.date, [*argv, str(snap.path)],
+                            tuple(tconf.recipients), number=snap.number)
+    retain = None
+    if tconf.object_lock_days:
+        # Locked while any link of its chain may still be kept, plus the margin.
+        covers = oplan.lock_until(snap.date, policy, parse_duration(tconf.full_every)) or ctx.now
+        retain = covers + timedelta(days=tconf.object_lock_days)
+    return upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain, replace=replace)
 
 
 def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
