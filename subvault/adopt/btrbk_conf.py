@@ -172,36 +172,11 @@ def parse_btrbk_conf(text: str, file: str) -> BtrbkConfig:
             volume = current = Section("volume", value, number, root)
             subvol = None
         elif key == "subvolume":
-            _need(value, file, number, "subvolume needs a path")
-            if any(c in value for c in "*?["):
-                raise AdoptInputError(file, number, f'subvolume "{value}": wildcards are not adopted; list each subvolume on its own line')
-            parent = volume or root
-            sec = Section("subvolume", value, number, parent)
-            vol_dir = volume.arg if volume else value.rstrip("/").rsplit("/", 1)[0] or "/"
-            if not volume and not value.startswith("/"):
-                raise AdoptInputError(file, number, f'subvolume "{value}" outside a volume section needs an absolute path')
-            subvol = BtrbkSubvolume(vol_dir, value, number, sec)
-            first = next((s for s in conf.subvolumes if s.full_path == subvol.full_path), None)
-            if first is not None:
-                raise AdoptInputError(file, number, f'subvolume "{value}" is listed again (first at line {first.line}); '
-                                      "merge the two sections into one (their targets under it) and run adopt again")
-            for vol, tsec in volume_targets:
-                if vol is volume:
-                    # A volume-level target applies here, with this subvolume's options under its own.
-                    own = Section("target", tsec.arg, tsec.line, sec, dict(tsec.options), tsec.target_type)
-                    subvol.targets.append(BtrbkTarget(own.target_type, own.arg, own.line, own))
+            subvol = _subvolume(conf, value, number, volume, root, volume_targets)
             conf.subvolumes.append(subvol)
-            current = sec
+            current = subvol.section
         elif key == "target":
-            words = value.split()
-            ttype = "send-receive"
-            if len(words) == 2 and words[0] in TARGET_TYPES:
-                ttype, words = words[0], words[1:]
-            if len(words) != 1:
-                raise AdoptInputError(file, number, f'"target {value}": expected "target [send-receive|raw] URL"')
-            url = words[0]
-            if not (url.startswith("/") or url.startswith("ssh://")):
-                raise AdoptInputError(file, number, f'target "{url}": subvault reaches btrfs targets by path or ssh:// only')
+            ttype, url = _target_line(value, file, number)
             if subvol is not None:
                 sec = Section("target", url, number, subvol.section, target_type=ttype)
                 subvol.targets.append(BtrbkTarget(ttype, url, number, sec))
@@ -216,6 +191,44 @@ def parse_btrbk_conf(text: str, file: str) -> BtrbkConfig:
     for sub in conf.subvolumes:
         _check_subvolume(conf, sub)
     return conf
+
+
+def _subvolume(conf: BtrbkConfig, value: str, number: int, volume: Section | None, root: Section,
+               volume_targets: list[tuple[Section, Section]]) -> BtrbkSubvolume:
+    """A `subvolume` line: its section, with the targets declared at its volume's level."""
+    file = conf.file
+    _need(value, file, number, "subvolume needs a path")
+    if any(c in value for c in "*?["):
+        raise AdoptInputError(file, number, f'subvolume "{value}": wildcards are not adopted; list each subvolume on its own line')
+    sec = Section("subvolume", value, number, volume or root)
+    vol_dir = volume.arg if volume else value.rstrip("/").rsplit("/", 1)[0] or "/"
+    if not volume and not value.startswith("/"):
+        raise AdoptInputError(file, number, f'subvolume "{value}" outside a volume section needs an absolute path')
+    subvol = BtrbkSubvolume(vol_dir, value, number, sec)
+    first = next((s for s in conf.subvolumes if s.full_path == subvol.full_path), None)
+    if first is not None:
+        raise AdoptInputError(file, number, f'subvolume "{value}" is listed again (first at line {first.line}); '
+                              "merge the two sections into one (their targets under it) and run adopt again")
+    for vol, tsec in volume_targets:
+        if vol is volume:
+            # A volume-level target applies here, with this subvolume's options under its own.
+            own = Section("target", tsec.arg, tsec.line, sec, dict(tsec.options), tsec.target_type)
+            subvol.targets.append(BtrbkTarget(own.target_type, own.arg, own.line, own))
+    return subvol
+
+
+def _target_line(value: str, file: str, number: int) -> tuple[str, str]:
+    """A `target [send-receive|raw] URL` line: its type and URL."""
+    words = value.split()
+    ttype = "send-receive"
+    if len(words) == 2 and words[0] in TARGET_TYPES:
+        ttype, words = words[0], words[1:]
+    if len(words) != 1:
+        raise AdoptInputError(file, number, f'"target {value}": expected "target [send-receive|raw] URL"')
+    url = words[0]
+    if not (url.startswith("/") or url.startswith("ssh://")):
+        raise AdoptInputError(file, number, f'target "{url}": subvault reaches btrfs targets by path or ssh:// only')
+    return ttype, url
 
 
 def _need(value: str, file: str, number: int, what: str) -> None:
