@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -12,10 +13,12 @@ import click
 from subvault.cli.common import Env, handle_errors, json_option, pass_env
 from subvault.cli.render import emit_json
 from subvault.config.load import config_path
+from subvault.config.schema import Config
 from subvault.errors import ConfigError, UsageError
 from subvault.lock import exclusive
 from subvault.run.flux_leftovers import Owner, holding, owner_of
 from subvault.run.prechange import PrechangeFailed, new_run_id, resume_recorded, run_prechange
+from subvault.run.prechange_result import PrechangeResult
 from subvault.run.prechange_setup import auto_resume_timer, hooks_of, kube_client, selection_of, snap_all_step
 
 
@@ -44,14 +47,7 @@ def pre_change(
     if resume and dry_run:
         raise UsageError("--dry-run with --resume: `subvault check` lists what is left suspended, without changing it")
     if resume:
-        if cfg.flux is None:
-            raise ConfigError("pre-change --resume needs a [flux] section with kubeconfig")
-        resumed = resume_recorded(kube_client(cfg), log, run_id)
-        if as_json:
-            emit_json("pre-change", {"resumed": resumed})
-        else:
-            click.echo(f"resumed {len(resumed)} objects" + "".join(f"\n  {r}" for r in resumed))
-        return 0
+        return _resume(cfg, log, run_id, as_json)
     if flux_mode == "required" and cfg.flux is None:
         raise ConfigError("--flux required needs a [flux] section with kubeconfig")
     now = datetime.now()
@@ -92,14 +88,29 @@ def pre_change(
             if as_json:
                 emit_json("pre-change", exc.result.to_dict(), exc.exit_code)
             raise
+    return _report(result, dry_run=dry_run, as_json=as_json)
+
+
+def _report(result: PrechangeResult, *, dry_run: bool, as_json: bool) -> int:
     if as_json:
         emit_json("pre-change", result.to_dict())
-    elif dry_run:
+        return 0
+    if dry_run:
         click.echo("\n".join(result.planned))
-        for w in result.warnings:
-            click.echo(f"warning: {w}", err=True)
     else:
         click.echo(f"ok: {result.description}; flux {result.flux}; {len(result.suspended)} suspended, {len(result.resumed)} resumed")
-        for w in result.warnings:
-            click.echo(f"warning: {w}", err=True)
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    return 0
+
+
+def _resume(cfg: Config, log: Callable[[str], None], run_id: str | None, as_json: bool) -> int:
+    """`pre-change --resume`: resume what a dead pre-change (or one run id) left suspended."""
+    if cfg.flux is None:
+        raise ConfigError("pre-change --resume needs a [flux] section with kubeconfig")
+    resumed = resume_recorded(kube_client(cfg), log, run_id)
+    if as_json:
+        emit_json("pre-change", {"resumed": resumed})
+    else:
+        click.echo(f"resumed {len(resumed)} objects" + "".join(f"\n  {r}" for r in resumed))
     return 0
