@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from subvault.model import LocalSnapshot
-from subvault.plan.retention import Point, is_due, parse_policy, plan_keep_newest, plan_retention
+from subvault.plan.cadence import is_due
+from subvault.plan.retention import Point, parse_policy, plan_keep_newest, plan_retention
 
 
 @dataclass(frozen=True)

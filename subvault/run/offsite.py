@@ -35,7 +35,8 @@ from subvault.offsite.restore import list_manifests, restore_chain, verify_targe
 from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
 from subvault.offsite.upload import UploadRequest, upload
 from subvault.plan import restore_point
-from subvault.plan.retention import Point, is_due, parse_policy, plan_retention
+from subvault.plan.cadence import is_due
+from subvault.plan.retention import Point, parse_policy, plan_retention
 from subvault.results import Item, Outcome
 from subvault.secrets import read_private
 from subvault.stores import open_store

@@ -28,6 +28,7 @@ from subvault.errors import SubvaultError, about, describe
 from subvault.notify.metrics import LayerStatus, build_registry, previous_successes, write_textfile
 from subvault.offsite import verified
 from subvault.offsite.target import scan
+from subvault.plan.cadence import next_due
 from subvault.plan.coverage import (
     ExcludedFilesystem,
     ExcludedPath,
@@ -42,7 +43,7 @@ from subvault.plan.coverage import (
 )
 from subvault.plan.freshness import LayerFreshness, plan_drill_record, plan_freshness
 from subvault.plan.replication import is_verified, parse_entry_time, plan_replication
-from subvault.plan.retention import next_due, parse_policy
+from subvault.plan.retention import parse_policy
 from subvault.results import Outcome
 from subvault.run import lasterror
 from subvault.run.flux_leftovers import overdue

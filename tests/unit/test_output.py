@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from subvault.cli.main import cli
 from subvault.cli.render import emit_outcome, table
-from subvault.plan.retention import is_due, next_due, parse_policy
+from subvault.plan.cadence import is_due, next_due
+from subvault.plan.retention import parse_policy
 from subvault.results import Item, Outcome, envelope
 from subvault.run.job import STEPS
 from subvault.units import human_size

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from subvault.plan.cadence import is_due
 from subvault.plan.retention import (
     REASON_FUTURE,
     REASON_NEWEST,
@@ -24,7 +25,6 @@ from subvault.plan.retention import (
     Point,
     Policy,
     RetentionSyntaxError,
-    is_due,
     parse_policy,
     plan_keep_newest,
     plan_retention,
