@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 
-from subvault.plan.retention import UNITS, Policy, check_week_start, bucket_index, local_wall
+from subvault.plan.retention import UNITS, Policy, bucket_index, check_week_start, local_wall
 
 
 def is_due(
