@@ -28,8 +28,8 @@ from subvault.btrfs import adapter
 from subvault.btrfs.snapper import SNAPSHOTS_DIR, write_atomic
 from subvault.errors import SubvaultError
 from subvault.model import SubvolInfo
+from subvault.run.coverage_scan import loose_file
 from subvault.run.neighbours import hand_over_notes
-from subvault.run.watch import loose_file
 
 MAX_NAME = 48
 
