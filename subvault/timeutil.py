@@ -16,7 +16,10 @@ def parse_duration(text: str) -> timedelta:
     m = _DURATION.match(text or "")
     if not m:
         raise ValueError(f'"{text}" is not a duration (expected e.g. "1h", "30d", "90min")')
-    return timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
+    try:
+        return timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
+    except OverflowError:  # beyond timedelta's 999,999,999 days
+        raise ValueError(f'"{text}" is too long (expected at most a few years, e.g. "5y")') from None
 
 
 def local_zone(name: str | None = None) -> tzinfo:

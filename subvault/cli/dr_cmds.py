@@ -116,13 +116,13 @@ def drill_cmd(env: Env, source: str | None, at: str, capture: str | None, host: 
               boot: bool | None, boot_timeout: int | None, boot_ports: tuple[int, ...], boot_command: str | None, boot_expect: str | None,
               as_json: bool) -> int:
     """Restore everything into a scratch disk image, verify it, report RTO and RPO."""
-    if source is None:
-        btrfs = [t.name for t in env.config.target if t.type == "btrfs"]
-        if not btrfs:
-            raise NotFound("no btrfs target configured to drill from; name one with --from")
-        source = btrfs[0]
-    req = DrillRequest(source, at, capture, host, workdir, keep, boot, boot_timeout, boot_ports, boot_command=boot_command, boot_expect=boot_expect)
-    check_boot_options(req, DrSettings.from_config(env.config).boot)  # before the lock: a bad option waits for nothing
+    btrfs = [t.name for t in env.config.target if t.type == "btrfs"]
+    req = DrillRequest(source or (btrfs[0] if btrfs else ""), at, capture, host, workdir, keep, boot, boot_timeout, boot_ports,
+                       boot_command=boot_command, boot_expect=boot_expect)
+    # The options first (a usage error, before the lock and before any target is looked for).
+    check_boot_options(req, DrSettings.from_config(env.config).boot)
+    if not req.source:
+        raise NotFound("no btrfs target configured to drill from; name one with --from")
     with env.lock():
         report = drill(env.context(quiet=as_json), req)
     code = 0 if report.ok else 1

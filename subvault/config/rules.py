@@ -6,6 +6,7 @@ table reports every one of its problems, not only the first. Pure: no I/O.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import PurePosixPath
 from urllib.parse import SplitResult
@@ -61,7 +62,10 @@ def ssh_url(value: str, expected: str) -> str | None:
     """Check an ssh:// URL's shape; a host starting with "-" would reach ssh as an option."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" (IPv6)
+        return f'url: "{value}" is not a URL (expected "{expected}")'
     if parts.scheme != "ssh" or not parts.hostname or not parts.path.startswith("/"):
         return f'url: "{value}" is not an ssh URL (expected "{expected}")'
     if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
@@ -73,9 +77,34 @@ def ssh_url(value: str, expected: str) -> str | None:
     return None
 
 
+def object_url(url: str) -> str | None:
+    """An object target's URL: s3://bucket[/prefix] or file:///absolute/path."""
+    from urllib.parse import urlsplit
+
+    expected = '(expected "s3://bucket/prefix" or "file:///path")'
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f'url: "{url}" is not a URL {expected}'
+    if parts.scheme == "s3" and parts.netloc and not any(c in parts.netloc for c in "@:[]"):
+        return None
+    if parts.scheme == "file" and url.startswith("file:///"):
+        try:
+            abs_path("url", parts.path)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return f'url: "{url}" is not an object target {expected}'
+
+
 def abs_path(key: str, value: str) -> str:
+    """Return value normalised; raise ValueError unless it is an absolute path without ".." or control characters."""
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise ValueError(f"{key}: {value!r} contains a control character (expected a plain absolute path)")
     if not value.startswith("/"):
-        raise ValueError(f'{key}: "{value}" is not an absolute path')
+        raise ValueError(f'{key}: "{value}" is not an absolute path (expected e.g. "/var/lib/pvc")')
+    if ".." in PurePosixPath(value).parts:
+        raise ValueError(f'{key}: "{value}" contains ".." (expected the path itself, e.g. "{posixpath.normpath(value)}")')
     return str(PurePosixPath(value))
 
 

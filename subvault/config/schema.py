@@ -37,7 +37,7 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Defaults(Strict):
     timeline: Annotated[str, _doc("local timeline retention; the finest unit is the snapshot cadence")] = "24h 7d 4w"
     prechange_keep: Annotated[int, _doc("pre-change snapshots kept per subvolume", ge=0)] = 10
-    prechange_lock_wait: Annotated[float, _doc("seconds pre-change waits for a running subvault (a timer run) before it suspends anything", ge=0)] = 600.0
+    prechange_lock_wait: Annotated[float, _doc("seconds pre-change waits for a running subvault (a timer run) before it suspends anything", ge=0, le=86400)] = 600.0
     targets: Annotated[list[str], _doc("targets every subvolume goes to unless it says otherwise")] = msgspec.field(default_factory=list)
     state_dir: Annotated[str, _doc("local cache and lock; safe to delete (invariant 12)")] = "/var/lib/subvault"
     timezone: Annotated[str | None, _doc("IANA zone for retention periods; default: the system's local time")] = None
@@ -99,6 +99,10 @@ class ExcludeConf(Strict):
             self.filesystem = self.filesystem.lower()
             if self.subvolume is not None:
                 self.subvolume = str(PurePosixPath("/" + self.subvolume.strip().lstrip("/"))).strip("/")
+                if not self.subvolume or ".." in PurePosixPath(self.subvolume).parts or self.subvolume.startswith("<"):
+                    # "" or "/" would exclude the whole filesystem: that is `filesystem` alone, said on purpose
+                    problems.append('subvolume: must name one subvolume below the top level, without ".." '
+                                    '(expected e.g. "@scratch"; to exclude the whole filesystem, leave subvolume out)')
         if not self.reason.strip():
             problems.append('reason: an exclude needs a reason (e.g. "ephemeral")')
         R.fail(*problems)
@@ -114,7 +118,7 @@ class TargetConf(Strict):
     ssh_identity: Annotated[str | None, _doc("ssh private key file (else ~/.ssh/config decides)")] = None
     ssh_cipher: Annotated[str | None, _doc('ssh cipher, e.g. "aes128-gcm@openssh.com"')] = None
     ssh_options: Annotated[list[str], _doc('extra "-o" options, e.g. "ConnectTimeout=10"')] = msgspec.field(default_factory=list)
-    stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0)] = 10.0
+    stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0, le=10080)] = 10.0
     parallel: Annotated[int, _doc("subvolumes replicated at once over the one connection", ge=1, le=16)] = 4
     endpoint: Annotated[str | None, _doc("S3 endpoint URL")] = None
     region: Annotated[str | None, _doc("S3 region")] = None
@@ -137,15 +141,23 @@ class TargetConf(Strict):
 
     def _type_problems(self) -> list[str | None]:
         url = self.url
+        other = _OBJECT_ONLY if self.type == "btrfs" else _BTRFS_ONLY
+        problems: list[str | None] = [
+            f'{key}: applies only to {"object" if self.type == "btrfs" else "btrfs"} targets (remove it, or check `type`)'
+            for key in other if getattr(self, key) != _TARGET_DEFAULTS[key]
+        ]
         if self.type == "btrfs":
             if url.startswith("ssh://"):
-                return [R.ssh_url(url, "ssh://user@host:22/path")]
+                return [*problems, R.ssh_url(url, "ssh://user@host:22/path")]
             if not url.startswith("/"):
-                return [f'url: "{url}" is not a btrfs target (expected "/mnt/usb/backup" or "ssh://user@host:22/path")']
-            return []
-        problems = [R.duration("full_every", self.full_every, positive=True)]
-        if not (url.startswith("s3://") or url.startswith("file:///")):
-            problems.append(f'url: "{url}" is not an object target (expected "s3://bucket/prefix" or "file:///path")')
+                return [*problems, f'url: "{url}" is not a btrfs target (expected "/mnt/usb/backup" or "ssh://user@host:22/path")']
+            try:
+                R.abs_path("url", url)
+            except ValueError as exc:
+                problems.append(str(exc))
+            return problems
+        problems.append(R.duration("full_every", self.full_every, positive=True))
+        problems.append(R.object_url(url))
         if not self.recipients:
             problems.append('recipients: none given (expected at least one age public key, "age1…")')
         for i, r in enumerate(self.recipients):
@@ -166,6 +178,12 @@ class TargetConf(Strict):
         if parts.scheme == "file":
             return ("file", R.norm(parts.path))
         return (parts.scheme, (self.endpoint or "").rstrip("/").lower(), parts.netloc, R.norm("/" + parts.path))
+
+
+_OBJECT_ONLY = ("endpoint", "region", "credentials", "recipients", "full_every", "part_size_mib", "upload_concurrency", "object_lock_days")
+_BTRFS_ONLY = ("compress", "append_only", "ssh_identity", "ssh_cipher", "ssh_options", "parallel")
+_TARGET_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default)
+                    for f in msgspec.structs.fields(TargetConf) if f.name in _OBJECT_ONLY + _BTRFS_ONLY}
 
 
 class SourceSubvolumeConf(Strict):
@@ -193,7 +211,7 @@ class SourceConf(Strict):
     ssh_identity: Annotated[str | None, _doc("ssh private key file")] = None
     ssh_cipher: Annotated[str | None, _doc('ssh cipher, e.g. "aes128-gcm@openssh.com"')] = None
     ssh_options: Annotated[list[str], _doc('extra "-o" options')] = msgspec.field(default_factory=list)
-    stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0)] = 10.0
+    stall_minutes: Annotated[float, _doc("a transfer with no bytes for this long is stopped", gt=0, le=10080)] = 10.0
     puller: Annotated[str | None, _doc("name this host's incremental bases are recorded under on the source (its key: `serve --send-only --puller NAME`); default: this host's short name")] = None
 
     def __post_init__(self) -> None:
@@ -251,15 +269,15 @@ class FluxConf(Strict):
     )
     labels: Annotated[dict[str, str], _doc("only objects with these labels (default: all)")] = msgspec.field(default_factory=dict)
     node: Annotated[str | None, _doc("node whose pods get Velero hooks (default: this host's name)")] = None
-    wait_seconds: Annotated[float, _doc("bounded wait for reconciles in flight", ge=0)] = 120.0
-    auto_resume_seconds: Annotated[float, _doc("systemd timer that resumes Flux if pre-change dies", ge=60)] = 3600.0
+    wait_seconds: Annotated[float, _doc("bounded wait for reconciles in flight", ge=0, le=86400)] = 120.0
+    auto_resume_seconds: Annotated[float, _doc("systemd timer that resumes Flux if pre-change dies", ge=60, le=30 * 86400)] = 3600.0
     pod_hooks: Annotated[bool, _doc("run Velero-style pod hooks (pre/post.hook.backup.velero.io)")] = True
 
 
 class HookConf(Strict):
     when: Annotated[Literal["pre-snapshot", "post-snapshot"], _doc("when the hook runs")]
     run: Annotated[list[str], _doc("argv, run without a shell", min_length=1)]
-    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0)] = 30.0
+    timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0, le=86400)] = 30.0
     on_error: Annotated[Literal["fail", "continue"], _doc("a failing hook aborts (fail) or is only reported")] = "fail"
 
     @property
@@ -303,6 +321,10 @@ class Config(Strict):
         problems = R.unique("subvolume", [s.name for s in self.subvolume])
         problems += R.unique("subvolume path", [s.path for s in self.subvolume])
         problems += R.unique("target", [t.name for t in self.target])
+        problems += R.unique("source", [s.name for s in self.source])
+        for src in self.source:  # two of them would share one replica directory and prune each other
+            problems += [f'source "{src.name}": {p}' for p in R.unique("subvolume", [s.name for s in src.subvolume])]
+            problems += [f'source "{src.name}": {p}' for p in R.unique("subvolume path", [s.path for s in src.subvolume])]
         known = {t.name for t in self.target}
         declared = known | set(declared_targets)
         for t in self.defaults.targets:

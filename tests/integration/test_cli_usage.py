@@ -19,3 +19,14 @@ def test_unknown_timezone_is_a_usage_error(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert "--timezone" in proc.stderr
+
+
+def test_a_bad_drill_boot_option_is_refused_before_a_target_is_looked_for(tmp_path):
+    # With no target configured, the option's own error must come first (exit 2), not "no target".
+    config = tmp_path / "subvault.toml"
+    config.write_text(f'[defaults]\nstate_dir = "{tmp_path / "state"}"\n')
+    for bad in (["--boot-expect", "("], ["--boot-port", "22", "--boot-port", "22"], ["--boot-command", ""], ["--boot-expect", "ok"]):
+        proc = cli("--config", str(config), "drill", "--boot", *bad)
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert "Traceback" not in proc.stderr and "no btrfs target" not in proc.stderr, proc.stderr
+        assert "--boot-" in proc.stderr, proc.stderr
