@@ -142,14 +142,27 @@ def _check_table(value: Any, kind: type[msgspec.Struct], where: list[str]) -> tu
     fields = {f.name: f for f in msgspec.structs.fields(kind)}
     problems = [_at(where, _unknown(key)) for key in value if key not in fields]
     problems += [_at(where, f'missing required key "{name}"') for name, f in fields.items() if f.required and name not in value]
+    bad: set[str] = set()
     for name, field in fields.items():
         if name in value:
-            problems += _check(value[name], field.type, [*where, name])[1]
+            found = _check(value[name], field.type, [*where, name])[1]
+            problems += found
+            bad |= {name} if found else set()
     if problems:
+        # The table's own rules still run on what is well-typed, so one mistake does not
+        # hide the next: the bad keys are left at their defaults (and their lines dropped).
+        rest = {k: v for k, v in value.items() if k in fields and k not in bad}
+        if all(k in rest for k, f in fields.items() if f.required):
+            problems += [p for p in _rules(rest, kind, where)[1] if not any(p.startswith(_at(where, f"{k}:")) for k in bad)]
         return None, problems
+    return _rules(value, kind, where)
+
+
+def _rules(value: dict[str, Any], kind: type[msgspec.Struct], where: list[str]) -> tuple[Any, list[str]]:
+    """Build the table, which runs its rules (__post_init__); return it, or its problems one a line."""
     try:
         return msgspec.convert(value, kind, strict=True), []
-    except msgspec.ValidationError as exc:  # the table's own rules (__post_init__), one problem a line
+    except msgspec.ValidationError as exc:
         return None, [_at(where, line) for line in str(exc).splitlines()]
 
 

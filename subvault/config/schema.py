@@ -238,9 +238,13 @@ class DrConf(Strict):
     boot_expect: Annotated[str, _doc("regex the boot_command's output must match")] = ""
 
     def __post_init__(self) -> None:
-        self.capture_dir = R.abs_path("capture_dir", self.capture_dir)
-        self.drill_dir = R.abs_path("drill_dir", self.drill_dir)
-        R.fail(*boot_value_problems(self.boot_timeout, self.boot_ports, self.boot_milestone, self.boot_command or None, self.boot_expect,
+        problems: list[str | None] = []
+        for key in ("capture_dir", "drill_dir"):
+            try:
+                setattr(self, key, R.abs_path(key, getattr(self, key)))
+            except ValueError as exc:
+                problems.append(str(exc))
+        R.fail(*problems, *boot_value_problems(self.boot_timeout, self.boot_ports, self.boot_milestone, self.boot_command or None, self.boot_expect,
                                    names=BOOT_KEYS))
 
 

@@ -65,3 +65,12 @@ def test_a_btrfs_target_and_an_object_target_with_only_their_own_keys_still_load
                        f'[[target]]\nname = "o"\nurl = "s3://b/p"\n{OBJ}full_every = "30d"\nupload_concurrency = 8\n'
                        f'[[exclude]]\nfilesystem = "{UUID}"\nsubvolume = "@scratch"\nreason = "scratch"\n')
     assert [t.name for t in cfg.target] == ["t", "o"] and cfg.exclude[0].subvolume == "@scratch"
+
+
+def test_a_type_error_in_a_table_does_not_hide_that_tables_other_problems() -> None:
+    error = _error('[dr]\nboot_method = "uefi"\nboot_ports = [0, 22, 22]\nboot_timeout = 0\nboot_milestone = "(unclosed"\ncapture_dir = "rel"\n')
+    for want in ("dr: boot_method: ", "dr: boot_ports: 0 ", "dr: boot_ports: 22 is listed twice", "dr: boot_timeout: ",
+                 "dr: boot_milestone: ", "dr: capture_dir: "):
+        assert want in error, (want, error)
+    # the bad key's own rule is not reported a second time
+    assert error.count("boot_method") == 1, error
