@@ -80,9 +80,15 @@ class Registry(click.Group):
             formatter.write_dl([(name, click.Command(name, help=summary).get_short_help_str(limit)) for name, summary in shown])
 
 
+def _finite(seconds: float) -> float:
+    if seconds != seconds:  # NaN passes every range check
+        raise click.BadParameter("not a number of seconds (expected e.g. 60)")
+    return seconds
+
+
 @click.group(cls=Registry, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
-@click.option("--wait", type=float, default=0.0, metavar="SECONDS", help="Wait this long for another subvault run to finish.")
+@click.option("--wait", type=click.FloatRange(0, 7 * 86400), default=0.0, callback=lambda _c, _p, v: _finite(v), metavar="SECONDS", help="Wait this long for another subvault run to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every command subvault runs.")
 @click.version_option(package_name="subvault")
 def cli(config_path: str | None, wait: float, verbose: bool) -> None:

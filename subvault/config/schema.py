@@ -268,7 +268,7 @@ class NotifyConf(Strict):
 class FluxConf(Strict):
     kubeconfig: Annotated[str, _doc("kubeconfig used to suspend and resume Flux")]
     namespaces: Annotated[list[str] | None, _doc("limit suspension to these namespaces (default: all)")] = None
-    kinds: Annotated[list[Literal["Kustomization", "HelmRelease"]], _doc("Flux kinds to suspend")] = msgspec.field(
+    kinds: Annotated[list[Literal["Kustomization", "HelmRelease"]], _doc("Flux kinds to suspend (at least one: [flux] off is said with --flux off)", min_length=1)] = msgspec.field(
         default_factory=lambda: ["Kustomization", "HelmRelease"]
     )
     labels: Annotated[dict[str, str], _doc("only objects with these labels (default: all)")] = msgspec.field(default_factory=dict)
@@ -283,6 +283,10 @@ class HookConf(Strict):
     run: Annotated[list[str], _doc("argv, run without a shell", min_length=1)]
     timeout: Annotated[float, _doc("seconds before the hook is stopped", gt=0, le=86400)] = 30.0
     on_error: Annotated[Literal["fail", "continue"], _doc("a failing hook aborts (fail) or is only reported")] = "fail"
+
+    def __post_init__(self) -> None:
+        if not all(arg.strip() for arg in self.run):
+            raise ValueError(f"run: {self.run!r} has an empty word (expected a program and its arguments, none blank)")
 
     @property
     def name(self) -> str:

@@ -30,3 +30,10 @@ def test_a_bad_drill_boot_option_is_refused_before_a_target_is_looked_for(tmp_pa
         assert proc.returncode == 2, (bad, proc.stderr)
         assert "Traceback" not in proc.stderr and "no btrfs target" not in proc.stderr, proc.stderr
         assert "--boot-" in proc.stderr, proc.stderr
+
+
+def test_wait_of_nan_or_forever_is_a_usage_error(tmp_path):
+    for bad in ("nan", "-1", "inf"):
+        proc = cli("--config", str(tmp_path / "none.toml"), "--wait", bad, "status")
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert "--wait" in proc.stderr and "Traceback" not in proc.stderr

@@ -53,6 +53,9 @@ def _error(text: str) -> str:
     ('[[target]]\nname = "t"\ntype = "btrfs"\nurl = "/t"\nrecipients = ["AGE-SECRET-KEY-1XYZ"]\n', 'target "t": recipients: applies only to object targets'),
     ('[[target]]\nname = "t"\ntype = "btrfs"\nurl = "/t"\nfull_every = "garbage"\n', 'target "t": full_every: applies only to object targets'),
     (f'[[target]]\nname = "o"\nurl = "s3://b/p"\n{OBJ}append_only = true\n', 'target "o": append_only: applies only to btrfs targets'),
+    # an empty kinds list suspended nothing while the run said it had
+    ('[flux]\nkubeconfig = "/k"\nkinds = []\n', "flux: kinds: expected `array` of length >= 1"),
+    ('[[hook]]\nwhen = "pre-snapshot"\nrun = ["x", "  "]\n', "hook #1: run: ['x', '  '] has an empty word"),
 ])
 def test_a_hostile_value_is_refused_at_load_naming_its_key(text: str, want: str) -> None:
     error = _error(text)
