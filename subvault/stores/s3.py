@@ -21,7 +21,6 @@ aborted, and `abort_unfinished(prefix)` clears any that a killed process left.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
@@ -36,7 +35,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from subvault.process.splice import read_full
+from subvault.process.splice import PIPE_BYTES, big_pipe, read_full
 from subvault.secrets import redact
 from subvault.stores.base import (
     Bytes,
@@ -55,7 +54,6 @@ _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "
          "ExpiredToken", "AuthorizationHeaderMalformed", "Forbidden", "Unauthorized", "401"}
 PIECE_SIZE = 5 << 20  # S3's smallest piece but the last (as rclone's chunks); x 10,000 pieces >> the largest part
 DEFAULT_CONCURRENCY = 4
-_PIPE_SIZE = 1 << 20
 _BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "500", "502", "503", "504"}
 
 
@@ -252,11 +250,7 @@ class StreamedObject:
     def __init__(self, store: S3Store, key: str, retain_until: datetime | None) -> None:
         self._store, self._key, self._full = store, key, store._full(key)
         self._retain = retain_until
-        self._rfd, self.fd = os.pipe()
-        try:
-            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass  # above /proc/sys/fs/pipe-max-size: the default size still works
+        self._rfd, self.fd = big_pipe()
         self._sha = hashlib.sha256()
         self._size = 0
         self._upload_id: str | None = None
@@ -308,7 +302,7 @@ class StreamedObject:
         return got
 
     def _drain(self) -> None:
-        while os.read(self._rfd, _PIPE_SIZE):
+        while os.read(self._rfd, PIPE_BYTES):
             pass
 
     def _send(self, number: int, buf: bytearray, n: int) -> dict[str, Any]:
