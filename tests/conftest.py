@@ -11,6 +11,8 @@ tool (jq, openssl, journalctl, …) is an install bug in ./dev, never a silent s
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 
 import pytest
 
@@ -61,3 +63,33 @@ def pytest_sessionfinish(session, exitstatus):
         for line in _unexpected_skips:
             reporter.write_line(f"  {line}", red=True)
         session.exitstatus = 1
+
+
+# The unit tier is pure: no process, no socket. Every unit test runs with process
+# creation and network connects replaced by a call that fails the test, so a unit test
+# that starts `btrfs`, `cat` or an HTTP server fails loudly instead of quietly being an
+# integration test. (Here, not in tests/unit/conftest.py: the privileged tier imports
+# helpers `from conftest`, and a second conftest module would shadow its own.)
+
+class ImpureUnitTest(AssertionError):
+    """A unit test tried to leave the process."""
+
+
+def _refuse(what: str):
+    def refuse(*_args, **_kwargs):
+        raise ImpureUnitTest(f"unit tests are pure: {what} is not allowed here (move the test to tests/integration)")
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_are_pure(request, monkeypatch):
+    if "/tests/unit/" not in str(request.node.fspath):
+        return
+    monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("starting a process"))
+    monkeypatch.setattr(os, "posix_spawn", _refuse("starting a process"))
+    monkeypatch.setattr(os, "posix_spawnp", _refuse("starting a process"))
+    monkeypatch.setattr(os, "fork", _refuse("forking"))
+    monkeypatch.setattr(os, "system", _refuse("starting a shell"))
+    monkeypatch.setattr(socket.socket, "connect", _refuse("a network connection"))
+    monkeypatch.setattr(socket.socket, "bind", _refuse("listening on a socket"))
