@@ -239,7 +239,8 @@ def _expectations(state: str, argv: list[str], code: int, doc: dict) -> None:
 
 # Commands whose text is an Outcome: "subject  action  detail" lines.
 OUTCOME_TEXT = {"snapshot", "snap-all", "prune", "run", "replicate", "offsite", "verify", "restore", "rollback", "prune-received", "pull"}
-DOUBLED = re.compile(r"\b(\w+)(:?) \1\2(?=\W)")
+# A word said twice ("target target:"); numbers repeat by nature ("2026-12-02 02:02"), so only words with a letter count.
+DOUBLED = re.compile(r"\b(\w*[A-Za-z]\w*)(:?) \1\2(?=\W)")
 
 
 def _text_matrix():
