@@ -7,7 +7,7 @@ import click
 from subvault.adopt.discover import under
 from subvault.adopt.run import AdoptRequest, default_root
 from subvault.adopt.run import adopt as do_adopt
-from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.common import Env, changing_command
 from subvault.cli.render import emit_json
 from subvault.config.load import config_path
 
@@ -20,10 +20,7 @@ from subvault.config.load import config_path
 @click.option("--root", metavar="DIR", help="The installation's root, as `snapper --root` (default $SUBVAULT_SYSROOT or /).")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="OPT", help='Extra ssh "-o" option for btrbk\'s ssh targets (written into the config).')
 @click.option("--force", is_flag=True, help="Replace an existing, different config file.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def adopt(env: Env, use_snapper: bool, btrbk_file: str | None, write_path: str | None, do_apply: bool, root: str | None,
           ssh_options: tuple[str, ...], force: bool, dry_run: bool, as_json: bool) -> int:
     """Read snapper and btrbk, write the equivalent subvault.toml, and (with --apply) take over their history.

@@ -15,12 +15,13 @@ from typing import Any
 
 import click
 
-from subvault.cli.render import emit_json_error
+from subvault.cli.render import emit_json_error, emit_outcome
 from subvault.config.load import config_path, load_config
 from subvault.config.schema import Config
 from subvault.context import Context
 from subvault.errors import EXIT_FAILED, SubvaultError, describe
 from subvault.lock import exclusive
+from subvault.results import Outcome
 from subvault.secrets import RedactingFormatter, redact
 
 
@@ -123,6 +124,13 @@ class Env:
             return nullcontext()
         return exclusive(self.config.defaults.state_dir, wait=self.wait)
 
+    def locked(self, action: Callable[..., Outcome], *args: Any, dry_run: bool, as_json: bool, verbose: bool = False,
+               **kwargs: Any) -> int:
+        """Run `action(context, *args, **kwargs)` under the lock, print its outcome; return the exit code."""
+        with self.lock():
+            outcome = action(self.context(dry_run=dry_run, quiet=as_json), *args, **kwargs)
+        return emit_outcome(outcome, as_json, verbose=verbose)
+
 
 def pass_env(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Pass the command's Env (made once per invocation from the root options) as its first argument."""
@@ -139,3 +147,8 @@ def pass_env(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print versioned JSON.")
 dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+
+
+def changing_command(fn: Callable[..., int | None]) -> Callable[..., None]:
+    """The options and boundary of a command that changes things: --dry-run, --json, the Env, handle_errors."""
+    return dry_run_option(json_option(pass_env(handle_errors(fn))))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.common import Env, changing_command, handle_errors, json_option, pass_env
 from subvault.cli.render import emit_json, emit_outcome
 from subvault.dr.capture import capture
 from subvault.dr.captureopts import CaptureSpec
@@ -32,10 +32,7 @@ def dr_group() -> None:
 @click.option("--boot-dir", "boot_dirs", multiple=True, metavar="PATH[=WHERE]", help="Boot dir to archive (default /boot, /boot/efi); WHERE is a directory, or an unmounted vfat device (read with mtools).")
 @click.option("--firmware", type=click.Choice(["uefi", "bios"]), help="Override firmware detection.")
 @click.option("--if-changed", is_flag=True, help="Only when the layout changed since the last capture.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def dr_capture(env: Env, dest: str | None, disks: tuple[str, ...], fstab: str | None, boot_dirs: tuple[str, ...],
                firmware: str | None, if_changed: bool, dry_run: bool, as_json: bool) -> int:
     """Record partition tables, filesystem UUIDs, fstab, mounts, subvolumes and boot files."""
@@ -52,8 +49,7 @@ def dr_capture(env: Env, dest: str | None, disks: tuple[str, ...], fstab: str | 
             logical, _, where = b.partition("=")
             spec.boot_dirs[logical] = where or logical
     spec.firmware = firmware
-    with env.lock():
-        return emit_outcome(capture(env.context(dry_run=dry_run, quiet=as_json), spec, force=not if_changed), as_json)
+    return env.locked(capture, spec, force=not if_changed, dry_run=dry_run, as_json=as_json)
 
 
 @dr_group.command("restore")
@@ -63,10 +59,7 @@ def dr_capture(env: Env, dest: str | None, disks: tuple[str, ...], fstab: str | 
 @click.option("--capture", metavar="DIR", help="Capture to use (default: the one inside the target's replica).")
 @click.option("--host", metavar="NAME", help="The machine's name on the target (default: this host's).")
 @click.option("--yes", is_flag=True, help="Do not ask; needed when not on a terminal.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def dr_restore(env: Env, source: str, at: str, disks: tuple[str, ...], capture: str | None, host: str | None,
                yes: bool, dry_run: bool, as_json: bool) -> int:
     """Partition, mkfs with the original UUIDs, receive every subvolume, restore boot files.

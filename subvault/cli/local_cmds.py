@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
-from subvault.cli.render import emit_outcome
+from subvault.cli.common import Env, changing_command
 from subvault.run.local import snap_all as do_snap_all
 from subvault.run.local import take_timeline
 
@@ -13,23 +12,15 @@ from subvault.run.local import take_timeline
 @click.command()
 @click.argument("subvolumes", nargs=-1)
 @click.option("--force", is_flag=True, help="Snapshot even if not due.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def snapshot(env: Env, subvolumes: tuple[str, ...], force: bool, dry_run: bool, as_json: bool) -> int:
     """Take a timeline snapshot of each subvolume that is due."""
-    with env.lock():
-        return emit_outcome(take_timeline(env.context(dry_run=dry_run, quiet=as_json), force=force, names=list(subvolumes)), as_json)
+    return env.locked(take_timeline, force=force, names=list(subvolumes), dry_run=dry_run, as_json=as_json)
 
 
 @click.command("snap-all")
 @click.argument("description")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def snap_all(env: Env, description: str, dry_run: bool, as_json: bool) -> int:
     """Snapshot every subvolume now with DESCRIPTION (kept by count, prechange_keep)."""
-    with env.lock():
-        return emit_outcome(do_snap_all(env.context(dry_run=dry_run, quiet=as_json), description), as_json)
+    return env.locked(do_snap_all, description, dry_run=dry_run, as_json=as_json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.common import Env, changing_command, handle_errors, json_option, pass_env
 from subvault.cli.render import emit_outcome
 from subvault.run.offsite import offsite as do_offsite
 from subvault.run.offsite import verify as do_verify
@@ -12,14 +12,10 @@ from subvault.run.offsite import verify as do_verify
 
 @click.command()
 @click.option("--target", "target", metavar="T", help="Only this object target.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def offsite(env: Env, target: str | None, dry_run: bool, as_json: bool) -> int:
     """Upload age-encrypted, compressed send streams to object targets; delete what no kept chain needs."""
-    with env.lock():
-        return emit_outcome(do_offsite(env.context(dry_run=dry_run, quiet=as_json), target=target), as_json)
+    return env.locked(do_offsite, target=target, dry_run=dry_run, as_json=as_json)
 
 
 @click.command()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
-from subvault.cli.render import emit_outcome
 from subvault.run.holds import all_holds
 from subvault.run.local import prune as do_prune
 
@@ -18,5 +17,4 @@ from subvault.run.local import prune as do_prune
 @handle_errors
 def prune(env: Env, dry_run: bool, as_json: bool, show_kept: bool) -> int:
     """Delete snapshots the retention policies no longer keep."""
-    with env.lock():
-        return emit_outcome(do_prune(env.context(dry_run=dry_run, quiet=as_json), holds=all_holds), as_json, verbose=show_kept)
+    return env.locked(do_prune, holds=all_holds, dry_run=dry_run, as_json=as_json, verbose=show_kept)

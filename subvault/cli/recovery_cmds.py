@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.common import Env, changing_command, handle_errors, json_option, pass_env
 from subvault.cli.render import emit_json, emit_outcome, printable
 from subvault.errors import UsageError
 from subvault.run.diff import diff_snapshots
@@ -23,10 +23,7 @@ from subvault.run.rollback import rollback as do_rollback
 @click.option("--overwrite", is_flag=True, help="Replace files that exist at the destination.")
 @click.option("--identity", metavar="KEYFILE", help="age identity, for --from an object (offsite) target.")
 @click.option("--no-verify-mac", is_flag=True, help="Offsite: restore without the manifest MAC key (the key is lost). Warns.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def restore(env: Env, subvolume: str, paths: tuple[str, ...], at: str, source: str, into: str | None, overwrite: bool,
             identity: str | None, no_verify_mac: bool, dry_run: bool, as_json: bool) -> int:
     """Copy files back from a snapshot, keeping owner, mode, times, xattrs and ACLs.
@@ -70,11 +67,7 @@ def diff(env: Env, subvolume: str, old: str, new: str, as_json: bool) -> int:
 @click.argument("subvolume")
 @click.argument("number")
 @click.option("--fstab", default="/etc/fstab", show_default=True, help="fstab used to judge whether the result can boot.")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def rollback(env: Env, subvolume: str, number: str, fstab: str, dry_run: bool, as_json: bool) -> int:
     """Snapper-style rollback: a writable snapshot of NUMBER becomes the default subvolume."""
-    with env.lock():
-        return emit_outcome(do_rollback(env.context(dry_run=dry_run, quiet=as_json), subvolume, number, fstab=fstab), as_json)
+    return env.locked(do_rollback, subvolume, number, fstab=fstab, dry_run=dry_run, as_json=as_json)

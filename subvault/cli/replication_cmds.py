@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
+from subvault.cli.common import Env, changing_command
 from subvault.cli.render import emit_outcome
 from subvault.run.pull import pull as do_pull
 from subvault.run.replicate import replicate as do_replicate
@@ -14,10 +14,7 @@ from subvault.run.replicate import tty_progress
 @click.command()
 @click.option("--target", "target", metavar="T", help="Only this target.")
 @click.option("--no-meter", is_flag=True, help="Let the kernel connect the pipeline stages (no progress, no stall detection).")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def replicate(env: Env, target: str | None, no_meter: bool, dry_run: bool, as_json: bool) -> int:
     """Send timeline snapshots to btrfs targets (incremental), then prune the targets by their keep."""
     with env.lock():
@@ -29,11 +26,7 @@ def replicate(env: Env, target: str | None, no_meter: bool, dry_run: bool, as_js
 
 @click.command()
 @click.option("--source", "source", metavar="NAME", help="Only this [[source]].")
-@dry_run_option
-@json_option
-@pass_env
-@handle_errors
+@changing_command
 def pull(env: Env, source: str | None, dry_run: bool, as_json: bool) -> int:
     """Pull snapshots from [[source]] hosts (their key allows only `serve --send-only`)."""
-    with env.lock():
-        return emit_outcome(do_pull(env.context(dry_run=dry_run, quiet=as_json), source=source), as_json)
+    return env.locked(do_pull, source=source, dry_run=dry_run, as_json=as_json)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
-from subvault.cli.render import emit_outcome
 from subvault.run.job import run_job
 
 
@@ -28,5 +27,4 @@ def run(env: Env, dry_run: bool, as_json: bool, metrics_file: str | None) -> int
     Notifications and the dead-man ping ([notify]) report the result. A step that
     fails does not stop the next ones (exit 3).
     """
-    with env.lock():
-        return emit_outcome(run_job(env.context(dry_run=dry_run, quiet=as_json), metrics_file=metrics_file), as_json)
+    return env.locked(run_job, metrics_file=metrics_file, dry_run=dry_run, as_json=as_json)

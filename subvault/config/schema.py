@@ -22,6 +22,7 @@ from msgspec import Meta
 from subvault.config import rules as R
 from subvault.config.bootopts import boot_value_problems
 from subvault.errors import UnknownName as NotFound
+from subvault.errors import UsageError
 
 NAME_RE = R.NAME_RE
 
@@ -58,6 +59,16 @@ class Defaults(Strict):
         R.fail(*problems)
 
 
+def _name_and_path(conf: SubvolumeConf | SourceSubvolumeConf) -> list[str | None]:
+    """Check a subvolume entry's name and make its path absolute and normal, in place; return the problems (None: none)."""
+    problems = [R.name(conf.name)]
+    try:
+        conf.path = R.abs_path("path", conf.path)
+    except ValueError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 class SubvolumeConf(Strict):
     name: Annotated[str, _doc("short name, used on targets and in commands")]
     path: Annotated[str, _doc("where the subvolume is mounted or reachable")]
@@ -66,13 +77,9 @@ class SubvolumeConf(Strict):
     prechange_keep: Annotated[Annotated[int, Meta(ge=0)] | None, _doc("overrides defaults.prechange_keep")] = None
 
     def __post_init__(self) -> None:
-        problems = [R.name(self.name), *R.listed_once("targets", self.targets)]
+        problems = [*_name_and_path(self), *R.listed_once("targets", self.targets)]
         if self.timeline is not None:
             problems.append(R.retention("timeline", self.timeline))
-        try:
-            self.path = R.abs_path("path", self.path)
-        except ValueError as exc:
-            problems.append(str(exc))
         R.fail(*problems)
 
 
@@ -191,12 +198,7 @@ class SourceSubvolumeConf(Strict):
     path: Annotated[str, _doc("its path on the source host (snapshots are read from <path>/.snapshots)")]
 
     def __post_init__(self) -> None:
-        problems = [R.name(self.name)]
-        try:
-            self.path = R.abs_path("path", self.path)
-        except ValueError as exc:
-            problems.append(str(exc))
-        R.fail(*problems)
+        R.fail(*_name_and_path(self))
 
 
 class SourceConf(Strict):
@@ -307,6 +309,13 @@ class CheckConf(Strict):
         )
 
 
+# The command that uses one type of target, told it was given a target of the other type.
+_OTHER_KIND = {
+    "btrfs": "target {name} is an object target; `subvault replicate` sends to btrfs targets (use `subvault offsite --target {name}`)",
+    "object": "target {name} is a btrfs target; `subvault offsite` uploads to object targets",
+}
+
+
 class Config(Strict):
     defaults: Defaults = msgspec.field(default_factory=Defaults)
     subvolume: list[SubvolumeConf] = msgspec.field(default_factory=list)
@@ -377,3 +386,12 @@ class Config(Strict):
             if t.name == name:
                 return t
         raise NotFound(f'no target named "{name}" in the config (known: {", ".join(t.name for t in self.target) or "none"})')
+
+    def targets_by_type(self, kind: Literal["btrfs", "object"], only: str | None = None) -> list[TargetConf]:
+        """The targets of one type, or just the one named `only`. Raise NotFound, or UsageError if it is of the other type."""
+        if not only:
+            return [t for t in self.target if t.type == kind]
+        t = self.get_target(only)
+        if t.type != kind:
+            raise UsageError(_OTHER_KIND[kind].format(name=only))
+        return [t]

@@ -4,31 +4,44 @@ policy's cadence (its finest unit), on the local wall clock. Pure: no I/O."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
+from typing import NamedTuple
 
 from subvault.plan.retention import UNITS, Policy, bucket_index, check_week_start, local_wall
 
 
-def is_due(
+class Due(NamedTuple):
+    """Whether a timeline snapshot is due now, and when the next one is due."""
+
+    is_due: bool
+    next_at: datetime
+
+
+def due(
     newest: datetime | None,
     policy: Policy,
     now: datetime,
     tz: tzinfo,
     week_start: int = 6,
     default_cadence: str = "h",
-) -> bool:
-    """Given the newest snapshot's time (None if none), return True if a new timeline snapshot is due.
+) -> Due:
+    """Given the newest snapshot's time (None if none), say whether a timeline snapshot is due now and when next.
 
-    Due when no snapshot is in now's bucket of the policy's cadence (its finest unit;
+    Rule: the first snapshot of each period of the policy's cadence (its finest unit;
     `default_cadence` for `all` and `latest`), judged on the local wall clock of `tz`,
-    so the repeated hour of a fall-back counts as one hour. Pass the newest snapshot
-    dated at or before now: one dated later says nothing about now's bucket, and is
-    only "not due" if it falls in now's bucket. Raise ValueError if a time is naive.
+    so the repeated hour of a fall-back counts as one hour.
+    - `is_due`: no snapshot is in now's bucket. Pass the newest snapshot dated at or
+      before now: one dated later says nothing about now's bucket, and is only
+      "not due" if it falls in now's bucket.
+    - `next_at`: the start of the bucket after newest's, so an hourly snapshot taken at
+      10:59 makes the next one due at 11:00, not at 11:59. With no snapshot, or a
+      newest one out of range, it is now.
+    Raise ValueError if a time is naive or the cadence unknown.
     """
     check_week_start(week_start)
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now {now.isoformat()} is naive; it must be aware")
     if newest is None:
-        return True
+        return Due(True, now)
     if newest.tzinfo is None or newest.utcoffset() is None:
         raise ValueError(f"newest {newest.isoformat()} is naive; it must be aware")
     unit = policy.cadence() or default_cadence
@@ -36,36 +49,13 @@ def is_due(
         raise ValueError(f"unknown cadence {unit!r}")
     newest_wall = local_wall(newest, tz)
     if newest_wall is None:
-        return True
+        return Due(True, now)
     now_wall = now.astimezone(tz).replace(tzinfo=None)
-    return bucket_index(unit, newest_wall, week_start) != bucket_index(unit, now_wall, week_start)
-
-
-def next_due(
-    newest: datetime | None,
-    policy: Policy,
-    now: datetime,
-    tz: tzinfo,
-    week_start: int = 6,
-    default_cadence: str = "h",
-) -> datetime:
-    """Return when the next snapshot is due: the start of the calendar bucket after newest's.
-
-    The same rule as `is_due` (first snapshot of each period), so an hourly snapshot
-    taken at 10:59 makes the next one due at 11:00, not at 11:59. With no snapshot,
-    or a newest one out of range, it is due now.
-    """
-    check_week_start(week_start)
-    if newest is None:
-        return now
-    wall = local_wall(newest, tz)
-    unit = policy.cadence() or default_cadence
-    if wall is None or unit not in UNITS:
-        return now
     try:
-        return _bucket_after(unit, wall, week_start).replace(tzinfo=tz)
+        next_at = _bucket_after(unit, newest_wall, week_start).replace(tzinfo=tz)
     except (OverflowError, ValueError):
-        return now
+        next_at = now
+    return Due(bucket_index(unit, newest_wall, week_start) != bucket_index(unit, now_wall, week_start), next_at)
 
 
 def _bucket_after(unit: str, wall: datetime, week_start: int) -> datetime:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from subvault.model import LocalSnapshot
-from subvault.plan.cadence import is_due
+from subvault.plan.cadence import due
 from subvault.plan.retention import Point, parse_policy, plan_keep_newest, plan_retention
 
 
@@ -30,7 +30,7 @@ class PruneStep:
 def timeline_due(snapshots: Sequence[LocalSnapshot], timeline: str, now: datetime, tz: tzinfo) -> bool:
     """Return True when a new timeline snapshot is due under the timeline policy."""
     ours = [s.date for s in snapshots if s.kind == "timeline" and s.date <= now]
-    return is_due(max(ours) if ours else None, parse_policy(timeline), now, tz)
+    return due(max(ours) if ours else None, parse_policy(timeline), now, tz).is_due
 
 
 def plan_prune(

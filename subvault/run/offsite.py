@@ -35,7 +35,7 @@ from subvault.offsite.restore import list_manifests, restore_chain, verify_targe
 from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
 from subvault.offsite.upload import UploadRequest, upload
 from subvault.plan import restore_point
-from subvault.plan.cadence import is_due
+from subvault.plan.cadence import due
 from subvault.plan.retention import Point, parse_policy, plan_retention
 from subvault.results import Item, Outcome
 from subvault.secrets import read_private
@@ -44,15 +44,6 @@ from subvault.timeutil import parse_duration
 
 HOLDS_CACHE = "offsite-holds"
 MIB = 1 << 20
-
-
-def object_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
-    if only:
-        t = ctx.config.get_target(only)
-        if t.type != "object":
-            raise UsageError(f"target {only} is a btrfs target; `subvault offsite` uploads to object targets")
-        return [t]
-    return [t for t in ctx.config.target if t.type == "object"]
 
 
 def open_target_store(tconf: TargetConf):
@@ -117,7 +108,7 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
     from contextlib import nullcontext
 
     out = Outcome("offsite", dry_run=ctx.dry_run)
-    for tconf in object_targets(ctx, target):
+    for tconf in ctx.config.targets_by_type("object", target):
         subs = [s for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)]
         if not subs:
             continue
@@ -156,7 +147,7 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
     # "Not due" only over a whole bucket: with a point damaged, gone or failing to
     # authenticate, the step goes ahead (and fails loudly if it must), never "up to date".
     whole = not state.damaged and not state.problems and not (state.judgement and state.judgement.gone)
-    if only_due and step and not step.resume and whole and not is_due(newest, policy, ctx.now, ctx.tz):
+    if only_due and step and not step.resume and whole and not due(newest, policy, ctx.now, ctx.tz).is_due:
         out.items.append(Item(subject, "not-due", f"newest restore point {newest:%Y-%m-%d %H:%M} is within {policy.describe()}"))
         step = None
     present = {m.uuid: m.created for m in state.manifests}
@@ -354,7 +345,7 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
 
     if deep and identity:
         read_private(identity, "age identity")  # invariant 11: a readable identity decrypts every backup
-    tconf = object_targets(ctx, target)[0]
+    tconf = ctx.config.targets_by_type("object", target)[0]
     store = open_target_store(tconf)
     key = mac_key(tconf, store)
     out = Outcome("verify")

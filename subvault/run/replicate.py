@@ -23,7 +23,7 @@ from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, Progress, Transferred, prune_steps, settle_steps, transfer
-from subvault.errors import StalledTransfer, SubvaultError, UsageError
+from subvault.errors import StalledTransfer, SubvaultError
 from subvault.model import Entry
 from subvault.plan.replication import ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication
 from subvault.results import Item, Outcome
@@ -31,16 +31,6 @@ from subvault.run import lasterror
 from subvault.units import human_size
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
-
-
-def btrfs_targets(ctx: Context, only: str | None = None) -> list[TargetConf]:
-    """Return the btrfs targets in use (or the one named). Raise NotFound for an unknown name."""
-    if only:
-        t = ctx.config.get_target(only)
-        if t.type != "btrfs":
-            raise UsageError(f"target {only} is an object target; `subvault replicate` sends to btrfs targets (use `subvault offsite --target {only}`)")
-        return [t]
-    return [t for t in ctx.config.target if t.type == "btrfs"]
 
 
 def subvolumes_for(ctx: Context, target: TargetConf) -> list[SubvolumeConf]:
@@ -66,7 +56,7 @@ def plan_for(ctx: Context, ep: Endpoint, sub: SubvolumeConf, target: TargetConf,
 def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFactory | None = None, meter: bool = True) -> Outcome:
     """Replicate every subvolume to each of its btrfs targets (or only `target`)."""
     out = Outcome("replicate", dry_run=ctx.dry_run)
-    for tconf in btrfs_targets(ctx, target):
+    for tconf in ctx.config.targets_by_type("btrfs", target):
         subs = subvolumes_for(ctx, tconf)
         if not subs:
             continue

@@ -26,7 +26,7 @@ from subvault.errors import SubvaultError, about, describe
 from subvault.notify.metrics import LayerStatus, build_registry, previous_successes, write_textfile
 from subvault.offsite import verified
 from subvault.offsite.target import scan
-from subvault.plan.cadence import next_due
+from subvault.plan.cadence import due
 from subvault.plan.coverage import (
     Problem,
     ProblemKind,
@@ -95,8 +95,8 @@ def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     except (SubvaultError, OSError) as exc:
         return [LayerRow(sub.name, "local", None, 0, cadence, error=describe(exc))]
     newest = max((s.date for s in snaps if s.date <= ctx.now), default=None)
-    due = next_due(newest, parse_policy(ctx.config.timeline_of(sub)), ctx.now, ctx.tz)
-    return [LayerRow(sub.name, "local", max((s.date for s in snaps), default=None), len(snaps), cadence, next_due=due)]
+    next_at = due(newest, parse_policy(ctx.config.timeline_of(sub)), ctx.now, ctx.tz).next_at
+    return [LayerRow(sub.name, "local", max((s.date for s in snaps), default=None), len(snaps), cadence, next_due=next_at)]
 
 
 @register_layer
@@ -146,7 +146,7 @@ def offsite_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             continue
         newest = max((p.created for p in state.points), default=None)
         row = LayerRow(sub.name, layer, newest, len(state.points), cadence, size=sum(m.total_size for m in state.manifests),
-                       next_due=next_due(newest, parse_policy(tconf.keep), ctx.now, ctx.tz))
+                       next_due=due(newest, parse_policy(tconf.keep), ctx.now, ctx.tz).next_at)
         if state.problems:  # damaged or gone points, failed authentication, a rolled-back ledger
             # Bounded by whole problems, never cut inside one (a cut showed only a uuid fragment).
             shown = "; ".join(map(str, state.problems[:3]))

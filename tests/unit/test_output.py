@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from subvault.cli.main import cli
 from subvault.cli.render import emit_outcome, table
-from subvault.plan.cadence import is_due, next_due
+from subvault.plan.cadence import due
 from subvault.plan.retention import parse_policy
 from subvault.results import Item, Outcome, envelope
 from subvault.run.job import STEPS
@@ -47,23 +47,23 @@ def test_a_line_break_in_a_cell_does_not_break_the_table():
     assert text.splitlines() == ["#  description", "1  before\\nupgrade\\x1b[31m", "2  plain"]
 
 
-@pytest.mark.parametrize("policy,newest,due", [
+@pytest.mark.parametrize("policy,newest,expected", [
     ("24h 7d", datetime(2026, 11, 20, 10, 59), datetime(2026, 11, 20, 11, 0)),
     ("7d 4w", datetime(2026, 11, 20, 23, 30), datetime(2026, 11, 21, 0, 0)),
     ("4w", datetime(2026, 11, 20, 12, 0), datetime(2026, 11, 22, 0, 0)),  # weeks start on Sunday
     ("6m", datetime(2026, 12, 31, 12, 0), datetime(2027, 1, 1, 0, 0)),
 ])
-def test_status_due_follows_the_calendar_period_not_newest_plus_cadence(policy, newest, due):
+def test_status_due_follows_the_calendar_period_not_newest_plus_cadence(policy, newest, expected):
     tz = ZoneInfo("Europe/Berlin")
-    newest, due = newest.replace(tzinfo=tz), due.replace(tzinfo=tz)
-    got = next_due(newest, parse_policy(policy), newest, tz)
-    assert got == due
-    assert is_due(newest, parse_policy(policy), got, tz) and not is_due(newest, parse_policy(policy), got - timedelta(seconds=1), tz)
+    newest, expected = newest.replace(tzinfo=tz), expected.replace(tzinfo=tz)
+    got = due(newest, parse_policy(policy), newest, tz).next_at
+    assert got == expected
+    assert due(newest, parse_policy(policy), got, tz).is_due and not due(newest, parse_policy(policy), got - timedelta(seconds=1), tz).is_due
 
 
 def test_due_now_without_a_snapshot():
     now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-    assert next_due(None, parse_policy("24h"), now, UTC) == now
+    assert due(None, parse_policy("24h"), now, UTC).next_at == now
 
 
 def _commands(group: click.Group, prefix: str = ""):

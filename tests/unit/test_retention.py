@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from subvault.plan.cadence import is_due
+from subvault.plan.cadence import due
 from subvault.plan.retention import (
     REASON_FUTURE,
     REASON_NEWEST,
@@ -455,41 +455,41 @@ def test_keep_newest_future_points_do_not_use_the_count() -> None:
 def test_is_due_hourly() -> None:
     hourly = parse_policy("24h 7d 4w")
     now = at(2026, 11, 26, 3, 30)
-    assert is_due(None, hourly, now, UTC)
-    assert is_due(at(2026, 11, 26, 2, 59), hourly, now, UTC)
-    assert not is_due(at(2026, 11, 26, 3, 0), hourly, now, UTC)
-    assert not is_due(at(2026, 11, 26, 3, 29), hourly, now, UTC)
-    assert is_due(at(2026, 11, 25, 3, 10), hourly, now, UTC)
+    assert due(None, hourly, now, UTC).is_due
+    assert due(at(2026, 11, 26, 2, 59), hourly, now, UTC).is_due
+    assert not due(at(2026, 11, 26, 3, 0), hourly, now, UTC).is_due
+    assert not due(at(2026, 11, 26, 3, 29), hourly, now, UTC).is_due
+    assert due(at(2026, 11, 25, 3, 10), hourly, now, UTC).is_due
 
 
 def test_is_due_daily_and_default_cadence() -> None:
     daily = parse_policy("7d 4w")
     now = at(2026, 11, 26, 3, 30)
-    assert not is_due(at(2026, 11, 26, 0, 1), daily, now, UTC)
-    assert is_due(at(2026, 11, 25, 23, 59), daily, now, UTC)
-    assert not is_due(at(2026, 11, 25, 23, 59), daily, now, BERLIN)  # 00:59 local on the 26th
-    assert is_due(at(2026, 11, 26, 2, 0), parse_policy("all"), now, UTC)
-    assert not is_due(at(2026, 11, 26, 3, 0), parse_policy("latest"), now, UTC)
-    assert not is_due(at(2026, 11, 26, 2, 0), parse_policy("latest"), now, UTC, default_cadence="d")
+    assert not due(at(2026, 11, 26, 0, 1), daily, now, UTC).is_due
+    assert due(at(2026, 11, 25, 23, 59), daily, now, UTC).is_due
+    assert not due(at(2026, 11, 25, 23, 59), daily, now, BERLIN).is_due  # 00:59 local on the 26th
+    assert due(at(2026, 11, 26, 2, 0), parse_policy("all"), now, UTC).is_due
+    assert not due(at(2026, 11, 26, 3, 0), parse_policy("latest"), now, UTC).is_due
+    assert not due(at(2026, 11, 26, 2, 0), parse_policy("latest"), now, UTC, default_cadence="d").is_due
 
 
 def test_is_due_berlin_fall_back_hour() -> None:
     hourly = parse_policy("24h")
     newest = at(2026, 10, 25, 0, 10)  # 02:10 CEST
-    assert not is_due(newest, hourly, at(2026, 10, 25, 1, 5), BERLIN)  # 02:05 CET, same local hour
-    assert not is_due(newest, hourly, at(2026, 10, 25, 1, 59), BERLIN)
-    assert is_due(newest, hourly, at(2026, 10, 25, 2, 0), BERLIN)  # 03:00 CET
-    assert is_due(newest, hourly, at(2026, 10, 25, 1, 5), UTC)
+    assert not due(newest, hourly, at(2026, 10, 25, 1, 5), BERLIN).is_due  # 02:05 CET, same local hour
+    assert not due(newest, hourly, at(2026, 10, 25, 1, 59), BERLIN).is_due
+    assert due(newest, hourly, at(2026, 10, 25, 2, 0), BERLIN).is_due  # 03:00 CET
+    assert due(newest, hourly, at(2026, 10, 25, 1, 5), UTC).is_due
 
 
 def test_is_due_spring_forward_and_future_newest() -> None:
     hourly = parse_policy("24h")
-    assert is_due(at(2026, 3, 8, 6, 59), hourly, at(2026, 3, 8, 7, 0), NEW_YORK)  # 01:59 EST -> 03:00 EDT
+    assert due(at(2026, 3, 8, 6, 59), hourly, at(2026, 3, 8, 7, 0), NEW_YORK).is_due  # 01:59 EST -> 03:00 EDT
     now = at(2026, 11, 26, 3, 30)
-    assert not is_due(at(2026, 11, 26, 3, 45), hourly, now, UTC)
-    assert is_due(at(2026, 11, 26, 9, 0), hourly, now, UTC)
+    assert not due(at(2026, 11, 26, 3, 45), hourly, now, UTC).is_due
+    assert due(at(2026, 11, 26, 9, 0), hourly, now, UTC).is_due
     with pytest.raises(ValueError):
-        is_due(datetime(2026, 1, 1), hourly, now, UTC)
+        due(datetime(2026, 1, 1), hourly, now, UTC)
 
 
 # --------------------------------------------------------------------------- properties
@@ -636,15 +636,15 @@ def test_is_due_agrees_with_planning(scenario) -> None:
     points, policy, now, tz, _held, week_start = scenario
     past = [p for p in points if p.time.astimezone(UTC) <= now.astimezone(UTC)]
     newest = max((p.time for p in past), key=lambda t: t.astimezone(UTC), default=None)
-    due = is_due(newest, policy, now, tz, week_start=week_start)
+    is_due = due(newest, policy, now, tz, week_start=week_start).is_due
     if newest is None:
-        assert due
+        assert is_due
         return
     unit = policy.cadence() or "h"
     same = _truncate(unit, newest.astimezone(tz).replace(tzinfo=None), week_start) == _truncate(
         unit, now.astimezone(tz).replace(tzinfo=None), week_start
     )
-    assert due == (not same)
+    assert is_due == (not same)
 
 
 # --------------------------------------------------------------------------- scale
