@@ -45,6 +45,9 @@ START_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYT
 CLI = [SYSTEM_PYTHON, "-c", f"import sys; sys.path.insert(1, {str(REPO)!r}); sys.path.append({SITE_PACKAGES!r}); "
        "from subvault.cli.main import main; sys.exit(main())"]
 
+# The libraries every subvault command imports before it can do anything: the floor under snap-all.
+FLOOR = [SYSTEM_PYTHON, "-c", f"import sys; sys.path.append({SITE_PACKAGES!r}); import click, msgspec"]
+
 
 def timed(argv: list[str], **kw) -> float:
     start = time.perf_counter()
@@ -191,6 +194,7 @@ def main() -> None:
 
         snap = bench_snap_all(paths, config, args.rounds)
         bare = median_of(lambda: timed([SYSTEM_PYTHON, "-c", "pass"]), args.rounds)
+        floor = median_of(lambda: timed(FLOOR), args.rounds)
         help_t = median_of(lambda: timed([*CLI, "--help"]), args.rounds)
         idle_run = median_of(lambda: timed([*CLI, "--config", str(config), "run"]), args.rounds)
 
@@ -209,7 +213,7 @@ def main() -> None:
     print(f"  ratio in-process/snapper {snap['subvault snap-all (in-process)'] / snap['snapper x8']:.2f}")
     print(f"  ratio in-process/raw    {snap['subvault snap-all (in-process)'] / snap['raw btrfs snapshot x8']:.2f}")
     print(f"  ratio snapper/raw       {snap['snapper x8'] / snap['raw btrfs snapshot x8']:.2f}")
-    print_startup(snap, bare, help_t, idle_run, args.rounds)
+    print_startup(snap, bare, floor, help_t, idle_run, args.rounds)
     print(f"\nwhere the time goes with {args.snapshots} snapshots (in-process, medians of 5); what remains:")
     for k, v in parts.items():
         print(f"  {k:<48} {v * 1000:7.0f} ms")
@@ -219,7 +223,7 @@ def main() -> None:
                  "< 0.5 s each", "met" if lm < 0.5 and pm < 0.5 else "NOT met"], len(list_t))
 
 
-def print_startup(snap: dict[str, float], bare: float, help_t: float, idle_run: float, rounds: int) -> None:
+def print_startup(snap: dict[str, float], bare: float, floor: float, help_t: float, idle_run: float, rounds: int) -> None:
     """Issue 14's start-up goals: whole processes on /usr/bin/python3, medians."""
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -233,6 +237,8 @@ def print_startup(snap: dict[str, float], bare: float, help_t: float, idle_run: 
           f" | <= 0.6x | {verdict(sv / snapper <= 0.6)} |")
     print(f"| `snap-all` x8 / raw `btrfs subvolume snapshot -r` x8 | {sv * 1000:.0f} / {raw * 1000:.0f} ms = {sv / raw:.2f}x"
           f" | <= 2.0x | {verdict(sv / raw <= 2.0)} |")
+    print(f"floor: the interpreter importing click and msgspec alone (the CLI parser and the config schema, no subvault"
+          f" code, no work) takes {floor * 1000:.0f} ms = {floor / snapper:.2f}x snapper x8, {floor / raw:.2f}x the raw loop")
 
 
 def print_table(row: list[str], rounds: int) -> None:
