@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subvault import process, systemd
-from subvault.adopt.flip import set_readonly
+from subvault.adopt.flip import PYTHON3_PROBE, move_argv, move_into, set_readonly
 from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
-from subvault.btrfs import local
+from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, write_atomic
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
@@ -148,7 +148,6 @@ def _move_local(a: Action, *, root: str, config_path: str) -> str:
 
 def finish_local(sub_path: str) -> list[int]:
     """Finish the btrbk snapshots an interrupted --apply moved into sub_path/.snapshots: return their numbers."""
-    from subvault.adopt.flip import set_readonly
 
     done = []
     for pending in sorted(local.snapshots_dir(sub_path).glob(f"*/{INFO_PENDING}")):
@@ -239,8 +238,6 @@ def _move_entries(plan: AdoptPlan, actions: list[Action], out: Outcome) -> None:
 
 
 def _move_group(ep: Endpoint, tp: TargetPlan, container: str, group: list[Action], out: Outcome) -> None:
-    from subvault.adopt.flip import move_argv, move_into
-    from subvault.btrfs import adapter
 
     parent, leaf = container.rsplit("/", 1)
     staging = f"{parent}/.adopt-{leaf}"
@@ -290,9 +287,6 @@ def preflight(plan: AdoptPlan) -> None:
 
     Raise SubvaultError naming the target and what to install.
     """
-    from subvault.adopt.flip import PYTHON3_PROBE
-    from subvault.config.schema import TargetConf
-    from subvault.endpoints.endpoint import open_target
 
     moving = {a.data["target"] for a in plan.actions if a.kind == "move-entry"}
     for tp in plan.targets:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import PurePosixPath
-from urllib.parse import SplitResult
+from urllib.parse import SplitResult, urlsplit
 
 from subvault.plan.retention import RetentionSyntaxError, parse_policy
 from subvault.timeutil import parse_duration
@@ -60,7 +60,6 @@ def listed_once(key: str, names: list[str] | None) -> list[str]:
 
 def ssh_url(value: str, expected: str) -> str | None:
     """Check an ssh:// URL's shape; a host starting with "-" would reach ssh as an option."""
-    from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(value)
@@ -79,7 +78,6 @@ def ssh_url(value: str, expected: str) -> str | None:
 
 def object_url(url: str) -> str | None:
     """An object target's URL: s3://bucket[/prefix] or file:///absolute/path."""
-    from urllib.parse import urlsplit
 
     expected = '(expected "s3://bucket/prefix" or "file:///path")'
     try:
@@ -120,7 +118,6 @@ def unique(what: str, names: list[str]) -> list[str]:
 
 def norm(path: str) -> str:
     """A path as the filesystem sees it: no trailing "/", no "//", ".", or ".."."""
-    import posixpath
 
     return "/" + posixpath.normpath(path or "/").lstrip("/")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -174,7 +175,6 @@ class TargetConf(Strict):
 
     def storage(self) -> tuple[str, ...]:
         """Where this target's data lives, normalised: two targets with the same storage would prune each other."""
-        from urllib.parse import urlsplit
 
         if self.url.startswith("/"):
             return ("local", R.norm(self.url))

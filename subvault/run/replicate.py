@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 from subvault.btrfs import local
@@ -86,7 +88,6 @@ def _replicate_target(
     stalled or lost, the subvolumes not yet started fail at once instead of each
     waiting on a dead connection.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     link_down: list[BaseException] = []
     errors: dict[str, SubvaultError] = {}
@@ -294,7 +295,6 @@ class TtyProgress:
     """One transfer's progress line: called with the bytes moved; `expect` gives the expected total (for the ETA)."""
 
     def __init__(self, subject: str, stream) -> None:
-        import time
 
         self.subject = subject
         self.stream = stream
