@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from subvault import process, systemd
 from subvault.adopt.flip import PYTHON3_PROBE, move_argv, move_into, set_readonly
-from subvault.adopt.plan import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
+from subvault.adopt.planned import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
 from subvault.btrfs import adapter, local
 from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, write_atomic
 from subvault.config.schema import TargetConf

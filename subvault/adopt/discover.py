@@ -14,7 +14,8 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 
 from subvault.adopt.btrbk_conf import BtrbkConfig, BtrbkSubvolume, BtrbkTarget, parse_btrbk_conf, parse_snapshot_name
-from subvault.adopt.plan import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Scheduler, connection
+from subvault.adopt.connection import connection
+from subvault.adopt.found import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Scheduler
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.btrfs import adapter, local

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from subvault.adopt import discover
 from subvault.adopt.apply import apply_plan
-from subvault.adopt.plan import AdoptPlan, Inputs, plan_adoption
+from subvault.adopt.found import Inputs
+from subvault.adopt.plan import plan_adoption
+from subvault.adopt.planned import AdoptPlan
 from subvault.btrfs.snapper import write_atomic
 from subvault.config.load import parse_config
 from subvault.context import host_name

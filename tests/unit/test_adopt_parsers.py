@@ -15,7 +15,9 @@ from subvault.adopt.btrbk_conf import (
     parse_snapshot_name,
     preserve_to_keep,
 )
-from subvault.adopt.plan import AdoptPlan, BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler, plan_adoption
+from subvault.adopt.found import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Inputs, Scheduler
+from subvault.adopt.plan import plan_adoption
+from subvault.adopt.planned import AdoptPlan
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.config.load import parse_config
