@@ -37,9 +37,16 @@ def connection(t: BtrbkTarget, extra_options: Sequence[str] = ()) -> Connection:
     directory = ("/" + path).rstrip("/") or "/"
     if "@" not in hostport:
         hostport = f"{t.get('ssh_user') or 'root'}@{hostport}"
-    if t.get("ssh_port") and ":" not in hostport.split("@", 1)[1]:
+    if t.get("ssh_port") and not _has_port(hostport.split("@", 1)[1]):
         hostport = f"{hostport}:{t.get('ssh_port')}"
     cipher = t.get("ssh_cipher_spec")
     options = (["Compression=yes"] if t.get("ssh_compression") == "yes" else []) + list(extra_options)
     return Connection(f"ssh://{hostport}{directory}", directory, t.get("ssh_identity") or None,
                       cipher if cipher not in ("", "default") else None, tuple(options))
+
+
+def _has_port(host: str) -> bool:
+    """Whether `host`, `host:port`, `[v6]` or `[v6]:port` names a port (a bare v6 address's colons do not)."""
+    if host.startswith("["):
+        return host.rpartition("]")[2].startswith(":")
+    return ":" in host

@@ -372,3 +372,17 @@ def test_adopt_write_to_a_directory_or_a_different_existing_file_is_a_usage_erro
         _write(str(dest), "# adopted\n", force=False)
     assert err.value.exit_code == 2 and "\n" not in str(err.value)
     assert ("is a directory" if existing == "dir" else "exists and differs") in str(err.value)
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("ssh://[::1]/mnt/backup", "ssh://root@[::1]:2222/mnt/backup"),
+    ("ssh://[fd00::5]:22/mnt/backup", "ssh://root@[fd00::5]:22/mnt/backup"),
+    ("ssh://pi/mnt/backup", "ssh://root@pi:2222/mnt/backup"),
+    ("ssh://pi:22/mnt/backup", "ssh://root@pi:22/mnt/backup"),
+])
+def test_btrbk_ssh_port_reaches_the_url_for_ipv6_hosts_too(url, expected):
+    from subvault.adopt.connection import connection
+
+    conf = parse_btrbk_conf(f"ssh_port 2222\nvolume /mnt/pool\n  subvolume data\n    target {url}\n", "/etc/btrbk/btrbk.conf")
+    target = conf.subvolumes[0].targets[0]
+    assert connection(target).url == expected
