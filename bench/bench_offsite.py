@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from offsite_fixtures import BufferedFileStore  # noqa: E402
 
 
-def make_input(path: Path, size: int) -> None:
-    rng = random.Random(42)
+def make_input(path: Path, size: int, seed: int = 42) -> None:
+    rng = random.Random(seed)
     with open(path, "wb") as f:
         left = size
         while left > 0:
@@ -118,13 +118,17 @@ def run_sink(src: Path, out_dir: Path, part_mib: int) -> None:
     previous.commit()
 
 
+def rclone_remote_env(endpoint: str, key: str, secret: str) -> dict[str, str]:
+    """Environment defining the rclone remote `bench:` for that S3 server (no config file)."""
+    return {"RCLONE_CONFIG": "/dev/null", "RCLONE_CONFIG_BENCH_TYPE": "s3",
+            "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key, "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
+            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+
+
 def run_rcat(src: Path, out_dir: Path, recipient: str) -> None:
     endpoint, key, secret, bucket = _s3_env()
-    env = {**os.environ, "RCLONE_CONFIG": "/dev/null", "RCLONE_CONFIG_BENCH_TYPE": "s3",
-           "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
-           "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key, "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
-           "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
-    os.environ.update(env)
+    os.environ.update(rclone_remote_env(endpoint, key, secret))
     dest = [_rclone(), "rcat", f"bench:{bucket}/{out_dir.name}-{os.getpid()}/raw.zst.age"]
     process.pipeline([["cat", str(src)], list(COMPRESS), ["age", "-r", recipient], dest]).run()
 
