@@ -140,7 +140,7 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
     import io
     from contextlib import redirect_stdout
 
-    from subvault.btrfs import local
+    from subvault.btrfs import local_scan
     from subvault.btrfs.adapter import list_subvolumes
     from subvault.cli.render import emit_json
     from subvault.config.load import load_config
@@ -158,8 +158,8 @@ def breakdown(config: Path, rounds: int) -> dict[str, float]:
         return time.perf_counter() - start
 
     def scan_all():
-        index = local.FsIndex()
-        return [local.scan(s.name, s.path, with_uuids=True, fs_subvols=index) for s in subs]
+        index = local_scan.FsIndex()
+        return [local_scan.scan(s.name, s.path, with_uuids=True, fs_subvols=index) for s in subs]
 
     snaps = scan_all()
     listings = list_snapshots(ctx, targets=False)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from subvault import process, pullholds
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.endpoints import commands as C
 from subvault.plan.replication import parse_entry_time
 from subvault.pullholds import NAME_RE
@@ -289,7 +289,7 @@ def snapshots_json(path: str) -> str:
     """JSON of the timeline snapshots under <path>/.snapshots: number, date, uuid, path."""
     import json
 
-    snaps = local.scan(os.path.basename(path) or "root", path, with_uuids=True)
+    snaps = local_scan.scan(os.path.basename(path) or "root", path, with_uuids=True)
     return json.dumps([
         {"number": s.number, "date": s.date.isoformat(), "uuid": s.uuid, "received_uuid": s.received_uuid, "path": str(s.path), "kind": s.kind}
         for s in snaps

@@ -18,7 +18,7 @@ from subvault.adopt.connection import connection
 from subvault.adopt.found import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Scheduler
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.btrfs.snapper import numbered_dirs
 from subvault.endpoints.commands import parse_show
 from subvault.endpoints.runner import SshRunner, parse_ssh_url
@@ -72,7 +72,7 @@ def snapper_configs(root: str) -> list[FoundSnapper]:
         ident = identity(path)
         if ident is None:
             raise AdoptInputError(str(cfile), conf.line_of("SUBVOLUME"), f'SUBVOLUME="{conf.subvolume}" ({path}) is not a btrfs subvolume')
-        snaps = tuple(local.scan(conf.name, path, with_uuids=True))
+        snaps = tuple(local_scan.scan(conf.name, path, with_uuids=True))
         found.append(FoundSnapper(conf, path, ident, snaps, _unreadable(Path(path) / ".snapshots", snaps)))
     return found
 

@@ -181,11 +181,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, *, durable: bool = Tr
         os.close(dirfd)
 
 
-def numbered_dirs(snapshots_dir: Path) -> list[int]:
+def snapshots_dir(sub_path: str | Path) -> Path:
+    """Return <sub>/.snapshots, where a subvolume's snapshots live."""
+    return Path(sub_path) / SNAPSHOTS_DIR
+
+
+def numbered_dirs(sdir: Path) -> list[int]:
     """Return the numbers of every numeric entry under .snapshots, sorted."""
     nums = []
     try:
-        entries = os.listdir(snapshots_dir)
+        entries = os.listdir(sdir)
     except FileNotFoundError:
         return []
     for name in entries:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from subvault import process
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.config.bootopts import boot_value_problems, unused_option_problems
 from subvault.context import Context, host_name
 from subvault.dr import bootdrill
@@ -183,7 +183,7 @@ def _source_paths(ctx: Context, src: TargetSource, choices: dict[str, Choice]) -
         if c is None:
             continue
         try:
-            snaps = local.scan(sub.name, sub.path, with_uuids=True)
+            snaps = local_scan.scan(sub.name, sub.path, with_uuids=True)
         except SubvaultError:
             snaps = []
         found = next((s.path for s in snaps if s.uuid == c.received_uuid or (s.received_uuid and s.received_uuid == c.received_uuid)), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from subvault.btrfs import local
+from subvault.btrfs import local_scan
 from subvault.context import Context
 from subvault.errors import SubvaultError, describe
 from subvault.model import LocalSnapshot
@@ -28,10 +28,10 @@ def list_snapshots(ctx: Context, names: list[str] | None = None, *, targets: boo
     With targets, each listing also says which targets hold a verified copy of each.
     """
     listings = []
-    index = local.FsIndex()
+    index = local_scan.FsIndex()
     for sub in selected(ctx, names):
         try:
-            listing = Listing(sub.name, sub.path, local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index))
+            listing = Listing(sub.name, sub.path, local_scan.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index))
         except (SubvaultError, OSError) as exc:
             listings.append(Listing(sub.name, sub.path, [], describe(exc)))
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, tzinfo
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local, local_scan
 from subvault.config.schema import SubvolumeConf
 from subvault.context import Context
 from subvault.errors import SubvaultError, UsageError
@@ -34,7 +34,7 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
     for sub in selected(ctx, names):
         try:
             _prepare(ctx, sub)
-            snaps = local.scan(sub.name, sub.path, with_uuids=False)
+            snaps = local_scan.scan(sub.name, sub.path, with_uuids=False)
             if not force and not timeline_due(snaps, ctx.config.timeline_of(sub), ctx.now, ctx.tz):
                 out.items.append(Item(sub.name, "not-due", "a timeline snapshot exists for this period"))
                 continue
@@ -91,12 +91,12 @@ def no_holds(ctx: Context, sub: SubvolumeConf) -> Mapping[str, str]:
 def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | None = None) -> Outcome:
     """Delete owned snapshots the policies no longer keep, except those held by other layers."""
     out = Outcome("prune", dry_run=ctx.dry_run)
-    index = local.FsIndex()
+    index = local_scan.FsIndex()
     for sub in selected(ctx, names):
         try:
             if not ctx.dry_run:
                 local.finish_pending(sub.path)
-            snaps = local.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)
+            snaps = local_scan.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)
             policy = dict(timeline=ctx.config.timeline_of(sub), prechange_keep=ctx.config.prechange_keep_of(sub), now=ctx.now, tz=ctx.tz)
             steps = plan_prune(snaps, **policy)
             if any(not st.keep for st in steps):
@@ -133,7 +133,7 @@ def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str, *, what: str = "--
     A reference that is none of those is a usage error naming `what` (the option or argument it came from).
     """
     digits = ref.strip().isdigit()
-    snaps = local.scan(sub.name, sub.path, with_uuids=not digits and bool(restore_point.looks_like_uuid(ref)))
+    snaps = local_scan.scan(sub.name, sub.path, with_uuids=not digits and bool(restore_point.looks_like_uuid(ref)))
     by_key = {s.uuid or f"#{s.number}": s for s in snaps}
     points = [restore_point.Point(k, s.date, s.number, s.number) for k, s in by_key.items()]
     return by_key[restore_point.choose(points, ref, ctx.now, ctx.tz, where=f"{sub.name} (local)", what=what).uuid]

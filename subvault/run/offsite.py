@@ -21,10 +21,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from subvault import process
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.context import Context
 from subvault.errors import NotFound, Refused, SubvaultError, UsageError
+from subvault.model import LocalSnapshot
 from subvault.offsite import layout, verified
 from subvault.offsite import ledger as ledgers
 from subvault.offsite import plan as oplan
@@ -87,7 +88,7 @@ def scan_target(ctx: Context, store, key, tconf: TargetConf, subvolume: str):
 
 @dataclass(frozen=True)
 class _Local:
-    by_uuid: dict[str, local.LocalSnapshot]
+    by_uuid: dict[str, LocalSnapshot]
 
     @property
     def points(self) -> list[oplan.LocalSnapshot]:
@@ -95,7 +96,7 @@ class _Local:
 
 
 def _locals(sub: SubvolumeConf) -> _Local:
-    snaps = local.scan(sub.name, sub.path, with_uuids=True)
+    snaps = local_scan.scan(sub.name, sub.path, with_uuids=True)
     return _Local({s.uuid: s for s in snaps if s.replicable and s.uuid})
 
 
@@ -261,7 +262,7 @@ def _local_numbers(ctx: Context, subvolume: str) -> dict[str, int]:
     """Return {uuid: snapper number} of the subvolume's local snapshots, or {} if it cannot be read (a new machine)."""
     try:
         sub = ctx.config.get_subvolume(subvolume)
-        return {s.uuid: s.number for s in local.scan(sub.name, sub.path, with_uuids=True) if s.uuid}
+        return {s.uuid: s.number for s in local_scan.scan(sub.name, sub.path, with_uuids=True) if s.uuid}
     except (SubvaultError, OSError):
         return {}
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
-from subvault.btrfs import local
+from subvault.btrfs import local_scan
 from subvault.config.schema import SubvolumeConf, TargetConf
 from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
@@ -41,7 +41,7 @@ def subvolumes_for(ctx: Context, target: TargetConf) -> list[SubvolumeConf]:
 
 def sources_of(sub: SubvolumeConf) -> list[Source]:
     """Return the subvolume's timeline snapshots as replication sources (they must have a uuid)."""
-    snaps = local.scan(sub.name, sub.path, with_uuids=True)
+    snaps = local_scan.scan(sub.name, sub.path, with_uuids=True)
     return [
         Source(uuid=s.uuid, time=s.date, path=str(s.path), received_uuid=s.received_uuid, number=s.number)
         for s in snaps

@@ -15,7 +15,7 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner
@@ -32,7 +32,7 @@ def _local_numbers(ctx: Context, sub: str) -> dict[str, int]:
     """Return {uuid: snapper number} of the local snapshots, or {} if they cannot be read (a new machine)."""
     try:
         conf = ctx.config.get_subvolume(sub)
-        return {s.uuid: s.number for s in local.scan(conf.name, conf.path, with_uuids=True) if s.uuid}
+        return {s.uuid: s.number for s in local_scan.scan(conf.name, conf.path, with_uuids=True) if s.uuid}
     except (SubvaultError, OSError):
         return {}
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from subvault import pullholds
-from subvault.btrfs import local
+from subvault.btrfs import local_scan
 from subvault.config.schema import SubvolumeConf
 from subvault.context import Context, host_name
 from subvault.dr.captureopts import boot_dir_warnings
@@ -91,7 +91,7 @@ def cadence_of(policy_text: str) -> timedelta:
 def local_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
     cadence = cadence_of(ctx.config.timeline_of(sub))
     try:
-        snaps = [s for s in local.scan(sub.name, sub.path, with_uuids=False) if s.kind == "timeline"]
+        snaps = [s for s in local_scan.scan(sub.name, sub.path, with_uuids=False) if s.kind == "timeline"]
     except (SubvaultError, OSError) as exc:
         return [LayerRow(sub.name, "local", None, 0, cadence, error=describe(exc))]
     newest = max((s.date for s in snaps if s.date <= ctx.now), default=None)

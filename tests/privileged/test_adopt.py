@@ -23,7 +23,7 @@ from conftest import run_cli
 from sshd import sshd  # noqa: F401 - fixture
 
 from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.btrfs.snapper import parse_info, render_info, write_atomic
 from subvault.demo.testbed import LoopFs, build_homelab
 from subvault.timeutil import local_zone
@@ -150,7 +150,7 @@ def _build(inst: Installation) -> None:
 
 def _redate_newest(sub: Path, when: datetime) -> None:
     """Give snapper's newest snapshot an earlier date, as if the timeline had made it then."""
-    num = max(local.scan("x", sub, with_uuids=False), key=lambda s: s.number).number
+    num = max(local_scan.scan("x", sub, with_uuids=False), key=lambda s: s.number).number
     info_path = sub / ".snapshots" / str(num) / "info.xml"
     info = parse_info(info_path.read_text())
     write_atomic(info_path, render_info(type(info)(info.num, when, info.description, info.cleanup, info.type, info.userdata)))

@@ -49,7 +49,7 @@ def test_snapshots_found_by_place_equal_snapshots_found_by_path(homelab, tmp_pat
     leaves out the same entries: a deleted snapshot subvolume, a plain directory, a
     snapshot under another name; a received snapshot carries its received uuid."""
     from subvault import process
-    from subvault.btrfs import local
+    from subvault.btrfs import local_scan
 
     if not fastpath.available():
         pytest.fail("libbtrfsutil is not installed (Debian: libbtrfsutil1); the fast path is untested")
@@ -66,14 +66,14 @@ def test_snapshots_found_by_place_equal_snapshots_found_by_path(homelab, tmp_pat
         p.run()
     (data / "7" / "info.xml").write_text((data / "1" / "info.xml").read_text())
 
-    index = local.FsIndex()
+    index = local_scan.FsIndex()
     for sdir in (home, data, homelab.paths["root"] / ".snapshots"):
         by_place, by_path = index.locate_by_place(sdir), index.locate_by_path(sdir)
-        for num, ino in local.numbered_entries(sdir):
+        for num, ino in local_scan.numbered_entries(sdir):
             assert by_place(num, ino) == by_path(num, ino), (sdir, num)
     place = index.locate_by_place(home)
-    found = {n: place(n, ino) for n, ino in local.numbered_entries(home)}
+    found = {n: place(n, ino) for n, ino in local_scan.numbered_entries(home)}
     assert found[2] is None and found[3] is None and found[9] is None and found[1] is not None
     received = index.locate_by_place(data)(7, os.stat(data / "7").st_ino)
     assert received is not None and received[1] == adapter.show(home / "1" / "snapshot").uuid
-    assert [s.number for s in local.scan("home", homelab.paths["home"])] == [1]
+    assert [s.number for s in local_scan.scan("home", homelab.paths["home"])] == [1]

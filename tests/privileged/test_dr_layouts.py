@@ -20,7 +20,7 @@ import pytest
 from conftest import run_cli
 
 from subvault import process
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.demo.machine import NO_CACHE, Machine, machine_config
 from subvault.demo.testbed import PROTECTED, build_homelab
 from subvault.dr.digest import tree_digest
@@ -139,7 +139,7 @@ def test_content_check_still_catches_a_damaged_backup_beside_a_nested_subvolume(
 
     cli("run")
     sent = adapter.show(_pi_entry(pi, "home")).received_uuid
-    source = Path(next(s.path for s in local.scan("home", machine.paths["home"], with_uuids=True) if s.uuid == sent))
+    source = Path(next(s.path for s in local_scan.scan("home", machine.paths["home"], with_uuids=True) if s.uuid == sent))
     process.run(["btrfs", "property", "set", "-ts", str(source), "ro", "false"])
     (source / "user" / "notes.txt").write_text("tampered\n")
     process.run(["btrfs", "property", "set", "-ts", str(source), "ro", "true"])
@@ -215,7 +215,7 @@ def test_whole_disk_btrfs_is_captured_drilled_and_restored(whole, make_fs, tmp_p
     expected = {}
     for n in PROTECTED:
         sent = adapter.show(_pi_entry(pi, n)).received_uuid
-        expected[n] = tree_digest(next(s.path for s in local.scan(n, whole.paths[n], with_uuids=True) if s.uuid == sent)).digest
+        expected[n] = tree_digest(next(s.path for s in local_scan.scan(n, whole.paths[n], with_uuids=True) if s.uuid == sent)).digest
     whole.close()
     with open(whole.image, "r+b") as fh:  # a new disk: zeroed, and with a stale GPT on it
         fh.truncate(0)

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli
 
 from subvault import process
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.demo.machine import EFI_FILE, Machine, machine_config
 from subvault.demo.testbed import PROTECTED
 from subvault.dr import fat
@@ -59,7 +59,7 @@ def _pi_entry(pi, sub: str) -> Path:
 def _source_snapshot(machine, pi, sub: str) -> Path:
     """The local snapshot the target's newest entry of sub was sent from (by uuid, invariant 7)."""
     sent = adapter.show(_pi_entry(pi, sub)).received_uuid
-    return Path(next(s.path for s in local.scan(sub, machine.paths[sub], with_uuids=True) if s.uuid == sent))
+    return Path(next(s.path for s in local_scan.scan(sub, machine.paths[sub], with_uuids=True) if s.uuid == sent))
 
 
 def test_capture_records_the_layout(machine, setup):

@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from subvault import process
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.demo.machine import EFI_FILE, Machine, machine_config
 from subvault.demo.testbed import PROTECTED
 from subvault.dr import fat
@@ -63,7 +63,7 @@ def _entries(pi, sub: str) -> list[Path]:
 def _source_snapshot(machine, pi, sub: str) -> Path:
     """The local snapshot the target's newest entry of sub was sent from (by uuid, invariant 7)."""
     sent = adapter.show(_entries(pi, sub)[-1]).received_uuid
-    return Path(next(s.path for s in local.scan(sub, machine.paths[sub], with_uuids=True) if s.uuid == sent))
+    return Path(next(s.path for s in local_scan.scan(sub, machine.paths[sub], with_uuids=True) if s.uuid == sent))
 
 
 def _write_esp(machine, content: bytes) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local, local_scan
 from subvault.btrfs.snapper import PENDING
 from subvault.errors import NoSpace, NotBtrfs, SnapshotNumberTaken
 from subvault.lock import exclusive
@@ -82,10 +82,10 @@ def test_interrupted_create_is_undone_on_next_run(homelab):
     (sdir / "1").mkdir()
     (sdir / "1" / PENDING).write_text("create pid=1\n")
     adapter.snapshot(sub, sdir / "1" / "snapshot")
-    assert local.scan("data", sub) == []  # not a restore point while pending
+    assert local_scan.scan("data", sub) == []  # not a restore point while pending
     homelab.cli("snapshot", "data")
     _complete_or_absent(sdir)
-    assert [s.number for s in local.scan("data", sub)] == [1]  # undone, then number 1 reused cleanly
+    assert [s.number for s in local_scan.scan("data", sub)] == [1]  # undone, then number 1 reused cleanly
 
 
 def test_enospc_while_snapshotting_leaves_nothing_half_created(make_fs, tmp_path):

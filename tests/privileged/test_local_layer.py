@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from msgspec.structs import replace
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local, local_scan
 from subvault.btrfs.snapper import Info, parse_info, render_info, write_atomic
 from subvault.config.load import load_config
 from subvault.context import Context
@@ -61,10 +61,10 @@ def test_prechange_kept_by_count(homelab):
     ctx2 = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=2)))
     dry = prune(Context(ctx2.config, dry_run=True), names=["home"])
     assert [i.action for i in dry.items].count("would-delete") == 2
-    assert len(local.scan("home", homelab.paths["home"])) == 4  # dry run changed nothing
+    assert len(local_scan.scan("home", homelab.paths["home"])) == 4  # dry run changed nothing
     out = prune(ctx2, names=["home"])
     assert [i.action for i in out.items].count("deleted") == 2
-    left = local.scan("home", homelab.paths["home"])
+    left = local_scan.scan("home", homelab.paths["home"])
     assert [s.description for s in left] == ["change-2", "change-3"]
     assert sorted(os.listdir(homelab.paths["home"] / ".snapshots")) == ["3", "4"]
 
@@ -77,12 +77,12 @@ def test_prechange_fewer_than_keep_are_never_pruned(homelab):
     run = json.loads(homelab.cli("run", "--json", check=False).stdout)
     assert run["version"] == 1
     homelab.cli("prune")
-    left = [s for s in local.scan("home", homelab.paths["home"]) if s.kind == "prechange"]
+    left = [s for s in local_scan.scan("home", homelab.paths["home"]) if s.kind == "prechange"]
     assert [s.description for s in left] == [f"change-{i}" for i in range(9)]
     cfg = load_config(homelab.config)
     ctx = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=3)))
     out = prune(ctx, names=["home"])
-    left = [s for s in local.scan("home", homelab.paths["home"]) if s.kind == "prechange"]
+    left = [s for s in local_scan.scan("home", homelab.paths["home"]) if s.kind == "prechange"]
     assert [s.description for s in left] == ["change-6", "change-7", "change-8"], [i.action for i in out.items]
 
 
@@ -95,7 +95,7 @@ def test_timeline_prune_follows_policy(homelab):
     ctx = Context(cfg, now=now, tz=UTC)
     out = prune(ctx, names=["data"])
     deleted = [i for i in out.items if i.action == "deleted"]
-    kept = local.scan("data", homelab.paths["data"])
+    kept = local_scan.scan("data", homelab.paths["data"])
     assert len(kept) + len(deleted) == 30
     assert deleted, "older-than-24h snapshots beyond the daily firsts are pruned"
     assert max(s.date for s in kept) == now - timedelta(hours=1)  # newest always kept
@@ -114,7 +114,7 @@ def test_foreign_snapshots_never_deleted(homelab):
         local.create("var", sub, kind="prechange", description=f"c{i}", now=datetime.now(UTC))
     ctx = Context(replace(cfg, defaults=replace(cfg.defaults, prechange_keep=0)))
     prune(ctx, names=["var"])
-    left = local.scan("var", sub)
+    left = local_scan.scan("var", sub)
     assert [(s.number, s.owned) for s in left] == [(1, False)]
     listing = json.loads(homelab.cli("list", "var", "--json").stdout)["result"][0]["snapshots"]
     assert listing[0]["kind"] == "foreign" and listing[0]["description"] == "snapper timeline"

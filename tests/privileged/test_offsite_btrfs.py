@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_unreachable_bucket_keeps_what_the_chain_needs_locally(homelab, offsite,
     key, bucket = offsite
     homelab.cli("snapshot")
     _offsite(homelab)
-    base = {s.uuid for s in local.scan("data", homelab.paths["data"])}
+    base = {s.uuid for s in local_scan.scan("data", homelab.paths["data"])}
     bucket.rename(tmp_path / "bucket-gone")  # the NAS is not mounted
     proc = homelab.cli("offsite", check=False)
     assert proc.returncode == 1
@@ -96,7 +96,7 @@ def test_unreachable_bucket_keeps_what_the_chain_needs_locally(homelab, offsite,
     homelab.config.write_text(homelab.config.read_text().replace('timeline = "24h 7d 4w"', 'timeline = "latest"'))
     homelab.cli("snapshot", "--force")
     homelab.cli("prune")
-    left = {s.uuid for s in local.scan("data", homelab.paths["data"])}
+    left = {s.uuid for s in local_scan.scan("data", homelab.paths["data"])}
     assert base <= left
 
 

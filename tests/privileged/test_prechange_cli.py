@@ -13,7 +13,7 @@ from datetime import UTC
 
 from fakekube import FakeKube, flux_obj  # noqa: E402
 
-from subvault.btrfs import local  # noqa: E402
+from subvault.btrfs import local_scan  # noqa: E402
 
 PROBE = r'''
 import json, os, sys, urllib.request
@@ -54,7 +54,7 @@ def test_prechange_order_suspend_snapshot_resume(homelab, tmp_path):
         assert fake.get("Kustomization", "flux-system", "apps")["spec"]["suspend"] is False
         assert fake.get("Kustomization", "flux-system", "mine")["spec"]["suspend"] is True
         assert all(c.field_manager == "subvault" for c in fake.patches())
-        snaps = local.scan("var_lib_pvc", homelab.paths["var_lib_pvc"])
+        snaps = local_scan.scan("var_lib_pvc", homelab.paths["var_lib_pvc"])
         assert snaps[-1].description == "before-flux-update-20261126-0300" and snaps[-1].kind == "prechange"
 
 
@@ -76,18 +76,18 @@ def test_prechange_flux_required_but_unreachable_aborts_before_snapshot(homelab,
     # the server is gone now
     proc = homelab.cli("pre-change", "--flux", "required", check=False)
     assert proc.returncode != 0
-    assert [s.number for s in local.scan("root", homelab.paths["root"])] == [1]
+    assert [s.number for s in local_scan.scan("root", homelab.paths["root"])] == [1]
     proc = homelab.cli("pre-change", check=False)  # auto: warns and snapshots anyway
     assert proc.returncode == 0, proc.stderr
     assert "Flux NOT suspended, snapshotting anyway: cannot reach the Kubernetes API" in proc.stderr
-    assert [s.number for s in local.scan("root", homelab.paths["root"])] == [1, 2]
+    assert [s.number for s in local_scan.scan("root", homelab.paths["root"])] == [1, 2]
 
 
 def test_prechange_exits_with_commands_own_status(homelab, tmp_path):
     proc = homelab.cli("pre-change", "--flux", "off", "--desc", "exit-seven", "--", "sh", "-c", "echo out; exit 7", check=False)
     assert proc.returncode == 7, proc.stderr
     assert "COMMAND failed" in proc.stderr
-    assert local.scan("home", homelab.paths["home"])[-1].description == "exit-seven"  # the snapshot was still taken
+    assert local_scan.scan("home", homelab.paths["home"])[-1].description == "exit-seven"  # the snapshot was still taken
 
 
 def test_prechange_dry_run_changes_nothing(homelab, tmp_path):

@@ -7,7 +7,7 @@ from datetime import UTC, timedelta
 import pytest
 from replication_helpers import T0, container, context, dump, entries, hourly, make_sources, sent_items, snap
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.errors import NotBtrfs, NotFound
 from subvault.run.holds import all_holds
 from subvault.run.local import prune as local_prune
@@ -99,7 +99,7 @@ def test_invariant_2_owed_snapshots_survive_local_prune(two):
     assert uuids <= set(held), "every snapshot the target keeps is owed and held"
     out = local_prune(ctx, holds=all_holds)
     assert not out.errors, dump(out)
-    left = {s.uuid for s in local.scan("data", paths["data"]) if s.kind == "timeline"}
+    left = {s.uuid for s in local_scan.scan("data", paths["data"]) if s.kind == "timeline"}
     assert uuids <= left
     # once sent, only the base stays held
     assert not replicate(ctx).errors
@@ -107,7 +107,7 @@ def test_invariant_2_owed_snapshots_survive_local_prune(two):
     newest = adapter.show(snaps[-1].path).uuid
     assert [u for u in uuids if u in held] == [newest]
     local_prune(ctx, holds=all_holds)
-    left = {s.uuid for s in local.scan("data", paths["data"]) if s.kind == "timeline"}
+    left = {s.uuid for s in local_scan.scan("data", paths["data"]) if s.kind == "timeline"}
     assert newest in left, "invariant 1: the local base survives pruning"
 
 

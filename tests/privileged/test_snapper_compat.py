@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from subvault.btrfs import local
+from subvault.btrfs import local_scan
 
 pytestmark = pytest.mark.skipif(shutil.which("snapper") is None and os.environ.get("SUBVAULT_REQUIRE_PRIVILEGED") != "1", reason="snapper not installed")
 
@@ -44,16 +44,16 @@ def test_snapper_made_snapshots_are_recognised_and_kept(homelab, snapper_config)
     pvc = homelab.paths["var_lib_pvc"]
     homelab.cli("snapshot")  # creates .snapshots and #1
     _snapper(snapper_config, "create", "--description", "made-by-snapper", "--cleanup-algorithm", "number")
-    snaps = local.scan("var_lib_pvc", pvc)
+    snaps = local_scan.scan("var_lib_pvc", pvc)
     mine = [s for s in snaps if s.description == "made-by-snapper"]
     assert len(mine) == 1 and mine[0].kind == "foreign" and not mine[0].owned
     # numbering continues after snapper's snapshot, and prune leaves it alone
     homelab.cli("snap-all", "after")
-    assert max(s.number for s in local.scan("var_lib_pvc", pvc)) == mine[0].number + 1
+    assert max(s.number for s in local_scan.scan("var_lib_pvc", pvc)) == mine[0].number + 1
     text = homelab.config.read_text().replace("prechange_keep = 10", "prechange_keep = 0")
     homelab.config.write_text(text)
     homelab.cli("prune")
-    left = local.scan("var_lib_pvc", pvc)
+    left = local_scan.scan("var_lib_pvc", pvc)
     assert [s.description for s in left if not s.owned] == ["made-by-snapper"]
     assert "made-by-snapper" in _snapper(snapper_config, "list")
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from httpreceiver import HttpReceiver  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from subvault.btrfs import adapter, local  # noqa: E402
+from subvault.btrfs import adapter, local, local_scan  # noqa: E402
 
 
 def _notify(homelab, url):
@@ -178,7 +178,7 @@ def test_invariant_5_files_at_the_top_level_of_a_data_disk_fail_check(homelab, m
     _add(homelab, f'[[subvolume]]\nname = "disk"\npath = "{disk.mountpoint}"')
     homelab.cli("run")
     assert homelab.cli("check").returncode == 0
-    assert [s.kind for s in local.scan("disk", disk.mountpoint)] == ["timeline"]
+    assert [s.kind for s in local_scan.scan("disk", disk.mountpoint)] == ["timeline"]
 
 
 def test_invariant_5_bind_mount_and_second_mount_of_one_filesystem(homelab, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
-from subvault.btrfs import local
+from subvault.btrfs import local_scan
 from subvault.btrfs.snapper import OWNER_KEY, PENDING, Info, render_info
 
 WHEN = datetime(2026, 11, 30, 10, 0, 1, tzinfo=UTC)
@@ -35,15 +35,15 @@ def test_scan_keeps_whole_snapshots_and_leaves_out_the_rest(tmp_path):
     (sdir / "notes").mkdir()
     _entry(sdir, 10, ours.replace("<num>1", "<num>10"))
 
-    found = local.scan("sub", tmp_path / "sub", with_uuids=False)
+    found = local_scan.scan("sub", tmp_path / "sub", with_uuids=False)
     assert [s.number for s in found] == [1, 2, 10]
     first, second = found[0], found[1]
     assert (first.kind, first.owned, first.description, first.cleanup, first.date) == ("prechange", True, "before", "number", WHEN)
     assert first.path == sdir / "1" / "snapshot" and first.userdata == {OWNER_KEY: "prechange"}
     assert (second.kind, second.owned, second.description) == ("foreign", False, "a & b")
-    assert local.read_snapshot("sub", sdir / "10") == found[2]
-    assert local.read_snapshot("sub", sdir / "3") is None
+    assert local_scan.read_snapshot("sub", sdir / "10") == found[2]
+    assert local_scan.read_snapshot("sub", sdir / "3") is None
 
 
 def test_scan_of_a_missing_snapshots_dir_is_empty(tmp_path):
-    assert local.scan("sub", tmp_path, with_uuids=False) == []
+    assert local_scan.scan("sub", tmp_path, with_uuids=False) == []
