@@ -12,7 +12,9 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +38,6 @@ RUN_DIR = "/run/subvault"  # loop devices and mounts last until reboot, and so d
 
 def restore_workdir(disks: list[str]) -> Path:
     """The one directory a `dr restore` of these disks works in: the same on every run, so a rerun finds what an interrupted one left."""
-    import hashlib
-
     key = hashlib.sha256("\0".join(os.path.realpath(d) for d in disks).encode()).hexdigest()[:16]
     base = Path(RUN_DIR) if os.path.isdir(os.path.dirname(RUN_DIR)) else Path(tempfile.gettempdir()) / "subvault"
     return base / f"restore-{key}"
@@ -122,8 +122,6 @@ class RestoreInterrupted(SubvaultError):
 @contextmanager
 def _signals_raise() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into RestoreInterrupted, so the workspace is undone on the way out (SIGINT already raises)."""
-    import signal
-
     def stop(signum: int, frame: object) -> None:  # noqa: ARG001
         raise RestoreInterrupted(f"stopped by {signal.Signals(signum).name}; run the same command again to resume")
 
