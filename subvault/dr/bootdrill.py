@@ -19,9 +19,9 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.dr import boot, fat
+from subvault.dr.executor import Restored
 from subvault.dr.manifest import Manifest
 from subvault.dr.parse import FstabEntry
-from subvault.dr.restore import Restored
 from subvault.errors import CommandFailed, NotFound, SubvaultError
 
 

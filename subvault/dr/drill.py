@@ -35,11 +35,12 @@ from subvault.context import Context, host_name
 from subvault.dr import bootdrill
 from subvault.dr.boot import BootResult, BootSettings
 from subvault.dr.digest import tree_digest
+from subvault.dr.disks import NO_CACHE
+from subvault.dr.executor import Executor, Restored
 from subvault.dr.manifest import Manifest
 from subvault.dr.parse import PartitionTable, parse_blkid_export, parse_fstab, parse_sfdisk_dump
 from subvault.dr.plan import Choice, DiskFacts, plan_restore
 from subvault.dr.report import Check, DrillReport, RestoredFs, compare_ids, resolve_fstab, rpo
-from subvault.dr.restore import NO_CACHE, Executor, Restored
 from subvault.dr.settings import DrSettings
 from subvault.dr.source import TargetSource, find_capture
 from subvault.dr.state import new_boot_log, record_drill

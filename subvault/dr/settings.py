@@ -6,6 +6,7 @@ boot_dirs, drill_dir. Until the schema has the table, the defaults apply.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from subvault.config.schema import Config
@@ -41,3 +42,16 @@ class DrSettings:
                 ports=tuple(getattr(dr, "boot_ports", ()) or ()), command=getattr(dr, "boot_command", ""), expect=getattr(dr, "boot_expect", ""),
             ),
         )
+
+
+def capture_owner(config: Config, capture_dir: str) -> tuple[str | None, str | None]:
+    """Return the configured subvolume holding capture_dir (longest path prefix) and the dir inside it."""
+    best = None
+    for sub in config.subvolume:
+        base = sub.path.rstrip("/") + "/"
+        if capture_dir.startswith(base) or sub.path == "/":
+            if best is None or len(sub.path) > len(best.path):
+                best = sub
+    if best is None:
+        return None, None
+    return best.name, os.path.relpath(capture_dir, best.path)

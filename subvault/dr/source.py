@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from subvault.config.schema import Config, TargetConf
-from subvault.dr.capture import _owner
 from subvault.dr.manifest import Manifest, read_capture
 from subvault.dr.plan import Choice
+from subvault.dr.settings import capture_owner
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner
 from subvault.endpoints.transfer import transfer
@@ -85,7 +85,7 @@ def find_capture(source: TargetSource, config: Config, capture_dir: str, when: d
     """
     if explicit:
         return read_capture(explicit)
-    owner, rel = _owner(config, capture_dir)
+    owner, rel = capture_owner(config, capture_dir)
     if owner is None or rel is None:
         raise UsageError(f"the capture dir {capture_dir} is in no configured subvolume, so no target holds it; pass --capture DIR")
     choice = source.choose(owner, when)

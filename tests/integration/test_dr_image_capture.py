@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from subvault import process
-from subvault.dr.capture import _gather_disks
+from subvault.dr.gather import gather_disks
 from subvault.dr.parse import parse_blkid_export, parse_sfdisk_dump, render_sfdisk_script, vfat_volume_id
 
 pytestmark = pytest.mark.skipif(
@@ -51,7 +51,7 @@ def os_truncate(path, size):
 
 def test_capture_finds_the_filesystems_on_each_partition(machine):
     files: dict[str, bytes] = {}
-    (disk,), filesystems, blkid = _gather_disks([str(machine)], files)
+    (disk,), filesystems, blkid = gather_disks([str(machine)], files)
     assert disk.name == "disk_img" and disk.size_bytes == 512 << 20 and len(disk.table.partitions) == 2
     assert set(files) == {"disks/disk_img.sfdisk", "disks/disk_img.json"}
     got = {(f.partition, f.type, f.uuid, f.label) for f in filesystems}

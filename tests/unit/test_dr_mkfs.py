@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from subvault.dr.restore import mkfs_argv
+from subvault.dr.executor import mkfs_argv
 from subvault.errors import SubvaultError
 
 
