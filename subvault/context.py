@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any
 
 from subvault.config.schema import Config
 from subvault.timeutil import local_zone, utcnow
@@ -16,21 +17,22 @@ from subvault.timeutil import local_zone, utcnow
 class Context:
     config: Config
     now: datetime = field(default_factory=utcnow)
-    tz: tzinfo | None = None
+    zone: InitVar[tzinfo | None] = None  # the zone to judge calendar periods in; None: the config's
     dry_run: bool = False
     say: Callable[[str], None] = lambda line: None  # progress lines for a terminal
     # Facts one layer learned during this command that a later layer may reuse
     # (e.g. replication's holds for the prune that follows). Never persisted.
-    cache: dict = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    tz: tzinfo = field(init=False)
 
-    def __post_init__(self) -> None:
-        if self.tz is None:
-            self.tz = local_zone(self.config.defaults.timezone)
+    def __post_init__(self, zone: tzinfo | None) -> None:
+        self.tz = zone if zone is not None else local_zone(self.config.defaults.timezone)
 
     @property
-    def unreachable(self) -> dict:
+    def unreachable(self) -> dict[str, str]:
         """ssh hosts that could not be reached in this command: not asked again (endpoints.runner)."""
-        return self.cache.setdefault("ssh-unreachable", {})
+        known: dict[str, str] = self.cache.setdefault("ssh-unreachable", {})
+        return known
 
     @property
     def state_dir(self) -> Path:

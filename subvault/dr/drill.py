@@ -34,7 +34,7 @@ from subvault.config.bootopts import boot_value_problems, unused_option_problems
 from subvault.context import Context, host_name
 from subvault.dr import bootdrill
 from subvault.dr.boot import BootResult, BootSettings
-from subvault.dr.digest import tree_digest
+from subvault.dr.digest import TreeDigest, tree_digest
 from subvault.dr.disks import NO_CACHE
 from subvault.dr.executor import Executor, Restored
 from subvault.dr.manifest import Manifest
@@ -131,7 +131,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     plan = plan_restore(m, images, choices, fstab, source=src.name, drill=True)
     report = DrillReport(src.name, req.at, 0.0, 0.0, {n: c.time.isoformat() for n, c in choices.items()}, image=str(work), id=drill_id)
     sources = _source_paths(ctx, src, choices)
-    digests: dict[str, tuple[Future, Future | None]] = {}
+    digests: dict[str, tuple[Future[TreeDigest], Future[TreeDigest] | None]] = {}
     booting: Future[BootResult] | None = None
     # The boot pool is left last: a boot never outlives its drill.
     with ThreadPoolExecutor(max_workers=1) as boot_pool, ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
@@ -213,7 +213,7 @@ def _first_difference(source: Path | None, restored: Path | None) -> str:
     return f"first difference: {diff!r}" if diff else "the trees changed while they were read"
 
 
-def _digest_checks(m: Manifest, digests: dict[str, tuple[Future, Future | None]], sources: dict[str, Path], restored_at: dict[str, Path]) -> list[Check]:
+def _digest_checks(m: Manifest, digests: dict[str, tuple[Future[TreeDigest], Future[TreeDigest] | None]], sources: dict[str, Path], restored_at: dict[str, Path]) -> list[Check]:
     checks = []
     for p in m.protected:
         pair = digests.get(p.name)

@@ -36,7 +36,7 @@ def config_text(paths: dict[str, Path], url: str, *, keep: str = "24h 8d 5w", st
 
 def context(paths, url, *, now: datetime, keep: str = "24h 8d 5w", state: Path, extra_target: str = "") -> Context:
     cfg = parse_config(config_text(paths, url, keep=keep, state=state, extra_target=extra_target))
-    return Context(cfg, now=now, tz=UTC)
+    return Context(cfg, now=now, zone=UTC)
 
 
 def snap(name: str, path: Path, at: datetime, change: bool = True):

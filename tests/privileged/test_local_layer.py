@@ -92,7 +92,7 @@ def test_timeline_prune_follows_policy(homelab):
     # 30 hourly snapshots, oldest first; "24h 7d 4w" keeps the first of each of the last 24 hours
     for h in range(30, 0, -1):
         local.create("data", homelab.paths["data"], kind="timeline", description="timeline", now=now - timedelta(hours=h))
-    ctx = Context(cfg, now=now, tz=UTC)
+    ctx = Context(cfg, now=now, zone=UTC)
     out = prune(ctx, names=["data"])
     deleted = [i for i in out.items if i.action == "deleted"]
     kept = local_scan.scan("data", homelab.paths["data"])

@@ -231,7 +231,7 @@ KILL_SELF = textwrap.dedent(
     original = endpoint_mod.Endpoint.send_stages
     endpoint_mod.Endpoint.send_stages = lambda self, *a, **kw: [*original(self, *a, **kw), [sys.executable, "-c", {gate!r}, {fifo!r}]]
     cfg = parse_config(open({cfg!r}).read())
-    ctx = Context(cfg, now=datetime.fromisoformat({now!r}), tz=datetime.fromisoformat({now!r}).tzinfo)
+    ctx = Context(cfg, now=datetime.fromisoformat({now!r}), zone=datetime.fromisoformat({now!r}).tzinfo)
     def factory(subject):
         def report(n):
             if n:
@@ -272,7 +272,7 @@ KILL_BEFORE_RENAME = textwrap.dedent(
     original_apply = Endpoint.apply
     Endpoint.apply = lambda self, steps, what: die() if what == "rename and prune" and steps else original_apply(self, steps, what)
     cfg = parse_config(open({cfg!r}).read())
-    ctx = Context(cfg, now=datetime.fromisoformat({now!r}), tz=datetime.fromisoformat({now!r}).tzinfo)
+    ctx = Context(cfg, now=datetime.fromisoformat({now!r}), zone=datetime.fromisoformat({now!r}).tzinfo)
     replicate(ctx)
     """
 )
