@@ -11,7 +11,7 @@ and `subvault snap-all` imports what snap-all needs and nothing else.
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import click
 
@@ -71,6 +71,27 @@ class Registry(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return load_command(cmd_name) if cmd_name in COMMANDS else None
 
+    # A command line click refuses is one line naming the problem and the --help to read
+    # (exit 2), and under --json also the JSON error document; --help itself is click's.
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        argv = list(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except OneLineUsage:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsage(exc, argv, None) from None
+        ctx.meta["subvault.argv"] = argv
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OneLineUsage:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsage(exc, ctx.meta.get("subvault.argv", []), ctx) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the commands from their registered summaries (no command module is imported)."""
         shown = [(name, e.summary) for name, e in sorted(COMMANDS.items()) if e.summary is not None]
@@ -80,6 +101,41 @@ class Registry(click.Group):
             formatter.write_dl([(name, click.Command(name, help=summary).get_short_help_str(limit)) for name, summary in shown])
 
 
+class OneLineUsage(click.UsageError):
+    """A usage error shown as one line: `error: <what> (see `subvault <cmd> --help`)`."""
+
+    def __init__(self, exc: click.UsageError, argv: list[str], root: click.Context | None) -> None:
+        super().__init__(exc.format_message(), exc.ctx)
+        words = _command_words(exc.ctx) or ([root.invoked_subcommand] if root is not None and root.invoked_subcommand else [])
+        self.command = " ".join(words)
+        what = "; ".join(line.strip() for line in self.message.splitlines() if line.strip()).rstrip(".")
+        self.line = f"{what[:1].lower()}{what[1:]} (see `{' '.join(['subvault', *words, '--help'])}`)"
+        options = argv[: argv.index("--")] if "--" in argv else argv
+        self.as_json = "--json" in options
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.line}", err=True)
+        if self.as_json:
+            from subvault.cli.render import emit_json_error
+
+            emit_json_error(self.command or "subvault", self.line, self.exit_code)
+
+
+def _command_words(ctx: click.Context | None) -> list[str]:
+    """The command's words as typed, without the program's name: ["dr", "restore"]."""
+    words = []
+    while ctx is not None and ctx.parent is not None:
+        words.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return words[::-1]
+
+
+def _path_given(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("the path is empty (expected the config file, e.g. /etc/subvault/subvault.toml)")
+    return value
+
+
 def _finite(seconds: float) -> float:
     if seconds != seconds:  # NaN passes every range check
         raise click.BadParameter("not a number of seconds (expected e.g. 60)")
@@ -87,7 +143,7 @@ def _finite(seconds: float) -> float:
 
 
 @click.group(cls=Registry, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
+@click.option("--config", "config_path", metavar="PATH", callback=_path_given, help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
 @click.option("--wait", type=click.FloatRange(0, 7 * 86400), default=0.0, callback=lambda _c, _p, v: _finite(v), metavar="SECONDS", help="Wait this long for another subvault run to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every command subvault runs.")
 @click.version_option(package_name="subvault")
