@@ -43,7 +43,12 @@ def read_config(path: str | Path) -> tuple[str, str]:
         raise ConfigError(f"{name}: no such config file; write one with `subvault init` or pass --config") from None
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
-    return raw.decode("utf-8", errors="replace"), name
+    try:
+        return raw.decode("utf-8"), name
+    except UnicodeDecodeError as exc:  # never decoded into something else: a path or a key would change
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{name}: not UTF-8 text: byte {exc.start} (line {line}) is {raw[exc.start:exc.start + 1]!r} "
+                          "(expected a UTF-8 file; re-save it as UTF-8)") from None
 
 
 def parse_config(text: str, *, name: str = "subvault.toml") -> Config:
