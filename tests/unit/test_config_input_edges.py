@@ -72,3 +72,56 @@ def test_the_sample_shows_a_source_subvolume_and_its_keys():
     data = tomllib.loads(sample)
     assert set(data["source"][0]["subvolume"][0]) == {"name", "path"}
     parse_config(sample)
+
+
+def _read_error(path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (line,) = str(info.value).splitlines()
+    return line
+
+
+def test_a_config_that_is_a_directory_is_refused_saying_what_to_give(tmp_path):
+    line = _read_error(tmp_path)
+    assert line.startswith(f"{tmp_path}: ") and "a directory" in line and "expected the config file" in line, line
+
+
+def test_a_config_that_is_a_fifo_or_a_device_is_refused_without_waiting_or_reading(tmp_path):
+    import os
+
+    fifo = tmp_path / "subvault.toml"
+    os.mkfifo(fifo)  # nobody writes to it: reading would wait forever
+    assert "not a regular file" in _read_error(fifo)
+    assert "not a regular file" in _read_error("/dev/zero")  # reading would never end
+
+
+def test_a_huge_config_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "subvault.toml"
+    with big.open("wb") as f:
+        f.truncate(300 << 20)
+    line = _read_error(big)
+    assert "too large" in line and "MiB" in line, line
+
+
+def test_a_symlink_loop_says_so(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    line = _read_error(tmp_path / "a")
+    assert "symbolic links" in line and "--config" in line, line
+
+
+def test_an_unreadable_config_says_what_to_do(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "subvault.toml"
+    path.write_text("")
+    real_open = os.open
+
+    def denied(p, *args, **kwargs):  # root reads every file: this is what any other user meets
+        if str(p) == str(path):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    line = _read_error(path)
+    assert "Permission denied" in line and "root" in line, line
