@@ -76,6 +76,7 @@ class Registry(click.Group):
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
         argv = list(args)
         try:
+            _refuse_repeats(self, info_name, argv, parent)
             ctx = super().make_context(info_name, args, parent=parent, **extra)
         except OneLineUsage:
             raise
@@ -128,6 +129,24 @@ def _command_words(ctx: click.Context | None) -> list[str]:
         words.append(ctx.info_name or "")
         ctx = ctx.parent
     return words[::-1]
+
+
+def _refuse_repeats(command: click.Command, name: str | None, args: list[str], parent: click.Context | None) -> None:
+    """Refuse an option that takes one value given twice: click keeps the last, so
+    `--target pi --target offsite` would quietly do only "offsite". Then the subcommand's."""
+    ctx = click.Context(command, info_name=name, parent=parent, resilient_parsing=True)
+    try:
+        _, rest, order = command.make_parser(ctx).parse_args(list(args))
+    except click.UsageError:
+        return  # the real parse reports it
+    single = [p for p in order if isinstance(p, click.Option) and not (p.multiple or p.count or p.is_flag)]
+    for param in single:
+        if single.count(param) > 1:
+            raise click.UsageError(f"option '{'/'.join(param.opts)}' is given more than once (it takes one value: give it once)", ctx=ctx)
+    if isinstance(command, click.Group) and rest and rest[0] != "--":
+        sub = command.get_command(ctx, rest[0])
+        if sub is not None:
+            _refuse_repeats(sub, rest[0], rest[1:], ctx)
 
 
 def _path_given(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

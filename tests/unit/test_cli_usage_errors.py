@@ -86,3 +86,20 @@ def test_an_empty_config_option_is_refused():
         assert "--config" in line and "empty" in line, line
         render._json_printed = False
     assert json.loads(_run("--config=", "config", "check", "--json").stdout)["exit_code"] == 2
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["replicate", "--target", "pi", "--target", "offsite"], "--target"),  # once replicated only "offsite"
+    (["--config", "/a.toml", "--config", "/b.toml", "status"], "--config"),
+    (["restore", "root", "--from", "pi", "--from=local"], "--from"),
+])
+def test_a_single_value_option_given_twice_is_refused(args, option):
+    res = _run(*args)
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert option in line and "more than once" in line, line
+
+
+def test_a_flag_given_twice_is_fine():
+    res = _run("--config", "/nonexistent.toml", "status", "--json", "--json")
+    assert res.exit_code == 2 and "no such config file" in res.stderr
