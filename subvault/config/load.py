@@ -66,7 +66,7 @@ def read_config(path: str | Path) -> tuple[str, str]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{name}: is too large for a config (more than {MAX_CONFIG_BYTES >> 20} MiB; is --config the right file?)")
     try:
-        return raw.decode("utf-8"), name
+        return raw.decode("utf-8").removeprefix("\ufeff"), name  # a byte-order mark, as some editors save, is no key
     except UnicodeDecodeError as exc:  # never decoded into something else: a path or a key would change
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{name}: not UTF-8 text: byte {exc.start} (line {line}) is {raw[exc.start:exc.start + 1]!r} "
@@ -109,6 +109,8 @@ def validate(text: str, *, name: str = "subvault.toml") -> Validated:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise ConfigError(f"{name}: not valid TOML: arrays or tables nested too deeply (expected a config, not a stress test)") from None
     parts, errors = _tables(data)
     cfg = Config(**parts)
     declared = {t.get("name") for t in data.get("target", []) if isinstance(t, dict)} if isinstance(data.get("target"), list) else set()

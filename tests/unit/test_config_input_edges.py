@@ -125,3 +125,23 @@ def test_an_unreadable_config_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", denied)
     line = _read_error(path)
     assert "Permission denied" in line and "root" in line, line
+
+
+def test_toml_nested_too_deeply_is_a_config_error_not_a_crash():
+    line = _error("a = " + "[" * 100_000 + "]" * 100_000)
+    assert line.startswith("c.toml: not valid TOML: ") and "nested too deeply" in line, line
+
+
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path):
+    path = tmp_path / "subvault.toml"
+    path.write_bytes(b'\xef\xbb\xbf[defaults]\ntimeline = "1d"\n')  # as some Windows editors save it
+    assert load_config(path).defaults.timeline == "1d"
+
+
+def test_init_refuses_to_write_over_a_directory(tmp_path):
+    from subvault.run.init import write_config
+
+    with pytest.raises(ConfigError) as info:
+        write_config("", str(tmp_path), force=True)
+    assert "is a directory" in str(info.value) and "subvault.toml" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
