@@ -58,9 +58,13 @@ def read_private(path: str | Path, what: str) -> str:
             problem = exposure(os.fstat(f.fileno()), path, what)
             if problem:
                 raise SecretsFileExposed(problem)
-            return f.read().decode("utf-8", errors="replace")
+            raw = f.read()
     except OSError as exc:
         raise SecretsFileExposed(f"{what} {path}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # never decoded into another secret; the byte itself is not shown
+        raise SecretsFileExposed(f"{what} {path}: not UTF-8 text at byte {exc.start} (expected a UTF-8 file; re-save it as UTF-8)") from None
 
 
 class RedactingFormatter(logging.Formatter):
