@@ -146,6 +146,10 @@ def _check(value: Any, kind: Any, where: list[str]) -> tuple[Any, list[str]]:
     shape = _without_none(_bare(kind))
     if isinstance(shape, type) and issubclass(shape, msgspec.Struct):
         return _check_table(value, shape, where)
+    if typing.get_origin(shape) is list and isinstance(value, dict) and where and where[-1] in _ITEM_LABELS:
+        # `[subvolume]` where `[[subvolume]]` belongs: the one mistake TOML makes easy
+        key = ".".join(w.split(" ")[0] for w in where)  # [[source.subvolume]] inside a source
+        return None, [_at(where, f"expected [[{key}]] (one per item), got a single [{key}] table: write [[{key}]]")]
     if typing.get_origin(shape) is list and isinstance(value, list):
         (item,) = typing.get_args(shape)
         out, problems = [], []

@@ -145,3 +145,9 @@ def test_init_refuses_to_write_over_a_directory(tmp_path):
         write_config("", str(tmp_path), force=True)
     assert "is a directory" in str(info.value) and "subvault.toml" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("table", ["subvolume", "target", "exclude", "hook", "source"])
+def test_a_single_table_where_an_array_of_tables_belongs_says_to_double_the_brackets(table):
+    (line,) = _error(f'[{table}]\nname = "a"\n').splitlines()
+    assert line == f"c.toml: {table}: expected [[{table}]] (one per item), got a single [{table}] table: write [[{table}]]", line
