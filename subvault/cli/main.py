@@ -110,6 +110,7 @@ class OneLineUsage(click.UsageError):
         words = _command_words(exc.ctx) or ([root.invoked_subcommand] if root is not None and root.invoked_subcommand else [])
         self.command = " ".join(words)
         what = "; ".join(line.strip() for line in self.message.splitlines() if line.strip()).rstrip(".")
+        what = (_misplaced(exc, argv) if not words else None) or what
         self.line = f"{what[:1].lower()}{what[1:]} (see `{' '.join(['subvault', *words, '--help'])}`)"
         options = argv[: argv.index("--")] if "--" in argv else argv
         self.as_json = "--json" in options
@@ -120,6 +121,18 @@ class OneLineUsage(click.UsageError):
             from subvault.cli.render import emit_json_error
 
             emit_json_error(self.command or "subvault", self.line, self.exit_code)
+
+
+def _misplaced(exc: click.UsageError, argv: list[str]) -> str | None:
+    """Where an unknown root option belongs (`subvault --json status`), or None."""
+    if not isinstance(exc, click.NoSuchOption):
+        return None
+    name = next((a for a in argv if a in COMMANDS), None)
+    if name is None:
+        return None
+    if any(exc.option_name in p.opts for p in load_command(name).params):
+        return f"option '{exc.option_name}' goes after the command: `subvault {name} {exc.option_name}`"
+    return None
 
 
 def _command_words(ctx: click.Context | None) -> list[str]:

@@ -103,3 +103,11 @@ def test_a_single_value_option_given_twice_is_refused(args, option):
 def test_a_flag_given_twice_is_fine():
     res = _run("--config", "/nonexistent.toml", "status", "--json", "--json")
     assert res.exit_code == 2 and "no such config file" in res.stderr
+
+
+def test_a_command_option_given_before_the_command_says_where_it_goes():
+    res = _run("--json", "status")
+    (line,) = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and "--version" not in line, line  # click guessed "Did you mean '--version'?"
+    assert "`subvault status --json`" in line, line
+    assert json.loads(res.stdout)["exit_code"] == 2
