@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import click
 
+from subvault.cli.usage import OneLineUsage, path_given, refuse_repeats
+
 
 class Entry(NamedTuple):
     module: str  # under subvault.cli
@@ -76,12 +78,12 @@ class Registry(click.Group):
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
         argv = list(args)
         try:
-            _refuse_repeats(self, info_name, argv, parent)
+            refuse_repeats(self, info_name, argv, parent)
             ctx = super().make_context(info_name, args, parent=parent, **extra)
         except OneLineUsage:
             raise
         except click.UsageError as exc:
-            raise OneLineUsage(exc, argv, None) from None
+            raise OneLineUsage(exc, argv, None, load_command) from None
         ctx.meta["subvault.argv"] = argv
         return ctx
 
@@ -91,7 +93,7 @@ class Registry(click.Group):
         except OneLineUsage:
             raise
         except click.UsageError as exc:
-            raise OneLineUsage(exc, ctx.meta.get("subvault.argv", []), ctx) from None
+            raise OneLineUsage(exc, ctx.meta.get("subvault.argv", []), ctx, load_command) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the commands from their registered summaries (no command module is imported)."""
@@ -102,72 +104,6 @@ class Registry(click.Group):
             formatter.write_dl([(name, click.Command(name, help=summary).get_short_help_str(limit)) for name, summary in shown])
 
 
-class OneLineUsage(click.UsageError):
-    """A usage error shown as one line: `error: <what> (see `subvault <cmd> --help`)`."""
-
-    def __init__(self, exc: click.UsageError, argv: list[str], root: click.Context | None) -> None:
-        super().__init__(exc.format_message(), exc.ctx)
-        words = _command_words(exc.ctx) or ([root.invoked_subcommand] if root is not None and root.invoked_subcommand else [])
-        self.command = " ".join(words)
-        what = "; ".join(line.strip() for line in self.message.splitlines() if line.strip()).rstrip(".")
-        what = (_misplaced(exc, argv) if not words else None) or what
-        self.line = f"{what[:1].lower()}{what[1:]} (see `{' '.join(['subvault', *words, '--help'])}`)"
-        options = argv[: argv.index("--")] if "--" in argv else argv
-        self.as_json = "--json" in options
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.line}", err=True)
-        if self.as_json:
-            from subvault.cli.render import emit_json_error
-
-            emit_json_error(self.command or "subvault", self.line, self.exit_code)
-
-
-def _misplaced(exc: click.UsageError, argv: list[str]) -> str | None:
-    """Where an unknown root option belongs (`subvault --json status`), or None."""
-    if not isinstance(exc, click.NoSuchOption):
-        return None
-    name = next((a for a in argv if a in COMMANDS), None)
-    if name is None:
-        return None
-    if any(exc.option_name in p.opts for p in load_command(name).params):
-        return f"option '{exc.option_name}' goes after the command: `subvault {name} {exc.option_name}`"
-    return None
-
-
-def _command_words(ctx: click.Context | None) -> list[str]:
-    """The command's words as typed, without the program's name: ["dr", "restore"]."""
-    words = []
-    while ctx is not None and ctx.parent is not None:
-        words.append(ctx.info_name or "")
-        ctx = ctx.parent
-    return words[::-1]
-
-
-def _refuse_repeats(command: click.Command, name: str | None, args: list[str], parent: click.Context | None) -> None:
-    """Refuse an option that takes one value given twice: click keeps the last, so
-    `--target pi --target offsite` would quietly do only "offsite". Then the subcommand's."""
-    ctx = click.Context(command, info_name=name, parent=parent, resilient_parsing=True)
-    try:
-        _, rest, order = command.make_parser(ctx).parse_args(list(args))
-    except click.UsageError:
-        return  # the real parse reports it
-    single = [p for p in order if isinstance(p, click.Option) and not (p.multiple or p.count or p.is_flag)]
-    for param in single:
-        if single.count(param) > 1:
-            raise click.UsageError(f"option '{'/'.join(param.opts)}' is given more than once (it takes one value: give it once)", ctx=ctx)
-    if isinstance(command, click.Group) and rest and rest[0] != "--":
-        sub = command.get_command(ctx, rest[0])
-        if sub is not None:
-            _refuse_repeats(sub, rest[0], rest[1:], ctx)
-
-
-def _path_given(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise click.BadParameter("the path is empty (expected the config file, e.g. /etc/subvault/subvault.toml)")
-    return value
-
-
 def _finite(seconds: float) -> float:
     if seconds != seconds:  # NaN passes every range check
         raise click.BadParameter("not a number of seconds (expected e.g. 60)")
@@ -175,7 +111,7 @@ def _finite(seconds: float) -> float:
 
 
 @click.group(cls=Registry, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", callback=_path_given, help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
+@click.option("--config", "config_path", metavar="PATH", callback=path_given, help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
 @click.option("--wait", type=click.FloatRange(0, 7 * 86400), default=0.0, callback=lambda _c, _p, v: _finite(v), metavar="SECONDS", help="Wait this long for another subvault run to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every command subvault runs.")
 @click.version_option(package_name="subvault")

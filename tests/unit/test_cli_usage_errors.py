@@ -111,3 +111,8 @@ def test_a_command_option_given_before_the_command_says_where_it_goes():
     assert res.exit_code == 2 and "--version" not in line, line  # click guessed "Did you mean '--version'?"
     assert "`subvault status --json`" in line, line
     assert json.loads(res.stdout)["exit_code"] == 2
+
+
+def test_a_misplaced_option_after_the_config_option_still_says_where_it_goes():
+    (line,) = _run("--config", "/x.toml", "--dry-run", "prune").stderr.strip().splitlines()
+    assert "`subvault prune --dry-run`" in line, line
