@@ -116,3 +116,15 @@ def test_a_command_option_given_before_the_command_says_where_it_goes():
 def test_a_misplaced_option_after_the_config_option_still_says_where_it_goes():
     (line,) = _run("--config", "/x.toml", "--dry-run", "prune").stderr.strip().splitlines()
     assert "`subvault prune --dry-run`" in line, line
+
+
+@pytest.mark.parametrize("args", [["list", "x\ny"], ["replicate", "--target", "x\ny"], ["restore", "a", "--at", "1\n2"]])
+def test_a_typed_value_with_a_newline_is_one_escaped_line(tmp_path, args):
+    config = tmp_path / "subvault.toml"
+    config.write_text(f'[defaults]\nstate_dir = "{tmp_path}/st"\n[[subvolume]]\nname = "a"\npath = "{tmp_path}/a"\n')
+    res = _run("--config", str(config), *args, "--json") if args[0] == "replicate" else _run("--config", str(config), *args)
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert "\\n" in line, line
+    if args[0] == "replicate":
+        assert "\\n" in json.loads(res.stdout)["error"]
