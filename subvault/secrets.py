@@ -54,8 +54,12 @@ def read_private(path: str | Path, what: str) -> str:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            problem = exposure(os.fstat(f.fileno()), path, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SecretsFileExposed(f"{what} {path}: is not a regular file (expected the file itself)")
+            problem = exposure(st, path, what)
             if problem:
                 raise SecretsFileExposed(problem)
             raw = f.read()

@@ -32,3 +32,12 @@ def test_a_secrets_file_that_is_not_utf8_is_refused_naming_the_byte_not_showing_
     message = str(info.value)
     assert str(path) in message and "byte 24" in message and "UTF-8" in message
     assert "ab" not in message.replace(str(path), "") and "xe9" not in message
+
+
+def test_a_secrets_file_that_is_a_fifo_is_refused_without_waiting(tmp_path):
+    import os
+
+    path = tmp_path / "offsite.env"
+    os.mkfifo(path, 0o600)  # nobody writes to it: reading would wait forever
+    with pytest.raises(SecretsFileExposed, match="not a regular file"):
+        read_private(path, "credentials")
