@@ -80,7 +80,7 @@ class Registry(click.Group):
         try:
             refuse_repeats(self, info_name, argv, parent)
             ctx = super().make_context(info_name, args, parent=parent, **extra)
-        except OneLineUsage:
+        except (OneLineUsage, click.exceptions.NoArgsIsHelpError):  # a bare group prints its help, as click does
             raise
         except click.UsageError as exc:
             raise OneLineUsage(exc, argv, None, load_command) from None
@@ -90,7 +90,7 @@ class Registry(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except OneLineUsage:
+        except (OneLineUsage, click.exceptions.NoArgsIsHelpError):  # a bare group prints its help, as click does
             raise
         except click.UsageError as exc:
             raise OneLineUsage(exc, ctx.meta.get("subvault.argv", []), ctx, load_command) from None

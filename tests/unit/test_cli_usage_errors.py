@@ -128,3 +128,11 @@ def test_a_typed_value_with_a_newline_is_one_escaped_line(tmp_path, args):
     assert "\\n" in line, line
     if args[0] == "replicate":
         assert "\\n" in json.loads(res.stdout)["error"]
+
+
+@pytest.mark.parametrize("args", [[], ["dr"], ["config"]])
+def test_a_bare_group_still_prints_its_help(args):
+    res = _run(*args)
+    shown = res.stdout + res.stderr
+    assert shown.startswith(f"Usage: {' '.join(['subvault', *args])} [OPTIONS] COMMAND [ARGS]..."), shown
+    assert "Commands:" in shown and "error:" not in shown
