@@ -54,13 +54,21 @@ def read_private(path: str | Path, what: str) -> str:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            problem = exposure(os.fstat(f.fileno()), path, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SecretsFileExposed(f"{what} {path}: is not a regular file (expected the file itself)")
+            problem = exposure(st, path, what)
             if problem:
                 raise SecretsFileExposed(problem)
-            return f.read().decode("utf-8", errors="replace")
+            raw = f.read()
     except OSError as exc:
         raise SecretsFileExposed(f"{what} {path}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # never decoded into another secret; the byte itself is not shown
+        raise SecretsFileExposed(f"{what} {path}: not UTF-8 text at byte {exc.start} (expected a UTF-8 file; re-save it as UTF-8)") from None
 
 
 class RedactingFormatter(logging.Formatter):

@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
-from subvault.cli.render import emit_json_error, emit_outcome
+from subvault.cli.render import emit_json_error, emit_outcome, printable
 from subvault.config.load import config_path, load_config
 from subvault.config.schema import Config
 from subvault.context import Context
-from subvault.errors import EXIT_FAILED, SubvaultError, describe
+from subvault.errors import EXIT_FAILED, ConfigError, SubvaultError, describe
 from subvault.lock import exclusive
 from subvault.results import Outcome
 from subvault.secrets import RedactingFormatter, redact
@@ -42,7 +42,9 @@ def handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
         try:
             code = fn(*args, **kwargs)
         except SubvaultError as exc:
-            fail(str(exc), exc.exit_code, as_json)
+            # One error is one line: a value typed with a newline in it is shown escaped.
+            # A ConfigError lists every problem of the file, one a line.
+            fail(str(exc) if isinstance(exc, ConfigError) else printable(str(exc)), exc.exit_code, as_json)
         except KeyboardInterrupt:
             fail("interrupted", 130, as_json)
         except (click.exceptions.Exit, click.ClickException, click.Abort):

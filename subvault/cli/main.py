@@ -11,9 +11,11 @@ and `subvault snap-all` imports what snap-all needs and nothing else.
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import click
+
+from subvault.cli.usage import OneLineUsage, path_given, refuse_repeats
 
 
 class Entry(NamedTuple):
@@ -71,6 +73,28 @@ class Registry(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return load_command(cmd_name) if cmd_name in COMMANDS else None
 
+    # A command line click refuses is one line naming the problem and the --help to read
+    # (exit 2), and under --json also the JSON error document; --help itself is click's.
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        argv = list(args)
+        try:
+            refuse_repeats(self, info_name, argv, parent)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except (OneLineUsage, click.exceptions.NoArgsIsHelpError):  # a bare group prints its help, as click does
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsage(exc, argv, None, load_command) from None
+        ctx.meta["subvault.argv"] = argv
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (OneLineUsage, click.exceptions.NoArgsIsHelpError):  # a bare group prints its help, as click does
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsage(exc, ctx.meta.get("subvault.argv", []), ctx, load_command) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the commands from their registered summaries (no command module is imported)."""
         shown = [(name, e.summary) for name, e in sorted(COMMANDS.items()) if e.summary is not None]
@@ -87,7 +111,7 @@ def _finite(seconds: float) -> float:
 
 
 @click.group(cls=Registry, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
+@click.option("--config", "config_path", metavar="PATH", callback=path_given, help="Config file (default $SUBVAULT_CONFIG or /etc/subvault/subvault.toml).")
 @click.option("--wait", type=click.FloatRange(0, 7 * 86400), default=0.0, callback=lambda _c, _p, v: _finite(v), metavar="SECONDS", help="Wait this long for another subvault run to finish.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every command subvault runs.")
 @click.version_option(package_name="subvault")

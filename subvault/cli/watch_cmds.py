@@ -12,7 +12,6 @@ import click
 from subvault import systemd
 from subvault.cli.common import Env, dry_run_option, handle_errors, json_option, pass_env
 from subvault.cli.render import emit_json, table
-from subvault.config.load import config_path
 from subvault.config.schema import Config
 from subvault.config.verify import exposure_warnings, notify_errors, notify_urls
 from subvault.errors import ConfigError, UsageError
@@ -104,8 +103,9 @@ def install_systemd(env: Env, uninstall: bool, dest: str, metrics_dir: str | Non
         raise UsageError(f"--run-timeout: {exc}") from None
     if not limit:
         raise UsageError('--run-timeout: must be longer than zero (expected e.g. "1d")')
+    _ = env.config  # timers for a config every run would refuse are refused now (exit 2), before anything is written
     exe = os.path.abspath(shutil.which("subvault") or sys.argv[0])
-    written = systemd.install(Path(dest), exe, str(config_path(env.config_path).resolve()), dry_run, metrics_dir, limit)
+    written = systemd.install(Path(dest), exe, env.config_file, dry_run, metrics_dir, limit)
     for path, text in written:
         if dry_run:
             click.echo(f"# {path}\n{text}")

@@ -6,7 +6,9 @@ Errors name the file, the key and what was expected, one line per problem, e.g.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -33,17 +35,51 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, name=name)
 
 
+# A config is a few KiB (one written by `adopt` for hundreds of subvolumes, some hundred).
+MAX_CONFIG_BYTES = 4 << 20
+
+
 def read_config(path: str | Path) -> tuple[str, str]:
-    """Return the config's text and the name errors use: its real path. Raise ConfigError."""
+    """Return the config's text and the name errors use: its real path. Raise ConfigError.
+
+    Only a regular file is read (a FIFO would wait forever, /dev/zero never end), only
+    up to MAX_CONFIG_BYTES, and only as UTF-8.
+    """
     path = Path(path)
     name = os.path.realpath(path)
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"{name}: no such config file; write one with `subvault init` or pass --config") from None
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
-    return raw.decode("utf-8", errors="replace"), name
+        raise ConfigError(f"{name}: cannot read: {_cannot_open(exc)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"{name}: is {kind} (expected the config file itself, e.g. --config /etc/subvault/subvault.toml)")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: is too large for a config (more than {MAX_CONFIG_BYTES >> 20} MiB; is --config the right file?)")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff"), name  # a byte-order mark, as some editors save, is no key
+    except UnicodeDecodeError as exc:  # never decoded into something else: a path or a key would change
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{name}: not UTF-8 text: byte {exc.start} (line {line}) is {raw[exc.start:exc.start + 1]!r} "
+                          "(expected a UTF-8 file; re-save it as UTF-8)") from None
+
+
+def _cannot_open(exc: OSError) -> str:
+    """Why the config cannot be opened, and what to do."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{exc.strerror} (subvault runs as root: run it with sudo, or give this user read access)"
+    if exc.errno == errno.ELOOP:
+        return f"{exc.strerror} (a symlink loop: point --config at the file itself)"
+    return exc.strerror or str(exc)
 
 
 def parse_config(text: str, *, name: str = "subvault.toml") -> Config:
@@ -73,6 +109,8 @@ def validate(text: str, *, name: str = "subvault.toml") -> Validated:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise ConfigError(f"{name}: not valid TOML: arrays or tables nested too deeply (expected a config, not a stress test)") from None
     parts, errors = _tables(data)
     cfg = Config(**parts)
     declared = {t.get("name") for t in data.get("target", []) if isinstance(t, dict)} if isinstance(data.get("target"), list) else set()
@@ -108,6 +146,10 @@ def _check(value: Any, kind: Any, where: list[str]) -> tuple[Any, list[str]]:
     shape = _without_none(_bare(kind))
     if isinstance(shape, type) and issubclass(shape, msgspec.Struct):
         return _check_table(value, shape, where)
+    if typing.get_origin(shape) is list and isinstance(value, dict) and where and where[-1] in _ITEM_LABELS:
+        # `[subvolume]` where `[[subvolume]]` belongs: the one mistake TOML makes easy
+        key = ".".join(w.split(" ")[0] for w in where)  # [[source.subvolume]] inside a source
+        return None, [_at(where, f"expected [[{key}]] (one per item), got a single [{key}] table: write [[{key}]]")]
     if typing.get_origin(shape) is list and isinstance(value, list):
         (item,) = typing.get_args(shape)
         out, problems = [], []

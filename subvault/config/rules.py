@@ -42,9 +42,9 @@ def duration(key: str, value: str, *, positive: bool = False) -> str | None:
     return None
 
 
-def name(value: str) -> str | None:
+def name(value: str, key: str = "name") -> str | None:
     if not NAME_RE.match(value):
-        return f'name: "{value}" is not a valid name (expected letters, digits, "_", "-" or ".")'
+        return f'{key}: "{value}" is not a valid name (expected letters, digits, "_", "-" or ".")'
     return None
 
 
@@ -70,9 +70,11 @@ def ssh_url(value: str, expected: str) -> str | None:
     if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
         return f'url: "{value}": the host and user must not start with "-" (expected "{expected}")'
     try:
-        _ = parts.port  # reading it validates the port
+        number = parts.port  # reading it validates the port
     except ValueError:
-        return f'url: "{value}": the port is not a number (expected "{expected}")'
+        number = -1
+    if number is not None and not 1 <= number <= 65535:
+        return f'url: "{value}": the port must be a number from 1 to 65535 (expected "{expected}")'
     return None
 
 
@@ -128,3 +130,48 @@ def port(parts: SplitResult) -> int | None:
         return port
     except ValueError:
         return None
+
+
+# age recipients: bech32 (BIP 173) strings, checked here so that every command refuses a
+# key age would refuse, before anything is uploaded.
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+# The brief's example says `recipients = ["age1…"]` and must load as written; `config
+# check` reports the placeholder (verify.py), and age refuses it before any upload.
+RECIPIENT_PLACEHOLDER = "age1…"
+
+
+def _polymod(values: list[int]) -> int:
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i in range(5):
+            chk ^= _GEN[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def is_age_recipient(text: str) -> bool:
+    """True for what age accepts with -r as a public key: bech32 "age1…" (X25519, 32 bytes) or "age1PLUGIN1…"."""
+    if text != text.lower() or not text.startswith("age1"):
+        return False
+    hrp, sep, data = text.rpartition("1")
+    if not sep or not hrp.startswith("age") or len(data) < 6 or any(c not in _BECH32 for c in data):
+        return False
+    values = [_BECH32.index(c) for c in data]
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    if _polymod(expanded + values) != 1:
+        return False
+    if hrp == "age":
+        return (len(values) - 6) * 5 // 8 == 32  # an X25519 public key
+    return True
+
+
+def recipient(i: int, value: str) -> str | None:
+    """recipients[i] must be an age public key; a value that could be an identity is shown by its first characters only."""
+    if value == RECIPIENT_PLACEHOLDER or is_age_recipient(value):
+        return None
+    shown = value if value.startswith("age1") and len(value) <= 100 else f"{value[:10]}…"
+    hint = "" if value.startswith("age1") else "; never put the identity here"
+    return (f'recipients[{i}]: "{shown}" is not an age public key '
+            f'(expected the "age1…" line that `age-keygen -y IDENTITY` prints{hint})')

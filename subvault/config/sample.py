@@ -24,8 +24,9 @@ _SECTIONS: list[tuple[str, str, bool, dict[str, Any]]] = [
     ("hook", "HookConf", True, {"when": "pre-snapshot", "run": ["/usr/local/bin/flush-caches"]}),
     ("check", "CheckConf", False, {}),
     ("dr", "DrConf", False, {}),
-    ("source", "SourceConf", True, {"name": "vps1", "url": "ssh://root@vps1.wg:22/", "dest": "/mnt/backup",
-                                    "subvolume": []}),
+    ("source", "SourceConf", True, {"name": "vps1", "url": "ssh://root@vps1.wg:22/", "dest": "/mnt/backup"}),
+    # an array of tables inside the table above: one [[source.subvolume]] per subvolume pulled
+    ("source.subvolume", "SourceSubvolumeConf", True, {"name": "root", "path": "/"}),
 ]
 
 
@@ -50,11 +51,15 @@ def _description(annotation: Any) -> str:
     return ""
 
 
-def _render_model(model: type, examples: dict[str, Any]) -> list[str]:
+def _render_model(model: type, examples: dict[str, Any], section: str) -> list[str]:
     lines: list[str] = []
+    nested = {s for s, _, _, _ in _SECTIONS}
     for field in msgspec.structs.fields(model):
         name = field.name
         desc = _description(field.type)
+        if f"{section}.{name}" in nested:  # its own [[section.name]] tables follow this one
+            lines.append(f"# {name}: {desc} (the [[{section}.{name}]] tables below)")
+            continue
         if field.required or name in examples:
             value = examples[name]
             lines.append(f"{name} = {_toml_value(value)}" + (f"    # {desc}" if desc else ""))
@@ -75,7 +80,7 @@ def render_sample() -> str:
     for section, model_name, is_array, examples in _SECTIONS:
         model = getattr(schema, model_name)
         out.append(f"[[{section}]]" if is_array else f"[{section}]")
-        out.extend(_render_model(model, examples))
+        out.extend(_render_model(model, examples, section))
         out.append("")
     return "\n".join(out)
 

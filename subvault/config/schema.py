@@ -168,9 +168,7 @@ class TargetConf(Strict):
         problems.append(R.object_url(url))
         if not self.recipients:
             problems.append('recipients: none given (expected at least one age public key, "age1…")')
-        for i, r in enumerate(self.recipients):
-            if not r.startswith("age1"):
-                problems.append(f'recipients[{i}]: "{r[:10]}…" is not an age public key (expected "age1…"); never put the identity here')
+        problems += [R.recipient(i, r) for i, r in enumerate(self.recipients)]
         return problems
 
     def storage(self) -> tuple[str, ...]:
@@ -218,6 +216,8 @@ class SourceConf(Strict):
 
     def __post_init__(self) -> None:
         problems = [R.name(self.name), R.retention("keep", self.keep), R.ssh_url(self.url, "ssh://user@host:22/")]
+        if self.puller is not None:  # it names a file on the source and a word of its forced command
+            problems.append(R.name(self.puller, "puller"))
         try:
             self.dest = R.abs_path("dest", self.dest)
         except ValueError as exc:

@@ -2,8 +2,8 @@
 
 Loading (schema.py, load.py) checks the shape of every key on every command. These
 checks run in `config check` (and the URL ones in `check`):
-- errors: every notify URL as Apprise parses it; every recipient as age parses it
-  (bech32 with a valid checksum);
+- errors: every notify URL as Apprise parses it; a recipient still the example's
+  placeholder "age1…" (loading checks every other recipient as age parses it);
 - warnings: a subvolume path that does not exist or is not a btrfs subvolume (a disk
   may be unmounted on purpose); a config holding notify tokens that group or others
   can read.
@@ -17,56 +17,20 @@ import stat
 from typing import Any
 
 from subvault.btrfs import adapter
+from subvault.config.rules import RECIPIENT_PLACEHOLDER
 from subvault.config.schema import Config
 from subvault.errors import SubvaultError
 from subvault.notify.apprise_notify import validate_url
 from subvault.secrets import read_private
 
-_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 
-
-def _polymod(values: list[int]) -> int:
-    chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= _GEN[i] if (top >> i) & 1 else 0
-    return chk
-
-
-def is_age_recipient(text: str) -> bool:
-    """True for what age accepts with -r as a public key: bech32 "age1…" (X25519, 32 bytes) or "age1PLUGIN1…"."""
-    if text != text.lower() or not text.startswith("age1"):
-        return False
-    hrp, sep, data = text.rpartition("1")
-    if not sep or not hrp.startswith("age") or len(data) < 6 or any(c not in _BECH32 for c in data):
-        return False
-    values = [_BECH32.index(c) for c in data]
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    if _polymod(expanded + values) != 1:
-        return False
-    if hrp == "age":
-        return (len(values) - 6) * 5 // 8 == 32  # an X25519 public key
-    return True
-
-
-def recipient_errors(data: dict[str, Any]) -> list[str]:
-    """Check every object target's recipients in the parsed TOML (also of a target that failed to load)."""
-    out = []
-    targets = data.get("target")
-    for t in targets if isinstance(targets, list) else []:
-        if not isinstance(t, dict) or t.get("type") != "object" or not isinstance(t.get("recipients"), list):
-            continue
-        for i, r in enumerate(t["recipients"]):
-            if isinstance(r, str) and not is_age_recipient(r):
-                shown = r if r.startswith("age1") else f"{r[:10]}…"  # never echo an identity
-                out.append(
-                    f'target "{t.get("name")}": recipients[{i}]: "{shown}" is not an age public key '
-                    '(expected the "age1…" line that `age-keygen -y IDENTITY` prints)'
-                )
-    return out
+def placeholder_errors(cfg: Config) -> list[str]:
+    """Recipients still the brief's placeholder "age1…" (loading accepts it, so the brief's example loads)."""
+    return [
+        f'target "{t.name}": recipients[{i}]: "{r}" is the example\'s placeholder '
+        '(expected the "age1…" line that `age-keygen -y IDENTITY` prints)'
+        for t in cfg.target for i, r in enumerate(t.recipients) if r == RECIPIENT_PLACEHOLDER
+    ]
 
 
 def notify_urls(cfg: Config) -> list[str]:
@@ -95,7 +59,7 @@ def deep_errors(cfg: Config, data: dict[str, Any]) -> list[str]:
 
     cfg holds the tables that loaded; data is the parsed TOML.
     """
-    return recipient_errors(data) + notify_errors(cfg)
+    return placeholder_errors(cfg) + notify_errors(cfg)
 
 
 def host_warnings(cfg: Config) -> list[str]:

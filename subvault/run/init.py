@@ -26,7 +26,7 @@ from pathlib import Path
 from subvault import process
 from subvault.btrfs import adapter
 from subvault.btrfs.snapper import SNAPSHOTS_DIR, write_atomic
-from subvault.errors import SubvaultError
+from subvault.errors import ConfigError, SubvaultError
 from subvault.model import SubvolInfo
 from subvault.run.coverage_scan import loose_file
 from subvault.run.neighbours import hand_over_notes
@@ -180,6 +180,8 @@ def _fs_of(path: str, mounts: list[Mount]) -> str:
 def write_config(text: str, dest: str, *, force: bool) -> Path:
     """Write the config to dest (mode 0600: it may come to hold secrets); refuse to replace an existing one without force."""
     path = Path(dest)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory (expected the config file's path, e.g. {path / 'subvault.toml'})")
     if path.exists() and not force:
         raise SubvaultError(f"{path} exists; pass --force to replace it, or --output - to print the starter config")
     path.parent.mkdir(parents=True, exist_ok=True)

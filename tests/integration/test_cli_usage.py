@@ -37,3 +37,15 @@ def test_wait_of_nan_or_forever_is_a_usage_error(tmp_path):
         proc = cli("--config", str(tmp_path / "none.toml"), "--wait", bad, "status")
         assert proc.returncode == 2, (bad, proc.stderr)
         assert "--wait" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_usage_error_is_one_line_and_under_json_a_json_document():
+    import json
+
+    proc = cli("status", "--bogus")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: no such option '--bogus' (see `subvault status --help`)\n"
+    proc = cli("list", "--json", "a", "b")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["command"], doc["exit_code"]) == ("list", 2) and "`subvault list --help`" in doc["error"]

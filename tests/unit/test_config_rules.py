@@ -149,11 +149,12 @@ def test_errors_name_the_real_path_of_the_file(tmp_path):
     assert str(info.value).startswith(f'{os.path.realpath(real)}: target "local": name:')
 
 
-def test_deep_check_verifies_each_recipient():
-    errors = _deep(_object("offsite", recipients=f'["{RECIPIENT}", "{BAD_CHECKSUM}", "age1…"]'))
-    assert len(errors) == 2, errors
-    assert all(e.startswith('target "offsite": recipients[') and "not an age public key" in e for e in errors)
-    assert errors[0].startswith('target "offsite": recipients[1]:') and errors[1].startswith('target "offsite": recipients[2]:')
+def test_loading_verifies_each_recipient_and_the_deep_check_the_placeholder():
+    lines = _lines(_object("offsite", recipients=f'["{RECIPIENT}", "{BAD_CHECKSUM}", "age1…"]'))
+    assert len(lines) == 1 and lines[0].startswith('subvault.toml: target "offsite": recipients[1]:'), lines
+    assert "not an age public key" in lines[0]
+    errors = _deep(_object("offsite", recipients=f'["{RECIPIENT}", "age1…"]'))
+    assert len(errors) == 1 and errors[0].startswith('target "offsite": recipients[1]: "age1…" is the example'), errors
     assert _deep(_object("offsite")) == []
 
 
