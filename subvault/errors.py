@@ -116,6 +116,10 @@ class Refused(SubvaultError):
     """An operation was refused to protect data (an invariant or an unsafe layout)."""
 
 
+class RenamedSubvolume(SubvaultError):
+    """A btrfs target holds this subvolume's receives under its old configured name: no second full send (invariant 7)."""
+
+
 class UnknownName(NotFound):
     """A subvolume or target named on the command line is not in the config. Exit 2 (usage)."""
 

@@ -25,11 +25,19 @@ from subvault.context import Context, host_name
 from subvault.endpoints.endpoint import Endpoint, open_target
 from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, Progress, Transferred, prune_steps, settle_steps, transfer
-from subvault.errors import StalledTransfer, SubvaultError
+from subvault.errors import RenamedSubvolume, StalledTransfer, SubvaultError
 from subvault.model import Entry
-from subvault.plan.replication import ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication
+from subvault.plan.replication import (
+    ReplicationPlan,
+    Send,
+    Source,
+    entry_name,
+    holds_when_unreachable,
+    is_verified,
+    plan_replication,
+)
 from subvault.results import Item, Outcome
-from subvault.run import lasterror
+from subvault.run import lasterror, renamed
 from subvault.units import human_size
 
 ProgressFactory = Callable[[str], Callable[[int], None] | None]
@@ -50,9 +58,29 @@ def sources_of(sub: SubvolumeConf) -> list[Source]:
 
 
 def plan_for(ctx: Context, ep: Endpoint, sub: SubvolumeConf, target: TargetConf, sources: list[Source]) -> tuple[str, ReplicationPlan]:
+    """Plan sub on one target. Raise RenamedSubvolume when its receives are under an old name (see refuse_renamed)."""
     container = ep.container(host_name(), sub.name)
-    entries = ep.list(container, sub.name)
-    return container, plan_replication(sub.name, sources, entries, target.keep, ctx.now, ctx.tz)
+    entries = ep.entries(container, sub.name)
+    plan = plan_replication(sub.name, sources, entries or [], target.keep, ctx.now, ctx.tz)
+    refuse_renamed(ctx, ep, sub, target, sources, entries, plan)
+    return container, plan
+
+
+def refuse_renamed(
+    ctx: Context, ep: Endpoint, sub: SubvolumeConf, target: TargetConf, sources: list[Source], entries: list[Entry] | None,
+    plan: ReplicationPlan,
+) -> None:
+    """Invariant 7: a full send to a container with no verified receive first looks for this subvolume under another name.
+
+    Raise RenamedSubvolume (nothing sent, nothing touched) when a sibling container holds
+    receives of these very snapshots (subvault.run.renamed).
+    """
+    if not any(s.full for s in plan.sends) or any(is_verified(e) for e in entries or []):
+        return
+    names = renamed.known_names(ctx.state_dir, target.name)
+    found = renamed.find_renamed(ep, host_name(), sub.name, sources, names)
+    if found is not None:
+        raise renamed.refusal(f"{sub.name}→{target.name}", sub.name, sub.path, found, entries)
 
 
 def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFactory | None = None, meter: bool = True) -> Outcome:
@@ -119,6 +147,10 @@ def _replicate_target(
         warning = lasterror.update(ctx.state_dir, failed, done)
         if warning:
             out.warnings.append(warning)
+        # the names this host's receives sit under on this target: where a later rename is looked for (run.renamed)
+        warning = renamed.remember_names(ctx.state_dir, tconf.name, [] if link_down else [s.name for s in subs if s.name not in errors])
+        if warning:
+            out.warnings.append(warning)
     return out
 
 
@@ -160,6 +192,11 @@ def _replicate_one(
     container = ep.container(host_name(), sub.name)
     entries = ep.entries(container, sub.name)
     plan = plan_replication(sub.name, sources, entries or [], tconf.keep, ctx.now, ctx.tz)
+    try:
+        refuse_renamed(ctx, ep, sub, tconf, sources, entries, plan)
+    except RenamedSubvolume:
+        ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = renamed.holds_while_renamed(sources, tconf.name)
+        raise
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
     by_uuid = {s.uuid: s for s in sources}
     aside = _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else {}
@@ -273,6 +310,8 @@ def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
                 ep.check()
                 _, plan = plan_for(ctx, ep, sub, tconf, sources)
                 found = {u: f"{tconf.name}: {why}" for u, why in plan.local_holds.items()}
+        except RenamedSubvolume:
+            found = renamed.holds_while_renamed(sources, tconf.name)
         except SubvaultError:
             found = holds_when_unreachable(sources, tconf.name)
         for u, why in found.items():

@@ -40,7 +40,7 @@ from subvault.run.coverage_scan import coverage_problems
 from subvault.run.flux_leftovers import overdue
 from subvault.run.neighbours import snapper_cleanup_problems
 from subvault.run.offsite import mac_key, open_target_store, scan_target
-from subvault.run.replicate import sources_of
+from subvault.run.replicate import refuse_renamed, sources_of
 from subvault.timeutil import format_age, parse_duration
 
 UNIT_CADENCE = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1), "m": timedelta(days=31), "y": timedelta(days=366)}
@@ -112,7 +112,10 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             sources = sources if sources is not None else sources_of(sub)
             with open_target(tconf, unreachable=ctx.unreachable) as ep:
                 ep.check()
-                entries = ep.list(ep.container(host_name(), sub.name), sub.name)
+                listed = ep.entries(ep.container(host_name(), sub.name), sub.name)
+                entries = listed or []
+                # invariant 7: its receives under an old name are a problem to fix, not "never replicated"
+                refuse_renamed(ctx, ep, sub, tconf, sources, listed, plan_replication(sub.name, sources, entries, tconf.keep, ctx.now, ctx.tz))
         except (SubvaultError, OSError) as exc:
             rows.append(LayerRow(sub.name, layer, None, 0, cadence, error=describe(exc)))
             continue

@@ -111,3 +111,29 @@ def test_check_warns_about_a_puller_that_stopped_pulling(homelab):
     pullholds.write_record(homelab.paths["home"], "pi", adapter.show(snap / "snapshot").uuid, utcnow() - timedelta(days=9))
     res = homelab.cli("check")
     assert "puller pi last pulled 9d" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def test_invariant_7_a_renamed_source_subvolume_is_found_by_uuid_not_pulled_full_again(homelab, make_fs, make_sshd, tmp_path):
+    """Renaming a [[source.subvolume]] keeps its path: its pulls under the old name are found by uuid, none repeated in full."""
+    homelab.cli("snapshot")
+    server = make_sshd(serve_command(homelab.fs.mountpoint, "--send-only", "--puller", "pi"))
+    pi = make_fs("pi")
+    puller = _puller_config(tmp_path, server, pi, homelab, ["home", "var_lib_pvc"])
+    from conftest import run_cli
+
+    run_cli("--config", str(puller), "pull")
+    old = pi.mountpoint / "vps1" / "home"
+    before = sorted(p.name for p in old.iterdir())
+    assert len(before) == 1
+    puller.write_text(puller.read_text().replace('name = "home"', 'name = "homedir"'))
+    (homelab.paths["home"] / "more.txt").write_text("later\n")
+    homelab.cli("snapshot", "--force")
+    res = run_cli("--config", str(puller), "pull", "--json", check=False)
+    doc = json.loads(res.stdout)
+    assert doc["exit_code"] == 3 and res.returncode == 3, res.stdout
+    items = doc["result"]["items"]
+    assert not [i for i in items if i["action"] == "pulled" and i["subject"] == "vps1:homedir"], items
+    [error] = doc["result"]["errors"]
+    assert error.startswith("vps1:homedir: ") and str(old) in error and 'name = "home"' in error, error
+    assert sorted(p.name for p in old.iterdir()) == before, "the old directory is untouched"
+    assert not (pi.mountpoint / "vps1" / "homedir").exists()

@@ -1,0 +1,141 @@
+"""Invariant 7 on btrfs targets: a subvolume renamed in the config is found by uuid, never sent in full again.
+
+A target keeps a subvolume's receives in `<root>/<host>/<name>/`, under its configured
+name. When that directory holds no verified receive, but a sibling directory holds
+verified receives of this subvolume's own snapshots (a `received_uuid` equal to a local
+snapshot's uuid), the subvolume was renamed in the config: a full send would store a
+second copy and orphan the first forever. Replication refuses instead, names the old
+directory and the fix, and holds every local snapshot (the old directory's base among
+them) until the user has chosen. The old directory is never touched: subvault owns the
+directories of its configured names only (invariant 8), so nothing prunes or deletes it.
+
+Where the siblings come from:
+- a local target: the host directory is read (each subvolume directly in it; dot names,
+  such as adopt's staging containers, are not containers of a name);
+- an ssh target: the endpoint protocol (and `serve`) lists only a container the client
+  names, so the names this host replicated to that target before are remembered in
+  `<state_dir>/target-names.json` and those containers are listed. That file is a cache
+  (invariant 12): without it a rename over ssh is not detected, and the old behaviour
+  (a full send under the new name) follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shlex
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from subvault.btrfs import adapter
+from subvault.endpoints.endpoint import Endpoint
+from subvault.errors import RenamedSubvolume
+from subvault.model import Entry
+from subvault.plan.replication import Source, is_verified
+
+NAMES_FILE = "target-names.json"
+
+
+@dataclass(frozen=True)
+class Renamed:
+    old_name: str
+    old_container: str
+    matches: int  # verified receives there of this subvolume's snapshots
+
+
+def find_renamed(ep: Endpoint, host: str, sub_name: str, sources: Iterable[Source], known_names: Iterable[str]) -> Renamed | None:
+    """Return the sibling container holding verified receives of these sources, or None.
+
+    Only called when sub_name's own container holds no verified receive.
+    """
+    identities = {u for s in sources for u in (s.uuid, s.received_uuid) if u}
+    if not identities:
+        return None
+    host_dir = posixpath.join(ep.root, host)
+    names = _local_siblings(host_dir) if ep.is_local else sorted(set(known_names))
+    for name in names:
+        if name == sub_name or name.startswith("."):
+            continue
+        container = posixpath.join(host_dir, name)
+        listed: list[Entry] = ep.entries(container, name) or []
+        matched = [e for e in listed if is_verified(e) and e.received_uuid in identities]
+        if matched:
+            return Renamed(name, container, len(matched))
+    return None
+
+
+def _local_siblings(host_dir: str) -> list[str]:
+    try:
+        with os.scandir(host_dir) as it:
+            dirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in dirs if adapter.is_subvolume(Path(host_dir, n)))
+
+
+def refusal(
+    subject: str, sub_name: str, sub_path: str, found: Renamed, own: list[Entry] | None, where: str = "on the target"
+) -> RenamedSubvolume:
+    """Return the one-line error: what was found, that nothing was sent, and the two ways to fix it.
+
+    own: the entries of sub_name's own container (None: there is none). An empty one is
+    deleted by the fix; one holding anything (partials, a writable copy) is moved aside
+    under a dot name, never deleted by a command subvault wrote.
+    """
+    host_dir = posixpath.dirname(found.old_container)
+    old, new = found.old_name, sub_name
+    clear = ""
+    if own is not None:
+        clear = f"mv -T -- {new} .{new}.aside && " if own else f"btrfs subvolume delete -- {new} && "
+    fix = (
+        f"cd {shlex.quote(host_dir)} && {clear}mv -T -- {old} {new} && "
+        f'for e in {new}/{old}.*; do mv -T -- "$e" "{new}/{new}.${{e#{new}/{old}.}}"; done'
+    )
+    return RenamedSubvolume(
+        f"{subject}: no verified backup under {posixpath.join(host_dir, new)}, but {found.old_container} holds "
+        f"{found.matches} of this subvolume's snapshots (same uuids): it was renamed from {old!r} in the config. "
+        f"Not sending it in full again (a second copy; the old one would never be pruned). Either set name = \"{old}\" "
+        f"back for path {sub_path}, or {where} run: `{fix}` (the directory and its entries take the new name; "
+        "the next run is incremental)"
+    )
+
+
+def holds_while_renamed(sources: Iterable[Source], target: str) -> dict[str, str]:
+    """Hold every local snapshot: the old directory's base is among them, and the user has not chosen yet."""
+    return {s.uuid: f"target {target} holds this subvolume under its old name: held until that is resolved" for s in sources}
+
+
+def known_names(state_dir: Path, target: str) -> list[str]:
+    """Return the names this host replicated to target before (a cache; empty when unreadable)."""
+    try:
+        data = json.loads((state_dir / NAMES_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    names = data.get(target) if isinstance(data, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def remember_names(state_dir: Path, target: str, names: Iterable[str]) -> str | None:
+    """Add names to target's list (written atomically, only when it changes); return a warning if it could not be written."""
+    try:
+        data = json.loads((state_dir / NAMES_FILE).read_text())
+    except (OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    before = set(known_names(state_dir, target))
+    after = before | set(names)
+    if after == before:
+        return None
+    data[target] = sorted(after)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".target-names.", dir=state_dir)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, state_dir / NAMES_FILE)
+    except OSError as exc:
+        return f"could not record the replicated names in {state_dir}: {exc.strerror or exc}"
+    return None
