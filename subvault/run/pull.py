@@ -29,7 +29,7 @@ from subvault.endpoints.endpoint import Endpoint
 from subvault.endpoints.runner import LocalRunner, SshRunner, parse_ssh_url
 from subvault.endpoints.transfer import prune_steps, settle_steps, transfer
 from subvault.errors import SubvaultError, UsageError
-from subvault.plan.replication import Source, entry_name, is_verified, plan_received_prune, plan_replication
+from subvault.plan.replication import Source, entry_name, plan_received_prune, plan_replication
 from subvault.results import Item, Outcome
 from subvault.run import renamed
 from subvault.run.prune_received import received
@@ -109,7 +109,7 @@ def _pull_one(ctx: Context, src: SourceConf, ep: Endpoint, dest: Endpoint, sub: 
     entries = dest.entries(container, sub.name)
     plan = plan_replication(sub.name, sources, entries or [], "latest", ctx.now, ctx.tz)
     plan.prune = plan_received_prune(received(container), src.keep, ctx.now, ctx.tz).prune if entries is not None else []
-    if any(s.full for s in plan.sends) and not any(is_verified(e) for e in entries or []):
+    if plan.base_before is None and any(s.full for s in plan.sends):
         # invariant 7: pulled before under another [[source.subvolume]] name? (the uuids are the source's word:
         # a lying source can only stop its own pull this way, never make anything be deleted)
         found = renamed.find_renamed(dest, src.name, sub.name, sources, [])

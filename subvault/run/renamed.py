@@ -1,7 +1,8 @@
 """Invariant 7 on btrfs targets: a subvolume renamed in the config is found by uuid, never sent in full again.
 
 A target keeps a subvolume's receives in `<root>/<host>/<name>/`, under its configured
-name. When that directory holds no verified receive, but a sibling directory holds
+name. When that directory holds no receive of this subvolume's snapshots (a full send is
+planned), but a sibling directory holds
 verified receives of this subvolume's own snapshots (a `received_uuid` equal to a local
 snapshot's uuid), the subvolume was renamed in the config: a full send would store a
 second copy and orphan the first forever. Replication refuses instead, names the old
@@ -49,7 +50,7 @@ class Renamed:
 def find_renamed(ep: Endpoint, host: str, sub_name: str, sources: Iterable[Source], known_names: Iterable[str]) -> Renamed | None:
     """Return the sibling container holding verified receives of these sources, or None.
 
-    Only called when sub_name's own container holds no verified receive.
+    Only called when sub_name's own container holds no receive of these sources (a full send is planned).
     """
     identities = {u for s in sources for u in (s.uuid, s.received_uuid) if u}
     if not identities:
@@ -83,10 +84,18 @@ def refusal(
 
     own: the entries of sub_name's own container (None: there is none). An empty one is
     deleted by the fix; one holding anything (partials, a writable copy) is moved aside
-    under a dot name, never deleted by a command subvault wrote.
+    under a dot name, never deleted by a command subvault wrote; one holding verified
+    receives of another subvolume (two names swapped) gets only "the name back".
     """
     host_dir = posixpath.dirname(found.old_container)
     old, new = found.old_name, sub_name
+    others = sum(1 for e in own or [] if is_verified(e))
+    if others:  # two names swapped: each container holds the other's receives; only the config can say which is which
+        return RenamedSubvolume(
+            f"{subject}: {found.old_container} holds {found.matches} of this subvolume's snapshots (same uuids), while "
+            f"{posixpath.join(host_dir, new)} holds {others} receives of another subvolume: were names swapped in the config? "
+            f"Not sending it in full again (nor pruning the other's receives); set name = \"{old}\" back for path {sub_path}"
+        )
     clear = ""
     if own is not None:
         clear = f"mv -T -- {new} .{new}.aside && " if own else f"btrfs subvolume delete -- {new} && "

@@ -27,15 +27,7 @@ from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, Progress, Transferred, prune_steps, settle_steps, transfer
 from subvault.errors import RenamedSubvolume, StalledTransfer, SubvaultError
 from subvault.model import Entry
-from subvault.plan.replication import (
-    ReplicationPlan,
-    Send,
-    Source,
-    entry_name,
-    holds_when_unreachable,
-    is_verified,
-    plan_replication,
-)
+from subvault.plan.replication import ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication
 from subvault.results import Item, Outcome
 from subvault.run import lasterror, renamed
 from subvault.units import human_size
@@ -70,12 +62,12 @@ def refuse_renamed(
     ctx: Context, ep: Endpoint, sub: SubvolumeConf, target: TargetConf, sources: list[Source], entries: list[Entry] | None,
     plan: ReplicationPlan,
 ) -> None:
-    """Invariant 7: a full send to a container with no verified receive first looks for this subvolume under another name.
+    """Invariant 7: a full send (nothing in common with the container) first looks for this subvolume under another name.
 
     Raise RenamedSubvolume (nothing sent, nothing touched) when a sibling container holds
     receives of these very snapshots (subvault.run.renamed).
     """
-    if not any(s.full for s in plan.sends) or any(is_verified(e) for e in entries or []):
+    if plan.base_before is not None or not any(s.full for s in plan.sends):
         return
     names = renamed.known_names(ctx.state_dir, target.name)
     found = renamed.find_renamed(ep, host_name(), sub.name, sources, names)

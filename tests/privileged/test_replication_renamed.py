@@ -132,3 +132,19 @@ def test_invariant_7_renamed_subvolume_through_serve_is_not_resent_full(two, mak
     server = make_sshd(serve_command(root))
     renamed, ctx, before = _replicated_then_renamed(paths, root, state, server.url(root), _ssh_extra(server))
     _assert_refused_not_resent(replicate(ctx), root, before)
+
+
+def test_invariant_7_two_swapped_names_are_refused_and_neither_directory_is_touched(two):
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    assert not replicate(context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)).errors
+    before = {n: entries(root, n) for n in ("data", "pvc")}
+    swapped = {"data": paths["pvc"], "pvc": paths["data"]}
+    for name, path in swapped.items():
+        snap(name, path, T0 + timedelta(hours=1))
+    # keep "1h": a plan that took the other's receives for its own would prune them
+    out = replicate(context(swapped, str(root), now=T0 + timedelta(hours=1, minutes=5), keep="1h", state=state))
+    assert sent_items(out) == [] and not [i for i in out.items if i.action == "prune"], dump(out)
+    assert len(out.errors) == 2 and all("swapped" in e for e in out.errors), out.errors
+    assert {n: entries(root, n) for n in ("data", "pvc")} == before

@@ -28,3 +28,8 @@ def test_invariant_7_refusal_names_the_old_directory_and_both_fixes():
     assert "btrfs subvolume delete -- files && mv -T -- data files" in str(refusal("s", "files", "/p", found, []))
     partial = [Entry("snapshot", "u", None, readonly=False, incoming=True)]
     assert "mv -T -- files .files.aside && mv -T -- data files" in str(refusal("s", "files", "/p", found, partial))
+
+    # two names swapped: the new name's container holds another subvolume's receives; only the config can say
+    other = [Entry("files.20261120T000000Z", "u", "r", readonly=True)]
+    swapped = str(refusal("s", "files", "/p", found, other))
+    assert "swapped" in swapped and 'set name = "data" back' in swapped and "mv" not in swapped
