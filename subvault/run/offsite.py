@@ -39,6 +39,7 @@ from subvault.plan import restore_point
 from subvault.plan.cadence import due
 from subvault.plan.retention import Point, parse_policy, plan_retention
 from subvault.results import Item, Outcome
+from subvault.run import renamed
 from subvault.secrets import read_private
 from subvault.stores import open_store
 from subvault.timeutil import parse_duration
@@ -154,6 +155,11 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
     present = {m.uuid: m.created for m in state.manifests}
     order = {m.uuid: len(m.chain) for m in state.manifests}
     deletions = list(plan.delete) + _damaged_dropped(state, plan, step, policy, ctx)
+    if step is not None and step.parent_uuid is None and not state.points and not state.manifests:
+        # invariant 7: a first full under this name may follow a rename in the config (run/renamed.py)
+        old = renamed.offsite_old_names((o.key for o in store.list("")), sub.name, set(locals_.by_uuid))
+        if old:
+            out.warnings.append(renamed.offsite_warning(subject, store.url, sub.name, sub.path, old))
     if step is not None:
         snap = locals_.by_uuid[step.uuid]
         kind = "full" if step.parent_uuid is None else "incremental"

@@ -35,6 +35,7 @@ from subvault.btrfs import adapter
 from subvault.endpoints.endpoint import Endpoint
 from subvault.errors import RenamedSubvolume
 from subvault.model import Entry
+from subvault.offsite import layout
 from subvault.plan.replication import Source, is_verified
 
 NAMES_FILE = "target-names.json"
@@ -109,6 +110,32 @@ def refusal(
         f"Not sending it in full again (a second copy; the old one would never be pruned). Either set name = \"{old}\" "
         f"back for path {sub_path}, or {where} run: `{fix}` (the directory and its entries take the new name; "
         "the next run is incremental)"
+    )
+
+
+def offsite_old_names(names: Iterable[str], sub_name: str, uuids: set[str]) -> dict[str, int]:
+    """Given an object target's keys, return {other subvolume prefix: restore points there of these uuids}.
+
+    Offsite keys are `SUBVOL/UUID/manifest.json` (offsite/layout.py), so a subvolume renamed
+    in the config left its points under its old prefix. They cannot be moved (a manifest's
+    MAC binds its subvolume name): the caller warns that a new chain starts.
+    """
+    found: dict[str, int] = {}
+    for key in names:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == layout.MANIFEST and parts[0] != sub_name and parts[1] in uuids:
+            found[parts[0]] = found.get(parts[0], 0) + 1
+    return found
+
+
+def offsite_warning(subject: str, url: str, sub_name: str, sub_path: str, old: dict[str, int]) -> str:
+    name, count = max(old.items(), key=lambda kv: kv[1])
+    return (
+        f"{subject}: {name}/ in {url} holds {count} restore points of this subvolume's snapshots (same uuids): was it renamed "
+        f"from {name!r} in the config? This upload starts a new chain under {sub_name}/ with a full; the points under {name}/ "
+        "are no longer pruned or listed (a manifest's MAC binds its name, so they cannot be moved). Either set name = "
+        f"\"{name}\" back for path {sub_path}, or delete {name}/ from the bucket once the new chain covers your keep "
+        "(until then docs/offsite-recipe.md restores them)"
     )
 
 

@@ -245,3 +245,18 @@ def test_invariant_11_world_readable_age_identity_is_refused(homelab, offsite, t
                        "--identity", str(key), check=False)
     assert proc.returncode == 1 and "age identity" in proc.stderr and "group or others" in proc.stderr, proc.stderr
     assert not (homelab.paths["var_tmp"] / "var_lib_pvc").exists()
+
+
+def test_invariant_7_a_renamed_subvolume_offsite_says_its_old_points_are_left_under_the_old_name(homelab, offsite):
+    """Offsite points cannot be moved (a manifest's MAC binds its name): a new chain starts, and the run says why and what is left."""
+    key, bucket = offsite
+    homelab.cli("snapshot")
+    _offsite(homelab)
+    before = sorted(p.relative_to(bucket) for p in (bucket / "home").rglob("*"))
+    homelab.config.write_text(homelab.config.read_text().replace('name = "home"', 'name = "homedir"'))
+    homelab.cli("snapshot", "--force")
+    result = _offsite(homelab)
+    [warning] = [w for w in result["warnings"] if w.startswith("homedir→offsite")]
+    assert "home/ in " in warning and "1 restore points" in warning and 'set name = "home" back' in warning, warning
+    assert not [w for w in result["warnings"] if not w.startswith("homedir→")], result["warnings"]
+    assert sorted(p.relative_to(bucket) for p in (bucket / "home").rglob("*")) == before, "the old points are untouched"
