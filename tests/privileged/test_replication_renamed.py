@@ -16,7 +16,7 @@ import pytest
 from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
 from sshd import make_sshd, serve_command, sshd  # noqa: F401 - fixtures
 
-from subvault.btrfs import adapter, local
+from subvault.btrfs import adapter, local_scan
 from subvault.errors import EXIT_PARTIAL
 from subvault.run.holds import all_holds
 from subvault.run.local import prune as local_prune
@@ -80,13 +80,13 @@ def test_invariant_7_renamed_subvolume_is_found_by_uuid_not_resent_full(two):
     assert any(str(container(root, "data")) in p.message and p.message.startswith("files replica:pi") for p in report.problems), report.problems
 
     # the snapshot the old directory shares with the source is held: a local prune keeps it
-    base = local.scan("files", renamed["files"])[0]
+    base = local_scan.scan("files", renamed["files"])[0]
     # (a target keeping only the newest would otherwise release it, and the local timeline has aged it out)
     fresh = context(renamed, str(root), now=T0 + timedelta(days=30), keep="1h", state=state)
     holds = all_holds(fresh, next(s for s in fresh.config.subvolume if s.name == "files"))
     assert base.uuid in holds, holds
     local_prune(fresh, holds=all_holds)
-    assert base.uuid in {s.uuid for s in local.scan("files", renamed["files"])}
+    assert base.uuid in {s.uuid for s in local_scan.scan("files", renamed["files"])}
     assert entries(root, "data") == before
 
     # the fix the message gives, run literally on the target, and the next run is incremental
