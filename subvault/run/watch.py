@@ -23,6 +23,7 @@ from subvault.dr.captureopts import boot_dir_warnings
 from subvault.dr.state import drill_record
 from subvault.endpoints.endpoint import open_target
 from subvault.errors import SubvaultError, about, describe
+from subvault.model import Entry
 from subvault.notify.metrics import LayerStatus, build_registry, previous_successes, write_textfile
 from subvault.offsite import verified
 from subvault.offsite.target import scan
@@ -113,7 +114,7 @@ def replica_rows(ctx: Context, sub: SubvolumeConf) -> list[LayerRow]:
             with open_target(tconf, unreachable=ctx.unreachable) as ep:
                 ep.check()
                 listed = ep.entries(ep.container(host_name(), sub.name), sub.name)
-                entries = listed or []
+                entries: list[Entry] = listed or []
                 # invariant 7: its receives under an old name are a problem to fix, not "never replicated"
                 refuse_renamed(ctx, ep, sub, tconf, sources, listed, plan_replication(sub.name, sources, entries, tconf.keep, ctx.now, ctx.tz))
         except (SubvaultError, OSError) as exc:
