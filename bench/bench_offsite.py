@@ -238,7 +238,7 @@ def main() -> None:
             print(f"median {m:6s} {med[m]['seconds']:6.2f} s  {args.size_mib / med[m]['seconds']:7.1f} MiB/s  "
                   f"cpu {med[m]['cpu_seconds']:6.2f} s  rss {med[m]['self_rss_mib']:6.1f} MiB")
         for m in ("upload", "staged", "s3"):
-            print(f"{m} throughput / raw pipeline (median of {args.rounds}): "
+            print(f"{m} throughput / raw pipeline (ratio of the medians of {args.rounds}; the table below takes each round's own ratio): "
                   f"{med['raw']['seconds'] / med[m]['seconds']:.2f}x; "
                   f"CPU time {m}/raw: {med[m]['cpu_seconds'] / med['raw']['cpu_seconds']:.2f}x; "
                   f"peak RSS {max(r['self_rss_mib'] for r in runs[m]):.0f} MiB "
