@@ -18,6 +18,12 @@ Rules:
   parent: it is `stranded`, to report (make it read-only if it is a complete copy), and
   its name is never reused. (In the incoming area it stays a partial: only our
   receives write there, under the stream's name the next receive needs.)
+- A complete receive (read-only, received) under another subvolume's final name
+  (`<other>.<stamp>`) that no source snapshot accounts for is not a partial either: a
+  receive lands under the stream's name and a wrong one is deleted at once, so it came
+  from a rename of a container cut off before its entries (run/renamed.py), and it may
+  be the only copy of an old snapshot. It is `stranded` too: never deleted, never a
+  parent, never pruned, reported with the `mv` that gives it this subvolume's name.
 - Retention runs over the union of the source's timeline snapshots and the target's
   verified entries, with the target's keep policy. Source snapshots it keeps that the
   target lacks are sent, oldest first; target entries it drops are pruned. The newest
@@ -91,7 +97,7 @@ class Adoption:
 @dataclass
 class ReplicationPlan:
     partials: list[Removal] = field(default_factory=list)
-    stranded: list[Removal] = field(default_factory=list)  # writable but received: reported, never deleted
+    stranded: list[Removal] = field(default_factory=list)  # writable but received, or under another name: reported, never deleted
     adopt: list[Adoption] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
     prune: list[Removal] = field(default_factory=list)
@@ -115,6 +121,14 @@ def parse_entry_time(sub_name: str, name: str) -> datetime | None:
     if not m or m.group("sub") != sub_name:
         return None
     return datetime.strptime(m.group("ts"), NAME_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def renamed_entry(sub_name: str, name: str) -> str | None:
+    """Return name (another subvolume's final name) under sub_name's prefix, same stamp; None if it is not a final name."""
+    m = _NAME_RE.match(name)
+    if not m:
+        return None
+    return f"{sub_name}.{m.group('ts')}" + (f"_{m.group('n')}" if m.group("n") else "")
 
 
 def is_verified(entry: Entry) -> bool:
@@ -201,6 +215,9 @@ def _sort_entries(sub_name: str, srcs: list[Source], entries: list[Entry], plan:
             continue
         if e.received_uuid and not e.readonly and not e.incoming:
             plan.stranded.append(Removal(e.name, e.incoming, "writable but received (it has a received_uuid): not a partial"))
+            continue
+        if e.incoming and e.readonly and e.received_uuid and e.received_uuid not in held and _NAME_RE.match(e.name):
+            plan.stranded.append(Removal(e.name, e.incoming, "a complete receive under another subvolume's name: not a partial"))
             continue
         why = "in the receive area" if e.incoming else ("not read-only" if not e.readonly else "no received_uuid")
         plan.partials.append(Removal(e.name, e.incoming, f"partial ({why}); never a parent"))

@@ -113,6 +113,28 @@ def refusal(
     )
 
 
+def owner_of(entries: list[Entry], others: Iterable[tuple[str, list[Source]]]) -> tuple[str, int] | None:
+    """Return (another configured subvolume, its verified receives here) when a container holds receives of its snapshots."""
+    verified = [e.received_uuid for e in entries if is_verified(e)]
+    if not verified:
+        return None
+    for name, sources in others:
+        identities = {u for s in sources for u in (s.uuid, s.received_uuid) if u}
+        count = sum(1 for u in verified if u in identities)
+        if count:
+            return name, count
+    return None
+
+
+def occupied(subject: str, container: str, sub_name: str, other: str, count: int) -> RenamedSubvolume:
+    """Return the error for a full send into a container that holds another configured subvolume's receives."""
+    return RenamedSubvolume(
+        f"{subject}: {container} holds {count} receives of subvolume {other!r} (same uuids): was {other!r} renamed from "
+        f"{sub_name!r} in the config? Not sending {sub_name!r} in full into it (its keep would prune them); resolve "
+        f"{other!r} first (its own error gives the fix), then run again"
+    )
+
+
 def offsite_old_names(names: Iterable[str], sub_name: str, uuids: set[str]) -> dict[str, int]:
     """Given an object target's keys, return {other subvolume prefix: restore points there of these uuids}.
 

@@ -12,6 +12,8 @@ A failure stops that subvolume on that target only; the rest go on (exit 3, part
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 import sys
 import threading
 import time
@@ -27,7 +29,9 @@ from subvault.endpoints.runner import LocalRunner, Step, Unreachable
 from subvault.endpoints.transfer import LinkLost, Progress, Transferred, prune_steps, settle_steps, transfer
 from subvault.errors import RenamedSubvolume, StalledTransfer, SubvaultError
 from subvault.model import Entry
-from subvault.plan.replication import ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication
+from subvault.plan.replication import (
+    Removal, ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication, renamed_entry,
+)
 from subvault.results import Item, Outcome
 from subvault.run import lasterror, renamed
 from subvault.units import human_size
@@ -73,6 +77,12 @@ def refuse_renamed(
     found = renamed.find_renamed(ep, host_name(), sub.name, sources, names)
     if found is not None:
         raise renamed.refusal(f"{sub.name}→{target.name}", sub.name, sub.path, found, entries)
+    # the reverse: this name's container holds receives of another configured subvolume (renamed away from
+    # this name, its base among them): a full send here would make them points of this one's keep, and prune them
+    others = [o for o in subvolumes_for(ctx, target) if o.name != sub.name]
+    owner = renamed.owner_of(entries, ((o.name, sources_of(o)) for o in others)) if others and entries else None
+    if owner is not None:
+        raise renamed.occupied(f"{sub.name}→{target.name}", ep.container(host_name(), sub.name), sub.name, *owner)
 
 
 def replicate(ctx: Context, *, target: str | None = None, progress: ProgressFactory | None = None, meter: bool = True) -> Outcome:
@@ -192,7 +202,7 @@ def _replicate_one(
     ctx.cache.setdefault(HOLDS_CACHE, {})[(sub.name, tconf.name)] = plan.local_holds
     by_uuid = {s.uuid: s for s in sources}
     aside = _set_aside(sub.name, entries or [], plan, ctx.now) if tconf.append_only else {}
-    out.warnings += [_stranded_warning(subject, f"{container}/{r.name}") for r in plan.stranded]
+    out.warnings += [_stranded_warning(subject, container, r, sub.name) for r in plan.stranded]
     if ctx.dry_run:
         out.items += _dry_run_items(subject, plan, aside, by_uuid, tconf.append_only)
         return
@@ -254,8 +264,16 @@ def _send(send: Send, by_uuid: dict[str, Source], ep: Endpoint, container: str, 
     )
 
 
-def _stranded_warning(subject: str, path: str) -> str:
-    """A received entry made writable is never deleted: someone must look at it."""
+def _stranded_warning(subject: str, container: str, r: Removal, sub_name: str) -> str:
+    """A received entry made writable, or a complete one under another name, is never deleted: someone must look at it."""
+    path = f"{container}/{r.name}"
+    if r.incoming:  # read-only and complete, under another subvolume's name (a rename cut off between its mvs)
+        new = shlex.quote(posixpath.join(container, renamed_entry(sub_name, r.name) or r.name))
+        return (
+            f"{subject}: {path} is a complete receive under another subvolume's name (a rename of this directory "
+            f"whose entries were not all renamed?): left in place, never pruned, never a parent; if it is this "
+            f"subvolume's, run on the target `mv -T -- {shlex.quote(path)} {new}`, else move it back where it belongs"
+        )
     return (
         f"{subject}: {path} is writable but was received (it has a received_uuid): left in place, never a parent; "
         f"if it is a complete copy, make it read-only (`btrfs property set -f -ts {path} ro true`, or re-run "

@@ -293,3 +293,17 @@ def test_received_prune_dates_by_the_receiving_host_never_by_names():
     partial = Received(entry_name("sub", NOW), 301, NOW, False)
     plan = plan_received_prune([real, partial], "1d", NOW, UTC)
     assert [r.name for r in plan.partials] == [partial.name] and real.name in plan.kept
+
+
+def test_attack_a_complete_receive_under_another_names_prefix_is_stranded_never_deleted():
+    """An unfinished rename of a container (run/renamed.py's printed fix cut off after its first mv)
+    leaves `old.<stamp>` receives in `new/`: one whose source is gone locally may be the only copy."""
+    src = Source(uuid="u2", time=NOW - timedelta(hours=1), path="/s/.snapshots/2/snapshot", number=2)
+    old_only = Entry("data.20261120T000000Z", "t1", "u1", readonly=True, incoming=True)  # no local source any more
+    old_known = Entry("data.20261126T023000Z", "t2", "u2", readonly=True, incoming=True)  # its source is here
+    stream = Entry("snapshot", "t3", "u9", readonly=True, incoming=True)  # under the stream's name: a partial
+    plan = plan_replication("files", [src], [old_only, old_known, stream], "1h", NOW, UTC)
+    assert [r.name for r in plan.stranded] == ["data.20261120T000000Z"]
+    assert [a.name for a in plan.adopt] == ["data.20261126T023000Z"]
+    assert [r.name for r in plan.partials] == ["snapshot"]
+    assert "data.20261120T000000Z" not in {r.name for r in plan.prune}

@@ -1,0 +1,125 @@
+"""Break-it probes of invariant 7's rename refusal (a subvolume renamed in the config)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import timedelta
+
+import pytest
+from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
+
+from subvault.btrfs import adapter, local_scan
+from subvault.run.replicate import replicate
+
+
+@pytest.fixture
+def two(make_fs, tmp_path):
+    src = make_fs("src")
+    tgt = make_fs("tgt")
+    paths = make_sources(src.mountpoint)
+    root = tgt.mountpoint / "backup"
+    root.mkdir()
+    return paths, root, tmp_path / "state"
+
+
+def _drop_local(name, path, number):
+    """The local timeline pruned snapshot `number` (the target keeps it longer: 24h 8d 5w vs local)."""
+    [s] = [s for s in local_scan.scan(name, path) if s.number == number]
+    subprocess.run(["btrfs", "-q", "subvolume", "delete", str(s.path)], check=True)
+    shutil.rmtree(s.path.parent)
+
+
+def _history_then_renamed(paths, root, state):
+    snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    snap("data", paths["data"], T0 + timedelta(hours=1))
+    out = replicate(context(paths, str(root), now=T0 + timedelta(hours=1, minutes=5), state=state))
+    assert not out.errors, dump(out)
+    _drop_local("data", paths["data"], 1)  # the oldest one now lives only on the target
+    before = entries(root, "data")
+    assert sorted(before) == ["data.20261120T000000Z", "data.20261120T010000Z"]
+    renamed = {("files" if k == "data" else k): v for k, v in paths.items()}
+    snap("files", renamed["files"], T0 + timedelta(hours=2))
+    ctx = context(renamed, str(root), now=T0 + timedelta(hours=2, minutes=5), state=state)
+    out = replicate(ctx)
+    assert sent_items(out) == [] and len(out.errors) == 1, dump(out)
+    return renamed, ctx, before, out.errors[0].split("`")[1]
+
+
+def test_attack_an_interrupted_rename_fix_never_deletes_the_old_history(two):
+    """The printed fix is a dir mv then one mv per entry: cut off after the first (ssh dropped,
+    Ctrl-C, or a user who renamed only the directory), the next run must not delete the
+    complete receives still under the old prefix whose local snapshot is gone."""
+    paths, root, state = two
+    renamed, ctx, before, fix = _history_then_renamed(paths, root, state)
+    first = fix.split(" && for ")[0]  # cd … && mv -T -- data files
+    subprocess.run(["bash", "-c", first], check=True)
+    out = replicate(ctx)
+    got = entries(root, "files")
+    kept = {i.received_uuid for i in got.values()}
+    lost = [n for n, i in before.items() if i.received_uuid not in kept]
+    assert not lost, f"complete old receives deleted: {lost}\n{dump(out)}"
+    assert any("data.20261120T000000Z" in w and "mv -T" in w for w in out.warnings), out.warnings
+    # the printed mv, run literally, makes it an entry of files again
+    [warning] = [w for w in out.warnings if "data.20261120T000000Z" in w]
+    subprocess.run(["bash", "-c", warning.split("`")[1]], check=True)
+    out = replicate(ctx)
+    assert not out.warnings and not out.errors, dump(out)
+    assert {i.received_uuid for i in before.values()} <= {i.received_uuid for i in entries(root, "files").values()}
+
+
+def test_attack_the_printed_fix_keeps_every_old_receive(two):
+    paths, root, state = two
+    renamed, ctx, before, fix = _history_then_renamed(paths, root, state)
+    subprocess.run(["bash", "-c", fix], check=True)
+    out = replicate(ctx)
+    assert not out.errors, dump(out)
+    assert sent_items(out, full=True) == [], dump(out)
+    got = entries(root, "files")
+    assert {i.received_uuid for i in before.values()} <= {i.received_uuid for i in got.values()}, dump(out)
+
+
+@pytest.mark.xfail(strict=True, reason="reported, not fixed: a removed subvolume's receives are points of the keep of a new one reusing its name")
+def test_attack_a_new_subvolume_reusing_a_removed_ones_name_does_not_prune_its_backups(two):
+    """data is removed from the config; later a NEW subvolume is added as "data": its first
+    full goes into data's old directory, and its keep must not prune the removed one's receives."""
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    assert not replicate(context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)).errors
+    before = entries(root, "data")
+    newp = paths["data"].parent / "data2"
+    adapter.create_subvolume(newp)
+    (newp / "x").write_text("new\n")
+    snap("data", newp, T0 + timedelta(days=3))
+    ctx = context({"data": newp, "pvc": paths["pvc"]}, str(root), now=T0 + timedelta(days=3, minutes=5), keep="1h", state=state)
+    out = replicate(ctx)
+    got = entries(root, "data")
+    assert set(before) <= set(got), f"the removed subvolume's receives were pruned: {dump(out)}"
+
+
+def test_attack_a_rename_plus_a_new_subvolume_under_the_old_name_never_prunes_the_renamed_ones_base(two):
+    """data renamed to files and, in the same edit, a new subvolume added as "data": the new one's
+    full send must not go into the directory holding files' receives and prune them by its keep."""
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    assert not replicate(context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)).errors
+    before = entries(root, "data")
+    newp = paths["data"].parent / "fresh"
+    adapter.create_subvolume(newp)
+    (newp / "x").write_text("new\n")
+    later = T0 + timedelta(days=3)
+    snap("data", newp, later)
+    snap("files", paths["data"], later)
+    cfg = {"data": newp, "files": paths["data"], "pvc": paths["pvc"]}
+    ctx = context(cfg, str(root), now=later + timedelta(minutes=5), keep="1h", state=state)
+    dry = context(cfg, str(root), now=ctx.now, keep="1h", state=state)
+    dry.dry_run = True
+    dout = replicate(dry)
+    out = replicate(ctx)
+    assert entries(root, "data") == before, f"files' receives (its base) were touched: {dump(out)}"
+    assert sent_items(out) == [] or all(i.subject.startswith("pvc") for i in sent_items(out)), dump(out)
+    assert len(out.errors) == 2 and len(dout.errors) == 2, dump(out)
+    assert not [i for i in dout.items if i.action in ("would-send", "would-prune") and not i.subject.startswith("pvc")], dump(dout)
