@@ -289,6 +289,8 @@ def _dry_run_items(subject: str, plan: ReplicationPlan, aside: dict[str, str], b
         items.append(Item(subject, "would-send", f"#{by_uuid[send.uuid].number} → {send.name} ({kind})", {"full": send.full}))
     if not append_only:  # an append-only target prunes itself
         items += [Item(subject, "would-prune", f"{r.name} ({r.reason})") for r in plan.prune]
+    if not items:  # as the real run says it: a failure elsewhere is then partial (3) here too, not failed (1)
+        items.append(Item(subject, "up-to-date", plan.base_before or ""))
     return items
 
 

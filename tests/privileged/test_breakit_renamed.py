@@ -123,3 +123,41 @@ def test_attack_a_rename_plus_a_new_subvolume_under_the_old_name_never_prunes_th
     assert sent_items(out) == [] or all(i.subject.startswith("pvc") for i in sent_items(out)), dump(out)
     assert len(out.errors) == 2 and len(dout.errors) == 2, dump(out)
     assert not [i for i in dout.items if i.action in ("would-send", "would-prune") and not i.subject.startswith("pvc")], dump(dout)
+
+
+def test_attack_dry_run_of_a_renamed_subvolume_exits_as_the_real_run_partial(two, tmp_path):
+    """Through the CLI: replicate --json says partial (3) with one error naming the old directory; --dry-run the same."""
+    import json
+    import sys
+
+    from replication_helpers import config_text
+
+    paths, root, state = two
+    snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    assert not replicate(context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)).errors
+    renamed = {("files" if k == "data" else k): v for k, v in paths.items()}
+    snap("files", renamed["files"], T0 + timedelta(hours=1))
+    cfg = tmp_path / "subvault.toml"
+    cfg.write_text(config_text(renamed, str(root), state=state))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "subvault.cli.main", "--config", str(cfg), *args], capture_output=True, text=True)
+
+    results = {}
+    for args in (("replicate", "--json"), ("replicate", "--dry-run", "--json"), ("check", "--json"), ("prune", "--json"),
+                 ("prune", "--dry-run", "--json"), ("status", "--json")):
+        r = cli(*args)
+        results[args] = (r.returncode, r.stdout, r.stderr)
+    rc, out, err = results[("replicate", "--json")]
+    assert rc == 3, (rc, out, err)
+    doc = json.loads(out)
+    assert str(container(root, "data")) in json.dumps(doc), doc
+    drc, dout, _ = results[("replicate", "--dry-run", "--json")]
+    assert drc == 3, (drc, dout)
+    assert [(i["subject"], i["action"]) for i in json.loads(dout)["result"]["items"]] == [
+        (i["subject"], i["action"]) for i in doc["result"]["items"]], "the dry run says what the run does"
+    assert entries(root, "files") == {}
+    assert results[("check", "--json")][0] != 0
+    assert results[("prune", "--json")][0] in (0, 3), results[("prune", "--json")]
+    assert len(local_scan.scan("files", renamed["files"])) == 2
