@@ -73,7 +73,8 @@ def refuse_renamed(
     """
     if plan.base_before is not None or not any(s.full for s in plan.sends):
         return
-    names = renamed.known_names(ctx.state_dir, target.name)
+    # by the target's name and by its url: a target renamed in the config keeps what this host sent there
+    names = renamed.known_names(ctx.state_dir, target.name) + renamed.known_names(ctx.state_dir, target.url)
     found = renamed.find_renamed(ep, host_name(), sub.name, sources, names)
     if found is not None:
         raise renamed.refusal(f"{sub.name}→{target.name}", sub.name, sub.path, found, entries)
@@ -150,7 +151,8 @@ def _replicate_target(
         if warning:
             out.warnings.append(warning)
         # the names this host's receives sit under on this target: where a later rename is looked for (run.renamed)
-        warning = renamed.remember_names(ctx.state_dir, tconf.name, [] if link_down else [s.name for s in subs if s.name not in errors])
+        sent_names = [] if link_down else [s.name for s in subs if s.name not in errors]
+        warning = renamed.remember_names(ctx.state_dir, tconf.name, sent_names) or renamed.remember_names(ctx.state_dir, tconf.url, sent_names)
         if warning:
             out.warnings.append(warning)
     return out

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
+from sshd import make_sshd, sshd  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter, local_scan
 from subvault.run.replicate import replicate
@@ -161,3 +162,28 @@ def test_attack_dry_run_of_a_renamed_subvolume_exits_as_the_real_run_partial(two
     assert results[("check", "--json")][0] != 0
     assert results[("prune", "--json")][0] in (0, 3), results[("prune", "--json")]
     assert len(local_scan.scan("files", renamed["files"])) == 2
+
+
+def test_attack_a_renamed_target_still_finds_a_renamed_subvolume_over_ssh(two, sshd):  # noqa: F811
+    """The target "pi" renamed "backup-pi" in the config (same url), then a subvolume renamed: over ssh the
+    names this host sent there are known by the url too, so the rename is still found, not resent in full."""
+    from replication_helpers import config_text
+
+    from subvault.config.load import parse_config
+    from subvault.context import Context
+
+    paths, root, state = two
+    opts = ", ".join(f'"{o}"' for o in sshd.ssh_options())
+    extra = f'ssh_identity = "{sshd.client_key}"\nssh_options = [{opts}]\n'
+    url = sshd.url(root)
+    snap("data", paths["data"], T0)
+    snap("pvc", paths["pvc"], T0)
+    assert not replicate(context(paths, url, now=T0 + timedelta(minutes=5), state=state, extra_target=extra)).errors
+    renamed = {("files" if k == "data" else k): v for k, v in paths.items()}
+    snap("files", renamed["files"], T0 + timedelta(hours=1))
+    text = config_text(renamed, url, state=state, extra_target=extra).replace('"pi"', '"backup-pi"')
+    from datetime import UTC
+    ctx = Context(parse_config(text), now=T0 + timedelta(hours=1, minutes=5), zone=UTC)
+    out = replicate(ctx)
+    assert sent_items(out, full=True) == [], dump(out)
+    assert len(out.errors) == 1 and str(container(root, "data")) in out.errors[0], dump(out)
