@@ -30,7 +30,14 @@ from subvault.endpoints.transfer import LinkLost, Progress, Transferred, prune_s
 from subvault.errors import RenamedSubvolume, StalledTransfer, SubvaultError
 from subvault.model import Entry
 from subvault.plan.replication import (
-    Removal, ReplicationPlan, Send, Source, entry_name, holds_when_unreachable, plan_replication, renamed_entry,
+    Removal,
+    ReplicationPlan,
+    Send,
+    Source,
+    entry_name,
+    holds_when_unreachable,
+    plan_replication,
+    renamed_entry,
 )
 from subvault.results import Item, Outcome
 from subvault.run import lasterror, renamed
