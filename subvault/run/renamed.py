@@ -84,7 +84,7 @@ def refusal(
     """Return the one-line error: what was found, that nothing was sent, and the two ways to fix it.
 
     own: the entries of sub_name's own container (None: there is none). An empty one is
-    deleted by the fix; one holding anything (partials, a writable copy) is moved aside
+    removed by the fix with rmdir (which refuses one holding a plain file); one holding anything (partials, a writable copy) is moved aside
     under a dot name, never deleted by a command subvault wrote; one holding verified
     receives of another subvolume (two names swapped) gets only "the name back".
     """
@@ -99,7 +99,9 @@ def refusal(
         )
     clear = ""
     if own is not None:
-        clear = f"mv -T -- {new} .{new}.aside && " if own else f"btrfs subvolume delete -- {new} && "
+        # An empty container goes with rmdir (an empty subvolume too, kernel >= 4.18), which
+        # refuses anything that holds a file: the fix never deletes what subvault did not list.
+        clear = f"mv -T -- {new} .{new}.aside && " if own else f"rmdir -- {new} && "
     fix = (
         f"cd {shlex.quote(host_dir)} && {clear}mv -T -- {old} {new} && "
         f'for e in {new}/{old}.*; do mv -T -- "$e" "{new}/{new}.${{e#{new}/{old}.}}"; done'

@@ -25,7 +25,7 @@ def test_invariant_7_refusal_names_the_old_directory_and_both_fixes():
     fix = msg.split("`")[1]
     assert fix.startswith("cd /mnt/backup/vps1 && mv -T -- data files && for e in files/data.*;"), fix
     # the new name's container already made: deleted when empty, moved aside (never deleted) when it holds anything
-    assert "btrfs subvolume delete -- files && mv -T -- data files" in str(refusal("s", "files", "/p", found, []))
+    assert "rmdir -- files && mv -T -- data files" in str(refusal("s", "files", "/p", found, []))
     partial = [Entry("snapshot", "u", None, readonly=False, incoming=True)]
     assert "mv -T -- files .files.aside && mv -T -- data files" in str(refusal("s", "files", "/p", found, partial))
 
