@@ -187,3 +187,26 @@ def test_attack_a_renamed_target_still_finds_a_renamed_subvolume_over_ssh(two, s
     out = replicate(ctx)
     assert sent_items(out, full=True) == [], dump(out)
     assert len(out.errors) == 1 and str(container(root, "data")) in out.errors[0], dump(out)
+
+
+@pytest.mark.parametrize("stray_file", [False, True])
+def test_attack_the_printed_fix_never_deletes_a_file_in_an_empty_new_container(make_fs, stray_file):
+    """An own container with no entries is cleared by the fix only if it is truly empty (rmdir)."""
+    from subvault.run.renamed import Renamed, refusal
+
+    fs = make_fs("fix")
+    host = fs.mountpoint / "backup" / "host"
+    host.mkdir(parents=True)
+    for name in ("data", "files"):
+        subprocess.run(["btrfs", "-q", "subvolume", "create", str(host / name)], check=True)
+    subprocess.run(["btrfs", "-q", "subvolume", "create", str(host / "data" / "data.20261120T000000Z")], check=True)
+    if stray_file:
+        (host / "files" / "notes.txt").write_text("mine")
+    fix = str(refusal("files→pi", "files", "/srv/files", Renamed("data", str(host / "data"), 1), [])).split("`")[1]
+    done = subprocess.run(["bash", "-c", fix], capture_output=True, text=True)
+    if stray_file:
+        assert done.returncode != 0 and (host / "files" / "notes.txt").read_text() == "mine"
+        assert (host / "data" / "data.20261120T000000Z").is_dir(), "nothing moved when the fix stops"
+    else:
+        assert done.returncode == 0, done.stderr
+        assert (host / "files" / "files.20261120T000000Z").is_dir() and not (host / "data").exists()
