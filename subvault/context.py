@@ -29,9 +29,9 @@ class Context:
         self.tz = zone if zone is not None else local_zone(self.config.defaults.timezone)
 
     @property
-    def unreachable(self) -> dict[str, str]:
+    def unreachable(self) -> dict[tuple[tuple[str, ...], str], str]:
         """ssh hosts that could not be reached in this command: not asked again (endpoints.runner)."""
-        known: dict[str, str] = self.cache.setdefault("ssh-unreachable", {})
+        known: dict[tuple[tuple[str, ...], str], str] = self.cache.setdefault("ssh-unreachable", {})
         return known
 
     @property

@@ -44,7 +44,7 @@ def fs_type(path: str | Path) -> int:
     if _libc.statfs(os.fsencode(str(path)), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
         raise NotBtrfs(f"{path}: {os.strerror(err)}; fix the path in the config")
-    return buf.f_type & 0xFFFFFFFF
+    return int(buf.f_type) & 0xFFFFFFFF
 
 
 def is_btrfs(path: str | Path) -> bool:

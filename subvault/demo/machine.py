@@ -26,8 +26,10 @@ from subvault.dr.capture import capture
 from subvault.dr.captureopts import CaptureSpec
 from subvault.dr.drill import DrillRequest, drill
 from subvault.dr.parse import GPT_BIOS_BOOT, PartitionTable, parse_blkid_export, parse_sfdisk_dump
+from subvault.dr.report import DrillReport
 from subvault.dr.workspace import Workspace
 from subvault.errors import SubvaultError
+from subvault.results import Outcome
 from subvault.run.local import take_timeline
 from subvault.run.replicate import replicate
 
@@ -147,7 +149,7 @@ def machine_config(m: Machine, target_dir: Path, state_dir: Path) -> str:
     return text + f'\n[[target]]\nname = "pi"\ntype = "btrfs"\nurl = "{target_dir}"\nkeep = "all"\n'
 
 
-def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool | None = None):
+def demo_drill(workdir: Path, say: Callable[[str], None] = print, *, boot: bool | None = None) -> DrillReport:
     """Build a tiny machine image and a target under workdir, snapshot, capture, replicate, drill it.
 
     boot: make the machine bootable (tinyos) and boot it in the drill; None: when QEMU is installed.
@@ -198,6 +200,6 @@ def _kernel_ready(say: Callable[[str], None]) -> bool:
     return True
 
 
-def _ok(outcome, what: str) -> None:
+def _ok(outcome: Outcome, what: str) -> None:
     if outcome.errors:
         raise SubvaultError(f"drill demo: {what} failed: {'; '.join(outcome.errors)}")

@@ -132,7 +132,9 @@ def _dump_partition(node: str, rest: str, fallback: int) -> Partition:
 
 def _split_fields(rest: str) -> list[str]:
     """Split `a=1, b="x, y", bootable` on commas outside quotes."""
-    out, buf, quoted = [], [], False
+    out: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in rest:
         if ch == '"':
             quoted = not quoted

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from subvault.dr.manifest import BtrfsRecord, Manifest
+from subvault.dr.manifest import BtrfsRecord, DiskRecord, Manifest
 from subvault.dr.parse import WHOLE_DISK, FstabEntry, PartitionTable
 from subvault.errors import Refused, SubvaultError, UsageError
 
@@ -209,7 +209,7 @@ def root_location(manifest: Manifest, fstab: list[FstabEntry]) -> tuple[str, str
     return None
 
 
-def _root_disk(manifest: Manifest, root: tuple[str, str] | None):
+def _root_disk(manifest: Manifest, root: tuple[str, str] | None) -> DiskRecord | None:
     """The captured disk holding the root filesystem, or None when the capture does not hold it."""
     if root is None:
         return None

@@ -23,6 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from subvault import process
 from subvault.errors import Refused
@@ -38,7 +39,7 @@ class Workspace:
         self.mounts: list[Path] = []
         self._attached: dict[tuple[str, int, int], str] = {}
         self.journal = journal
-        self._records: list[dict] = []
+        self._records: list[dict[str, Any]] = []
 
     def __enter__(self) -> Workspace:
         self.root.mkdir(parents=True, exist_ok=True)

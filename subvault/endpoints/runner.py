@@ -201,7 +201,7 @@ class SshRunner:
         options: Sequence[str] = (),
         multiplex: bool = True,
         config_file: str | None = None,
-        unreachable: dict[tuple, str] | None = None,
+        unreachable: dict[tuple[tuple[str, ...], str], str] | None = None,
     ) -> None:
         self.url = url
         self.label = f"{url.user + '@' if url.user else ''}{url.host}"

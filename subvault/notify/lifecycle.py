@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from subvault.errors import exit_code as exit_code_for
 from subvault.notify.apprise_notify import Message, hostname, send_message
@@ -148,13 +149,13 @@ def load_outcome(state_dir: Path, job: str) -> str | None:
     return entry.get("outcome") if isinstance(entry, dict) else None
 
 
-def load_entry(state_dir: Path, job: str) -> dict:
+def load_entry(state_dir: Path, job: str) -> dict[str, Any]:
     """Return the whole last recorded entry of job ({} if unknown)."""
     entry = _load(state_dir).get(job)
     return entry if isinstance(entry, dict) else {}
 
 
-def _load(state_dir: Path) -> dict:
+def _load(state_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((state_dir / STATE_FILE).read_text())
     except (OSError, ValueError):

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any
 
 from subvault.offsite import layout
 from subvault.offsite.manifest import MacKey
@@ -53,7 +54,7 @@ class Ledger:
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _parse(data: dict) -> Ledger:
+def _parse(data: dict[str, Any]) -> Ledger:
     if data.get("format") != FORMAT:
         raise ValueError(f"format {data.get('format')!r}")
     points = {str(u): datetime.fromisoformat(t) for u, t in data["points"].items()}

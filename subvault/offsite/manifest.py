@@ -24,6 +24,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from subvault.errors import SubvaultError
 from subvault.offsite import layout
@@ -82,7 +83,7 @@ class Manifest:
     def key(self) -> str:
         return layout.manifest_key(self.subvolume, self.uuid)
 
-    def payload(self) -> dict:
+    def payload(self) -> dict[str, Any]:
         """Return the JSON-ready dict of every field but the MAC."""
         data = asdict(self)
         data.pop("mac")
@@ -108,7 +109,7 @@ class Manifest:
                 raise ManifestError(f"manifest {self.key}: part {i} has an unexpected key {part.key!r}")
 
 
-def _canonical(payload: dict) -> bytes:
+def _canonical(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 

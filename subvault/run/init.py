@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from subvault import process
 from subvault.btrfs import adapter
@@ -58,7 +59,7 @@ def btrfs_mounts() -> list[Mount]:
         return []
     mounts = []
 
-    def walk(nodes):
+    def walk(nodes: list[dict[str, Any]]) -> None:
         for node in nodes:
             mounts.append(Mount(node["target"], (node.get("fsroot") or "/").strip("/"), node.get("uuid") or ""))
             walk(node.get("children", []))

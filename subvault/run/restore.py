@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -169,7 +170,7 @@ def plan_restore(snap_root: Path, rel: PurePosixPath, dest_root: Path) -> CopyPl
     return plan
 
 
-def _listed(items: list) -> str:
+def _listed(items: Sequence[object]) -> str:
     shown = ", ".join(map(str, items[:MAX_LISTED]))
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 

@@ -60,7 +60,7 @@ def restore_from_target(ctx: Context, target: str, sub: str, at: str, into: str)
         entries = {}
         for e in ep.list(container, sub):
             t = parse_entry_time(sub, e.name)
-            if is_verified(e) and t is not None:
+            if is_verified(e) and t is not None and e.received_uuid:
                 entries[e.received_uuid] = (e, restore_point.Point(e.received_uuid, t, 0, numbers.get(e.received_uuid)))
         pick = restore_point.choose([p for _, p in entries.values()], at, ctx.now, ctx.tz, where=f"target {target} ({sub})")
         entry = entries[pick.uuid][0]
