@@ -26,6 +26,16 @@ def make_sources(mnt: Path, names=("data", "pvc"), mib: int = 2) -> dict[str, Pa
     return paths
 
 
+def source_and_target(make_fs, tmp_path: Path) -> tuple[dict[str, Path], Path, Path]:
+    """Two loop filesystems: the sources (make_sources) on one, a target root `backup` on the other; and a state dir."""
+    src = make_fs("src")
+    tgt = make_fs("tgt")
+    paths = make_sources(src.mountpoint)
+    root = tgt.mountpoint / "backup"
+    root.mkdir()
+    return paths, root, tmp_path / "state"
+
+
 def config_text(paths: dict[str, Path], url: str, *, keep: str = "24h 8d 5w", state: Path, extra_target: str = "") -> str:
     lines = ["[defaults]", 'timeline = "48h 7d"', 'targets = ["pi"]', f'state_dir = "{state}"', 'timezone = "UTC"', ""]
     for name, p in paths.items():

@@ -7,7 +7,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
-from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
+from replication_helpers import T0, container, context, dump, entries, sent_items, snap, source_and_target
 from sshd import make_sshd, sshd  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter, local_scan
@@ -16,12 +16,7 @@ from subvault.run.replicate import replicate
 
 @pytest.fixture
 def two(make_fs, tmp_path):
-    src = make_fs("src")
-    tgt = make_fs("tgt")
-    paths = make_sources(src.mountpoint)
-    root = tgt.mountpoint / "backup"
-    root.mkdir()
-    return paths, root, tmp_path / "state"
+    return source_and_target(make_fs, tmp_path)
 
 
 def _drop_local(name, path, number):

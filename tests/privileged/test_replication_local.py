@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 
 import pytest
-from replication_helpers import T0, container, context, dump, entries, hourly, make_sources, sent_items, snap
+from replication_helpers import T0, container, context, dump, entries, hourly, sent_items, snap, source_and_target
 
 from subvault.btrfs import adapter, local_scan
 from subvault.errors import NotBtrfs, NotFound
@@ -16,12 +16,7 @@ from subvault.run.replicate import replicate, replication_holds
 
 @pytest.fixture
 def two(make_fs, tmp_path):
-    src = make_fs("src")
-    tgt = make_fs("tgt")
-    paths = make_sources(src.mountpoint)
-    root = tgt.mountpoint / "backup"
-    root.mkdir()
-    return paths, root, tmp_path / "state"
+    return source_and_target(make_fs, tmp_path)
 
 
 def test_full_then_incremental_verified(two):

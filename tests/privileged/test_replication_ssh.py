@@ -7,7 +7,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
-from replication_helpers import T0, container, context, dump, entries, make_sources, sent_items, snap
+from replication_helpers import T0, container, context, dump, entries, sent_items, snap, source_and_target
 from sshd import REPO, make_sshd, serve_command, sshd  # noqa: F401 - fixtures
 
 from subvault.btrfs import adapter
@@ -23,12 +23,7 @@ def _target_extra(server, *, compress: str = "none") -> str:
 
 @pytest.fixture
 def pair(make_fs, tmp_path):
-    src = make_fs("src")
-    tgt = make_fs("tgt")
-    paths = make_sources(src.mountpoint)
-    root = tgt.mountpoint / "backup"
-    root.mkdir()
-    return paths, root, tmp_path / "state"
+    return source_and_target(make_fs, tmp_path)
 
 
 def _ssh_process_count(server) -> int:
