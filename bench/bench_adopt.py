@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name  # noqa: E402
-from subvault.btrfs import fastpath  # noqa: E402
+from subvault.btrfs import libbtrfsutil  # noqa: E402
 from subvault.btrfs.snapper import Info, render_info  # noqa: E402
 from subvault.demo.testbed import PROTECTED, LoopFs, build_homelab  # noqa: E402
 from subvault.timeutil import local_zone  # noqa: E402
@@ -56,8 +56,8 @@ def timed(argv: list[str], **kw) -> float:
 
 
 def snapshot(src: Path, dst: Path) -> None:
-    if fastpath.available():
-        fastpath.create_snapshot(str(src), str(dst), readonly=True)
+    if libbtrfsutil.available():
+        libbtrfsutil.create_snapshot(str(src), str(dst), readonly=True)
     else:
         sh(["btrfs", "subvolume", "snapshot", "-r", str(src), str(dst)])
 

@@ -1,3 +1,3 @@
-from subvault.cli.main import main
+from subvault.cli.entry import main
 
 main()

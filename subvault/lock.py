@@ -11,20 +11,18 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from subvault.errors import LockHeld
 
 
 @contextmanager
-def exclusive(state_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]:
+def exclusive(state_dir: str | os.PathLike[str], *, wait: float = 0.0) -> Iterator[None]:
     """Hold the subvault lock for the duration of the block.
 
     Wait up to `wait` seconds for another run to finish; raise LockHeld naming its pid.
     """
-    state = Path(state_dir)
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state / "lock"
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, "lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if not _flock(fd, wait):
@@ -38,7 +36,7 @@ def exclusive(state_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]:
 
 
 @contextmanager
-def on_directory(directory: str | Path, *, wait: float = 0.0) -> Iterator[None]:
+def on_directory(directory: str | os.PathLike[str], *, wait: float = 0.0) -> Iterator[None]:
     """Hold an flock on a directory itself (no file is written there): two processes
     working on one directory exclude each other whatever their state dirs.
 

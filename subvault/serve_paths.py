@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subvault import process
-from subvault.btrfs import adapter, fastpath
+from subvault.btrfs import adapter, fastpath, libbtrfsutil
 from subvault.btrfs.parse import show_fields, uuid_or_none
 from subvault.errors import EXIT_USAGE, SubvaultError
 
@@ -99,7 +99,7 @@ def subvolume_info(fd: int) -> Info:
     if adapter.fast_path():  # in this process, on the open directory: no fork
         try:
             got = fastpath.subvolume_info(Opened.path(fd))
-        except fastpath.LibError:
+        except libbtrfsutil.LibError:
             raise Rejected("not a subvolume") from None
         return Info(got.id, got.top_level, got.readonly, got.received_uuid)
     res = process.run(["btrfs", "subvolume", "show", Opened.path(fd)], check=False, pass_fds=(fd,))

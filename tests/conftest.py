@@ -11,12 +11,17 @@ tool (jq, openssl, journalctl, …) is an install bug in ./dev, never a silent s
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
 _privileged_ran = 0
+
+# Compiled configs (config/compiled.py) that tests' commands save go here, never to /run/subvault.
+_RUNTIME_DIR = os.environ.setdefault("SUBVAULT_RUNTIME_DIR", tempfile.mkdtemp(prefix="subvault-test-run-"))
 _unexpected_skips: list[str] = []
 
 # The only skips this machine (or CI) cannot avoid, each with why. A reason must start
@@ -52,6 +57,8 @@ def _skip_reason(report) -> str:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if _RUNTIME_DIR.startswith(tempfile.gettempdir() + "/subvault-test-run-"):
+        shutil.rmtree(_RUNTIME_DIR, ignore_errors=True)
     if os.environ.get("SUBVAULT_REQUIRE_PRIVILEGED") == "1" and _privileged_ran == 0:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             "FAILED: the privileged tier executed zero tests (root, loop devices and btrfs are required)", red=True

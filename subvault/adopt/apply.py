@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 from subvault import process, systemd
 from subvault.adopt.flip import PYTHON3_PROBE, move_argv, move_into, set_readonly
 from subvault.adopt.planned import ADOPTED_KEY, SNAPPER_OFF, Action, AdoptPlan, TargetPlan
-from subvault.btrfs import adapter, local
-from subvault.btrfs.snapper import OWNER_KEY, Info, parse_info, render_info, snapshots_dir, write_atomic
+from subvault.btrfs import adapter, local, numbered
+from subvault.btrfs.snapdir import OWNER_KEY, snapshots_dir, write_atomic
+from subvault.btrfs.snapper import Info, parse_info, render_info
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
 from subvault.endpoints.endpoint import open_target
@@ -69,7 +70,7 @@ def apply_plan(plan: AdoptPlan, *, root: str, config_path: str, out: Outcome) ->
         if kind == "take-over" and actions:
             # info.xml was replaced without an fsync each (2,000 snapshots: seconds): one syncfs per filesystem.
             try:
-                local.sync_filesystems(sorted({Path(a.data["path"]).parent for a in actions}))
+                numbered.sync_filesystems(sorted({str(Path(a.data["path"]).parent) for a in actions}))
             except OSError as exc:
                 out.fail("take-over (sync)", SubvaultError(f"syncing the rewritten info.xml files: {exc}"))
 
@@ -126,7 +127,7 @@ def _move_local(a: Action, *, root: str, config_path: str) -> str:
     if not os.path.lexists(src):
         return f"{src} already moved"
     sdir = local.ensure_snapshots_dir(sub_path)
-    num = local.next_number(sub_path)
+    num = numbered.next_number(sub_path)
     ndir = sdir / str(num)
     os.mkdir(ndir, 0o755)
     dst = ndir / "snapshot"
@@ -150,7 +151,7 @@ def finish_local(sub_path: str) -> list[int]:
     """Finish the btrbk snapshots an interrupted --apply moved into sub_path/.snapshots: return their numbers."""
 
     done = []
-    for pending in sorted(snapshots_dir(sub_path).glob(f"*/{INFO_PENDING}")):
+    for pending in sorted(Path(snapshots_dir(sub_path)).glob(f"*/{INFO_PENDING}")):
         ndir = pending.parent
         if (ndir / "snapshot").is_dir():
             set_readonly(ndir / "snapshot", True)

@@ -19,7 +19,7 @@ from subvault.adopt.found import BtrbkSnapshot, FoundBtrbk, FoundSnapper, Schedu
 from subvault.adopt.snapper_conf import parse_snapper_config
 from subvault.adopt.source import AdoptInputError
 from subvault.btrfs import adapter, local_scan
-from subvault.btrfs.snapper import numbered_dirs
+from subvault.btrfs.snapdir import numbered_dirs
 from subvault.endpoints.commands import parse_show
 from subvault.endpoints.runner import SshRunner, parse_ssh_url
 from subvault.errors import CommandFailed, SubvaultError

@@ -12,7 +12,7 @@ from subvault.adopt.apply import apply_plan
 from subvault.adopt.found import Inputs
 from subvault.adopt.plan import plan_adoption
 from subvault.adopt.planned import AdoptPlan
-from subvault.btrfs.snapper import write_atomic
+from subvault.btrfs.snapdir import write_atomic
 from subvault.config.load import parse_config
 from subvault.context import host_name
 from subvault.errors import UsageError

@@ -11,65 +11,28 @@ Rules:
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 from subvault import process
-from subvault.btrfs import fastpath
+from subvault.btrfs import fastpath, libbtrfsutil
 from subvault.btrfs.parse import list_line, show_fields, uuid_or_none
-from subvault.errors import NoSpace, NotBtrfs, NotFound, SubvaultError
+
+# The statfs/syncfs checks live in btrfs/syscalls.py (lean, for snap-all's fast start);
+# the adapter stays the one facade executors call for them.
+from subvault.btrfs.syscalls import fs_type as fs_type
+from subvault.btrfs.syscalls import is_btrfs as is_btrfs
+from subvault.btrfs.syscalls import is_subvolume as is_subvolume
+from subvault.btrfs.syscalls import require_subvolume as require_subvolume
+from subvault.btrfs.syscalls import syncfs as syncfs
+from subvault.errors import NotBtrfs, NotFound, SubvaultError
 from subvault.model import SubvolInfo
 
-BTRFS_SUPER_MAGIC = 0x9123683E
-FIRST_FREE_INODE = 256  # the root inode of every btrfs subvolume
 TOP_LEVEL_ID = 5
 
 _KV_FIELDS = ("ID", "gen", "cgen", "parent", "top level", "otime", "parent_uuid", "received_uuid", "uuid")
-
-
-class _Statfs(ctypes.Structure):
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
-
-
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)  # glibc's soname; find_library would run ldconfig
-
-
-def fs_type(path: str | Path) -> int:
-    """Return the statfs magic of the filesystem holding path. Raise NotBtrfs if it is missing."""
-    buf = _Statfs()
-    if _libc.statfs(os.fsencode(str(path)), ctypes.byref(buf)) != 0:
-        err = ctypes.get_errno()
-        raise NotBtrfs(f"{path}: {os.strerror(err)}; fix the path in the config")
-    return int(buf.f_type) & 0xFFFFFFFF
-
-
-def is_btrfs(path: str | Path) -> bool:
-    return fs_type(path) == BTRFS_SUPER_MAGIC
-
-
-def is_subvolume(path: str | Path) -> bool:
-    """True when path is the root of a btrfs subvolume (inode 256 on btrfs)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return st.st_ino == FIRST_FREE_INODE and is_btrfs(path)
-
-
-def require_subvolume(path: str | Path, what: str = "") -> None:
-    """Raise NotBtrfs with advice unless path exists and is a btrfs subvolume."""
-    p = Path(path)
-    label = f"{what}: " if what else ""
-    if not p.exists():
-        raise NotBtrfs(f"{label}{p} does not exist; fix the path in the config or create the subvolume")
-    if not is_btrfs(p):
-        raise NotBtrfs(f"{label}{p} is not on btrfs; subvault protects btrfs subvolumes only")
-    if not is_subvolume(p):
-        raise NotBtrfs(f"{label}{p} is a directory, not a btrfs subvolume; point the config at the subvolume's mount")
 
 
 def _local_time(text: str | None) -> datetime | None:
@@ -83,7 +46,7 @@ def _local_time(text: str | None) -> datetime | None:
 
 def fast_path() -> bool:
     """True when libbtrfsutil can be used (present, and we are root for tree searches)."""
-    return fastpath.available() and os.geteuid() == 0
+    return libbtrfsutil.available() and os.geteuid() == 0
 
 
 _fast = fast_path
@@ -94,7 +57,7 @@ def list_subvolumes(mount: str | Path) -> list[SubvolInfo]:
     if _fast():
         try:
             return fastpath.list_subvolumes(str(mount))
-        except fastpath.LibError:
+        except libbtrfsutil.LibError:
             pass  # the CLI below reports the error in its own words
     return list_subvolumes_cli(mount)
 
@@ -134,7 +97,7 @@ def show(path: str | Path) -> SubvolInfo:
     if fast_path() and is_subvolume(path):
         try:
             return fastpath.subvolume_info(str(path), with_path=True)
-        except fastpath.LibError:
+        except libbtrfsutil.LibError:
             pass  # the CLI below reports it in its own words
     return show_cli(path)
 
@@ -181,29 +144,17 @@ def snapshot(source: str | Path, dest: str | Path, *, readonly: bool = True) -> 
 
 
 def snapshot_many(jobs: list[tuple[str, str, bool]]) -> list[SubvaultError | None]:
-    """Create snapshots (source, dest, readonly) concurrently; return each one's error or None.
+    """Create snapshots (source, dest, readonly); return each one's error or None.
 
-    Issued together, the kernel may fold them into one transaction commit.
+    Through libbtrfsutil they are issued together (the kernel may fold them into one
+    transaction commit); through the CLI, one after another.
     """
-    if not jobs:
-        return []
-    if len(jobs) == 1 or not _fast():
-        return [_snapshot_one(*job) for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
-        return list(pool.map(lambda job: _snapshot_one(*job), jobs))
-
-
-def _snapshot_one(source: str, dest: str, readonly: bool) -> SubvaultError | None:
     if _fast():
-        try:
-            fastpath.create_snapshot(source, dest, readonly=readonly)
-            return None
-        except fastpath.LibError as exc:
-            if exc.errno == errno.ENOSPC:
-                return NoSpace(f"snapshot {source}: no space left on device; free space or prune, then retry")
-            return SubvaultError(f"snapshot {source} failed: {exc.strerror}")
+        return libbtrfsutil.snapshot_many(jobs)
+    return [_snapshot_cli_error(*job) for job in jobs]
+
+
+def _snapshot_cli_error(source: str, dest: str, readonly: bool) -> SubvaultError | None:
     try:
         _snapshot_cli(source, dest, readonly)
         return None
@@ -232,13 +183,6 @@ def get_default(mount: str | Path) -> int:
 
 def set_default(subvol_id: int, mount: str | Path) -> None:
     process.run(["btrfs", "subvolume", "set-default", str(subvol_id), str(mount)], what="btrfs set-default")
-
-
-def syncfs(fd: int) -> None:
-    """Commit the filesystem holding fd (one transaction for everything written so far)."""
-    if _libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise SubvaultError(f"syncfs failed: {os.strerror(err)}")
 
 
 _FS_INFO_SIZE = 1024

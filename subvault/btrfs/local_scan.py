@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from subvault.btrfs import adapter
-from subvault.btrfs.snapper import OWNER_KEY, PENDING, fast_info_fields, parse_info, snapshots_dir
+from subvault.btrfs.snapdir import OWNER_KEY, PENDING, snapshots_dir
+from subvault.btrfs.snapper import fast_info_fields, parse_info
 from subvault.model import LocalSnapshot, SnapshotKind, SubvolInfo
 
 
@@ -100,7 +101,7 @@ def scan(
     snapshots whose subvolume is missing are left out (an info.xml alone is not a
     restore point).
     """
-    sdir = snapshots_dir(sub_path)
+    sdir = Path(snapshots_dir(sub_path))
     entries = numbered_entries(sdir)
     if not entries:
         return []

@@ -12,22 +12,12 @@ Rules:
 
 from __future__ import annotations
 
-import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-SNAPSHOTS_DIR = ".snapshots"
-PENDING = ".subvault-pending"
-OWNER_KEY = "subvault"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def escape(text: str) -> str:
-    """XML-escape text (xml.sax.saxutils would pull in urllib: 40 ms of start-up)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+from subvault.btrfs.snapdir import info_xml
 
 
 @dataclass(frozen=True)
@@ -48,21 +38,7 @@ class Info:
 
 def render_info(info: Info) -> str:
     """Given Info, return info.xml text in the form snapper writes and reads."""
-    lines = [
-        '<?xml version="1.0"?>',
-        "<snapshot>",
-        f"  <type>{escape(info.type)}</type>",
-        f"  <num>{info.num}</num>",
-        f"  <date>{info.date.astimezone(UTC).strftime(DATE_FORMAT)}</date>",
-    ]
-    if info.description:
-        lines.append(f"  <description>{escape(info.description)}</description>")
-    if info.cleanup:
-        lines.append(f"  <cleanup>{escape(info.cleanup)}</cleanup>")
-    for key, value in info.userdata:
-        lines.append(f"  <userdata>\n    <key>{escape(key)}</key>\n    <value>{escape(value)}</value>\n  </userdata>")
-    lines.append("</snapshot>")
-    return "\n".join(lines) + "\n"
+    return info_xml(info.num, info.date, info.description, info.cleanup, info.userdata, kind=info.type)
 
 
 # The form subvault and snapper write: simple elements, no entities, comments, CDATA,
@@ -155,45 +131,3 @@ def _parse_info_xml(text: str) -> Info:
     )
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Write text to path so that readers see the old file or the whole new one.
-
-    With durable=False the caller makes it durable later (one syncfs for many files).
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if not durable:
-        return
-    dirfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
-
-
-def snapshots_dir(sub_path: str | Path) -> Path:
-    """Return <sub>/.snapshots, where a subvolume's snapshots live."""
-    return Path(sub_path) / SNAPSHOTS_DIR
-
-
-def numbered_dirs(sdir: Path) -> list[int]:
-    """Return the numbers of every numeric entry under .snapshots, sorted."""
-    nums = []
-    try:
-        entries = os.listdir(sdir)
-    except FileNotFoundError:
-        return []
-    for name in entries:
-        if name.isdigit():
-            nums.append(int(name))
-    return sorted(nums)

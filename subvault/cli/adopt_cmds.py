@@ -9,7 +9,7 @@ from subvault.adopt.run import AdoptRequest, default_root
 from subvault.adopt.run import adopt as do_adopt
 from subvault.cli.common import Env, changing_command
 from subvault.cli.render import emit_json
-from subvault.config.load import config_path
+from subvault.config.location import config_path
 
 
 @click.command()

@@ -11,12 +11,16 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import click
 
-from subvault.cli.render import emit_json_error, emit_outcome, printable
-from subvault.config.load import config_path, load_config
+from subvault.cli.render import emit_json_error, emit_outcome
+from subvault.cli.textout import printable
+from subvault.config import compiled
+from subvault.config.load import parse_config, read_config
+from subvault.config.location import config_path
 from subvault.config.schema import Config
 from subvault.context import Context
 from subvault.errors import EXIT_FAILED, ConfigError, SubvaultError, describe
@@ -102,6 +106,7 @@ class Env:
         self.config_path = config_path
         self.wait = wait
         self._config: Config | None = None
+        self._text = ""
 
     @property
     def config_file(self) -> str:
@@ -111,13 +116,30 @@ class Env:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(config_path(self.config_path))
+            self._text, name = read_config(config_path(self.config_path))
+            self._config = parse_config(self._text, name=name)
         return self._config
 
     def context(self, *, dry_run: bool = False, quiet: bool = False) -> Context:
         # Progress lines go to a terminal only; under systemd or in a pipe the result says it all.
         say = (lambda line: None) if quiet or not sys.stderr.isatty() else (lambda line: click.echo(line, err=True))
         return Context(self.config, dry_run=dry_run, say=say)
+
+    def save_compiled(self) -> None:
+        """Save the compiled config snap-all's fast start reads (config/compiled.py); as root only.
+
+        It is a cache: when it cannot be written, the next snap-all takes the full path.
+        """
+        if os.geteuid() != 0:
+            return
+        config = self.config
+        subvolumes = [(sub.name, sub.path) for sub in config.subvolume]
+        if any(str(Path(path)) != path for _, path in subvolumes):
+            return  # the fast start prints a path as typed; the full CLI, as pathlib spells it
+        try:
+            compiled.save(self.config_file, self._text, compiled.Compiled(str(config.defaults.state_dir), subvolumes))
+        except OSError as exc:
+            logging.getLogger("subvault").debug("compiled config not saved: %s", describe(exc))
 
     def lock(self) -> AbstractContextManager[object]:
         """The one-subvault-at-a-time lock; a dry run takes none (it writes nothing, not even the lock file)."""
@@ -130,6 +152,8 @@ class Env:
                **kwargs: Any) -> int:
         """Run `action(context, *args, **kwargs)` under the lock, print its outcome; return the exit code."""
         with self.lock():
+            if not dry_run:
+                self.save_compiled()
             outcome = action(self.context(dry_run=dry_run, quiet=as_json), *args, **kwargs)
         return emit_outcome(outcome, as_json, verbose=verbose)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from subvault.cli.common import Env, handle_errors, pass_env
-from subvault.config.load import config_path, read_config, validate
+from subvault.config.load import read_config, validate
+from subvault.config.location import config_path
 from subvault.config.sample import render_sample
 from subvault.config.verify import deep_errors, exposure_warnings, host_warnings
 from subvault.errors import ConfigError, SubvaultError

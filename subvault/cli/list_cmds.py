@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from subvault.cli.common import Env, handle_errors, json_option, pass_env
-from subvault.cli.render import emit_json, printable, table
+from subvault.cli.render import emit_json, table
+from subvault.cli.textout import printable
 from subvault.context import Context
 from subvault.run.listing import Listing, list_snapshots
 

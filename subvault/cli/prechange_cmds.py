@@ -12,7 +12,7 @@ import click
 
 from subvault.cli.common import Env, handle_errors, json_option, pass_env
 from subvault.cli.render import emit_json
-from subvault.config.load import config_path
+from subvault.config.location import config_path
 from subvault.config.schema import Config
 from subvault.errors import ConfigError, UsageError
 from subvault.lock import exclusive
@@ -79,7 +79,7 @@ def pre_change(
                 selection=selection_of(cfg),
                 node=(cfg.flux.node if cfg.flux and cfg.flux.node else socket.gethostname()),
                 pod_hooks=bool(cfg.flux and cfg.flux.pod_hooks),
-                arm_timer=auto_resume_timer(cfg, config_path(env.config_path).resolve(), log) if kube is not None and not dry_run else None,
+                arm_timer=auto_resume_timer(cfg, Path(config_path(env.config_path)).resolve(), log) if kube is not None and not dry_run else None,
                 dry_run=dry_run,
                 live_run=lambda other: owner_of(state, other) == Owner.ALIVE,
                 release_lock=lock.close,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from subvault.cli.common import Env, changing_command, handle_errors, json_option, pass_env
-from subvault.cli.render import emit_json, emit_outcome, printable
+from subvault.cli.render import emit_json, emit_outcome
+from subvault.cli.textout import printable
 from subvault.errors import UsageError
 from subvault.run.diff import diff_snapshots
 from subvault.run.offsite import restore_from_offsite

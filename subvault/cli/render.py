@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from subvault.cli.textout import outcome_rows, printable
 from subvault.results import Outcome, envelope, error_envelope
 from subvault.units import human_size  # noqa: F401  (re-exported for the renderers)
 
@@ -81,13 +82,7 @@ def emit_outcome(outcome: Outcome, as_json: bool, *, verbose: bool = False) -> i
         rows.append((item.subject, item.action, item.detail))
     rows += [(subject, "keep", f"{n} snapshot{'s' if n != 1 else ''}") for subject, n in kept.items()]
     if rows:
-        w_subject = max(len(printable(r[0])) for r in rows)
-        w_action = max(len(r[1]) for r in rows)
-        lines = []
-        for subject, action, detail in rows:
-            line = f"{prefix}{printable(subject):<{w_subject}}  {action:<{w_action}}  {printable(detail)}"
-            lines.append(line.rstrip())
-        click.echo("\n".join(lines))
+        click.echo(outcome_rows(rows, prefix))
     for warning in outcome.warnings:
         click.echo(f"warning: {printable(warning)}", err=True)
     for error in outcome.errors:
@@ -106,24 +101,3 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     lines = [fmt.format(*headers).rstrip()]
     lines += [fmt.format(*row).rstrip() for row in rows]
     return "\n".join(lines)
-
-
-_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f", ord("\\"): "\\\\"}
-
-
-def printable(text: str) -> str:
-    """Return text safe for one line of a terminal: control characters and backslashes
-    escaped as in C (`new\\nline`), bytes that are not UTF-8 as \\xNN, and any other
-    character a terminal would not print as itself (a line separator, a bidi override)
-    as \\xNN or \\uNNNN. Printable text, the common case, is returned as it is."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    out = text.translate(_CONTROL)
-    return out if out.isprintable() else "".join(ch if ch.isprintable() else _escape(ch) for ch in out)
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"

@@ -18,25 +18,15 @@ from typing import Any
 
 import msgspec
 
+from subvault.config.location import MAX_CONFIG_BYTES
 from subvault.config.schema import Config
 from subvault.errors import ConfigError
-
-DEFAULT_PATH = "/etc/subvault/subvault.toml"
-
-
-def config_path(explicit: str | None = None) -> Path:
-    """Return the config path: --config, then $SUBVAULT_CONFIG, then the default."""
-    return Path(explicit or os.environ.get("SUBVAULT_CONFIG") or DEFAULT_PATH)
 
 
 def load_config(path: str | Path) -> Config:
     """Given a path, return the validated Config. Raise ConfigError naming every problem."""
     text, name = read_config(path)
     return parse_config(text, name=name)
-
-
-# A config is a few KiB (one written by `adopt` for hundreds of subvolumes, some hundred).
-MAX_CONFIG_BYTES = 4 << 20
 
 
 def read_config(path: str | Path) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from subvault import process
 from subvault.btrfs import adapter
-from subvault.btrfs.snapper import SNAPSHOTS_DIR, write_atomic
+from subvault.btrfs.snapdir import SNAPSHOTS_DIR, write_atomic
 from subvault.errors import ConfigError, SubvaultError
 from subvault.model import SubvolInfo
 from subvault.run.coverage_scan import loose_file

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, tzinfo
 
-from subvault.btrfs import adapter, local, local_scan
+from subvault.btrfs import adapter, local, local_scan, numbered
 from subvault.config.schema import SubvolumeConf
 from subvault.context import Context
 from subvault.errors import SubvaultError, UsageError
@@ -75,7 +75,7 @@ def _create_all(ctx: Context, out: Outcome, subs: list[SubvolumeConf], *, kind: 
         for sub in subs:
             out.items.append(Item(sub.name, "would-create", kind if description == kind else f"{kind}: {description}"))
         return
-    requests = [local.Request(sub.name, sub.path, kind, description) for sub in subs]
+    requests = [numbered.Request(sub.name, sub.path, kind, description) for sub in subs]
     for sub, result in zip(subs, local.create_many(requests, now=ctx.now), strict=True):
         if isinstance(result, SubvaultError):
             out.fail(sub.name, result)

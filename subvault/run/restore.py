@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from subvault import process
-from subvault.btrfs.snapper import SNAPSHOTS_DIR
+from subvault.btrfs.snapdir import SNAPSHOTS_DIR
 from subvault.context import Context
 from subvault.errors import NotFound, Refused, UsageError
 from subvault.results import Item, Outcome

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from subvault.btrfs import adapter, local
-from subvault.btrfs.snapper import SNAPSHOTS_DIR
+from subvault.btrfs.snapdir import SNAPSHOTS_DIR
 from subvault.context import Context
 from subvault.errors import Refused
 from subvault.results import Item, Outcome

@@ -55,6 +55,13 @@ def fs(make_fs) -> LoopFs:
     return make_fs("src")
 
 
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path, monkeypatch):
+    """Each test's own place for compiled configs (config/compiled.py), so none sees another's."""
+    monkeypatch.setenv("SUBVAULT_RUNTIME_DIR", str(tmp_path / "run"))
+    return tmp_path / "run"
+
+
 @pytest.fixture
 def homelab(fs, tmp_path):
     """The homelab layout on one loop filesystem, with a config file for it."""
@@ -80,7 +87,7 @@ class Homelab:
 def run_cli(*args: str, check: bool = True, env: dict | None = None, input: str | None = None):
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "subvault.cli.main", *args],
+        [sys.executable, "-m", "subvault", *args],  # the program users install (cli/entry.py)
         capture_output=True, text=True, env=full_env, input=input, cwd=REPO,
     )
     if check and proc.returncode != 0:

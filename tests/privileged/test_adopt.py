@@ -24,7 +24,8 @@ from sshd import sshd  # noqa: F401 - fixture
 
 from subvault.adopt.btrbk_conf import format_snapshot_name, parse_snapshot_name
 from subvault.btrfs import adapter, local_scan
-from subvault.btrfs.snapper import parse_info, render_info, write_atomic
+from subvault.btrfs.snapdir import write_atomic
+from subvault.btrfs.snapper import parse_info, render_info
 from subvault.demo.testbed import LoopFs, build_homelab
 from subvault.timeutil import local_zone
 

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from subvault.btrfs import adapter, fastpath
+from subvault.btrfs import adapter, fastpath, libbtrfsutil
 
 
 def test_fast_listing_equals_cli_listing(homelab):
     homelab.cli("snapshot")
     homelab.cli("snap-all", "x")
-    if not fastpath.available():
+    if not libbtrfsutil.available():
         pytest.fail("libbtrfsutil is not installed (Debian: libbtrfsutil1); the fast path is untested")
     fast = {s.id: s for s in fastpath.list_subvolumes(str(homelab.fs.mountpoint))}
     cli = {s.id: s for s in adapter.list_subvolumes_cli(homelab.fs.mountpoint)}
@@ -51,7 +51,7 @@ def test_snapshots_found_by_place_equal_snapshots_found_by_path(homelab, tmp_pat
     from subvault import process
     from subvault.btrfs import local_scan
 
-    if not fastpath.available():
+    if not libbtrfsutil.available():
         pytest.fail("libbtrfsutil is not installed (Debian: libbtrfsutil1); the fast path is untested")
     for _ in range(3):
         homelab.cli("snap-all", "x")

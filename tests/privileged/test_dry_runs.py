@@ -65,6 +65,11 @@ mac_key = "{tmp_path}/offsite.mac"
     (homelab.paths["home"] / "user").mkdir(exist_ok=True)
     (homelab.paths["home"] / "user" / "notes.txt").write_text("live\n")
     roots = [homelab.fs.mountpoint, tgt.mountpoint, bucket, homelab.state, tmp_path / "offsite.mac", Path("/etc/systemd/system")]
+    # A subvolume's generation is compared too, and reading a file or directory may update its
+    # atime, a write the kernel commits in its own time (the test's walk, or the dry run's reads,
+    # landing in a commit mid-test under load). The test is about subvault's writes, so no atimes.
+    for fs in (homelab.fs, tgt):
+        subprocess.run(["mount", "-o", "remount,noatime", str(fs.mountpoint)], check=True)
     return homelab, roots, backup
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from subvault.btrfs import adapter, local, local_scan
-from subvault.btrfs.snapper import PENDING
+from subvault.btrfs.snapdir import PENDING
 from subvault.errors import NoSpace, NotBtrfs, SnapshotNumberTaken
 from subvault.lock import exclusive
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from msgspec.structs import replace
 
 from subvault.btrfs import adapter, local, local_scan
-from subvault.btrfs.snapper import Info, parse_info, render_info, write_atomic
+from subvault.btrfs.snapdir import write_atomic
+from subvault.btrfs.snapper import Info, parse_info, render_info
 from subvault.config.load import load_config
 from subvault.context import Context
 from subvault.run.local import prune, snap_all

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from subvault.btrfs.dump import unescape
-from subvault.cli.render import printable
+from subvault.cli.textout import printable
 from subvault.run.diff import parse_dump
 
 

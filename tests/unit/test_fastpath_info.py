@@ -2,13 +2,13 @@
 
 import pytest
 
-from subvault.btrfs import fastpath
+from subvault.btrfs import fastpath, libbtrfsutil
 
 
 @pytest.mark.parametrize("otime,received", [(1_764_000_000, True), (0, False)])
 def test_fast_info_equals_field_by_field(otime, received):
-    info = fastpath._SubvolumeInfo()
-    info.id, info.parent_id, info.dir_id, info.flags = 300, 257, 256, fastpath.SUBVOL_RDONLY_FLAG
+    info = libbtrfsutil.SubvolumeInfo()
+    info.id, info.parent_id, info.dir_id, info.flags = 300, 257, 256, libbtrfsutil.SUBVOL_RDONLY_FLAG
     for i in range(16):
         info.uuid[i] = i + 1
         info.parent_uuid[i] = 0xF0 - i

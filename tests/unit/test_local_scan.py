@@ -6,7 +6,8 @@ import os
 from datetime import UTC, datetime
 
 from subvault.btrfs import local_scan
-from subvault.btrfs.snapper import OWNER_KEY, PENDING, Info, render_info
+from subvault.btrfs.snapdir import OWNER_KEY, PENDING
+from subvault.btrfs.snapper import Info, render_info
 
 WHEN = datetime(2026, 11, 30, 10, 0, 1, tzinfo=UTC)
 

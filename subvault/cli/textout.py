@@ -1,0 +1,40 @@
+"""Text for a terminal line: `printable` escapes what a terminal would not show as itself,
+and `outcome_rows` lays out a command's outcome as aligned rows.
+
+Nothing is imported here: snap-all's fast start (`cli/fast.py`) prints through this
+module as the full CLI (`cli/render.py`) does, so both print the same text.
+"""
+
+from __future__ import annotations
+
+
+def outcome_rows(rows: list[tuple[str, str, str]], prefix: str = "") -> str:
+    """(subject, action, detail) rows as aligned lines: subject and action padded, detail last."""
+    w_subject = max(len(printable(r[0])) for r in rows)
+    w_action = max(len(r[1]) for r in rows)
+    lines = []
+    for subject, action, detail in rows:
+        line = f"{prefix}{printable(subject):<{w_subject}}  {action:<{w_action}}  {printable(detail)}"
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f", ord("\\"): "\\\\"}
+
+
+def printable(text: str) -> str:
+    """Return text safe for one line of a terminal: control characters and backslashes
+    escaped as in C (`new\\nline`), bytes that are not UTF-8 as \\xNN, and any other
+    character a terminal would not print as itself (a line separator, a bidi override)
+    as \\xNN or \\uNNNN. Printable text, the common case, is returned as it is."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = text.translate(_CONTROL)
+    return out if out.isprintable() else "".join(ch if ch.isprintable() else _escape(ch) for ch in out)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"

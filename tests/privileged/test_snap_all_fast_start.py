@@ -1,0 +1,210 @@
+"""snap-all's fast start (cli/fast.py): served without click only when it may be, and then
+indistinguishable from the full CLI: the same snapshots, the same output, the same exit code.
+
+`program` runs what users install (`python -m subvault`: cli/entry.py); `full` runs the
+full CLI alone (`python -m subvault.cli.main`), the path taken when the fast start declines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from subvault.btrfs import adapter
+from subvault.btrfs.snapdir import PENDING
+from subvault.btrfs.snapper import parse_info
+from subvault.config import compiled
+from subvault.config.load import load_config
+from subvault.lock import exclusive
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(module: str, config: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", module, "--config", str(config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=os.environ.copy())
+
+
+def program(config: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
+    return _run("subvault", config, *args, importtime=importtime)
+
+
+def full(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _run("subvault.cli.main", config, *args)
+
+
+def served_fast(config: Path, description: str) -> tuple[bool, subprocess.CompletedProcess[str]]:
+    """Run `snap-all description` through the program; whether the fast start served it (click never loaded)."""
+    proc = program(config, "snap-all", description, importtime=True)
+    fast = not loaded_click(proc)
+    proc.stderr = "".join(line + "\n" for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return fast, proc
+
+
+def loaded_click(proc: subprocess.CompletedProcess[str]) -> bool:
+    """Whether the process (run with -X importtime) imported click, i.e. ran the full CLI."""
+    return "click" in {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def warm(homelab) -> None:
+    """A locked command of the full CLI saves the compiled config the fast start reads."""
+    full(homelab.config, "snapshot", "--force").check_returncode()
+
+
+def configured(homelab) -> dict[str, Path]:
+    return {sub.name: Path(sub.path) for sub in load_config(homelab.config).subvolume}
+
+
+def newest(sub: Path) -> Path:
+    sdir = sub / ".snapshots"
+    return sdir / str(max(int(n) for n in os.listdir(sdir) if n.isdigit()))
+
+
+def shape(proc: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
+    """Exit code and output with the snapshot numbers taken out (the two runs take different ones)."""
+    def strip(text: str) -> str:
+        return re.sub(r"/\.snapshots/\d+/", "/.snapshots/N/", text)
+    return proc.returncode, strip(proc.stdout), strip(proc.stderr)
+
+
+def test_fast_start_serves_snap_all_and_writes_what_the_full_cli_writes(homelab):
+    warm(homelab)
+    fast, by_fast = served_fast(homelab.config, "before upgrade")
+    assert fast, by_fast.stderr
+    subs = configured(homelab)
+    fast_made = {name: newest(path) for name, path in subs.items()}
+    by_full = full(homelab.config, "snap-all", "before upgrade")
+    full_made = {name: newest(path) for name, path in subs.items()}
+
+    assert shape(by_fast) == shape(by_full) and by_fast.returncode == 0
+    assert len(by_fast.stdout.splitlines()) == len(subs)
+    for name in subs:
+        a, b = fast_made[name], full_made[name]
+        assert int(b.name) == int(a.name) + 1
+        assert adapter.show(a / "snapshot").readonly
+        assert not (a / PENDING).exists()
+        assert sorted(os.listdir(a)) == sorted(os.listdir(b)) == ["info.xml", "snapshot"]
+        assert os.stat(a).st_mode == os.stat(b).st_mode and os.stat(a / "info.xml").st_mode == os.stat(b / "info.xml").st_mode
+        ia, ib = parse_info((a / "info.xml").read_text()), parse_info((b / "info.xml").read_text())
+        assert (ia.description, ia.cleanup, ia.type, ia.userdata) == (ib.description, ib.cleanup, ib.type, ib.userdata)
+        assert ia.userdata_dict == {"subvault": "prechange"} and ia.cleanup == "number"
+    # and every later command reads them as its own pre-change snapshots
+    listing = full(homelab.config, "list", "--json")
+    assert listing.returncode == 0 and listing.stdout.count('"prechange"') >= 2 * len(subs)
+
+
+def test_fast_start_declines_an_edited_config(homelab):
+    warm(homelab)
+    homelab.config.write_text(homelab.config.read_text() + "\n# edited\n")
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 0, proc.stderr
+
+
+def test_fast_start_declines_a_config_the_schema_would_refuse_now(homelab):
+    warm(homelab)
+    subs = configured(homelab)
+    homelab.config.write_text(homelab.config.read_text() + "\n[defaults.nonsense]\n")
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 2, proc.stderr
+    assert not any((p / ".snapshots" / "2").exists() for p in subs.values())
+
+
+def test_fast_start_declines_a_half_done_snapshot_and_the_full_cli_finishes_it(homelab):
+    warm(homelab)
+    data = homelab.paths["data"]
+    stale = data / ".snapshots" / "7"
+    stale.mkdir()
+    (stale / PENDING).write_text("create pid=1\n")
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 0, proc.stderr
+    assert not stale.exists()  # finish_pending removed the unfinished one
+
+
+def test_fast_start_declines_a_missing_snapshots_dir(homelab):
+    warm(homelab)
+    adapter.delete(homelab.paths["data"] / ".snapshots" / "1" / "snapshot")
+    for name in os.listdir(homelab.paths["data"] / ".snapshots" / "1"):
+        os.unlink(homelab.paths["data"] / ".snapshots" / "1" / name)
+    os.rmdir(homelab.paths["data"] / ".snapshots" / "1")
+    adapter.delete(homelab.paths["data"] / ".snapshots")
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 0, proc.stderr
+    assert (homelab.paths["data"] / ".snapshots" / "1" / "info.xml").exists()
+
+
+def test_fast_start_declines_a_subvolume_that_is_not_one_and_the_full_cli_reports_it(homelab):
+    plain = homelab.fs.mountpoint / "plain"
+    plain.mkdir()
+    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "plain"\npath = "{plain}"\n')
+    full(homelab.config, "snapshot", "--force", "root").check_returncode()  # warms
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 3
+    assert f"error: plain: {plain} is a directory, not a btrfs subvolume" in proc.stderr
+
+
+def test_lock_held_is_the_same_error_either_way(homelab):
+    warm(homelab)
+    with exclusive(homelab.state):
+        fast, by_fast = served_fast(homelab.config, "x")
+        by_full = full(homelab.config, "snap-all", "x")
+    assert fast
+    assert shape(by_fast) == shape(by_full)
+    assert by_fast.returncode != 0 and by_fast.stderr.startswith("error: another subvault (pid ")
+
+
+def test_a_failing_subvolume_is_reported_alike_and_the_others_are_done(homelab):
+    warm(homelab)
+    sdir = homelab.paths["data"] / ".snapshots"
+    subprocess.run(["chattr", "+i", str(sdir)], check=True)
+    try:
+        fast, by_fast = served_fast(homelab.config, "x")
+        by_full = full(homelab.config, "snap-all", "x")
+    finally:
+        subprocess.run(["chattr", "-i", str(sdir)], check=True)
+    assert fast
+    assert shape(by_fast) == shape(by_full)
+    assert by_fast.returncode == 3
+    assert by_fast.stderr.startswith(f"error: data: snapshot {homelab.paths['data']}: Operation not permitted")
+    assert sorted(os.listdir(sdir)) == ["1"]  # nothing half-made under the refusing directory
+    assert (homelab.paths["root"] / ".snapshots" / "3" / "info.xml").exists()
+
+
+@pytest.mark.parametrize("args", [("--json", "snap-all", "x"), ("snap-all", "--dry-run", "x"), ("-v", "snap-all", "x"),
+                                  ("snap-all", "x", "y"), ("snap-all", "--", "-x"), ("snap-all", "  ")])
+def test_any_other_command_line_is_the_full_clis(homelab, args):
+    warm(homelab)
+    proc = program(homelab.config, *args, importtime=True)
+    assert loaded_click(proc)
+
+
+def test_attack_compiled_config_writable_by_others_is_ignored(homelab):
+    """Threat: a user who can write the compiled config would choose what snap-all snapshots and
+    where its lock is. It is trusted only when owned by the reader and writable by no one else."""
+    warm(homelab)
+    runtime = Path(compiled.runtime_dir())
+    (saved,) = [p for p in runtime.iterdir() if p.name.startswith("compiled-")]
+    saved.chmod(0o666)
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 0
+    saved.chmod(0o600)
+    os.chown(saved, 65534, 65534)
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 0
+    os.chown(saved, 0, 0)
+    runtime.chmod(0o777)
+    try:
+        fast, proc = served_fast(homelab.config, "x")
+    finally:
+        runtime.chmod(0o700)
+    assert not fast and proc.returncode == 0
+
+
+def test_dry_run_saves_no_compiled_config(homelab):
+    full(homelab.config, "snapshot", "--dry-run").check_returncode()
+    fast, proc = served_fast(homelab.config, "x")
+    assert not fast and proc.returncode == 0
