@@ -15,6 +15,7 @@ partial (invariant 3).
 
 from __future__ import annotations
 
+import builtins
 import os
 import posixpath
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ from collections.abc import Sequence
 from subvault.btrfs import adapter, fastpath
 from subvault.config.schema import TargetConf
 from subvault.endpoints import commands as C
-from subvault.endpoints.runner import SSH_FAILED, Argv, LocalRunner, Runner, SshRunner, Step, parse_ssh_url
+from subvault.endpoints.runner import SSH_FAILED, Argv, LocalRunner, Runner, SshRunner, Step, UnreachableHosts, parse_ssh_url
 from subvault.errors import CommandFailed, NotBtrfs, NotFound, Refused
+from subvault.process import Result
 
 SSH_CONNECTION_ERROR = SSH_FAILED
 from subvault.model import Entry
@@ -51,7 +53,7 @@ class Endpoint:
     def close(self) -> None:
         self.runner.close()
 
-    def _run(self, cmd: Argv, what: str, check: bool = True):
+    def _run(self, cmd: Argv, what: str, check: bool = True) -> Result:
         return self.runner.run([cmd], what=f"{self.name}: {what}", check=check)
 
     def check(self) -> None:
@@ -87,11 +89,12 @@ class Endpoint:
                 raise Refused(f"target {self.name}: {path} exists and is not a subvolume; move it aside") from None
             raise
 
+    # Below this method, `list` in the class body names it: annotations there say builtins.list.
     def list(self, container: str, sub_name: str) -> list[Entry]:
         """Return the entries in container (none if it does not exist yet)."""
         return self.entries(container, sub_name) or []
 
-    def entries(self, container: str, sub_name: str) -> list[Entry] | None:
+    def entries(self, container: str, sub_name: str) -> builtins.list[Entry] | None:
         """Return the entries in container, or None when the container does not exist.
 
         Names that are not final names are marked incoming (partials, invariant 3).
@@ -107,7 +110,7 @@ class Endpoint:
             for name, uuid, received, ro in children
         ]
 
-    def _listed_children(self, container: str) -> list[tuple[str, str, str | None, bool]] | None:
+    def _listed_children(self, container: str) -> builtins.list[tuple[str, str, str | None, bool]] | None:
         """List container in one round trip: `show && list -u && list -r` (None when it is missing)."""
         steps = [[C.show(container)], [C.list_children(container)], [C.list_readonly(container)]]
         res = self.runner.run_steps(steps, what=f"{self.name}: list {posixpath.basename(container)}", check=False)
@@ -124,7 +127,7 @@ class Endpoint:
         return self.is_local and adapter.fast_path()
 
     @staticmethod
-    def _fast_children(container: str) -> list[tuple[str, str, str | None, bool]] | None:
+    def _fast_children(container: str) -> builtins.list[tuple[str, str, str | None, bool]] | None:
         if not adapter.is_subvolume(container):
             return None
         own = fastpath.subvolume_info(container).id
@@ -160,7 +163,9 @@ class Endpoint:
             return
         self._run(C.rename(src, dst), f"rename {posixpath.basename(src)}")
 
-    def send_stages(self, path: str, parent: str | None, clones: Sequence[str], *, compress: bool, bulk: bool = False) -> list[Argv]:
+    def send_stages(
+        self, path: str, parent: str | None, clones: Sequence[str], *, compress: bool, bulk: bool = False
+    ) -> builtins.list[Argv]:
         cmds = [C.send(path, parent, tuple(clones))] + ([C.ZSTD_COMPRESS] if compress else [])
         return self.runner.stages(cmds, bulk=bulk)
 
@@ -173,7 +178,7 @@ class Endpoint:
         before: Sequence[Step] = (),
         after: Sequence[Step] = (),
         chroot: bool = False,
-    ) -> list[Argv]:
+    ) -> builtins.list[Argv]:
         """Return the stages receiving into container; `before`/`after` steps join them only where runner.joins_steps.
 
         chroot: the stream is untrusted (pull mode): confine it to the container as `serve` does.
@@ -183,7 +188,7 @@ class Endpoint:
         return self.runner.stages(cmds, bulk=bulk, before=before, after=after)
 
 
-def open_target(target: TargetConf, *, unreachable: dict | None = None) -> Endpoint:
+def open_target(target: TargetConf, *, unreachable: UnreachableHosts | None = None) -> Endpoint:
     """Given a btrfs target's config, return its endpoint (not yet checked).
 
     unreachable: the hosts ssh could not reach so far in this command (see runner.SshRunner);

@@ -38,6 +38,7 @@ from subvault.process import Result
 
 Argv = list[str]
 Step = Sequence[Argv]  # one pipeline: its stages, stdout of each into the next
+UnreachableHosts = dict[tuple[tuple[str, ...], str], str]  # (ssh argv, host) -> ssh's reason, for one command
 CONTROL_PERSIST_SECONDS = 60
 SSH_FAILED = 255  # ssh's own failure, never a remote command's answer
 # Time limits (docs/design.md, "ssh time limits"), used where the user set none.
@@ -201,7 +202,7 @@ class SshRunner:
         options: Sequence[str] = (),
         multiplex: bool = True,
         config_file: str | None = None,
-        unreachable: dict[tuple[tuple[str, ...], str], str] | None = None,
+        unreachable: UnreachableHosts | None = None,
     ) -> None:
         self.url = url
         self.label = f"{url.user + '@' if url.user else ''}{url.host}"
