@@ -9,13 +9,14 @@ always deleted afterwards.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from subvault.btrfs import adapter, local
 from subvault.btrfs.dump import inside, metadata_dump, split_line, unescape
+from subvault.config.schema import SubvolumeConf
 from subvault.context import Context
 from subvault.run.local import find_snapshot
 
@@ -73,7 +74,7 @@ def parse_dump(text: str) -> list[Change]:
     return sorted((c for c in changes.values() if not _is_internal(c.path)), key=lambda c: c.path)
 
 
-def _rename(changes: dict[str, Change], aliases: dict[str, str], real, src: str, dest: str) -> None:
+def _rename(changes: dict[str, Change], aliases: dict[str, str], real: Callable[[str], str], src: str, dest: str) -> None:
     if _ORPHAN.match(Path(dest).name):
         aliases[dest] = real(src)  # moved out of the way: it keeps standing for its old path
         return
@@ -98,7 +99,7 @@ def _is_internal(path: str) -> bool:
 
 
 @contextmanager
-def _readonly_view(ctx: Context, sub, ref: str, what: str) -> Iterator[Path]:
+def _readonly_view(ctx: Context, sub: SubvolumeConf, ref: str, what: str) -> Iterator[Path]:
     if ref != "current":
         yield find_snapshot(ctx, sub, ref, what=what).path
         return

@@ -17,9 +17,11 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from datetime import datetime
+from typing import TextIO
 
 from subvault.btrfs import local_scan
 from subvault.config.schema import SubvolumeConf, TargetConf
@@ -128,7 +130,7 @@ def _replicate_target(
     """
 
     link_down: list[BaseException] = []
-    errors: dict[str, SubvaultError] = {}
+    errors: dict[str, SubvaultError | OSError] = {}
 
     def one(sub: SubvolumeConf) -> Outcome:
         part = Outcome("replicate", dry_run=ctx.dry_run)
@@ -168,7 +170,7 @@ def _replicate_target(
 full_sends = threading.BoundedSemaphore(1)
 
 
-def _set_aside(sub_name: str, entries: list[Entry], plan, now) -> dict[str, str]:
+def _set_aside(sub_name: str, entries: list[Entry], plan: ReplicationPlan, now: datetime) -> dict[str, str]:
     """Complete receives among the partials get a new final name: an append-only key may not delete them.
 
     (Someone with the key can leave one under the next stream's name; renamed, it no
@@ -176,7 +178,7 @@ def _set_aside(sub_name: str, entries: list[Entry], plan, now) -> dict[str, str]
     """
     complete = {e.name for e in entries if e.readonly and e.received_uuid}
     taken = {e.name for e in entries}
-    out = {}
+    out: dict[str, str] = {}
     for i, r in enumerate(p for p in plan.partials if p.name in complete):
         name = entry_name(sub_name, now, taken, 900000 + i)
         name = name if name not in taken else f"{entry_name(sub_name, now)}_{900000 + i}"
@@ -185,7 +187,7 @@ def _set_aside(sub_name: str, entries: list[Entry], plan, now) -> dict[str, str]
     return out
 
 
-def _partial_items(subject: str, partials, aside: dict[str, str], prefix: str = "") -> list[Item]:
+def _partial_items(subject: str, partials: Sequence[Removal], aside: dict[str, str], prefix: str = "") -> list[Item]:
     """Report each partial as what is done to it: deleted, or (a complete receive an append-only key may not delete) renamed aside."""
     return [
         Item(subject, f"{prefix}set-aside", f"{r.name} → {aside[r.name]} (a complete receive under a non-final name; "
@@ -340,7 +342,7 @@ def replication_holds(ctx: Context, sub: SubvolumeConf) -> dict[str, str]:
     return held
 
 
-def tty_progress(stream=sys.stderr) -> ProgressFactory | None:
+def tty_progress(stream: TextIO = sys.stderr) -> ProgressFactory | None:
     """Return a progress factory that draws bytes, rate and ETA on a terminal, or None when not a TTY."""
     if not stream.isatty():
         return None
@@ -354,7 +356,7 @@ def tty_progress(stream=sys.stderr) -> ProgressFactory | None:
 class TtyProgress:
     """One transfer's progress line: called with the bytes moved; `expect` gives the expected total (for the ETA)."""
 
-    def __init__(self, subject: str, stream) -> None:
+    def __init__(self, subject: str, stream: TextIO) -> None:
 
         self.subject = subject
         self.stream = stream
