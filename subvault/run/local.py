@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime, tzinfo
+from functools import partial
 
 from subvault.btrfs import adapter, local, local_scan, numbered
 from subvault.config.schema import SubvolumeConf
@@ -97,15 +98,16 @@ def prune(ctx: Context, *, holds: HoldsProvider = no_holds, names: list[str] | N
             if not ctx.dry_run:
                 local.finish_pending(sub.path)
             snaps = local_scan.scan(sub.name, sub.path, with_uuids=True, fs_subvols=index)
-            policy = dict(timeline=ctx.config.timeline_of(sub), prechange_keep=ctx.config.prechange_keep_of(sub), now=ctx.now, tz=ctx.tz)
-            steps = plan_prune(snaps, **policy)
+            plan = partial(plan_prune, snaps, timeline=ctx.config.timeline_of(sub), prechange_keep=ctx.config.prechange_keep_of(sub),
+                           now=ctx.now, tz=ctx.tz)
+            steps = plan()
             if any(not st.keep for st in steps):
                 # Holds only ever turn a delete into a keep, so they are asked for (which
                 # may mean reaching every target) only when something would be deleted,
                 # and the plan is made again only when there are some.
                 held = holds(ctx, sub)
                 if held:
-                    steps = plan_prune(snaps, **policy, held=held)
+                    steps = plan(held=held)
             for step in steps:
                 label = f"#{step.snapshot.number} {_minute(step.snapshot.date, ctx.tz)} {step.snapshot.kind}"
                 why = "; ".join(step.reasons)
