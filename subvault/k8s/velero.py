@@ -103,7 +103,10 @@ def _key(phase: Phase, field: str, annotations: Mapping[str, str]) -> str:
 def pod_hook(pod: PodInfo, phase: Phase) -> PodHook | None:
     """Given a pod, return its hook for phase, or None if it has none. Raise MalformedAnnotation."""
     ann = pod.annotations
-    key = lambda f: _key(phase, f, ann)  # noqa: E731 - a one-line local helper
+
+    def key(field: str) -> str:
+        return _key(phase, field, ann)
+
     if key("command") not in ann:
         return None
 
@@ -117,16 +120,21 @@ def pod_hook(pod: PodInfo, phase: Phase) -> PodHook | None:
     container = ann.get(key("container"), "").strip() or (pod.containers[0] if pod.containers else "")
     if container not in pod.containers:
         raise bad("container", f"the pod has no such container (it has {', '.join(pod.containers) or 'none'})")
-    on_error = ann.get(key("on-error"), "Fail").strip() or "Fail"
-    if on_error not in ("Continue", "Fail"):
-        raise bad("on-error", "expected Continue or Fail")
+    on_error: Literal["Continue", "Fail"]
+    match ann.get(key("on-error"), "Fail").strip() or "Fail":
+        case "Continue":
+            on_error = "Continue"
+        case "Fail":
+            on_error = "Fail"
+        case _:
+            raise bad("on-error", "expected Continue or Fail")
     timeout = DEFAULT_TIMEOUT
     if ann.get(key("timeout"), "").strip():
         try:
             timeout = parse_go_duration(ann[key("timeout")]) or DEFAULT_TIMEOUT
         except ValueError as e:
             raise bad("timeout", str(e)) from None
-    return PodHook(pod, phase, container, command, on_error, timeout)  # type: ignore[arg-type]  # on_error was checked above to be Continue or Fail; `in` does not narrow a str
+    return PodHook(pod, phase, container, command, on_error, timeout)
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,9 @@ def plan_pod_hooks(pods: Iterable[PodInfo]) -> PodHookPlan:
     for pod in sorted(pods, key=lambda p: (p.namespace, p.name)):
         if pod.phase != "Running":
             continue
-        for phase, bucket in (("pre", pre), ("post", post)):
-            hook = pod_hook(pod, phase)  # type: ignore[arg-type]  # phase is "pre" or "post" from the pairs above; mypy widens it to str
+        buckets: tuple[tuple[Phase, list[PodHook]], ...] = (("pre", pre), ("post", post))
+        for phase, bucket in buckets:
+            hook = pod_hook(pod, phase)
             if hook is not None:
                 bucket.append(hook)
     return PodHookPlan(tuple(pre), tuple(post))
