@@ -9,11 +9,12 @@ and behaves the same (a test compares both).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 from datetime import UTC, datetime
 
-from subvault.btrfs.libbtrfsutil import ERROR_STOP_ITERATION, LIB, SUBVOL_RDONLY_FLAG, TOP_LEVEL, SubvolumeInfo, Timespec, fail
+from subvault.btrfs.libbtrfsutil import ERROR_STOP_ITERATION, LIB, SUBVOL_RDONLY_FLAG, TOP_LEVEL, LibError, SubvolumeInfo, Timespec, fail
 from subvault.model import SubvolInfo
 
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -23,12 +24,21 @@ _LIBC.free.argtypes = [ctypes.c_void_p]
 _NO_UUID = bytes(16)
 
 
-def _uuid(raw) -> str | None:
+def _uuid(raw: bytes | ctypes.Array[ctypes.c_uint8]) -> str | None:
     raw = bytes(raw)
     if raw == _NO_UUID:
         return None
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # uuid.UUID would cost 3x
+
+
+def _take_path(ptr: ctypes.c_void_p, what: str) -> str:
+    """Return the path the library malloc'd into ptr, and free it. Raise LibError if it left ptr NULL."""
+    if ptr.value is None:  # never read address 0: that would kill the process
+        raise LibError(errno.EIO, f"{what}: libbtrfsutil returned no path")
+    path = ctypes.string_at(ptr.value).decode(errors="surrogateescape")
+    _LIBC.free(ptr)
+    return path
 
 
 def _time(ts: Timespec) -> datetime | None:
@@ -90,8 +100,7 @@ def subvolume_info(path: str, *, with_path: bool = False) -> SubvolInfo:
         code = LIB.btrfs_util_subvolume_path(os.fsencode(path), 0, ctypes.byref(ptr))
         if code:
             raise fail(code, f"subvolume path of {path}")
-        rel = ctypes.string_at(ptr.value).decode(errors="surrogateescape")
-        _LIBC.free(ptr)
+        rel = _take_path(ptr, f"subvolume path of {path}")
     return _info(info, rel)
 
 
@@ -107,6 +116,7 @@ def list_subvolumes(path: str, *, below: bool = False) -> list[SubvolInfo]:
     if code:
         raise fail(code, f"list subvolumes of {path}")
     out: list[SubvolInfo] = []
+    what = f"list subvolumes of {path}"
     try:
         info = SubvolumeInfo()
         while True:
@@ -115,9 +125,8 @@ def list_subvolumes(path: str, *, below: bool = False) -> list[SubvolInfo]:
             if code == ERROR_STOP_ITERATION:
                 break
             if code:
-                raise fail(code, f"list subvolumes of {path}")
-            rel = ctypes.string_at(path_ptr.value).decode(errors="surrogateescape")
-            _LIBC.free(path_ptr)
+                raise fail(code, what)
+            rel = _take_path(path_ptr, what)
             out.append(_fast_info(info, rel))
     finally:
         LIB.btrfs_util_destroy_subvolume_iterator(it)
@@ -156,7 +165,8 @@ def subvolume_id(path: str) -> int:
         fcntl.ioctl(fd, BTRFS_IOC_INO_LOOKUP, buf)
     finally:
         os.close(fd)
-    return struct.unpack_from("=Q", buf)[0]
+    ident: int = struct.unpack_from("=Q", buf)[0]
+    return ident
 
 
 class Placement:
