@@ -21,6 +21,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from subvault import process
 
@@ -31,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def installed_subvault() -> Path:
@@ -55,7 +57,7 @@ class Sshd:
     address: str = "127.0.0.1"
     netns: str | None = None  # run inside this network namespace (which the caller made)
     env: dict[str, str] = field(default_factory=dict)  # more SetEnv for sessions (e.g. a PATH without python3)
-    proc: object | None = None
+    proc: process.Process[str] | None = None
     log: list[str] = field(default_factory=list)
 
     @property
@@ -115,20 +117,22 @@ class Sshd:
                 ]
             )
         )
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = proc = process.spawn([*prefix, SSHD, "-D", "-e", "-f", str(config)])
-        for line in proc.stderr:
+        in_netns = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = proc = process.spawn([*in_netns, SSHD, "-D", "-e", "-f", str(config)])
+        stderr = proc.stderr
+        assert stderr is not None  # spawn always pipes stderr
+        for line in stderr:
             self.log.append(line)
             if f"Server listening on {self.address}" in line:
                 break
         else:
             self.stop()
             raise RuntimeError("sshd did not start:\n" + "".join(self.log))
-        threading.Thread(target=self._drain, daemon=True).start()
+        threading.Thread(target=self._drain, args=(stderr,), daemon=True).start()
         return self
 
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
+    def _drain(self, stderr: IO[str]) -> None:
+        for line in stderr:
             self.log.append(line)
 
     def stop(self) -> None:
@@ -184,4 +188,5 @@ def refused_port() -> int:
     """A loopback port nothing listens on (bound, then closed: connecting is refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
