@@ -167,9 +167,11 @@ def child_main(mode: str, src: Path, out_dir: Path, recipient: str, part_mib: in
     # Imports and start-up are not the work measured: for s3 and sink that includes importing
     # boto3 and making the client (about 0.17 s of CPU on the 2-vCPU VM, once per process,
     # whatever the stream's size); it is printed apart as startup_seconds.
-    started = time.perf_counter()
-    store = s3_store(out_dir) if mode in ("s3", "sink") else None
-    startup = time.perf_counter() - started
+    store, startup = None, 0.0
+    if mode in ("s3", "sink"):
+        started = time.perf_counter()
+        store = s3_store(out_dir)
+        startup = time.perf_counter() - started
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
     if mode == "raw":
