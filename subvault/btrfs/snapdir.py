@@ -17,6 +17,24 @@ OWNER_KEY = "subvault"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+# XML 1.0 cannot hold these characters at all, escaped or not; snapper could not read the info.xml.
+_NOT_XML = frozenset([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF])
+
+
+def description_problem(text: str) -> str | None:
+    """Why `text` cannot be a snapshot's description in info.xml, or None when it can."""
+    if not text.strip():
+        return "is empty"
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            return "is not UTF-8 text (pass the description as UTF-8)"
+        if code in _NOT_XML:
+            what = f"the control character 0x{code:02x}" if code < 0x20 else f"the character U+{code:04X}"
+            return f"holds {what}, which snapper's info.xml cannot hold"
+    return None
+
+
 def escape(text: str) -> str:
     """XML-escape text (xml.sax.saxutils would pull in urllib: 40 ms of start-up)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from subvault.cli.render import emit_json_error, emit_outcome
-from subvault.cli.textout import printable
+from subvault.cli.textout import printable, settle_stdout
 from subvault.config import compiled
 from subvault.config.load import parse_config, read_config
 from subvault.config.location import config_path
@@ -45,6 +45,8 @@ def handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
         setup_logging(bool(_root_params().get("verbose")))
         try:
             code = fn(*args, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # output that cannot be written is this command's error, not Python's exit 120
         except SubvaultError as exc:
             # One error is one line: a value typed with a newline in it is shown escaped.
             # A ConfigError lists every problem of the file, one a line.
@@ -96,6 +98,7 @@ def fail(message: str, code: int, as_json: bool) -> None:
         click.echo(f"error: {line}", err=True)
     if as_json:
         emit_json_error(command_name(), "; ".join(lines), code)
+    settle_stdout()
     sys.exit(code)
 
 

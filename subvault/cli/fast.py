@@ -6,7 +6,7 @@ schema alone costs more than snapper does. So `cli/entry.py` hands this one comm
 line here, and this module serves it only when every condition below holds. In every
 other case it declines (returns None) before changing anything, and the full CLI runs
 the command.
-- run as root, libbtrfsutil present, DESCRIPTION not blank;
+- run as root, libbtrfsutil present, DESCRIPTION one info.xml can hold;
 - the compiled config matches the config file (config/compiled.py says when);
 - under the lock, every subvolume is ready: it and its `.snapshots` subvolume (or
   mount) exist, and no snapshot under it is half-done.
@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 
 from subvault.btrfs import libbtrfsutil
 from subvault.btrfs.numbered import Request, create_in
-from subvault.btrfs.snapdir import PENDING, numbered_dirs, snapshots_dir
+from subvault.btrfs.snapdir import PENDING, description_problem, numbered_dirs, snapshots_dir
 from subvault.btrfs.syscalls import is_subvolume
-from subvault.cli.textout import outcome_rows, printable
+from subvault.cli.textout import outcome_rows, printable, settle_stdout, write_line
 from subvault.config import compiled
 from subvault.config.location import config_path
 from subvault.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, LockHeld, SubvaultError, about, describe
@@ -34,7 +34,7 @@ from subvault.lock import exclusive
 
 def snap_all(config_arg: str | None, description: str) -> int | None:
     """Run snap-all and return its exit code, or None to let the full CLI run it."""
-    if os.geteuid() != 0 or not description.strip() or not libbtrfsutil.available():
+    if os.geteuid() != 0 or description_problem(description) or not libbtrfsutil.available():
         return None
     saved = compiled.load(os.path.realpath(config_path(config_arg)))
     if saved is None or not saved.subvolumes:
@@ -73,23 +73,30 @@ def _report(subvolumes: list[tuple[str, str]], made: list[str | SubvaultError], 
     """Print as `cli/render.emit_outcome` prints snap-all's outcome; return its exit code."""
     rows: list[tuple[str, str, str]] = []
     errors: list[str] = []
-    progress = sys.stderr.isatty()
-    for (name, _), got in zip(subvolumes, made, strict=True):
-        if isinstance(got, SubvaultError):
-            errors.append(about(name, describe(got)))
-            continue
-        if progress:
-            print(f"{name}: created #{int(os.path.basename(got))} {description!r}", file=sys.stderr)
-        rows.append((name, "created", os.path.join(got, "snapshot")))
-    if rows:
-        print(outcome_rows(rows))
-    for error in errors:
-        print(f"error: {printable(error)}", file=sys.stderr)
+    try:
+        progress = sys.stderr is not None and sys.stderr.isatty()
+        for (name, _), got in zip(subvolumes, made, strict=True):
+            if isinstance(got, SubvaultError):
+                errors.append(about(name, describe(got)))
+                continue
+            if progress:
+                write_line(sys.stderr, f"{name}: created #{int(os.path.basename(got))} {description!r}")
+            rows.append((name, "created", os.path.join(got, "snapshot")))
+        if rows:
+            write_line(sys.stdout, outcome_rows(rows))
+        for error in errors:
+            write_line(sys.stderr, f"error: {printable(error)}")
+    except OSError as exc:  # stdout or stderr cannot be written: what the full CLI's boundary says
+        settle_stdout()
+        return _error(f"snap-all: {describe(exc)}", EXIT_FAILED)
     if not errors:
         return EXIT_OK
     return EXIT_PARTIAL if rows else EXIT_FAILED
 
 
 def _error(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    try:
+        write_line(sys.stderr, f"error: {message}")
+    except OSError:
+        pass  # nowhere left to say it: the exit code does
     return code

@@ -1,11 +1,41 @@
 """Text for a terminal line: `printable` escapes what a terminal would not show as itself,
 and `outcome_rows` lays out a command's outcome as aligned rows.
 
-Nothing is imported here: snap-all's fast start (`cli/fast.py`) prints through this
-module as the full CLI (`cli/render.py`) does, so both print the same text.
+Nothing heavier than os is imported here: snap-all's fast start (`cli/fast.py`) prints
+through this module as the full CLI (`cli/render.py`) does, so both print the same text.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+
+def write_line(stream: TextIO | None, line: str) -> None:
+    """Write one line as UTF-8 whatever the stream's encoding (as click.echo does) and flush
+    it, so lines of stdout and stderr keep their order in one file. No stream: nothing."""
+    if stream is None:
+        return
+    stream.flush()
+    stream.buffer.write(line.encode("utf-8", "replace") + b"\n")
+    stream.buffer.flush()
+
+
+def settle_stdout() -> None:
+    """Flush stdout; when it cannot be written (a closed pipe, a full disk), point it at
+    /dev/null, so the interpreter's own flush at exit cannot make the exit code Python's 120."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def outcome_rows(rows: list[tuple[str, str, str]], prefix: str = "") -> str:

@@ -6,7 +6,8 @@ at boot). The fast start (`cli/fast.py`) uses it only when all of these hold, an
 otherwise declines so that the full CLI runs the command:
 - the config file's text is, byte for byte, the text the schema validated;
 - the code that validated it is the same: subvault's version, and the size and mtime of
-  every module of subvault/config/ (an upgrade or an edited rule invalidates it);
+  every subvault module the saving process had loaded (the schema, its rules and all
+  they import among them), so an upgrade or an edited rule anywhere invalidates it;
 - the saved file and its directory belong to the user reading them and are writable by
   no one else.
 Nothing heavier than os and marshal is imported here: `save` is given plain values.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import marshal
 import os
 import stat
+import sys
 import zlib
 
 from subvault import __version__
@@ -47,7 +49,7 @@ def save(config_file: str, text: str, compiled: Compiled) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     if not _private(os.stat(directory)):
         return  # not ours alone: never written to, never read from
-    data = marshal.dumps({"format": FORMAT, "stamp": _stamp(), "path": config_file, "text": text,
+    data = marshal.dumps({"format": FORMAT, "version": __version__, "code": _loaded_code(), "path": config_file, "text": text,
                           "state_dir": compiled.state_dir, "subvolumes": compiled.subvolumes})
     path = _file(directory, config_file)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -79,7 +81,9 @@ def load(config_file: str) -> Compiled | None:
         return None
     if not isinstance(saved, dict):
         return None
-    if (saved.get("format"), saved.get("stamp"), saved.get("path"), saved.get("text")) != (FORMAT, _stamp(), config_file, text):
+    if (saved.get("format"), saved.get("version"), saved.get("path"), saved.get("text")) != (FORMAT, __version__, config_file, text):
+        return None
+    if not _unchanged(saved.get("code")):
         return None
     return Compiled(saved["state_dir"], [(name, path) for name, path in saved["subvolumes"]])
 
@@ -114,12 +118,26 @@ def _file(directory: str, config_file: str) -> str:
     return os.path.join(directory, f"compiled-{zlib.crc32(os.fsencode(config_file)):08x}")
 
 
-def _stamp() -> tuple[str, list[tuple[str, int, int]]]:
-    """subvault's version and the size and mtime of each module of subvault/config/."""
-    here = os.path.dirname(__file__)
-    files = []
-    for entry in os.scandir(here):
-        if entry.name.endswith(".py"):
-            st = entry.stat()
-            files.append((entry.name, st.st_size, st.st_mtime_ns))
-    return __version__, sorted(files)
+def _loaded_code() -> list[tuple[str, int, int]]:
+    """(file, size, mtime) of every subvault module this process has loaded."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    files = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
+    code = []
+    for path in sorted(f for f in files if isinstance(f, str) and f.startswith(package)):
+        st = os.stat(path)
+        code.append((path, st.st_size, st.st_mtime_ns))
+    return code
+
+
+def _unchanged(code: object) -> bool:
+    """Whether every module recorded by `_loaded_code` is still the same file (a non-empty record)."""
+    if not isinstance(code, list) or not code:
+        return False
+    try:
+        for path, size, mtime in code:
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                return False
+    except (OSError, TypeError, ValueError):
+        return False
+    return True

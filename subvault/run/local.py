@@ -11,6 +11,7 @@ from datetime import datetime, tzinfo
 from functools import partial
 
 from subvault.btrfs import adapter, local, local_scan, numbered
+from subvault.btrfs.snapdir import description_problem
 from subvault.config.schema import SubvolumeConf
 from subvault.context import Context
 from subvault.errors import SubvaultError, UsageError
@@ -48,8 +49,9 @@ def take_timeline(ctx: Context, *, force: bool = False, names: list[str] | None 
 
 def snap_all(ctx: Context, description: str, *, names: list[str] | None = None) -> Outcome:
     """Create a pre-change snapshot (snapper cleanup "number") of every subvolume at once."""
-    if not description.strip():
-        raise UsageError("snap-all needs a non-empty DESCRIPTION")
+    problem = description_problem(description)
+    if problem:
+        raise UsageError("snap-all needs a non-empty DESCRIPTION" if not description.strip() else f"DESCRIPTION {problem}")
     out = Outcome("snap-all", dry_run=ctx.dry_run)
     ready: list[SubvolumeConf] = []
     for sub in selected(ctx, names):

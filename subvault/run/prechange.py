@@ -33,7 +33,8 @@ from datetime import datetime
 from typing import Literal
 
 from subvault import process
-from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, SubvaultError
+from subvault.btrfs.snapdir import description_problem
+from subvault.errors import EXIT_FAILED, CommandFailed, ConfigError, SubvaultError, UsageError
 from subvault.hooks import Hook, HookOutcome, run_hook, select
 from subvault.k8s import flux as fluxops
 from subvault.k8s.autoresume import AutoResume
@@ -295,6 +296,8 @@ def run_prechange(
     stopped early, a fatal hook or COMMAND failed, a signal arrived, or resume failed;
     Flux has been resumed before it is raised.
     """
+    if description is not None and (problem := description_problem(description)):
+        raise UsageError(f"--desc {problem}")  # before anything is suspended or quiesced
     run_id = run_id or new_run_id(now)
     result = PrechangeResult(run_id, description or default_description(now), dry_run=dry_run)
     run = _Run(flux, result, _safe(log), sleep, clock)

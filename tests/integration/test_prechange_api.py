@@ -13,7 +13,7 @@ try:
 except ImportError:  # tests/ is not a package: pytest put this directory on sys.path
     from fakekube import Call, ExecReply, FakeKube, flux_obj, pod_obj
 
-from subvault.errors import CommandFailed
+from subvault.errors import CommandFailed, UsageError
 from subvault.k8s.client import FIELD_MANAGER, KubeAuthError
 from subvault.k8s.flux import ANNOTATION, SUSPENDED_AT
 from subvault.k8s.lightkube_client import LightkubeClient
@@ -244,3 +244,11 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="kubeconfig"):
         LightkubeClient(Path(tmp_path / "nope"))
+
+
+def test_a_description_info_xml_cannot_hold_is_refused_before_flux_is_touched(fake):
+    snapped: list[str] = []
+    with pytest.raises(UsageError, match="--desc holds the control character 0x1b"):
+        run_prechange(flux=fake, flux_mode="required", hooks=[], snap_all=snapped.append, description="up\x1b[31m",
+                      command=None, now=NOW, wait_timeout=0, log=lambda m: None)
+    assert snapped == [] and fake.calls == []

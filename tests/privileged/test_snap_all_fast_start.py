@@ -25,17 +25,20 @@ from subvault.lock import exclusive
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(module: str, config: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
+def _run(module: str, config: Path, *args: str | bytes, importtime: bool = False, env: dict[str, str] | None = None,
+         **kw: object) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", module, "--config", str(config), *args]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=os.environ.copy())
+    if "stdout" not in kw:
+        kw["capture_output"] = True
+    return subprocess.run(argv, text=True, cwd=REPO, env=env or os.environ.copy(), **kw)  # type: ignore[call-overload]  # kw is subprocess.run's
 
 
-def program(config: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
-    return _run("subvault", config, *args, importtime=importtime)
+def program(config: Path, *args: str | bytes, importtime: bool = False, **kw: object) -> subprocess.CompletedProcess[str]:
+    return _run("subvault", config, *args, importtime=importtime, **kw)
 
 
-def full(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run("subvault.cli.main", config, *args)
+def full(config: Path, *args: str | bytes, **kw: object) -> subprocess.CompletedProcess[str]:
+    return _run("subvault.cli.main", config, *args, **kw)
 
 
 def served_fast(config: Path, description: str) -> tuple[bool, subprocess.CompletedProcess[str]]:
@@ -208,3 +211,60 @@ def test_dry_run_saves_no_compiled_config(homelab):
     full(homelab.config, "snapshot", "--dry-run").check_returncode()
     fast, proc = served_fast(homelab.config, "x")
     assert not fast and proc.returncode == 0
+
+
+def buffered_env() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED (this machine sets it; users' shells do not)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_output_that_cannot_be_written_is_one_error_line_and_exit_1_either_way(homelab, unbuffered):
+    warm(homelab)
+    env = os.environ.copy() if unbuffered else buffered_env()
+    got = []
+    for run in (program, full):
+        with open("/dev/full", "w") as sink:
+            proc = run(homelab.config, "snap-all", "x", env=env, stdout=sink, stderr=subprocess.PIPE)
+        got.append((proc.returncode, proc.stderr))
+    assert got[0] == got[1] == (1, "error: snap-all: No space left on device\n")
+
+
+def test_stdout_that_is_not_utf8_gets_the_same_rows_either_way(homelab):
+    odd = homelab.fs.mountpoint / "\u00fbn\u00ef"
+    adapter.create_subvolume(odd)
+    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "odd"\npath = "{odd}"\n')
+    warm(homelab)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    by_fast, by_full = program(homelab.config, "snap-all", "x", env=env), full(homelab.config, "snap-all", "x", env=env)
+    assert shape(by_fast) == shape(by_full)
+    assert by_fast.returncode == 0 and f"{odd}/.snapshots/" in by_fast.stdout
+
+
+def test_rows_come_before_errors_in_one_file_either_way(homelab, tmp_path):
+    warm(homelab)
+    sdir = homelab.paths["data"] / ".snapshots"
+    subprocess.run(["chattr", "+i", str(sdir)], check=True)
+    try:
+        logs = []
+        for run in (program, full):
+            log = tmp_path / f"{run.__name__}.log"
+            with open(log, "w") as sink:
+                run(homelab.config, "snap-all", "x", env=buffered_env(), stdout=sink, stderr=subprocess.STDOUT)
+            logs.append(re.sub(r"/\.snapshots/\d+/", "/.snapshots/N/", log.read_text()))
+    finally:
+        subprocess.run(["chattr", "-i", str(sdir)], check=True)
+    assert logs[0] == logs[1]
+    assert logs[0].splitlines()[-1].startswith("error: data: ")
+
+
+@pytest.mark.parametrize("description", [b"bad\xffbyte", "ctl\x01red", "esc\x1b[31m", "vt\x0bvt", "\ufffe"])
+def test_a_description_info_xml_cannot_hold_is_refused_before_anything_changes(homelab, description):
+    warm(homelab)
+    subs = configured(homelab)
+    before = {name: sorted(os.listdir(path / ".snapshots")) for name, path in subs.items()}
+    for run in (program, full):
+        proc = run(homelab.config, "snap-all", description)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: DESCRIPTION ") and len(proc.stderr.splitlines()) == 1
+    assert {name: sorted(os.listdir(path / ".snapshots")) for name, path in subs.items()} == before

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 import pytest
 
@@ -54,7 +56,22 @@ def test_a_corrupt_file_is_not(saved, tmp_path):
     assert compiled.load(str(saved)) is None
 
 
-def test_a_changed_config_module_is_not(saved, monkeypatch):
-    real = compiled._stamp()
-    monkeypatch.setattr(compiled, "_stamp", lambda: (real[0], [*real[1], ("rules.py", 1, 1)]))
+def test_a_changed_module_of_the_saving_process_is_not(saved, tmp_path, monkeypatch):
+    """Any subvault module the saving process had loaded (a rule the schema imports from plan/,
+    say) counts: a copy of one is loaded, saved with, then edited."""
+    copy = tmp_path / "subvault" / "plan" / "edited_rule.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("LIMIT = 1\n")
+    (tmp_path / "subvault" / "config").mkdir()
+    (tmp_path / "subvault" / "config" / "compiled.py").write_text("")
+    monkeypatch.setattr(compiled, "__file__", str(tmp_path / "subvault" / "config" / "compiled.py"))
+    monkeypatch.setitem(sys.modules, "edited_rule", types.SimpleNamespace(__file__=str(copy)))
+    compiled.save(str(saved), TEXT, compiled.Compiled("/s", [("root", "/")]))
+    assert compiled.load(str(saved)) is not None
+    copy.write_text("LIMIT = 22\n")
+    assert compiled.load(str(saved)) is None
+
+
+def test_another_version_is_not(saved, monkeypatch):
+    monkeypatch.setattr(compiled, "__version__", "9.9.9")
     assert compiled.load(str(saved)) is None
