@@ -99,19 +99,21 @@ class WriterLease:
         self.warnings: list[str] = []
 
     def __enter__(self) -> WriterLease:
-        for attempt in range(self.attempts):
-            other = self._try()
+        other = self._try()  # `attempts` tries in all, at least one
+        for _ in range(self.attempts - 1):
             if other is None:
-                self._thread = threading.Thread(target=self._renew_loop, name="offsite-lease", daemon=True)
-                self._thread.start()
-                return self
-            if attempt + 1 < self.attempts:
-                self._pause(random.uniform(0.5, 2.0))  # two runs that started together: one goes on
-        raise WriterBusy(
-            f"another offsite run writes to {self.store.url}: {other.host} pid {other.pid} since "
-            f"{other.since:%Y-%m-%d %H:%M:%S}Z (claim {other.key}, expires {other.expires:%H:%M:%S}Z); "
-            "run only one writer per bucket prefix"
-        )
+                break
+            self._pause(random.uniform(0.5, 2.0))  # two runs that started together: one goes on
+            other = self._try()
+        if other is not None:
+            raise WriterBusy(
+                f"another offsite run writes to {self.store.url}: {other.host} pid {other.pid} since "
+                f"{other.since:%Y-%m-%d %H:%M:%S}Z (claim {other.key}, expires {other.expires:%H:%M:%S}Z); "
+                "run only one writer per bucket prefix"
+            )
+        self._thread = threading.Thread(target=self._renew_loop, name="offsite-lease", daemon=True)
+        self._thread.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
+from typing import Protocol, TypeVar
 
 from subvault.plan.retention import Point, Policy, plan_retention
 
@@ -83,8 +84,22 @@ class OffsitePlan:
     notes: tuple[str, ...] = field(default=())
 
 
-def _newest(items: Iterable, key=lambda x: x) -> object | None:
-    ordered = sorted(items, key=lambda x: (key(x).created, key(x).order, key(x).uuid))
+class _Dated(Protocol):
+    """What `_newest` orders by: RestorePoint and LocalSnapshot alike."""
+
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def created(self) -> datetime: ...
+    @property
+    def order(self) -> int: ...
+
+
+_D = TypeVar("_D", bound=_Dated)
+
+
+def _newest(items: Iterable[_D]) -> _D | None:
+    ordered = sorted(items, key=lambda x: (x.created, x.order, x.uuid))
     return ordered[-1] if ordered else None
 
 
@@ -128,8 +143,8 @@ def choose_upload(
         if snap is None or not qualifies(snap):
             continue
         base, _ = base_for(snap)
-        if (base.uuid if base else None) == parent or parent is None:
-            chain = (base.chain if parent else ()) + (uuid,)
+        if parent is None or (base is not None and base.uuid == parent):
+            chain = (base.chain if base is not None and parent else ()) + (uuid,)
             return UploadStep(uuid, parent, chain, "resume the unfinished upload", resume=True), "resume"
     newest_local = _newest(local.values())
     if newest_local is None:
@@ -208,8 +223,8 @@ def local_holds(
     return holds
 
 
-def _index(items: Iterable, what: str) -> dict:
-    out: dict = {}
+def _index(items: Iterable[_D], what: str) -> dict[str, _D]:
+    out: dict[str, _D] = {}
     for item in items:
         if item.uuid in out:
             raise ValueError(f"{what} {item.uuid} appears twice")

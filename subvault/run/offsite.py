@@ -16,8 +16,9 @@ because it fails to authenticate.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from subvault import process
@@ -31,29 +32,30 @@ from subvault.offsite import ledger as ledgers
 from subvault.offsite import plan as oplan
 from subvault.offsite.lease import WriterLease
 from subvault.offsite.ledger import cache_path
-from subvault.offsite.manifest import MacKey, MacKeyMissing, ManifestError
-from subvault.offsite.restore import list_manifests, restore_chain, verify_target, whole_chain
-from subvault.offsite.target import apply_deletions, holds_for_pruner, scan
-from subvault.offsite.upload import UploadRequest, upload
+from subvault.offsite.manifest import MacKey, MacKeyMissing, Manifest, ManifestError
+from subvault.offsite.parts import UploadRequest
+from subvault.offsite.restore import Problem, list_manifests, restore_chain, verify_target, whole_chain
+from subvault.offsite.target import TargetState, apply_deletions, holds_for_pruner, scan
+from subvault.offsite.upload import UploadResult, upload
 from subvault.plan import restore_point
 from subvault.plan.cadence import due
-from subvault.plan.retention import Point, parse_policy, plan_retention
+from subvault.plan.retention import Point, Policy, parse_policy, plan_retention
 from subvault.results import Item, Outcome
 from subvault.run import renamed
 from subvault.secrets import read_private
-from subvault.stores import open_store
+from subvault.stores import Store, open_store
 from subvault.timeutil import parse_duration
 
 HOLDS_CACHE = "offsite-holds"
 MIB = 1 << 20
 
 
-def open_target_store(tconf: TargetConf):
+def open_target_store(tconf: TargetConf) -> Store:
     return open_store(tconf.url, endpoint=tconf.endpoint, region=tconf.region, credentials=tconf.credentials, path_style=tconf.path_style,
                       concurrency=tconf.upload_concurrency)
 
 
-def mac_key(tconf: TargetConf, store=None, *, create: bool = False):
+def mac_key(tconf: TargetConf, store: Store | None = None, *, create: bool = False) -> MacKey:
     """Return the target's manifest key; make one only with `create` (a real upload) and
     only while the bucket holds no restore point.
 
@@ -81,7 +83,7 @@ def ledger_cache(ctx: Context, target: str, subvolume: str) -> Path:
     return cache_path(ctx.state_dir, target, subvolume)
 
 
-def scan_target(ctx: Context, store, key, tconf: TargetConf, subvolume: str):
+def scan_target(ctx: Context, store: Store, key: MacKey, tconf: TargetConf, subvolume: str) -> TargetState:
     """scan() with this host's ledger cache and the last verify's findings."""
     suspect = verified.last(ctx.state_dir, tconf.name)[1].get(subvolume, {})
     return scan(store, key, subvolume, cache=None if ctx.dry_run else ledger_cache(ctx, tconf.name, subvolume), suspect=suspect)
@@ -124,13 +126,14 @@ def offsite(ctx: Context, *, target: str | None = None, only_due: bool = False) 
                         _offsite_one(ctx, store, key, sub, tconf, out, only_due)
                     except (SubvaultError, OSError) as exc:
                         out.fail(f"{sub.name}→{tconf.name}", exc)
-            out.warnings.extend(getattr(lease, "warnings", []))
+            if isinstance(lease, WriterLease):
+                out.warnings.extend(lease.warnings)
         except (SubvaultError, OSError) as exc:
             out.fail(tconf.name, exc)
     return out
 
 
-def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, only_due: bool) -> None:
+def _offsite_one(ctx: Context, store: Store, key: MacKey, sub: SubvolumeConf, tconf: TargetConf, out: Outcome, only_due: bool) -> None:
     subject = f"{sub.name}→{tconf.name}"
     locals_ = _locals(sub)
     state = scan_target(ctx, store, key, tconf, sub.name)
@@ -189,7 +192,8 @@ def _offsite_one(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
         out.items.append(Item(subject, "deleted", f"{d.uuid} ({d.reason})"))
 
 
-def _upload_step(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf, locals_, step, policy, *, replace: bool):
+def _upload_step(ctx: Context, store: Store, key: MacKey, sub: SubvolumeConf, tconf: TargetConf, locals_: _Local,
+                 step: oplan.UploadStep, policy: Policy, *, replace: bool) -> UploadResult:
     """Upload one planned snapshot (send | zstd | age, in parts); return what upload did."""
     snap = locals_.by_uuid[step.uuid]
     argv = ["btrfs", "send", "-q"]
@@ -205,7 +209,8 @@ def _upload_step(ctx: Context, store, key, sub: SubvolumeConf, tconf: TargetConf
     return upload(store, request, key, part_size=tconf.part_size_mib * MIB, retain_until=retain, replace=replace)
 
 
-def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
+def _damaged_dropped(state: TargetState, plan: oplan.OffsitePlan, step: oplan.UploadStep | None, policy: Policy,
+                     ctx: Context) -> list[oplan.Deletion]:
     """Damaged points the keep policy no longer keeps and no kept chain needs: deleted like any other."""
     damaged = [m for m in state.manifests if m.uuid in state.damaged and (step is None or m.uuid != step.uuid)]
     if not damaged:
@@ -216,7 +221,8 @@ def _damaged_dropped(state, plan, step, policy, ctx: Context) -> list:
             for m in damaged if m.uuid not in kept and m.uuid not in needed]
 
 
-def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, state, present, order, dropped, policy) -> None:
+def _write_ledger(ctx: Context, store: Store, key: MacKey, tconf: TargetConf, subvolume: str, state: TargetState,
+                  present: Mapping[str, datetime], order: Mapping[str, int], dropped: Iterable[str], policy: Policy) -> None:
     """Write the ledger when it would change (before any deletion); never over one that fails authentication."""
     j = state.judgement
     if j is None or any("fails authentication" in p or "unreadable ledger" in p for p in j.problems):
@@ -229,12 +235,14 @@ def _write_ledger(ctx: Context, store, key, tconf: TargetConf, subvolume: str, s
     ledgers.remember(ledger_cache(ctx, tconf.name, subvolume), new)
 
 
-def _record_verify(ctx: Context, target: str, manifests, problems) -> None:
+def _record_verify(ctx: Context, target: str, manifests: Iterable[Manifest], problems: Iterable[Problem | str]) -> None:
     """Remember when this verify ran and which points it found corrupt (by their manifest MAC)."""
     mac = {(m.subvolume, m.uuid): m.mac for m in manifests}
     suspect: dict[str, dict[str, str]] = {}
     for p in problems:
-        parts = str(getattr(p, "key", "")).split("/")
+        if not isinstance(p, Problem):
+            continue  # a ledger's finding names no part
+        parts = p.key.split("/")
         if len(parts) == 3 and parts[2].startswith("part-") and (parts[0], parts[1]) in mac:
             suspect.setdefault(parts[0], {})[parts[1]] = mac[(parts[0], parts[1])]
     verified.record(ctx.state_dir, target, ctx.now, suspect)
@@ -312,7 +320,7 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     work.mkdir(exist_ok=True)
     link_dirs: dict[str, Path] = {}
 
-    def sink(manifest):
+    def sink(manifest: Manifest) -> list[str]:
         d = work / manifest.uuid
         d.mkdir(exist_ok=True)
         link_dirs[manifest.uuid] = d
@@ -333,7 +341,8 @@ def restore_from_offsite(ctx: Context, target: str, subvolume: str, at: str, int
     return out
 
 
-def _refuse_if_newer_point_gone(ctx: Context, store, key, target: str, subvolume: str, manifests, chosen, when) -> None:
+def _refuse_if_newer_point_gone(ctx: Context, store: Store, key: MacKey | None, target: str, subvolume: str,
+                               manifests: Iterable[Manifest], chosen: Manifest, when: datetime) -> None:
     """Never restore an older point silently when the ledger says a newer one (at or before `when`) is gone."""
     found, distrust = ledgers.load(store, key, subvolume)
     j = ledgers.judge(subvolume, found, distrust, ledgers.read_cache(ledger_cache(ctx, target, subvolume)),
@@ -356,11 +365,13 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
     store = open_target_store(tconf)
     key = mac_key(tconf, store)
     out = Outcome("verify")
-    problems = verify_target(store, key)
+    problems: list[Problem | str] = [*verify_target(store, key)]
     manifests, _ = list_manifests(store, key)
-    subs = {m.subvolume for m in manifests} | {s.name for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)}
-    for sub in sorted(subs):  # points the ledger lists that are gone, a rolled-back ledger
-        problems += scan(store, key, sub, cache=ledger_cache(ctx, tconf.name, sub)).judgement.problems  # type: ignore[union-attr]  # scan always judges the ledger; the field is optional for states built without one
+    names = {m.subvolume for m in manifests} | {s.name for s in ctx.config.subvolume if tconf.name in ctx.config.targets_of(s)}
+    for name in sorted(names):  # points the ledger lists that are gone, a rolled-back ledger
+        judgement = scan(store, key, name, cache=ledger_cache(ctx, tconf.name, name)).judgement
+        if judgement is not None:  # scan always judges the ledger; the field is optional for states built without one
+            problems += judgement.problems
     for p in problems:
         out.errors.append(str(p))
     _record_verify(ctx, tconf.name, manifests, problems)
@@ -375,10 +386,10 @@ def verify(ctx: Context, target: str, *, deep: bool = False, identity: str | Non
         if not identity:
             raise UsageError("--deep decrypts a sample: give --identity KEYFILE")
         newest = {m.subvolume: m for m in sorted(manifests, key=lambda m: m.created)}  # the newest per subvolume
-        for sub, m in sorted(newest.items()):
+        for name, m in sorted(newest.items()):
             try:
                 restore_chain(store, m, Path(identity), ["btrfs", "receive", "--dump"], key, sink_stdout=process.DEVNULL)
-                out.items.append(Item(sub, "decrypted", f"{m.uuid}: the stream parses (btrfs receive --dump)"))
+                out.items.append(Item(name, "decrypted", f"{m.uuid}: the stream parses (btrfs receive --dump)"))
             except SubvaultError as exc:
-                out.fail(sub, exc)
+                out.fail(name, exc)
     return out
