@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from subvault.errors import LockHeld
+from subvault.errors import LockHeld, SubvaultError
 
 
 @contextmanager
@@ -21,7 +21,11 @@ def exclusive(state_dir: str | os.PathLike[str], *, wait: float = 0.0) -> Iterat
 
     Wait up to `wait` seconds for another run to finish; raise LockHeld naming its pid.
     """
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SubvaultError(f"state_dir {os.fspath(state_dir)} is not a directory; move that file aside, or set "
+                            "defaults.state_dir to a directory") from None
     path = os.path.join(state_dir, "lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
