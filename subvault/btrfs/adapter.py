@@ -22,12 +22,13 @@ from subvault.btrfs.parse import list_line, show_fields, uuid_or_none
 
 # The statfs/syncfs checks live in btrfs/syscalls.py (lean, for snap-all's fast start);
 # the adapter stays the one facade executors call for them.
+from subvault.btrfs.syscalls import fs_id as fs_id
 from subvault.btrfs.syscalls import fs_type as fs_type
 from subvault.btrfs.syscalls import is_btrfs as is_btrfs
 from subvault.btrfs.syscalls import is_subvolume as is_subvolume
 from subvault.btrfs.syscalls import require_subvolume as require_subvolume
 from subvault.btrfs.syscalls import syncfs as syncfs
-from subvault.errors import NotBtrfs, NotFound, SubvaultError
+from subvault.errors import NotFound, SubvaultError
 from subvault.model import SubvolInfo
 
 TOP_LEVEL_ID = 5
@@ -183,29 +184,6 @@ def get_default(mount: str | Path) -> int:
 
 def set_default(subvol_id: int, mount: str | Path) -> None:
     process.run(["btrfs", "subvolume", "set-default", str(subvol_id), str(mount)], what="btrfs set-default")
-
-
-_FS_INFO_SIZE = 1024
-BTRFS_IOC_FS_INFO = (2 << 30) | (_FS_INFO_SIZE << 16) | (0x94 << 8) | 31  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
-
-
-def fs_id(path: str | Path) -> str:
-    """Return the uuid of the btrfs filesystem holding path, by ioctl (no process).
-
-    Every subvolume of one filesystem answers the same, unlike st_dev. Raise NotBtrfs.
-    """
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        buf = bytearray(_FS_INFO_SIZE)
-        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
-    except OSError as exc:
-        raise NotBtrfs(f"{path}: not on btrfs ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    h = bytes(buf[16:32]).hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def filesystem_uuid(path: str | Path) -> str:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from subvault.btrfs.snapdir import OWNER_KEY, PENDING, info_xml, numbered_dirs, snapshots_dir, write_atomic
-from subvault.btrfs.syscalls import is_subvolume, syncfs
-from subvault.errors import NoSpace, SnapshotNumberTaken, SubvaultError
+from subvault.btrfs.syscalls import fs_id, is_subvolume, syncfs
+from subvault.errors import NoSpace, NotBtrfs, SnapshotNumberTaken, SubvaultError
 
 KIND_CLEANUP = {"timeline": "timeline", "prechange": "number"}
 
@@ -104,13 +104,19 @@ def _stage(req: Request) -> str | SubvaultError:
 
 
 def sync_filesystems(dirs: list[str]) -> None:
-    """One syncfs per filesystem among dirs: info.xml is durable before its marker goes."""
-    seen: set[int] = set()
+    """One syncfs per filesystem among dirs: info.xml is durable before its marker goes.
+
+    A filesystem is known by its uuid: each btrfs subvolume has an st_dev of its own.
+    """
+    seen: set[str | int] = set()
     for d in dirs:
-        dev = os.stat(d).st_dev
-        if dev in seen:
+        try:
+            fs: str | int = fs_id(d)
+        except NotBtrfs:
+            fs = os.stat(d).st_dev
+        if fs in seen:
             continue
-        seen.add(dev)
+        seen.add(fs)
         fd = os.open(d, os.O_RDONLY)
         try:
             syncfs(fd)

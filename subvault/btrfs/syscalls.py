@@ -1,4 +1,5 @@
-"""The few system calls the snapshot path needs: statfs (is it btrfs, a subvolume?) and syncfs.
+"""The few system calls the snapshot path needs: statfs (is it btrfs, a subvolume?), the
+filesystem's uuid (by ioctl) and syncfs.
 
 Kept apart from the adapter so that `snap-all`'s fast start (`cli/fast.py`) can check
 its subvolumes without importing the adapter's parsers and process gateway.
@@ -7,6 +8,7 @@ its subvolumes without importing the adapter's parsers and process gateway.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 
 from subvault.errors import NotBtrfs, SubvaultError
@@ -61,3 +63,24 @@ def syncfs(fd: int) -> None:
     if _libc.syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise SubvaultError(f"syncfs failed: {os.strerror(err)}")
+
+
+_FS_INFO_SIZE = 1024
+BTRFS_IOC_FS_INFO = (2 << 30) | (_FS_INFO_SIZE << 16) | (0x94 << 8) | 31  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
+
+
+def fs_id(path: str | os.PathLike[str]) -> str:
+    """Return the uuid of the btrfs filesystem holding path, by ioctl (no process).
+
+    Every subvolume of one filesystem answers the same, unlike st_dev. Raise NotBtrfs.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(_FS_INFO_SIZE)
+        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
+    except OSError as exc:
+        raise NotBtrfs(f"{path}: not on btrfs ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    h = bytes(buf[16:32]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -80,12 +80,12 @@ def _report(subvolumes: list[tuple[str, str]], made: list[str | SubvaultError], 
                 errors.append(about(name, describe(got)))
                 continue
             if progress:
-                write_line(sys.stderr, f"{name}: created #{int(os.path.basename(got))} {description!r}")
+                write_line(f"{name}: created #{int(os.path.basename(got))} {description!r}", err=True)
             rows.append((name, "created", os.path.join(got, "snapshot")))
         if rows:
-            write_line(sys.stdout, outcome_rows(rows))
+            write_line(outcome_rows(rows))
         for error in errors:
-            write_line(sys.stderr, f"error: {printable(error)}")
+            write_line(f"error: {printable(error)}", err=True)
     except OSError as exc:  # stdout or stderr cannot be written: what the full CLI's boundary says
         settle_stdout()
         return _error(f"snap-all: {describe(exc)}", EXIT_FAILED)
@@ -96,7 +96,7 @@ def _report(subvolumes: list[tuple[str, str]], made: list[str | SubvaultError], 
 
 def _error(message: str, code: int) -> int:
     try:
-        write_line(sys.stderr, f"error: {message}")
+        write_line(f"error: {message}", err=True)
     except OSError:
         pass  # nowhere left to say it: the exit code does
     return code

@@ -140,3 +140,14 @@ def test_run_snapshots_when_due_and_prunes(homelab):
     assert [i["action"] for i in out].count("created") == 8
     out = json.loads(homelab.cli("run", "--json").stdout)["result"]["items"]
     assert [i["action"] for i in out].count("created") == 0
+
+
+def test_one_syncfs_per_filesystem_though_each_subvolume_has_its_own_st_dev(homelab, monkeypatch):
+    from subvault.btrfs import numbered
+
+    dirs = [str(p) for p in homelab.paths.values()]
+    assert len({os.stat(d).st_dev for d in dirs}) == len(dirs) > 1  # what deduplicating by st_dev missed
+    calls: list[int] = []
+    monkeypatch.setattr(numbered, "syncfs", calls.append)
+    numbered.sync_filesystems(dirs)
+    assert len(calls) == 1
