@@ -134,7 +134,7 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     digests: dict[str, tuple[Future[TreeDigest], Future[TreeDigest] | None]] = {}
     booting: Future[BootResult] | None = None
     # The boot pool is left last: a boot never outlives its drill.
-    with ThreadPoolExecutor(max_workers=1) as boot_pool, ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt", direct_io=True) as ws:
+    with ThreadPoolExecutor(max_workers=1) as boot_pool, ThreadPoolExecutor(max_workers=2) as pool, Workspace(work / "mnt") as ws:
         # Source digests run while the receives run; each received copy's digest as soon as it is verified.
         early = {n: pool.submit(tree_digest, p) for n, p in sources.items()}
 

@@ -58,6 +58,16 @@ class Executor:
         # host's disk of data that is verified from the filesystem and then deleted. A
         # restore onto real disks keeps barriers.
         self.scratch = scratch
+        # Rule: a scratch image's loop device switches to direct I/O (Workspace.direct_io)
+        # once the streams received into its filesystem pass direct_io_from() bytes, as
+        # counted while they flow. Below that, the data goes through the host's page cache,
+        # is verified and deleted before it would reach the disk (measured here: 1 GiB
+        # drills 2.50 s buffered, 3.07 s direct). Above, a buffered loop copies it a second
+        # time into the image file's page cache, which at 2 GiB cost 3.7-4.1 s of loop-worker
+        # CPU (drill 8.6 s buffered, 5.9 s direct); direct I/O writes it to the image file
+        # without that copy. What is read back and verified is the same either way.
+        self.received: dict[str, int] = {}  # fs uuid -> bytes received into it so far
+        self.direct: set[str] = set()  # fs uuids whose device was switched to direct I/O
         self.out = Restored()
 
     def run(self) -> Restored:
@@ -145,9 +155,18 @@ class Executor:
                 return "already received"
             adapter.delete(got)  # a partial from an interrupted run (invariant 3)
         choice = Choice(a["name"], a["entry"], self.m.captured_at, a["received_uuid"])
-        n = self.source.receive(choice, area)
+        fs_uuid, before = a["fs_uuid"], self.received.get(a["fs_uuid"], 0)
+        n = self.source.receive(choice, area, progress=lambda total: self._received(fs_uuid, before + total))
+        self._received(fs_uuid, before + n)
         self.out.bytes += n
         return f"received {human_size(n)}"
+
+    def _received(self, fs_uuid: str, total: int) -> None:
+        """total bytes have been received into fs_uuid so far: switch a scratch image's device to direct I/O past the threshold."""
+        self.received[fs_uuid] = total
+        if self.scratch and fs_uuid not in self.direct and total >= direct_io_from():
+            self.direct.add(fs_uuid)
+            self.ws.direct_io(self.fs_device(fs_uuid)[1])
 
     def _snapshot(self, step: Step) -> str:
         a = step.args
@@ -260,6 +279,19 @@ def _prepare(dest: Path) -> bool:
             raise SubvaultError(f"{dest} exists and is not a subvolume; the restore cannot put one there")
     dest.parent.mkdir(parents=True, exist_ok=True)
     return True
+
+
+def direct_io_from() -> int:
+    """Bytes received into a scratch filesystem from which its loop device uses direct I/O:
+    half the kernel's background writeback threshold (2.17 GiB on the 2-core VM, where
+    1 GiB drills were faster buffered and 2 GiB ones direct); 1 GiB when unknown."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("nr_dirty_background_threshold "):
+                return int(line.split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2
+    except (OSError, ValueError):
+        pass
+    return 1 << 30
 
 
 def _no_table(disk: str) -> str:

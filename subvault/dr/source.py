@@ -10,6 +10,7 @@ and data are of the same moment. Over ssh the capture cannot be read in place; p
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -68,12 +69,17 @@ class TargetSource:
         """The entry as a local directory, when the target is on this machine."""
         return Path(self.entry_path(choice)) if self.ep.is_local else None
 
-    def receive(self, choice: Choice, into: Path) -> int:
-        """Receive choice (a full stream) into the directory into, verified; return bytes moved."""
+    def receive(self, choice: Choice, into: Path, progress: Callable[[int], None] | None = None) -> int:
+        """Receive choice (a full stream) into the directory into, verified; return bytes moved.
+
+        The stream is counted from the kernel's I/O accounting (no byte passes through
+        us); progress, if given, is told the count so far at most twice a second.
+        """
         here = Endpoint(LocalRunner(), str(into), "restore")
         done = transfer(
             self.ep, self.entry_path(choice), uuid=choice.received_uuid, parent=None, clones=(),
-            dest=here, container=str(into), final_name=choice.entry, compress=self.tconf.compress == "zstd", meter=False,
+            dest=here, container=str(into), final_name=choice.entry, compress=self.tconf.compress == "zstd",
+            meter=True, progress=progress,
         )
         return done.bytes
 

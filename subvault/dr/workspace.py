@@ -14,13 +14,11 @@ Rules:
   mounts below its directory, and loop devices the journal names that are still
   attached to the same file at the same offset and size (`find_leftovers`). Nothing
   else is ever released.
-- A scratch workspace (a drill's, `direct_io=True`) asks each loop device to reach its
-  image with direct I/O (`losetup --direct-io=on`, once attached): the restored data
-  then goes from the filesystem's page cache straight to the image file, not into a
-  second page-cache copy of it that only doubles the memory written (measured at 2 GiB
-  on the 2-core VM: 3.7-4.1 s of loop-worker CPU buffered, 0.03 s direct). Best effort:
-  where the backing filesystem refuses O_DIRECT the device stays buffered, which is
-  only slower. What the drill reads back and verifies is the same either way.
+- `direct_io(device)` switches one of our loop devices to reach its backing file with
+  direct I/O (`losetup --direct-io=on`, on the attached device, so that a refusal leaves
+  it attached, ours to detach, and merely buffered). Best effort: where the backing
+  filesystem refuses O_DIRECT the device stays buffered, which is only slower. When a
+  drill uses it: executor.py.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ LOCK = "lock"
 
 
 class Workspace:
-    def __init__(self, root: Path, *, journal: bool = False, direct_io: bool = False) -> None:
+    def __init__(self, root: Path, *, journal: bool = False) -> None:
         self.root = root
-        self.direct_io = direct_io
         self.loops: list[str] = []
         self.mounts: list[Path] = []
         self._attached: dict[tuple[str, int, int], str] = {}
@@ -70,10 +67,12 @@ class Workspace:
             self._attached[key] = dev
             record["device"] = dev
             self._write_journal()
-            if self.direct_io:
-                # On the attached device, so that a refusal leaves it attached (and ours to detach), merely buffered.
-                process.run(["losetup", "--direct-io=on", dev], check=False)
         return self._attached[key]
+
+    def direct_io(self, device: str) -> None:
+        """Ask one of our loop devices to use direct I/O from now on (best effort, see the module rules)."""
+        if device in self.loops:
+            process.run(["losetup", "--direct-io=on", device], check=False)
 
     def _write_journal(self) -> None:
         if not self.journal:
