@@ -55,14 +55,23 @@ class Part:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """The record of one uploaded snapshot. `chain` runs from the full to this uuid."""
+class Point:
+    """A snapshot's place in its subvolume's offsite chain: what an upload is asked to
+    send (parts.UploadRequest) and what its manifest records. `chain` runs from the full
+    to this uuid."""
 
     subvolume: str
     uuid: str
     parent_uuid: str | None
     chain: tuple[str, ...]
     created: datetime
+
+
+@dataclass(frozen=True)
+class Manifest(Point):
+    """The record of one uploaded snapshot: its point, then how it is stored (the fields
+    keep the order the signed payload has always had)."""
+
     parts: tuple[Part, ...]
     recipients: tuple[str, ...] = ()
     compression: str = "zstd"

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from subvault.errors import SubvaultError
 from subvault.offsite import layout
-from subvault.offsite.manifest import MacKey
+from subvault.offsite.manifest import MacKey, Point
 from subvault.process.filters import FdFilter, Filter
 from subvault.process.splice import CHUNK
 from subvault.stores.base import Store
@@ -25,14 +25,10 @@ log = logging.getLogger("subvault.offsite")
 
 
 @dataclass(frozen=True)
-class UploadRequest:
-    """One snapshot to upload. `source` is an argv writing its send stream to stdout."""
+class UploadRequest(Point):
+    """One snapshot to upload: its point, `source` (an argv writing its send stream to
+    stdout) and the recipients it is encrypted to."""
 
-    subvolume: str
-    uuid: str
-    parent_uuid: str | None
-    chain: tuple[str, ...]
-    created: datetime
     source: Sequence[str]
     recipients: tuple[str, ...]
     number: int | None = None  # the snapper number, recorded in the manifest
