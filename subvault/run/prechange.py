@@ -296,10 +296,8 @@ def run_prechange(
     stopped early, a fatal hook or COMMAND failed, a signal arrived, or resume failed;
     Flux has been resumed before it is raised.
     """
-    if description is not None and (problem := description_problem(description)):
-        raise UsageError(f"--desc {problem}")  # before anything is suspended or quiesced
     run_id = run_id or new_run_id(now)
-    result = PrechangeResult(run_id, description or default_description(now), dry_run=dry_run)
+    result = PrechangeResult(run_id, _description(description, now), dry_run=dry_run)
     run = _Run(flux, result, _safe(log), sleep, clock)
     if live_run is not None:
         run.live_run = live_run
@@ -325,6 +323,14 @@ def run_prechange(
     if failure is not None:
         raise PrechangeFailed(result, failure) from failure
     return result
+
+
+def _description(given: str | None, now: datetime) -> str:
+    """The snapshot description: the one given, refused before anything is suspended or
+    quiesced when info.xml cannot hold it, or the default."""
+    if given is not None and (problem := description_problem(given)):
+        raise UsageError(f"--desc {problem}")
+    return given or default_description(now)
 
 
 def _quiesce_snapshot_change(
