@@ -20,17 +20,31 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from subvault.btrfs import adapter
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 BTRFS_EMPTY_SUBVOL_DIR_INO = 2
 CHUNK = 1 << 20
+
+
+class ContentHash(Protocol):
+    """What the digest uses of a content hash: blake3 and hashlib's sha256 both have it."""
+
+    def update(self, data: ReadableBuffer, /) -> object: ...
+    def hexdigest(self) -> str: ...
+
 
 # Content hash: BLAKE3 (256-bit, collision resistant like sha256). Measured on the
 # 2-core build machine with the data in the page cache: sha256 (SHA-NI) 1.77 GB/s,
@@ -39,14 +53,17 @@ CHUNK = 1 << 20
 # drill are hashed by the same process, so the choice never mixes; sha256 stands in
 # when the blake3 package is missing.
 try:
-    from blake3 import blake3 as CONTENT_HASH
+    from blake3 import blake3 as _Blake3
+
+    _THREADED: type[_Blake3] | None = _Blake3
 except ImportError:  # pragma: no cover - blake3 is a dependency
-    CONTENT_HASH = hashlib.sha256  # type: ignore[assignment,misc]  # the fallback has the calls we use of blake3, not its type
+    _THREADED = None
+CONTENT_HASH: Callable[[], ContentHash] = _THREADED or hashlib.sha256
 INLINE = 256 << 10
 WINDOW = 64
-BIG = 64 << 20  # files from this size on are hashed by BLAKE3's own threads (_threaded_digest)
-READ_CHUNK = 16 << 20
-_THREADED = CONTENT_HASH if CONTENT_HASH is not hashlib.sha256 else None
+BIG = 64 << 20  # files from this size on are hashed by BLAKE3's own threads
+FILE_CHUNK = 256 << 10  # read size below BIG (hashlib.file_digest's, which this path used)
+READ_CHUNK = 16 << 20  # read size from BIG on
 
 
 def _workers() -> int:
@@ -88,17 +105,17 @@ def _content(path: str) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with open(fd, "rb", buffering=0) as fh:
         if _THREADED is not None and os.fstat(fd).st_size >= BIG:
-            return _threaded_digest(fh)
-        return hashlib.file_digest(fh, CONTENT_HASH).hexdigest()
+            # A big file's BLAKE3 with the hash spread over the cores (BLAKE3 is a tree
+            # hash: the value does not depend on how many threads computed it). One
+            # file's pool task would otherwise hash it on one core: measured on 512 MiB
+            # in the page cache here, 147 ms -> 113 ms, bound by the copy out of the page cache.
+            return _hash_file(fh, _THREADED(max_threads=_THREADED.AUTO), READ_CHUNK)
+        return _hash_file(fh, CONTENT_HASH(), FILE_CHUNK)
 
 
-def _threaded_digest(fh) -> str:
-    """A big file's BLAKE3 with the hash spread over the cores (BLAKE3 is a tree hash:
-    the value does not depend on how many threads computed it). One file's pool task
-    would otherwise hash it on one core: measured on 512 MiB in the page cache here,
-    147 ms -> 113 ms, bound by the copy out of the page cache."""
-    h = _THREADED(max_threads=_THREADED.AUTO)
-    buf = bytearray(READ_CHUNK)
+def _hash_file(fh: io.FileIO, h: ContentHash, chunk: int) -> str:
+    """The hex digest of the rest of fh, read in pieces of chunk bytes."""
+    buf = bytearray(chunk)
     view = memoryview(buf)
     while n := fh.readinto(buf):
         h.update(view[:n])

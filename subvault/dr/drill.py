@@ -165,8 +165,8 @@ def _drill_into_images(ctx: Context, m: Manifest, here: Path, src: TargetSource,
     report.checks.append(Check("plan", not plan.warnings, "; ".join(plan.warnings)))
     if booting is not None and boot_result is not None:
         report.boot = boot_result
-        report.checks.append(Check("boot", report.boot.ok, f"{report.boot.method} on {report.boot.accelerator}: {report.boot.reason}"))
-        report.checks += report.boot.probes
+        report.checks.append(Check("boot", boot_result.ok, f"{boot_result.method} on {boot_result.accelerator}: {boot_result.reason}"))
+        report.checks += boot_result.probes
     return report
 
 

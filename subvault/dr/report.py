@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 from subvault.dr.manifest import Manifest
 from subvault.dr.parse import FstabEntry, PartitionTable
@@ -38,6 +38,24 @@ class Check:
     detail: str = ""
 
 
+class BootOutcome(Protocol):
+    """What the report reads of the boot's result, a boot.BootResult (boot.py imports Check
+    from here, so naming its type here would close an import cycle)."""
+
+    method: str
+    accelerator: str
+    ok: bool
+    reason: str
+    milestone: str
+    seconds: float
+    tail: list[str]
+    log: str
+    way_note: str
+    firmware_not_proven: str
+
+    def to_json(self) -> dict[str, object]: ...
+
+
 @dataclass
 class DrillReport:
     source: str
@@ -48,7 +66,7 @@ class DrillReport:
     checks: list[Check] = field(default_factory=list)
     bytes_received: int = 0
     image: str = ""
-    boot: Any = None  # a boot.BootResult when the drill booted the machine
+    boot: BootOutcome | None = None  # set when the drill booted the machine
     id: str = ""  # the drill's start time (UTC, %Y%m%dT%H%M%SZ): names its serial log
 
     @property
@@ -59,7 +77,7 @@ class DrillReport:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks) and bool(self.checks)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok, "id": self.id, "source": self.source, "at": self.at,
             "rto_seconds": round(self.rto_seconds, 3), "rpo_seconds": round(self.rpo_seconds, 3),
@@ -145,8 +163,8 @@ def compare_ids(manifest: Manifest, tables: dict[str, PartitionTable | None], re
         checks.append(Check(f"partition table {disk.name}", ok, f"label-id {disk.table.id}" if ok else "differs from the capture"))
     by_place = {(f.disk, f.partition): f for f in restored}
     for fs in manifest.filesystems:
-        got = by_place.get((fs.disk, fs.partition))
-        ok = got is not None and got.type == fs.type and (got.uuid or "").lower() == (fs.uuid or "").lower() and (got.label or None) == (fs.label or None)
-        detail = f"{fs.type} {fs.uuid}" if ok else f"expected {fs.type} {fs.uuid} {fs.label or ''}, found {got.type if got else None} {got.uuid if got else None}"
+        found = by_place.get((fs.disk, fs.partition))
+        ok = found is not None and found.type == fs.type and (found.uuid or "").lower() == (fs.uuid or "").lower() and (found.label or None) == (fs.label or None)
+        detail = f"{fs.type} {fs.uuid}" if ok else f"expected {fs.type} {fs.uuid} {fs.label or ''}, found {found.type if found else None} {found.uuid if found else None}"
         checks.append(Check(f"filesystem {fs.disk}:{fs.partition}", ok, detail))
     return checks

@@ -118,3 +118,22 @@ def test_a_big_file_hashed_by_several_threads_gives_the_same_digest(tree, monkey
     monkeypatch.setattr(digest, "BIG", 1 << 20)  # data.bin (3 MiB) now takes the threaded path
     monkeypatch.setattr(digest, "READ_CHUNK", 1 << 20)  # in several chunks
     assert tree_digest(tree, keep_records=True).records == one_thread.records
+
+
+def test_a_file_record_ends_with_the_blake3_of_its_bytes_on_every_path(tmp_path, monkeypatch):
+    """Inline, pool and threaded paths all record BLAKE3 of the whole content (drill digests keep their values)."""
+    from blake3 import blake3
+
+    from subvault.dr import digest
+
+    monkeypatch.setattr(digest, "BIG", 2 << 20)  # the last file takes the threaded path
+    monkeypatch.setattr(digest, "READ_CHUNK", 1 << 20)
+    root = tmp_path / "paths"
+    root.mkdir()
+    sizes = {"empty": 0, "inline": digest.INLINE - 1, "pool": digest.INLINE + 1, "threaded": (2 << 20) + (1 << 19) + 3}
+    data = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, content in data.items():
+        (root / name).write_bytes(content)
+    records = {r.split("\t", 1)[0]: r for r in tree_digest(root, keep_records=True, workers=2).records}
+    for name, content in data.items():
+        assert records[name].endswith(f"\tf\t{len(content)}\t{blake3(content).hexdigest()}"), name
