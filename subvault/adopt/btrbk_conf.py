@@ -272,7 +272,7 @@ def _check_subvolume(conf: BtrbkConfig, sub: BtrbkSubvolume) -> None:
 
 def _check_ssh(conf: BtrbkConfig, t: BtrbkTarget) -> None:
     port, user = t.get("ssh_port").strip(), t.get("ssh_user").strip()
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):
         raise AdoptInputError(conf.file, t.line_of("ssh_port") or t.line, f'ssh_port "{port}" is not a number')
     if user and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$", user):
         raise AdoptInputError(conf.file, t.line_of("ssh_user") or t.line, f'ssh_user "{user}" is not a user name')

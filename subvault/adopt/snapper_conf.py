@@ -114,7 +114,7 @@ def _upper(conf: SnapperConfig, key: str, value: str) -> int:
     """Return the upper bound of a snapper limit ("10" or "5-10"). Raise AdoptInputError if not a number."""
     text = value.strip()
     upper = text.split("-", 1)[1] if "-" in text else text
-    if not upper.isdigit():
+    if not (upper.isascii() and upper.isdigit()):
         raise AdoptInputError(conf.file, conf.line_of(key), f'{key}="{value}" is not a number or a range like "5-10"')
     return int(upper)
 

@@ -132,7 +132,7 @@ def numbered_entries(sdir: Path) -> list[tuple[int, int]]:
     """(number, directory inode) of every numeric entry under .snapshots, sorted (inodes from readdir: no stat)."""
     try:
         with os.scandir(sdir) as it:
-            found = [(int(e.name), e.inode()) for e in it if e.name.isdigit()]
+            found = [(int(e.name), e.inode()) for e in it if e.name.isascii() and e.name.isdigit()]
     except FileNotFoundError:
         return []
     found.sort()

@@ -101,6 +101,6 @@ def numbered_dirs(sdir: str | os.PathLike[str]) -> list[int]:
     except FileNotFoundError:
         return []
     for name in entries:
-        if name.isdigit():
+        if name.isascii() and name.isdigit():  # "²".isdigit() is true, and int() refuses it
             nums.append(int(name))
     return sorted(nums)

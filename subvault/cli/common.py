@@ -125,7 +125,8 @@ class Env:
 
     def context(self, *, dry_run: bool = False, quiet: bool = False) -> Context:
         # Progress lines go to a terminal only; under systemd or in a pipe the result says it all.
-        say = (lambda line: None) if quiet or not sys.stderr.isatty() else (lambda line: click.echo(line, err=True))
+        tty = sys.stderr is not None and sys.stderr.isatty()  # stderr closed (2>&-): None
+        say = (lambda line: None) if quiet or not tty else (lambda line: click.echo(line, err=True))
         return Context(self.config, dry_run=dry_run, say=say)
 
     def save_compiled(self) -> None:

@@ -18,7 +18,7 @@ def fast_snap_all(argv: list[str]) -> tuple[str | None, str] | None:
         config, argv = argv[1], argv[2:]
     elif argv[:1] and argv[0].startswith("--config="):
         config, argv = argv[0].removeprefix("--config="), argv[1:]
-    if config is not None and (not config or config.startswith("-")):
+    if config is not None and (not config.strip() or config.startswith("-")):  # refused by click (cli/usage.path_given)
         return None
     if len(argv) != 2 or argv[0] != "snap-all" or argv[1].startswith("-"):
         return None

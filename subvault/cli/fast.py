@@ -86,7 +86,7 @@ def _report(subvolumes: list[tuple[str, str]], made: list[str | SubvaultError], 
             write_line(outcome_rows(rows))
         for error in errors:
             write_line(f"error: {printable(error)}", err=True)
-    except OSError as exc:  # stdout or stderr cannot be written: what the full CLI's boundary says
+    except (OSError, UnicodeError) as exc:  # stdout or stderr cannot take it: what the full CLI's boundary says
         settle_stdout()
         return _error(f"snap-all: {describe(exc)}", EXIT_FAILED)
     if not errors:
@@ -97,6 +97,6 @@ def _report(subvolumes: list[tuple[str, str]], made: list[str | SubvaultError], 
 def _error(message: str, code: int) -> int:
     try:
         write_line(f"error: {message}", err=True)
-    except OSError:
+    except (OSError, UnicodeError):
         pass  # nowhere left to say it: the exit code does
     return code

@@ -7,6 +7,7 @@ through this module as the full CLI (`cli/render.py`) does, so both print the sa
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 
@@ -14,15 +15,20 @@ import sys
 
 
 def write_line(line: str, *, err: bool = False) -> None:
-    """Write one line to stdout (stderr) as UTF-8 whatever the stream's encoding (as
-    click.echo does) and flush it, so lines of the two keep their order in one file.
-    A closed stream (None): nothing."""
+    """Write one line to stdout (stderr) as click.echo does, and flush it, so lines of the
+    two keep their order in one file: in the stream's own encoding, except that a stream
+    set to ASCII is written as UTF-8 (click takes that for a misconfigured locale). A
+    closed stream (None): nothing. Raise OSError, or UnicodeEncodeError as click would."""
     stream = sys.stderr if err else sys.stdout
     if stream is None:
         return
-    stream.flush()
-    stream.buffer.write(line.encode("utf-8", "replace") + b"\n")
-    stream.buffer.flush()
+    if codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "ascii":
+        stream.flush()
+        stream.buffer.write(line.encode("utf-8", "replace") + b"\n")
+        stream.buffer.flush()
+    else:
+        stream.write(line + "\n")
+        stream.flush()
 
 
 def settle_stdout() -> None:

@@ -347,8 +347,8 @@ def parse_fstab(text: str) -> list[FstabEntry]:
                 file=_fstab_unescape(cols[1]),
                 vfstype=cols[2],
                 options=cols[3] if len(cols) > 3 else "defaults",
-                freq=int(cols[4]) if len(cols) > 4 and cols[4].isdigit() else 0,
-                passno=int(cols[5]) if len(cols) > 5 and cols[5].isdigit() else 0,
+                freq=int(cols[4]) if len(cols) > 4 and cols[4].isascii() and cols[4].isdigit() else 0,
+                passno=int(cols[5]) if len(cols) > 5 and cols[5].isascii() and cols[5].isdigit() else 0,
             )
         )
     return entries

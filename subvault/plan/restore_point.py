@@ -24,7 +24,7 @@ MAX_LISTED = 5
 
 def looks_like_uuid(text: str) -> bool:
     t = text.strip().lower()
-    return bool(_UUID_PREFIX.match(t)) and not t.isdigit()
+    return bool(_UUID_PREFIX.match(t)) and not (t.isascii() and t.isdigit())
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where
     points = list(points)
     text = at.strip()
     there = f"; {where} holds {_listed(points, tz)}" if points else f"; {where} holds no restore point"
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         found = [p for p in points if p.number == int(text)]
         if not found:
             raise NotFound(f"{where}: no restore point #{text}{there}")
@@ -87,7 +87,7 @@ def choose(points: Iterable[Point], at: str, now: datetime, tz: tzinfo, *, where
 def time_of(at: str, points: Iterable[Point], now: datetime, tz: tzinfo) -> datetime | None:
     """Return the time `at` stands for, or None when it names a point by number or uuid."""
     text = at.strip()
-    if text.isdigit() or (_UUID_PREFIX.match(text.lower()) and any(p.uuid.lower().startswith(text.lower()) for p in points)):
+    if (text.isascii() and text.isdigit()) or (_UUID_PREFIX.match(text.lower()) and any(p.uuid.lower().startswith(text.lower()) for p in points)):
         return None
     try:
         return parse_at(text, now, tz)

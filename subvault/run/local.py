@@ -136,7 +136,7 @@ def find_snapshot(ctx: Context, sub: SubvolumeConf, ref: str, *, what: str = "--
 
     A reference that is none of those is a usage error naming `what` (the option or argument it came from).
     """
-    digits = ref.strip().isdigit()
+    digits = ref.strip().isascii() and ref.strip().isdigit()
     snaps = local_scan.scan(sub.name, sub.path, with_uuids=not digits and bool(restore_point.looks_like_uuid(ref)))
     by_key = {s.uuid or f"#{s.number}": s for s in snaps}
     points = [restore_point.Point(k, s.date, s.number, s.number) for k, s in by_key.items()]

@@ -268,3 +268,43 @@ def test_a_description_info_xml_cannot_hold_is_refused_before_anything_changes(h
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: DESCRIPTION ") and len(proc.stderr.splitlines()) == 1
     assert {name: sorted(os.listdir(path / ".snapshots")) for name, path in subs.items()} == before
+
+
+def test_a_closed_stderr_changes_nothing_either_way(homelab):
+    warm(homelab)
+    subs = configured(homelab)
+    outs = []
+    for run in (program, full):
+        before = {name: newest(path) for name, path in subs.items()}
+        proc = run(homelab.config, "snap-all", "x", stderr=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                   preexec_fn=lambda: os.close(2))
+        assert proc.returncode == 0
+        assert all(int(newest(path).name) == int(before[name].name) + 1 for name, path in subs.items())
+        outs.append(re.sub(r"/\.snapshots/\d+/", "/.snapshots/N/", proc.stdout))
+    assert outs[0] == outs[1] != ""
+
+
+def test_a_stdout_in_another_encoding_gets_the_same_bytes_either_way(homelab):
+    odd = homelab.fs.mountpoint / "donn\u00e9es"
+    adapter.create_subvolume(odd)
+    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "odd"\npath = "{odd}"\n')
+    warm(homelab)
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    got = []
+    for run in (program, full):
+        proc = subprocess.run([sys.executable, "-m", "subvault" if run is program else "subvault.cli.main", "--config",
+                               str(homelab.config), "snap-all", "x"], capture_output=True, cwd=REPO, env=env)
+        got.append((proc.returncode, re.sub(rb"/\.snapshots/\d+/", b"/.snapshots/N/", proc.stdout)))
+    assert got[0] == got[1] and got[0][0] == 0
+    assert b"donn\xe9es" in got[0][1]
+
+
+def test_entries_named_with_other_digits_are_no_snapshot_numbers(homelab):
+    warm(homelab)
+    sdir = homelab.paths["data"] / ".snapshots"
+    (sdir / "\u00b2").write_text("")
+    (sdir / "\u0667").mkdir()
+    for run in (program, full):
+        proc = run(homelab.config, "snap-all", "x")
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(n for n in os.listdir(sdir) if n.isascii() and n.isdigit()) == ["1", "2", "3"]

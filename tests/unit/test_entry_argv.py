@@ -21,7 +21,8 @@ def test_the_one_command_line_it_serves(argv, expected):
     ["snap-all", "--dry-run", "d"], ["snap-all", "--help"], ["snap-all", "--", "-d"], ["snap-all", "-d"],
     ["--config"], ["--config", "snap-all", "d"], ["--config", "", "snap-all", "d"], ["--config=", "snap-all", "d"],
     ["--config", "--json", "snap-all", "d"], ["-v", "snap-all", "d"], ["--wait", "5", "snap-all", "d"],
-    ["--config", "a", "--config", "b", "snap-all", "d"], ["--json", "snap-all", "d"],
+    ["--config", "a", "--config", "b", "snap-all", "d"], ["--json", "snap-all", "d"], ["--config", " ", "snap-all", "d"],
+    ["--config=  ", "snap-all", "d"],
 ])
 def test_everything_else_is_the_full_clis(argv):
     assert fast_snap_all(argv) is None

@@ -61,3 +61,9 @@ def test_anything_else_is_a_usage_error() -> None:
         pick("yesterday")
     with pytest.raises(NotFound, match="no restore point with uuid"):
         pick("eeeeeeee-0000")
+
+
+@pytest.mark.parametrize("at", ["²", "٣", "①"])
+def test_a_digit_that_is_not_ascii_is_no_number_and_no_crash(at):
+    with pytest.raises(UsageError):
+        pick(at)
