@@ -63,6 +63,15 @@ def configured(homelab) -> dict[str, Path]:
     return {sub.name: Path(sub.path) for sub in load_config(homelab.config).subvolume}
 
 
+def warm_with_a_subvolume_at(homelab, name: str) -> Path:
+    """Add a subvolume "odd" at <mount>/name to the config, then warm; return its path."""
+    odd = homelab.fs.mountpoint / name
+    adapter.create_subvolume(odd)
+    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "odd"\npath = "{odd}"\n')
+    warm(homelab)
+    return odd
+
+
 def newest(sub: Path) -> Path:
     sdir = sub / ".snapshots"
     return sdir / str(max(int(n) for n in os.listdir(sdir) if n.isdigit()))
@@ -231,10 +240,7 @@ def test_output_that_cannot_be_written_is_one_error_line_and_exit_1_either_way(h
 
 
 def test_stdout_that_is_not_utf8_gets_the_same_rows_either_way(homelab):
-    odd = homelab.fs.mountpoint / "\u00fbn\u00ef"
-    adapter.create_subvolume(odd)
-    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "odd"\npath = "{odd}"\n')
-    warm(homelab)
+    odd = warm_with_a_subvolume_at(homelab, "\u00fbn\u00ef")
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
     by_fast, by_full = program(homelab.config, "snap-all", "x", env=env), full(homelab.config, "snap-all", "x", env=env)
     assert shape(by_fast) == shape(by_full)
@@ -285,10 +291,7 @@ def test_a_closed_stderr_changes_nothing_either_way(homelab):
 
 
 def test_a_stdout_in_another_encoding_gets_the_same_bytes_either_way(homelab):
-    odd = homelab.fs.mountpoint / "donn\u00e9es"
-    adapter.create_subvolume(odd)
-    homelab.config.write_text(homelab.config.read_text() + f'\n[[subvolume]]\nname = "odd"\npath = "{odd}"\n')
-    warm(homelab)
+    warm_with_a_subvolume_at(homelab, "donn\u00e9es")
     env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
     got = []
     for run in (program, full):
