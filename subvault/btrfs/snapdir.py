@@ -75,7 +75,7 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644, *, 
             if durable:
                 os.fsync(fh.fileno())
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException:  # any failure, even an interrupt: no temp file is left behind; re-raised
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise

@@ -58,7 +58,7 @@ def save(config_file: str, text: str, compiled: Compiled) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException:  # any failure, even an interrupt: no temp file is left behind; re-raised
         os.unlink(tmp)
         raise
 

@@ -76,18 +76,26 @@ def test_attack_the_printed_fix_keeps_every_old_receive(two):
     assert {i.received_uuid for i in before.values()} <= {i.received_uuid for i in got.values()}, dump(out)
 
 
-@pytest.mark.xfail(strict=True, reason="reported, not fixed: a removed subvolume's receives are points of the keep of a new one reusing its name")
-def test_attack_a_new_subvolume_reusing_a_removed_ones_name_does_not_prune_its_backups(two):
-    """data is removed from the config; later a NEW subvolume is added as "data": its first
-    full goes into data's old directory, and its keep must not prune the removed one's receives."""
+def replicated_then_a_new_subvolume(two, name: str):
+    """data and pvc replicated at T0, then a new subvolume NAME beside data holding one file;
+    return data's entries on the target as they were, and the new subvolume's path."""
     paths, root, state = two
     snap("data", paths["data"], T0)
     snap("pvc", paths["pvc"], T0)
     assert not replicate(context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)).errors
     before = entries(root, "data")
-    newp = paths["data"].parent / "data2"
+    newp = paths["data"].parent / name
     adapter.create_subvolume(newp)
     (newp / "x").write_text("new\n")
+    return before, newp
+
+
+@pytest.mark.xfail(strict=True, reason="reported, not fixed: a removed subvolume's receives are points of the keep of a new one reusing its name")
+def test_attack_a_new_subvolume_reusing_a_removed_ones_name_does_not_prune_its_backups(two):
+    """data is removed from the config; later a NEW subvolume is added as "data": its first
+    full goes into data's old directory, and its keep must not prune the removed one's receives."""
+    paths, root, state = two
+    before, newp = replicated_then_a_new_subvolume(two, "data2")
     snap("data", newp, T0 + timedelta(days=3))
     ctx = context({"data": newp, "pvc": paths["pvc"]}, str(root), now=T0 + timedelta(days=3, minutes=5), keep="1h", state=state)
     out = replicate(ctx)
@@ -99,13 +107,7 @@ def test_attack_a_rename_plus_a_new_subvolume_under_the_old_name_never_prunes_th
     """data renamed to files and, in the same edit, a new subvolume added as "data": the new one's
     full send must not go into the directory holding files' receives and prune them by its keep."""
     paths, root, state = two
-    snap("data", paths["data"], T0)
-    snap("pvc", paths["pvc"], T0)
-    assert not replicate(context(paths, str(root), now=T0 + timedelta(minutes=5), state=state)).errors
-    before = entries(root, "data")
-    newp = paths["data"].parent / "fresh"
-    adapter.create_subvolume(newp)
-    (newp / "x").write_text("new\n")
+    before, newp = replicated_then_a_new_subvolume(two, "fresh")
     later = T0 + timedelta(days=3)
     snap("data", newp, later)
     snap("files", paths["data"], later)
